@@ -1,0 +1,240 @@
+//! Generates the containerd-compatible bindings from `proto/` with one prost
+//! configuration: message types are generated once, gRPC services get tonic
+//! code and the shim-facing packages get ttrpc code.
+
+use std::path::{Path, PathBuf};
+
+use std::collections::BTreeMap;
+
+use prost_build::{Service, ServiceGenerator};
+
+/// Packages whose services are spoken over ttrpc (shims), not gRPC.
+const TTRPC_PACKAGES: &[&str] = &["containerd.task.v2", "containerd.services.events.ttrpc.v1"];
+
+/// Wraps tonic's generator: skips the ttrpc-only packages and gates the
+/// output behind the `grpc` feature so a build without tonic never names it.
+struct GrpcGenerator(Box<dyn ServiceGenerator>);
+
+impl ServiceGenerator for GrpcGenerator {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        if TTRPC_PACKAGES.contains(&service.package.as_str()) {
+            return;
+        }
+        let mut out = String::new();
+        self.0.generate(service, &mut out);
+        buf.push_str(&gate_top_level_items(&out, "grpc"));
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.0.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.0.finalize_package(package, buf);
+    }
+}
+
+/// Puts `#[cfg(feature = ...)]` in front of every top-level `pub mod` / `pub use`
+/// the service generators emitted, so a crate built without that transport
+/// never references it.
+fn gate_top_level_items(code: &str, feature: &str) -> String {
+    let attr = format!("#[cfg(feature = \"{feature}\")]\n");
+    let mut out = String::with_capacity(code.len() + 256);
+    let mut depth: i64 = 0;
+    let mut i = 0;
+    let bytes = code.as_bytes();
+    while i < bytes.len() {
+        let rest = &code[i..];
+        if depth == 0 && (rest.starts_with("pub mod ") || rest.starts_with("pub use ")) {
+            out.push_str(&attr);
+        }
+        let c = bytes[i];
+        if c == b'{' {
+            depth += 1;
+        } else if c == b'}' {
+            depth -= 1;
+        } else if c == b'"' {
+            // Skip string literals so braces inside them are not counted.
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j] != b'"' {
+                if bytes[j] == b'\\' {
+                    j += 1;
+                }
+                j += 1;
+            }
+            out.push_str(&code[i..(j + 1).min(code.len())]);
+            i = j + 1;
+            continue;
+        }
+        // Copy one UTF-8 character.
+        let len = rest.chars().next().map_or(1, char::len_utf8);
+        out.push_str(&rest[..len]);
+        i += len;
+    }
+    out
+}
+
+fn protos(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            protos(&path, out);
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            out.push(path);
+        }
+    }
+}
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    // The crate carries a copy of the protos when packaged; in the workspace
+    // they live at the top.
+    let root = [manifest.join("proto"), manifest.join("../../proto")]
+        .into_iter()
+        .find(|p| p.join("containerd").is_dir())
+        .expect("proto/ directory with containerd/ not found");
+    println!("cargo:rerun-if-changed={}", root.display());
+
+    let mut files = Vec::new();
+    protos(&root, &mut files);
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+
+    let grpc_dir = out_dir.join("grpc");
+    let ttrpc_dir = out_dir.join("ttrpc");
+    for d in [&grpc_dir, &ttrpc_dir] {
+        // Start empty so files of removed protos never linger.
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+    }
+    let includes = [root.clone(), PathBuf::from("/usr/include")];
+
+    // Pass 1: messages for every package (one set of types) and tonic
+    // services; also the descriptor set of the whole API.
+    let tonic = tonic_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(true)
+        .service_generator();
+    let mut config = prost_build::Config::new();
+    config
+        .out_dir(&grpc_dir)
+        .service_generator(Box::new(GrpcGenerator(tonic)))
+        .enable_type_names()
+        .file_descriptor_set_path(out_dir.join("descriptor.bin"))
+        .protoc_arg("--experimental_allow_proto3_optional");
+    config
+        .compile_protos(&files, &includes)
+        .unwrap_or_else(|e| panic!("compiling protos: {e}"));
+
+    // Pass 2: the ttrpc packages with their ttrpc bindings. Only those
+    // packages' files are used; the types they import resolve through
+    // `super::` paths to the pass-1 modules.
+    let ttrpc_inputs: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            TTRPC_PACKAGES
+                .iter()
+                .any(|p| text.contains(&format!("package {p};")))
+        })
+        .collect();
+    if !ttrpc_inputs.is_empty() {
+        ttrpc_codegen_prost::Codegen::new()
+            .out_dir(&ttrpc_dir)
+            .inputs(ttrpc_inputs)
+            .includes(&includes)
+            .prost()
+            .customize(ttrpc_codegen_prost::Customize {
+                async_all: true,
+                ..Default::default()
+            })
+            .run()
+            .unwrap_or_else(|e| panic!("generating ttrpc bindings: {e}"));
+    }
+
+    // The module tree: one nested module per protobuf package.
+    let mut packages: BTreeMap<String, Source> = BTreeMap::new();
+    for entry in std::fs::read_dir(&grpc_dir).expect("read grpc out dir") {
+        let path = entry.expect("dir entry").path();
+        let Some(pkg) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if path.extension().is_some_and(|e| e == "rs") && !TTRPC_PACKAGES.contains(&pkg) {
+            packages.insert(pkg.to_string(), Source::File(path.clone(), None));
+        }
+    }
+    for pkg in TTRPC_PACKAGES {
+        let file = ttrpc_dir.join(format!("{pkg}.rs"));
+        if !file.exists() {
+            continue;
+        }
+        packages.insert((*pkg).to_string(), Source::File(file, Some("ttrpc")));
+    }
+    // The ttrpc generator names well-known types as `google.protobuf.*`
+    // messages; point those names at prost-types (Empty is `()` in prost).
+    packages.insert(
+        "google.protobuf".to_string(),
+        Source::Inline(
+            "pub use ::prost_types::*;\n/// `google.protobuf.Empty`.\npub type Empty = ();\n"
+                .to_string(),
+        ),
+    );
+    std::fs::write(out_dir.join("containerd.rs"), module_tree(&packages))
+        .expect("write module tree");
+}
+
+/// Where a package module's body comes from.
+enum Source {
+    /// A generated file, optionally gated by a crate feature.
+    File(PathBuf, Option<&'static str>),
+    /// Literal Rust code.
+    Inline(String),
+}
+
+/// Renders nested `pub mod` blocks that `include!` each package's file.
+fn module_tree(packages: &BTreeMap<String, Source>) -> String {
+    #[derive(Default)]
+    struct Node<'a> {
+        children: BTreeMap<String, Node<'a>>,
+        source: Option<&'a Source>,
+    }
+    fn render(node: &Node<'_>, out: &mut String) {
+        match node.source {
+            Some(Source::File(file, _)) => {
+                out.push_str(&format!("include!({:?});\n", file.display().to_string()));
+            }
+            Some(Source::Inline(code)) => out.push_str(code),
+            None => {}
+        }
+        for (name, child) in &node.children {
+            // A package gated by a feature takes its whole subtree with it.
+            if let Some(Source::File(_, Some(feature))) = child.source {
+                out.push_str(&format!("#[cfg(feature = {feature:?})]\n"));
+            }
+            out.push_str(&format!(
+                "/// Package segment `{name}`.\npub mod {name} {{\n"
+            ));
+            render(child, out);
+            out.push_str("}\n");
+        }
+    }
+    let mut root = Node::default();
+    for (pkg, source) in packages {
+        let mut node = &mut root;
+        for seg in pkg.split('.') {
+            node = node.children.entry(seg.to_string()).or_default();
+        }
+        node.source = Some(source);
+    }
+    let mut out = String::new();
+    render(&root, &mut out);
+    out
+}

@@ -1,0 +1,48 @@
+//! containerd-compatible wire types for berth.
+//!
+//! Everything berth says on the wire is generated here from the project's own
+//! `.proto` files under `proto/`, which carry containerd's packages, services,
+//! method names and field numbers so that any containerd client (Debian's
+//! `ctr`, nerdctl, the Go client) talks to `berthd` unchanged.
+//!
+//! - [`containerd`]: the generated modules, nested exactly like the protobuf
+//!   packages (`containerd::services::namespaces::v1`, `containerd::types`,
+//!   `containerd::task::v2`, ...). gRPC services have tonic clients and
+//!   servers (feature `grpc`); the shim task API and event forwarding have
+//!   ttrpc bindings (feature `ttrpc`).
+//! - [`errdefs`]: containerd's error categories and their gRPC / ttrpc codes.
+//! - [`client`]: a small typed gRPC client over a UNIX socket with the
+//!   namespace carried in the `containerd-namespace` header.
+//! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptor set of the whole API.
+
+pub mod errdefs;
+
+#[cfg(feature = "grpc")]
+pub mod client;
+
+/// Generated protobuf modules (messages, tonic and ttrpc services).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/containerd.rs"));
+}
+
+pub use errdefs::Category;
+pub use proto::containerd;
+
+/// The encoded `FileDescriptorSet` of every berth `.proto` file.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// gRPC metadata key carrying the namespace of a call.
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// gRPC metadata key carrying the lease a call's new objects belong to.
+pub const LEASE_HEADER: &str = "containerd-lease";
+/// ttrpc metadata key carrying the namespace of a call.
+pub const TTRPC_NAMESPACE_HEADER: &str = "containerd-namespace-ttrpc";

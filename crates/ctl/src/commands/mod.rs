@@ -1,0 +1,45 @@
+//! The command tree, one module per `ctr` command.
+
+mod events;
+mod namespaces;
+mod plugins;
+mod version;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::Global;
+
+/// berthctl: command-line client for berthd (containerd's `ctr` commands).
+#[derive(Debug, Parser)]
+#[command(name = "berthctl", version, about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Print the client and server versions.
+    Version,
+    /// Provides information about daemon plugins.
+    #[command(visible_alias = "plugin")]
+    Plugins(plugins::Args),
+    /// Manage namespaces.
+    #[command(visible_alias = "namespace", visible_alias = "ns")]
+    Namespaces(namespaces::Args),
+    /// Display daemon events.
+    #[command(visible_alias = "event")]
+    Events(events::Args),
+}
+
+/// Runs the parsed command.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => version::run(&cli.global).await,
+        Command::Plugins(args) => plugins::run(&cli.global, args).await,
+        Command::Namespaces(args) => namespaces::run(&cli.global, args).await,
+        Command::Events(args) => events::run(&cli.global, args).await,
+    }
+}

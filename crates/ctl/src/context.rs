@@ -1,0 +1,75 @@
+//! Connection settings shared by every command.
+
+use anyhow::Context as _;
+use berth_api::client::Client;
+
+/// Global flags: where the daemon is and which namespace to act in.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Global {
+    /// Address of the daemon's gRPC socket.
+    #[arg(
+        short = 'a',
+        long,
+        global = true,
+        env = "BERTH_ADDRESS",
+        default_value = "/run/berth/berthd.sock"
+    )]
+    pub(crate) address: String,
+    /// Namespace to use (env BERTH_NAMESPACE, then CONTAINERD_NAMESPACE).
+    #[arg(short = 'n', long, global = true)]
+    pub(crate) namespace: Option<String>,
+}
+
+impl Global {
+    /// The namespace: flag, then `BERTH_NAMESPACE`, then `CONTAINERD_NAMESPACE`, then `default`.
+    pub(crate) fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("BERTH_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .or_else(|| {
+                std::env::var("CONTAINERD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_string())
+    }
+
+    /// Connects to the daemon with the namespace set.
+    pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        let client = Client::connect(&self.address)
+            .await
+            .with_context(|| format!("connecting to {}", self.address))?;
+        Ok(client.with_namespace(self.namespace()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Global;
+
+    // One test, because it changes process-wide environment variables.
+    #[test]
+    fn namespace_precedence() {
+        let g = |ns: Option<&str>| Global {
+            address: String::new(),
+            namespace: ns.map(str::to_string),
+        };
+        // Env mutation is unsafe in edition 2024; check against whatever
+        // the environment holds instead.
+        let env_berth = std::env::var("BERTH_NAMESPACE")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let env_ctr = std::env::var("CONTAINERD_NAMESPACE")
+            .ok()
+            .filter(|s| !s.is_empty());
+        assert_eq!(g(Some("flag")).namespace(), "flag");
+        let expected = env_berth
+            .or(env_ctr)
+            .unwrap_or_else(|| "default".to_string());
+        assert_eq!(g(None).namespace(), expected);
+    }
+}

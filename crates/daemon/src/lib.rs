@@ -1,0 +1,38 @@
+//! The berth daemon: plugin registry, `config.toml` and the gRPC services.
+//!
+//! `berthd` is a thin binary over [`run`]: it reads a [`Config`], builds the
+//! plugins the config enables in dependency order ([`plugins`]), serves every
+//! gRPC service plugin on a UNIX socket (wire-compatible with containerd's
+//! v1 API) and the ttrpc services (event forwarding from shims) on
+//! `<address>.ttrpc`, until SIGINT or SIGTERM.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), berth_daemon::Error> {
+//! let mut config = berth_daemon::Config {
+//!     root: "/tmp/berth/root".into(),
+//!     state: "/tmp/berth/state".into(),
+//!     ..Default::default()
+//! };
+//! config.grpc.address = "/tmp/berth/state/berthd.sock".into();
+//! berth_daemon::run(config).await
+//! # }
+//! ```
+
+// tonic's service traits return `Result<_, tonic::Status>`; helpers that
+// feed them use the same error type rather than boxing it.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+mod error;
+pub mod plugins;
+mod server;
+pub mod services;
+pub mod socket;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::{run, run_until, run_with};
+
+/// The version berthd reports: the containerd API level it implements,
+/// with berth's own version as build metadata.
+pub const VERSION: &str = concat!("1.7.0+berth.", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,168 @@
+//! `containerd.services.introspection.v1.Introspection`: plugins and server info.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_api::containerd::services::introspection::v1::introspection_server::Introspection;
+use berth_api::containerd::services::introspection::v1::{
+    Plugin as WirePlugin, PluginInfoRequest, PluginInfoResponse, PluginsRequest, PluginsResponse,
+    ServerResponse,
+};
+use berth_api::proto::google::rpc::Status as RpcStatus;
+use tonic::{Request, Response, Status};
+
+use crate::plugins::{Plugin, PluginError};
+
+/// Lists plugins and reports the server's identity.
+#[derive(Debug, Clone)]
+pub struct IntrospectionService {
+    plugins: Arc<Vec<WirePlugin>>,
+    uuid: String,
+}
+
+impl IntrospectionService {
+    /// A service reporting `plugins` (itself included by the caller) and a
+    /// server uuid kept in `root/uuid`, created on first start.
+    pub fn new(plugins: Vec<WirePlugin>, root: &Path) -> std::io::Result<IntrospectionService> {
+        Ok(IntrospectionService {
+            plugins: Arc::new(plugins),
+            uuid: load_or_create_uuid(root)?,
+        })
+    }
+}
+
+/// The wire form of an initialised (or failed) plugin.
+pub fn wire_plugin(p: &Plugin) -> WirePlugin {
+    WirePlugin {
+        r#type: p.plugin_type.clone(),
+        id: p.id.clone(),
+        requires: p.requires.clone(),
+        platforms: Vec::new(),
+        exports: p.exports.clone().into_iter().collect(),
+        capabilities: p.capabilities.clone(),
+        init_err: p.instance.as_ref().err().map(|e| RpcStatus {
+            code: match e {
+                PluginError::Skipped(_) => berth_api::Category::NotFound.code(),
+                PluginError::Failed(_) => berth_api::Category::Unknown.code(),
+            },
+            message: e.to_string(),
+            details: Vec::new(),
+        }),
+    }
+}
+
+/// Reads the server uuid, writing a new one atomically if there is none.
+fn load_or_create_uuid(root: &Path) -> std::io::Result<String> {
+    let path = root.join("uuid");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => return Ok(s.trim().to_string()),
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "server uuid file is invalid; writing a new one")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(root)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = root.join("uuid.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+/// Field access for the filter language over a wire plugin.
+struct PluginFields<'a>(&'a WirePlugin);
+
+impl berth_filters::Adaptor for PluginFields<'_> {
+    fn field(&self, path: &[&str]) -> Option<Cow<'_, str>> {
+        let p = self.0;
+        match path {
+            ["type"] => Some(Cow::Borrowed(p.r#type.as_str())),
+            ["id"] => Some(Cow::Borrowed(p.id.as_str())),
+            ["capabilities"] => {
+                (!p.capabilities.is_empty()).then(|| Cow::Owned(p.capabilities.join(",")))
+            }
+            ["exports", key @ ..] if !key.is_empty() => p
+                .exports
+                .get(&key.join("."))
+                .map(|v| Cow::Borrowed(v.as_str())),
+            _ => None,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Introspection for IntrospectionService {
+    async fn plugins(
+        &self,
+        request: Request<PluginsRequest>,
+    ) -> Result<Response<PluginsResponse>, Status> {
+        let filter = berth_filters::parse_all(&request.get_ref().filters)
+            .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+        let plugins = self
+            .plugins
+            .iter()
+            .filter(|p| filter.matches(&PluginFields(p)))
+            .cloned()
+            .collect();
+        Ok(Response::new(PluginsResponse { plugins }))
+    }
+
+    async fn plugin_info(
+        &self,
+        request: Request<PluginInfoRequest>,
+    ) -> Result<Response<PluginInfoResponse>, Status> {
+        let req = request.into_inner();
+        let plugin = self
+            .plugins
+            .iter()
+            .find(|p| p.r#type == req.r#type && p.id == req.id)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!("plugin {}.{} not found", req.r#type, req.id))
+            })?;
+        if req.options.is_some() {
+            return Err(Status::unimplemented(format!(
+                "plugin {}.{} does not take info options",
+                req.r#type, req.id
+            )));
+        }
+        Ok(Response::new(PluginInfoResponse {
+            plugin: Some(plugin),
+            extra: None,
+        }))
+    }
+
+    async fn server(&self, _request: Request<()>) -> Result<Response<ServerResponse>, Status> {
+        Ok(Response::new(ServerResponse {
+            uuid: self.uuid.clone(),
+            pid: u64::from(std::process::id()),
+            pidns: pid_namespace(),
+            deprecations: Vec::new(),
+        }))
+    }
+}
+
+/// The inode of this process's pid namespace, as containerd reports it.
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_is_stable_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_uuid(dir.path()).unwrap();
+        let b = load_or_create_uuid(dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
+}

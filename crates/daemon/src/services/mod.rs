@@ -1,0 +1,28 @@
+//! gRPC and ttrpc services: thin adapters from containerd's wire API to the
+//! berth library crates. Each service maps its crate's errors to status
+//! codes in one function.
+
+pub mod events;
+pub mod introspection;
+pub mod namespaces;
+pub mod version;
+
+use tonic::{Request, Status};
+
+/// The namespace a call names in its `containerd-namespace` header.
+pub fn namespace_of<T>(request: &Request<T>) -> Result<String, Status> {
+    let value = request
+        .metadata()
+        .get(berth_api::NAMESPACE_HEADER)
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "namespace is required: set the containerd-namespace header (ctr -n NAME)",
+            )
+        })?;
+    let ns = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("containerd-namespace header is not valid text"))?;
+    berth_metadata::identifiers::validate(ns)
+        .map_err(|e| Status::invalid_argument(format!("namespace {ns:?}: {e}")))?;
+    Ok(ns.to_string())
+}

@@ -1,0 +1,319 @@
+//! The database handle: opening the redb file, checking its schema, and
+//! running short transactions for the stores.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
+use tracing::{debug, info, warn};
+
+use crate::error::{DbContext, Error, Result};
+use crate::namespaces::Namespaces;
+use crate::schema::{self, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+
+/// A handle on berth's metadata database; cheap to clone and share between threads.
+///
+/// All clones share one open redb file. redb allows one writer at a time
+/// (others wait) alongside any number of readers, each seeing a consistent
+/// snapshot. Every commit is durable (fsynced) before it returns.
+///
+/// A file can be open only once per process: open it once and clone the
+/// handle; a second [`Db::open`] of the same path fails.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens the database at `path`, creating the file and its parent directories if needed.
+    ///
+    /// A new file gets every table of the current [`schema`] and records
+    /// [`SCHEMA_VERSION`]. An existing file written by a newer berth (a higher
+    /// schema version) is refused with [`Error::SchemaVersion`] rather than
+    /// risk misreading it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+
+        // New files use redb's v3 file format, which later redb majors read
+        // without an upgrade step.
+        let db = Database::builder()
+            .create_with_file_format_v3(true)
+            .create(&path)
+            .context("open database file")?;
+        init_schema(&db, &path)?;
+        debug!(path = %path.display(), "opened metadata database");
+
+        Ok(Db {
+            inner: Arc::new(Inner { db, path }),
+        })
+    }
+
+    /// The path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The namespace store of this database.
+    pub fn namespaces(&self) -> Namespaces {
+        Namespaces::new(self.clone())
+    }
+
+    /// Runs `f` in a read transaction: a consistent snapshot, never blocked by writers.
+    pub(crate) fn view<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .context("begin read transaction")?;
+        f(&txn)
+    }
+
+    /// Runs `f` in a write transaction, committing if it returns `Ok` and
+    /// aborting (writing nothing) if it returns `Err`.
+    ///
+    /// Writers are serialised, so keep `f` short: no I/O beyond the database.
+    pub(crate) fn update<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .context("begin write transaction")?;
+        match f(&txn) {
+            Ok(out) => {
+                txn.commit().context("commit transaction")?;
+                Ok(out)
+            }
+            Err(err) => {
+                if let Err(abort) = txn.abort() {
+                    warn!(error = %abort, "failed to abort metadata transaction");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Checks or records the schema version and creates any missing table, in one transaction.
+fn init_schema(db: &Database, path: &Path) -> Result<()> {
+    let mut txn = db.begin_write().context("begin write transaction")?;
+    // Creating tables and the version record is idempotent: if this commit
+    // is lost in a crash, the next open simply does it again. Skipping the
+    // fsync keeps a fresh daemon's startup short.
+    txn.set_durability(redb::Durability::None);
+    {
+        let mut meta = txn.open_table(schema::META).context("open table meta")?;
+        let found = meta
+            .get(SCHEMA_VERSION_KEY)
+            .context("read schema version")?
+            .map(|v| v.value());
+        match found {
+            None => {
+                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
+                    .context("record schema version")?;
+                info!(path = %path.display(), version = SCHEMA_VERSION, "created metadata database");
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) if v > SCHEMA_VERSION => {
+                // Dropping `txn` aborts it: the file is left exactly as found.
+                return Err(Error::SchemaVersion {
+                    path: path.to_path_buf(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(v) => {
+                // Version 1 is the first; migrations from older versions go here.
+                return Err(Error::FailedPrecondition(format!(
+                    "metadata database {} has schema version {v}, and there is no migration \
+                     from it to version {SCHEMA_VERSION}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    // Opening a table in a write transaction creates it if missing.
+    txn.open_table(schema::NAMESPACES)
+        .context("create table namespaces")?;
+    txn.open_table(schema::NAMESPACE_LABELS)
+        .context("create table namespace_labels")?;
+    txn.open_table(schema::IMAGES)
+        .context("create table images")?;
+    txn.open_table(schema::CONTAINERS)
+        .context("create table containers")?;
+    txn.open_table(schema::CONTENT)
+        .context("create table content")?;
+    txn.open_table(schema::LEASES)
+        .context("create table leases")?;
+    txn.open_table(schema::SNAPSHOTS)
+        .context("create table snapshots")?;
+    txn.commit().context("commit schema")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::TableHandle;
+
+    use super::*;
+
+    fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+
+    #[test]
+    fn db_is_clone_send_sync() {
+        assert_shareable::<Db>();
+    }
+
+    #[test]
+    fn open_creates_file_and_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/meta.db");
+        let db = Db::open(&path).unwrap();
+        assert!(path.is_file());
+        assert_eq!(db.path(), path);
+        assert!(format!("{db:?}").contains("meta.db"));
+    }
+
+    #[test]
+    fn open_creates_every_table_and_records_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("meta.db")).unwrap();
+        let tables: Vec<String> = db
+            .view(|txn| {
+                Ok(txn
+                    .list_tables()
+                    .context("list")?
+                    .map(|t| t.name().to_owned())
+                    .collect())
+            })
+            .unwrap();
+        for name in [
+            "meta",
+            "namespaces",
+            "namespace_labels",
+            "images",
+            "containers",
+            "content",
+            "leases",
+            "snapshots",
+        ] {
+            assert!(tables.iter().any(|t| t == name), "missing table {name}");
+        }
+        let version = db
+            .view(|txn| {
+                let meta = txn.open_table(schema::META).context("open")?;
+                Ok(meta
+                    .get(SCHEMA_VERSION_KEY)
+                    .context("get")?
+                    .map(|v| v.value()))
+            })
+            .unwrap();
+        assert_eq!(version, Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn reopen_keeps_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        drop(Db::open(&path).unwrap());
+        drop(Db::open(&path).unwrap());
+    }
+
+    fn write_version(path: &Path, version: u64) {
+        let db = Db::open(path).unwrap();
+        db.update(|txn| {
+            let mut meta = txn.open_table(schema::META).context("open")?;
+            meta.insert(SCHEMA_VERSION_KEY, version).context("insert")?;
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        write_version(&path, SCHEMA_VERSION + 1);
+
+        let err = Db::open(&path).unwrap_err();
+        match &err {
+            Error::SchemaVersion {
+                found, supported, ..
+            } => {
+                assert_eq!(*found, SCHEMA_VERSION + 1);
+                assert_eq!(*supported, SCHEMA_VERSION);
+            }
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(err.to_string().contains("refusing to open"), "{err}");
+
+        // Still refused: the failed open did not rewrite the version.
+        assert!(matches!(Db::open(&path), Err(Error::SchemaVersion { .. })));
+    }
+
+    #[test]
+    fn older_schema_without_migration_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        write_version(&path, 0);
+        assert!(matches!(Db::open(&path), Err(Error::FailedPrecondition(_))));
+    }
+
+    #[test]
+    fn garbage_file_is_a_db_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        std::fs::write(&path, b"this is not a redb file, just some bytes").unwrap();
+        let err = Db::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Db { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn parent_that_is_a_file_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let err = Db::open(blocker.join("meta.db")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn second_open_of_same_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let _db = Db::open(&path).unwrap();
+        assert!(matches!(Db::open(&path), Err(Error::Db { .. })));
+    }
+
+    #[test]
+    fn failed_update_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("meta.db")).unwrap();
+        let res: Result<()> = db.update(|txn| {
+            let mut t = txn.open_table(schema::NAMESPACES).context("open")?;
+            t.insert("ghost", ()).context("insert")?;
+            Err(Error::InvalidArgument("changed my mind".into()))
+        });
+        assert!(res.is_err());
+        assert!(!db.namespaces().exists("ghost").unwrap());
+    }
+}

@@ -1,0 +1,55 @@
+//! berth's metadata store: one embedded, transactional database ([redb]) that
+//! holds everything berth knows about namespaces and the objects inside them.
+//!
+//! This is containerd's `core/metadata` for berth. containerd keeps its
+//! metadata in one bolt file with a bucket per namespace; berth keeps it in one
+//! redb file with a table per object kind, keyed by `(namespace, ...)` (see
+//! [`schema`] for the layout). Object kinds arrive one store at a time:
+//!
+//! - [`namespaces`]: the namespaces themselves and their labels.
+//! - images, containers, leases, and per-namespace views of content and
+//!   snapshots: their tables exist already (empty); their stores come later.
+//!
+//! Shared validation lives in [`identifiers`] (names and ids) and [`labels`].
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> berth_metadata::Result<()> {
+//! # let dir = tempfile::tempdir().expect("tempdir");
+//! use berth_metadata::Db;
+//!
+//! let db = Db::open(dir.path().join("meta.db"))?;
+//! let namespaces = db.namespaces();
+//! namespaces.create("default", [("owner", "ops")])?;
+//! namespaces.set_label("default", "tier", "prod")?;
+//! assert_eq!(namespaces.list()?, vec!["default"]);
+//! assert_eq!(namespaces.get("default")?.labels["tier"], "prod");
+//! namespaces.delete("default")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Transactions
+//!
+//! Every store method runs as one short redb transaction, durable once it
+//! returns. Readers see consistent snapshots and never wait for the writer;
+//! writers take turns. The methods are synchronous: from async code, call
+//! them via `spawn_blocking` (they do no network I/O and finish quickly).
+//!
+//! Errors are containerd's categories ([`Error::NotFound`],
+//! [`Error::AlreadyExists`], ...) plus storage failures; turning them into
+//! gRPC codes is the RPC layer's job.
+
+mod db;
+pub mod error;
+pub mod identifiers;
+pub mod labels;
+pub mod namespaces;
+pub mod schema;
+
+pub use db::Db;
+pub use error::{Error, Result};
+pub use labels::Labels;
+pub use namespaces::{Namespace, Namespaces};
+pub use schema::SCHEMA_VERSION;

@@ -1,0 +1,324 @@
+//! Harness for berth's end-to-end tests: a real `berthd` on a temporary
+//! root, and helpers to run Debian's `ctr` and `berthctl` against it.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("BERTH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("target/debug"), Path::to_path_buf)
+}
+
+/// Path of workspace binary `name`, checked to exist.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build the workspace first (cargo build --workspace --all-targets)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Path of Debian's `ctr`, checked to exist.
+pub fn ctr_bin() -> Result<PathBuf> {
+    let path = PathBuf::from("/usr/bin/ctr");
+    if !path.exists() {
+        bail!(
+            "/usr/bin/ctr not found: run `cargo xtask deps` (installs Debian's containerd package for its ctr client)"
+        );
+    }
+    Ok(path)
+}
+
+/// A `berthd` running on a temporary root, killed when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    config: Option<PathBuf>,
+    /// gRPC socket path.
+    pub address: PathBuf,
+    /// Root directory.
+    pub root: PathBuf,
+    /// State directory.
+    pub state: PathBuf,
+    /// How long the last start took until the socket accepted connections.
+    pub startup: Duration,
+}
+
+impl Daemon {
+    /// Starts berthd with no config file.
+    pub fn start() -> Result<Daemon> {
+        Daemon::start_with_config(None)
+    }
+
+    /// Starts berthd with `config` written to a file (if given).
+    pub fn start_with_config(config: Option<&str>) -> Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("berth-e2e").tempdir()?;
+        let config_path = match config {
+            Some(text) => {
+                let p = dir.path().join("config.toml");
+                std::fs::write(&p, text)?;
+                Some(p)
+            }
+            None => None,
+        };
+        let mut d = Daemon {
+            address: dir.path().join("state/berthd.sock"),
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            dir,
+            child: None,
+            config: config_path,
+            startup: Duration::ZERO,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// The command line that starts this daemon.
+    pub fn command(&self) -> Result<Command> {
+        let mut cmd = Command::new(bin("berthd")?);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--log-level")
+            .arg("debug");
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        Ok(cmd)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("berthd.log")
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let started = Instant::now();
+        let mut child = self
+            .command()?
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting berthd")?;
+        let deadline = started + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.address).is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "berthd exited with {status} during startup:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "berthd did not serve {} within 20s:\n{}",
+                    self.address.display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.startup = started.elapsed();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// PID of the running daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("daemon not running");
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("berthd did not exit within 10s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the daemon again on the same root, state and address.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        self.spawn()
+    }
+
+    /// Debian's `ctr -a <address>` with `args`.
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new(ctr_bin()?);
+        cmd.arg("--address").arg(&self.address).args(args);
+        cmd.output().context("running ctr")
+    }
+
+    /// `berthctl -a <address>` with `args`.
+    pub fn berthctl(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new(bin("berthctl")?);
+        cmd.arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .env_remove("BERTH_NAMESPACE")
+            .env_remove("CONTAINERD_NAMESPACE");
+        cmd.output().context("running berthctl")
+    }
+
+    /// The socket's permission bits.
+    pub fn socket_mode(&self) -> Result<u32> {
+        Ok(std::fs::metadata(&self.address)?.permissions().mode() & 0o777)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `out` as a successful command and returns its stdout, or fails with
+/// everything it printed.
+pub fn ok(out: Output) -> Result<String> {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "command failed ({}):\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// Runs `out` as a failing command and returns its stderr.
+pub fn fails(out: Output) -> Result<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        bail!(
+            "command succeeded but should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(stderr)
+}
+
+/// A child whose stdout is collected in the background; killed on drop.
+#[derive(Debug)]
+pub struct Watcher {
+    child: Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watcher {
+    /// Spawns `cmd` with stdout captured.
+    pub fn spawn(mut cmd: Command) -> Result<Watcher> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0_u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut o) = out.lock() {
+                        o.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        Ok(Watcher { child, output })
+    }
+
+    /// Waits until the output contains every one of `needles`.
+    pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.output.lock().map(|o| o.clone()).unwrap_or_default();
+            if needles.iter().all(|n| text.contains(n)) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {needles:?}; output so far:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,178 @@
+//! `cargo xtask <command>`: developer automation for berth.
+//!
+//! - `deps`: install the Debian packages berth builds and tests with.
+//! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
+//! - `up`: deps, build, start berthd on its default paths and talk to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Debian packages berth needs: protoc for the API crate; runc, containerd
+/// (for its `ctr` client and as the benchmark baseline), docker-registry and
+/// busybox-static for the end-to-end tests; tmux to drive TTY sessions.
+const PACKAGES: &[(&str, &str)] = &[
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    (
+        "libprotobuf-dev",
+        "/usr/include/google/protobuf/empty.proto",
+    ),
+    ("runc", "/usr/sbin/runc"),
+    ("containerd", "/usr/bin/ctr"),
+    ("docker-registry", "/usr/bin/docker-registry"),
+    ("busybox-static", "/bin/busybox"),
+    ("tmux", "/usr/bin/tmux"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("deps") => deps(),
+        Some("test") => test(&args[1..]),
+        Some("up") => up(),
+        _ => {
+            eprintln!("usage: cargo xtask <deps|test|up>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Installs whatever of [`PACKAGES`] is missing.
+fn deps() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, probe)| !Path::new(probe).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing: {}", missing.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut all: Vec<&str> = sudo.to_vec();
+        all.push("apt-get");
+        all.extend_from_slice(args);
+        let mut cmd = Command::new(all[0]);
+        cmd.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    apt(&args)?;
+    // Debian's containerd package starts its daemon; berth's tests never use
+    // it (only its `ctr` client), so keep it out of the way.
+    if missing.contains(&"containerd") {
+        let _ = Command::new("systemctl")
+            .args(["stop", "containerd"])
+            .status();
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The whole suite: one build, style checks, every test.
+fn test(extra: &[String]) -> Result<()> {
+    deps()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let nextest = Command::new("cargo-nextest")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if nextest {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(extra))?;
+        // nextest does not run doctests.
+        run(cargo().args(["test", "--workspace", "--doc"]))
+    } else {
+        run(cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra))
+    }
+}
+
+/// Builds berth, starts berthd on its defaults and shows it answering.
+fn up() -> Result<()> {
+    deps()?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    let bin = workspace_root().join("target/release");
+    let berthd = bin.join("berthd");
+    let berthctl = bin.join("berthctl");
+    let socket = "/run/berth/berthd.sock";
+    let log = "/run/berth/berthd.log";
+    std::fs::create_dir_all("/run/berth").map_err(|e| format!("cannot create /run/berth: {e}"))?;
+    let alive = std::os::unix::net::UnixStream::connect(socket).is_ok();
+    if alive {
+        eprintln!("berthd already serving {socket}");
+    } else {
+        let log_file =
+            std::fs::File::create(log).map_err(|e| format!("cannot create {log}: {e}"))?;
+        let child = Command::new(&berthd)
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", berthd.display()))?;
+        eprintln!("started berthd (pid {}), log in {log}", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("berthd did not start; see {log}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    run(Command::new(&berthctl).args(["version"]))?;
+    run(Command::new(&berthctl).args(["plugins", "ls"]))?;
+    run(Command::new(&berthctl).args(["namespaces", "ls"]))?;
+    eprintln!("berthd is serving {socket}; stop it with: kill $(pidof berthd)");
+    Ok(())
+}
