@@ -137,3 +137,82 @@ fn config_default_prints_effective_config() -> Result<()> {
     assert!(text.contains("[grpc]"), "{text}");
     Ok(())
 }
+
+/// Makes the metadata plugin's directory a file, so its init fails.
+fn break_metadata(root: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(root)?;
+    std::fs::write(
+        root.join("io.containerd.metadata.v1.redb"),
+        "not a directory",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn failed_plugin_is_reported_not_fatal() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    break_metadata(&root)?;
+    let address = dir.path().join("s.sock");
+    let mut child = Command::new(bin("berthd")?)
+        .arg("--root")
+        .arg(&root)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--address")
+        .arg(&address)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&address).is_err() {
+        assert!(std::time::Instant::now() < deadline, "berthd did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = Command::new(berth_tests::ctr_bin()?)
+        .arg("--address")
+        .arg(&address)
+        .args(["plugins", "ls"])
+        .output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = ok(out?)?;
+    let status = |id: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(id))
+            .and_then(|l| l.split_whitespace().last())
+            .map(str::to_string)
+    };
+    assert_eq!(status("redb").as_deref(), Some("error"), "{text}");
+    // namespaces needs the metadata plugin, so it fails too; version is fine.
+    assert_eq!(status("namespaces").as_deref(), Some("error"), "{text}");
+    assert_eq!(status("version").as_deref(), Some("ok"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn failed_required_plugin_is_fatal() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    break_metadata(&root)?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "version = 2\nrequired_plugins = [\"io.containerd.metadata.v1.redb\"]\n",
+    )?;
+    let out = Command::new(bin("berthd")?)
+        .arg("--config")
+        .arg(&config)
+        .arg("--root")
+        .arg(&root)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--address")
+        .arg(dir.path().join("s.sock"))
+        .output()?;
+    let err = fails(out)?;
+    assert!(
+        err.contains("required plugin io.containerd.metadata.v1.redb failed"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -112,6 +112,12 @@ fn containerd_services_are_present() {
         "service containerd.services.leases.v1.Leases",
         "service containerd.services.images.v1.Images",
         "service containerd.services.diff.v1.Diff",
+        "service containerd.services.containers.v1.Containers",
+        "service containerd.services.snapshots.v1.Snapshots",
+        "service containerd.services.tasks.v1.Tasks",
+        "service containerd.services.transfer.v1.Transfer",
+        "service containerd.services.streaming.v1.Streaming",
+        "service containerd.task.v2.Task",
     ] {
         assert!(s.contains(service), "missing {service}");
     }

@@ -18,6 +18,9 @@ pub(crate) struct Global {
     /// Namespace to use (env BERTH_NAMESPACE, then CONTAINERD_NAMESPACE).
     #[arg(short = 'n', long, global = true)]
     pub(crate) namespace: Option<String>,
+    /// Attach what this command creates to this lease.
+    #[arg(long, global = true, env = "BERTH_LEASE")]
+    pub(crate) lease: Option<String>,
 }
 
 impl Global {
@@ -43,7 +46,11 @@ impl Global {
         let client = Client::connect(&self.address)
             .await
             .with_context(|| format!("connecting to {}", self.address))?;
-        Ok(client.with_namespace(self.namespace()))
+        let client = client.with_namespace(self.namespace());
+        Ok(match &self.lease {
+            Some(lease) => client.with_lease(lease.clone()),
+            None => client,
+        })
     }
 }
 
@@ -57,6 +64,7 @@ mod tests {
         let g = |ns: Option<&str>| Global {
             address: String::new(),
             namespace: ns.map(str::to_string),
+            lease: None,
         };
         // Env mutation is unsafe in edition 2024; check against whatever
         // the environment holds instead.

@@ -11,9 +11,25 @@ use crate::config::Config;
 use crate::plugins::{self, GrpcService, TtrpcService, types};
 use crate::{Error, Result};
 
+/// How long open calls may run on after a shutdown request.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs the daemon described by `config` until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
-    run_until(config, shutdown_signal()).await
+    // Install the handlers before any socket exists: a SIGTERM that arrives
+    // as soon as clients can connect must still mean a clean shutdown.
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let (Ok(term), Ok(int)) = signals else {
+        return Err(Error::Serve {
+            server: "signals",
+            message: "cannot install SIGTERM/SIGINT handlers".to_string(),
+        });
+    };
+    run_until(config, shutdown_signal(term, int)).await
 }
 
 /// Runs the daemon with the built-in plugins until `shutdown` completes;
@@ -81,13 +97,32 @@ pub async fn run_with(
         "berthd successfully booted"
     );
 
+    // Graceful shutdown waits for open calls; long-lived ones (an `events`
+    // subscription) would hold it forever, so they get a short grace period.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(grpc_listener), shutdown);
-    let result = grpc.await.map_err(|e| Error::Serve {
-        server: "grpc",
-        message: e.to_string(),
-    });
+        .serve_with_incoming_shutdown(UnixListenerStream::new(grpc_listener), async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+    let grace = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = grpc => r.map_err(|e| Error::Serve {
+            server: "grpc",
+            message: e.to_string(),
+        }),
+        () = grace => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "clients still connected after the grace period; closing them");
+            Ok(())
+        }
+    };
     tracing::info!("shutting down");
     if let Err(e) = ttrpc_server.shutdown().await {
         tracing::warn!(error = %e, "ttrpc server shutdown");
@@ -125,16 +160,10 @@ fn make_private_dir(dir: &Path) -> Result<()> {
         })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
+async fn shutdown_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
     tokio::select! {
         _ = term.recv() => tracing::info!("received SIGTERM"),
         _ = int.recv() => tracing::info!("received SIGINT"),

@@ -1,6 +1,8 @@
 //! The command tree, one module per `ctr` command.
 
+mod content;
 mod events;
+mod leases;
 mod namespaces;
 mod plugins;
 mod version;
@@ -29,6 +31,11 @@ pub(crate) enum Command {
     /// Manage namespaces.
     #[command(visible_alias = "namespace", visible_alias = "ns")]
     Namespaces(namespaces::Args),
+    /// Manage content.
+    Content(content::Args),
+    /// Manage leases.
+    #[command(visible_alias = "lease")]
+    Leases(leases::Args),
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
@@ -41,5 +48,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(args) => plugins::run(&cli.global, args).await,
         Command::Namespaces(args) => namespaces::run(&cli.global, args).await,
         Command::Events(args) => events::run(&cli.global, args).await,
+        Command::Content(args) => content::run(&cli.global, args).await,
+        Command::Leases(args) => leases::run(&cli.global, args).await,
     }
 }

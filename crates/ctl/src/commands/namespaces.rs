@@ -1,7 +1,5 @@
 //! `berthctl namespaces create|ls|label|rm`.
 
-use std::collections::HashMap;
-
 use anyhow::{Context as _, bail};
 use berth_api::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
 use berth_api::containerd::services::namespaces::v1::{
@@ -50,22 +48,6 @@ enum Command {
     },
 }
 
-/// Parses `key=value` arguments; a bare `key` means an empty value.
-fn parse_labels(args: &[String]) -> HashMap<String, String> {
-    args.iter()
-        .map(|a| match a.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (a.clone(), String::new()),
-        })
-        .collect()
-}
-
-fn format_labels(labels: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.sort();
-    pairs.join(",")
-}
-
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let client = global.connect().await?;
     let mut svc = NamespacesClient::with_interceptor(client.channel(), client.interceptor());
@@ -74,7 +56,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             svc.create(CreateNamespaceRequest {
                 namespace: Some(Namespace {
                     name: name.clone(),
-                    labels: parse_labels(&labels),
+                    labels: crate::format::parse_labels(&labels),
                 }),
             })
             .await
@@ -93,16 +75,21 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 }
             } else {
                 let mut rows = vec![vec!["NAME".to_string(), "LABELS".to_string()]];
-                rows.extend(
-                    namespaces
-                        .iter()
-                        .map(|ns| vec![ns.name.clone(), format_labels(&ns.labels)]),
-                );
+                rows.extend(namespaces.iter().map(|ns| {
+                    vec![
+                        ns.name.clone(),
+                        if ns.labels.is_empty() {
+                            String::new()
+                        } else {
+                            crate::format::labels(&ns.labels)
+                        },
+                    ]
+                }));
                 print!("{}", table::render(&rows, 1));
             }
         }
         Command::Label { name, labels } => {
-            let labels = parse_labels(&labels);
+            let labels = crate::format::parse_labels(&labels);
             let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
             svc.update(UpdateNamespaceRequest {
                 namespace: Some(Namespace {
