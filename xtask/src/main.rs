@@ -129,11 +129,12 @@ fn test(extra: &[String]) -> Result<()> {
         .output()
         .is_ok();
     if nextest {
+        // nextest does not run doctests; run them first so the suite's
+        // closing summary is nextest's count of every test.
+        run(cargo().args(["test", "--workspace", "--doc"]))?;
         run(cargo()
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
-            .args(extra))?;
-        // nextest does not run doctests.
-        run(cargo().args(["test", "--workspace", "--doc"]))
+            .args(extra))
     } else {
         run(cargo()
             .args(["test", "--workspace", "--no-fail-fast"])

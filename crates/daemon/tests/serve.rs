@@ -1,5 +1,8 @@
 //! berthd served in-process: health checks and ttrpc event forwarding.
 
+// Test helpers outside #[test] fns: a failed setup should just panic.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use berth_api::client::Client;
