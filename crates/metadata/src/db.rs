@@ -1,14 +1,19 @@
 //! The database handle: opening the redb file, checking its schema, and
 //! running short transactions for the stores.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
 use tracing::{debug, info, warn};
 
+use crate::content::ContentStore;
 use crate::error::{DbContext, Error, Result};
+use crate::gc::{self, GcReport, Node};
+use crate::leases::LeaseStore;
 use crate::namespaces::Namespaces;
 use crate::schema::{self, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 
@@ -28,6 +33,12 @@ pub struct Db {
 struct Inner {
     db: Database,
     path: PathBuf,
+    /// Held for a whole garbage collection, so collections never overlap.
+    gc: Mutex<()>,
+    /// While a collection is between its mark and its sweep: the objects
+    /// that writes have created or changed since the mark's snapshot (see
+    /// [`Db::track`]). `None` when no collection is running.
+    tracked: Mutex<Option<HashSet<Node>>>,
 }
 
 impl fmt::Debug for Db {
@@ -64,7 +75,12 @@ impl Db {
         debug!(path = %path.display(), "opened metadata database");
 
         Ok(Db {
-            inner: Arc::new(Inner { db, path }),
+            inner: Arc::new(Inner {
+                db,
+                path,
+                gc: Mutex::new(()),
+                tracked: Mutex::new(None),
+            }),
         })
     }
 
@@ -78,6 +94,32 @@ impl Db {
         Namespaces::new(self.clone())
     }
 
+    /// The per-namespace view of content blobs (records only: blob files are the caller's).
+    pub fn content(&self) -> ContentStore {
+        ContentStore::new(self.clone())
+    }
+
+    /// The lease manager of this database.
+    pub fn leases(&self) -> LeaseStore {
+        LeaseStore::new(self.clone())
+    }
+
+    /// Collects garbage: removes the content and snapshot records that
+    /// nothing references any more, and the leases that expired before `now`.
+    ///
+    /// The reachability scan runs in one read transaction, which never
+    /// blocks writers; the removal runs in short write transactions (at
+    /// most 1024 records each) that re-check whatever was written
+    /// meanwhile. Blob files are **not**
+    /// deleted: [`GcReport::removed_content`] lists the digests that no
+    /// namespace references any more, whose files the caller deletes
+    /// afterwards, outside any transaction. Collections never overlap: a
+    /// second call waits for the first. See [`crate::gc`] for the rules.
+    pub fn collect_garbage(&self, now: SystemTime) -> Result<GcReport> {
+        let _one_at_a_time = self.inner.gc.lock().unwrap_or_else(PoisonError::into_inner);
+        gc::collect(self, now)
+    }
+
     /// Runs `f` in a read transaction: a consistent snapshot, never blocked by writers.
     pub(crate) fn view<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
         let txn = self
@@ -86,6 +128,67 @@ impl Db {
             .begin_read()
             .context("begin read transaction")?;
         f(&txn)
+    }
+
+    /// Begins the read transaction of a garbage collection's mark phase and
+    /// starts tracking writes (see [`Db::track`]) from that snapshot on.
+    ///
+    /// Taking the write lock for a moment (without writing) orders this
+    /// against every writer: a write transaction either committed before, so
+    /// the snapshot holds it, or runs after, so it sees tracking switched on.
+    pub(crate) fn begin_tracked_read(&self) -> Result<ReadTransaction> {
+        let lock = self
+            .inner
+            .db
+            .begin_write()
+            .context("begin write transaction")?;
+        *self.tracked() = Some(HashSet::new());
+        let read = self.inner.db.begin_read().context("begin read transaction");
+        if read.is_err() {
+            *self.tracked() = None;
+        }
+        lock.abort().context("abort transaction")?;
+        read
+    }
+
+    /// Records that the current write transaction created or changed `node`
+    /// (a record that may add references), if a garbage collection is
+    /// between its mark and its sweep; otherwise does nothing.
+    ///
+    /// Call it inside the write transaction's closure. The sweep treats
+    /// tracked objects as live and keeps everything they reach, so a record
+    /// written after the mark's snapshot is never collected on that
+    /// snapshot's evidence. Tracking too much (say, in a transaction that
+    /// then aborts) only makes a collection keep more.
+    pub(crate) fn track(&self, node: Node) {
+        if let Some(set) = self.tracked().as_mut() {
+            set.insert(node);
+        }
+    }
+
+    /// Stops tracking and returns what was tracked; the sweep calls this
+    /// inside its write transaction, so no write can fall in between.
+    pub(crate) fn take_tracked(&self) -> HashSet<Node> {
+        self.tracked().take().unwrap_or_default()
+    }
+
+    /// What was tracked so far, tracking on (a sweep transaction that is not the last).
+    pub(crate) fn tracked_now(&self) -> HashSet<Node> {
+        self.tracked().clone().unwrap_or_default()
+    }
+
+    /// Stops tracking (an abandoned collection); idempotent.
+    pub(crate) fn stop_tracking(&self) {
+        *self.tracked() = None;
+    }
+
+    fn tracked(&self) -> MutexGuard<'_, Option<HashSet<Node>>> {
+        // A panic while holding this lock cannot leave the set half-updated
+        // in a way that matters: at worst it tracks an extra object.
+        self.inner
+            .tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` in a write transaction, committing if it returns `Ok` and
@@ -133,6 +236,13 @@ fn init_schema(db: &Database, path: &Path) -> Result<()> {
                 info!(path = %path.display(), version = SCHEMA_VERSION, "created metadata database");
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(1) => {
+                // 1 -> 2 only adds tables, created below; no record changes
+                // (no store wrote content or lease records in version 1).
+                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
+                    .context("record schema version")?;
+                info!(path = %path.display(), from = 1, to = SCHEMA_VERSION, "migrated metadata database");
+            }
             Some(v) if v > SCHEMA_VERSION => {
                 // Dropping `txn` aborts it: the file is left exactly as found.
                 return Err(Error::SchemaVersion {
@@ -142,7 +252,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<()> {
                 });
             }
             Some(v) => {
-                // Version 1 is the first; migrations from older versions go here.
+                // Version 1 is the first; there is nothing older to migrate.
                 return Err(Error::FailedPrecondition(format!(
                     "metadata database {} has schema version {v}, and there is no migration \
                      from it to version {SCHEMA_VERSION}",
@@ -164,8 +274,12 @@ fn init_schema(db: &Database, path: &Path) -> Result<()> {
         .context("create table content")?;
     txn.open_table(schema::LEASES)
         .context("create table leases")?;
+    txn.open_table(schema::LEASE_RESOURCES)
+        .context("create table lease_resources")?;
     txn.open_table(schema::SNAPSHOTS)
         .context("create table snapshots")?;
+    txn.open_table(schema::RELEASED_CONTENT)
+        .context("create table released_content")?;
     txn.commit().context("commit schema")?;
     Ok(())
 }
@@ -214,7 +328,9 @@ mod tests {
             "containers",
             "content",
             "leases",
+            "lease_resources",
             "snapshots",
+            "released_content",
         ] {
             assert!(tables.iter().any(|t| t == name), "missing table {name}");
         }
@@ -268,6 +384,41 @@ mod tests {
 
         // Still refused: the failed open did not rewrite the version.
         assert!(matches!(Db::open(&path), Err(Error::SchemaVersion { .. })));
+    }
+
+    #[test]
+    fn version_1_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        // A version 1 file: the version record, and none of the v2 tables.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(schema::META)
+                .unwrap()
+                .insert(SCHEMA_VERSION_KEY, 1)
+                .unwrap();
+            txn.open_table(schema::NAMESPACES)
+                .unwrap()
+                .insert("default", ())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert!(db.namespaces().exists("default").unwrap());
+        let version = db
+            .view(|txn| {
+                let meta = txn.open_table(schema::META).context("open")?;
+                Ok(meta
+                    .get(SCHEMA_VERSION_KEY)
+                    .context("get")?
+                    .map(|v| v.value()))
+            })
+            .unwrap();
+        assert_eq!(version, Some(SCHEMA_VERSION));
+        db.leases()
+            .create("default", "l", Default::default())
+            .unwrap();
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub enum Error {
     #[error("{0}: failed precondition")]
     FailedPrecondition(String),
 
+    /// The request is well-formed but asks for something this store does not
+    /// support (e.g. a lease resource type it does not know).
+    #[error("{0}: not implemented")]
+    NotImplemented(String),
+
+    /// A stored record could not be decoded; the message names the record.
+    #[error("{0}: data loss")]
+    DataLoss(String),
+
     /// The database file was written by a newer berth with a schema this
     /// build does not know; opening it could corrupt it, so it is refused.
     #[error(
@@ -90,6 +99,11 @@ mod tests {
         assert_eq!(e.to_string(), r#"namespace "x": not found"#);
         let e = Error::AlreadyExists(r#"namespace "x""#.into());
         assert_eq!(e.to_string(), r#"namespace "x": already exists"#);
+        let e = Error::NotImplemented("resource type widgets not supported yet".into());
+        assert_eq!(
+            e.to_string(),
+            "resource type widgets not supported yet: not implemented"
+        );
     }
 
     #[test]

@@ -7,10 +7,15 @@
 //! [`schema`] for the layout). Object kinds arrive one store at a time:
 //!
 //! - [`namespaces`]: the namespaces themselves and their labels.
-//! - images, containers, leases, and per-namespace views of content and
-//!   snapshots: their tables exist already (empty); their stores come later.
+//! - [`content`]: each namespace's records of the shared content blobs.
+//! - [`leases`]: leases and the resources they hold.
+//! - [`gc`]: garbage collection over all of them ([`Db::collect_garbage`]).
+//! - images, containers and per-namespace views of snapshots: their tables
+//!   exist already; their stores come later (the collector already reads
+//!   their records, see [`schema`]).
 //!
-//! Shared validation lives in [`identifiers`] (names and ids) and [`labels`].
+//! Shared validation lives in [`identifiers`] (names and ids), [`labels`]
+//! and [`digests`].
 //!
 //! # Example
 //!
@@ -37,19 +42,31 @@
 //! writers take turns. The methods are synchronous: from async code, call
 //! them via `spawn_blocking` (they do no network I/O and finish quickly).
 //!
+//! Garbage collection marks in a read transaction and sweeps in short
+//! write transactions; blob files are deleted by the caller afterwards, so
+//! writers never wait for file deletion (see [`gc`]).
+//!
 //! Errors are containerd's categories ([`Error::NotFound`],
 //! [`Error::AlreadyExists`], ...) plus storage failures; turning them into
 //! gRPC codes is the RPC layer's job.
 
+pub mod content;
 mod db;
+pub mod digests;
 pub mod error;
+pub mod gc;
 pub mod identifiers;
 pub mod labels;
+pub mod leases;
 pub mod namespaces;
 pub mod schema;
+mod timestamp;
 
+pub use content::{ContentRecord, ContentStore};
 pub use db::Db;
 pub use error::{Error, Result};
+pub use gc::GcReport;
 pub use labels::Labels;
+pub use leases::{Lease, LeaseStore, Resource};
 pub use namespaces::{Namespace, Namespaces};
 pub use schema::SCHEMA_VERSION;

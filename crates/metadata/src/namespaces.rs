@@ -315,6 +315,25 @@ impl Namespaces {
     }
 }
 
+/// Creates namespace `name` (without labels) in `txn` unless it exists.
+///
+/// Stores whose objects create their namespace implicitly, as containerd's
+/// do (committing content, creating a lease), call this in their write
+/// transaction. [`Error::InvalidArgument`] if `name` is not an identifier.
+pub(crate) fn create_if_missing(txn: &redb::WriteTransaction, name: &str) -> Result<()> {
+    identifiers::validate(name)?;
+    let mut namespaces = txn
+        .open_table(schema::NAMESPACES)
+        .context("open table namespaces")?;
+    if namespaces.get(name).context("read namespace")?.is_none() {
+        namespaces.insert(name, ()).context("insert namespace")?;
+        // As in `create`: a re-created namespace must not inherit labels.
+        clear_labels(&mut open_labels(txn)?, name)?;
+        debug!(namespace = name, "created namespace implicitly");
+    }
+    Ok(())
+}
+
 /// Validates a label, prefixing errors the way containerd does for namespaces.
 fn validate_label(key: &str, value: &str) -> Result<()> {
     labels::validate(key, value).map_err(|e| match e {
@@ -442,7 +461,8 @@ fn remaining_objects(txn: &redb::WriteTransaction, name: &str) -> Result<Vec<Str
     Ok(out)
 }
 
-/// Removes what goes with a deleted namespace: its labels and its leases.
+/// Removes what goes with a deleted namespace: its labels, and its leases
+/// with their resources.
 fn purge(txn: &redb::WriteTransaction, name: &str) -> Result<()> {
     clear_labels(&mut open_labels(txn)?, name)?;
 
@@ -452,7 +472,13 @@ fn purge(txn: &redb::WriteTransaction, name: &str) -> Result<()> {
         .context("open table leases")?;
     leases
         .retain_in((name, "")..(end.as_str(), ""), |_, _| false)
-        .context("remove namespace leases")
+        .context("remove namespace leases")?;
+    let mut resources = txn
+        .open_table(schema::LEASE_RESOURCES)
+        .context("open table lease_resources")?;
+    resources
+        .retain_in((name, "", "", "")..(end.as_str(), "", "", ""), |_, _| false)
+        .context("remove namespace lease resources")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! namespace's objects of a kind are one contiguous key range, and "does
 //! namespace N hold any images?" is a single seek to `(N, "")`.
 //!
-//! # Tables (schema version 1)
+//! # Tables (schema version 2)
 //!
 //! | table | key | value | holds |
 //! |---|---|---|---|
@@ -19,12 +19,44 @@
 //! | `containers` | `(&str, &str)` (namespace, container id) | `&[u8]` record | container records |
 //! | `content` | `(&str, &str)` (namespace, digest) | `&[u8]` record | a namespace's view of content blobs |
 //! | `leases` | `(&str, &str)` (namespace, lease id) | `&[u8]` record | leases |
+//! | `lease_resources` | `(&str, &str, &str, &str)` (namespace, lease id, type, id) | `()` | what each lease holds (since v2) |
 //! | `snapshots` | `(&str, &str, &str)` (namespace, snapshotter, key) | `&[u8]` record | a namespace's view of each snapshotter |
+//! | `released_content` | `&str` digest | `()` | digests whose last record was deleted, until GC reports them (since v2) |
 //!
-//! All tables are created (empty) when the database is first opened, so read
+//! All tables are created (empty) when the database is opened, so read
 //! transactions never meet a missing table. The object tables' records are
-//! opaque bytes at this layer; each store that fills a table defines its
-//! record encoding in its own module.
+//! opaque bytes to redb; each store defines its record encoding in its own
+//! module, summarised here.
+//!
+//! # Record encodings
+//!
+//! Records are JSON objects (serde_json): self-describing, so a later
+//! version can add fields and an older record still decodes (missing fields
+//! take defaults, unknown fields are ignored). Times are integers, signed
+//! nanoseconds since the Unix epoch (UTC). Empty label maps are omitted.
+//!
+//! - `content` ([`crate::content`]): `{"size": 1234, "created": <ns>,
+//!   "updated": <ns>, "labels": {"k": "v"}}`; the digest is the key.
+//! - `leases` ([`crate::leases`]): `{"created": <ns>, "labels": {..}}`; its
+//!   resources are rows of `lease_resources`, keyed by the resource type as
+//!   containerd spells it (`content`, `ingests`, `images`,
+//!   `snapshots/<snapshotter>`) and the resource id, so adding one is a
+//!   single insert however many the lease holds.
+//!
+//! The stores of images, containers and snapshots are not written yet. The
+//! garbage collector ([`crate::gc`]) already reads their records, assuming
+//! these JSON shapes (any other fields are ignored), which those stores must
+//! keep:
+//!
+//! - `images`: `{"target": {"digest": "sha256:.."}, "labels": {..}}`;
+//! - `containers`: `{"snapshotter": "overlayfs", "snapshot_key": "..",
+//!   "labels": {..}}`;
+//! - `snapshots`: `{"parent": "<key of the parent, same snapshotter>",
+//!   "labels": {..}}`.
+//!
+//! A store that writes any of these tables must also report the object to a
+//! garbage collection that may be running concurrently, with
+//! `Db::track` inside its write transaction (see [`crate::gc`]).
 //!
 //! # Ranges
 //!
@@ -37,7 +69,8 @@
 //! # Namespace deletion
 //!
 //! A namespace may be deleted only when it holds no images, content blobs,
-//! containers or snapshots; its labels and leases go with it, as in containerd
+//! containers or snapshots; its labels and leases (with their resources) go
+//! with it, as in containerd
 //! (whose `Delete` drops the whole namespace bucket, leases included). A new
 //! per-namespace table must be added to one of those two lists in
 //! `namespaces.rs` (`remaining_objects` or `purge`).
@@ -47,11 +80,18 @@
 //! [`SCHEMA_VERSION`] is recorded in `meta` when the file is created. A build
 //! refuses a file with a newer version ([`crate::Error::SchemaVersion`]); a
 //! build that changes the layout bumps the version and adds a migration.
+//!
+//! - Version 1: namespaces; the object tables existed but no store wrote them.
+//! - Version 2: content and lease records (encodings above), the
+//!   `lease_resources` and `released_content` tables. Migrating from 1 only
+//!   creates the new tables (opening does) and records the version; version
+//!   1 builds refuse a version 2 file, which is what keeps them from
+//!   deleting a namespace's leases but leaving their resource rows behind.
 
 use redb::TableDefinition;
 
 /// The layout version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Key in [`META`] under which the schema version is stored.
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -78,6 +118,16 @@ pub(crate) const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition
 
 /// Lease records keyed by `(namespace, id)`.
 pub(crate) const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
+
+/// The resources leases hold, keyed by `(namespace, lease id, resource type, resource id)`.
+pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
+    TableDefinition::new("lease_resources");
+
+/// Digests whose last content record (in any namespace) was deleted by
+/// [`crate::content::ContentStore::delete`]; the next garbage collection
+/// reports them for file deletion unless they were added again meanwhile.
+pub(crate) const RELEASED_CONTENT: TableDefinition<&str, ()> =
+    TableDefinition::new("released_content");
 
 /// Snapshot records keyed by `(namespace, snapshotter, key)`.
 pub(crate) const SNAPSHOTS: TableDefinition<(&str, &str, &str), &[u8]> =

@@ -6,16 +6,22 @@
 
 use std::sync::Arc;
 
+use berth_api::containerd::services::content::v1::content_server::ContentServer;
 use berth_api::containerd::services::events::ttrpc::v1::create_events;
 use berth_api::containerd::services::events::v1::events_server::EventsServer;
 use berth_api::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_api::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_api::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_api::containerd::services::version::v1::version_server::VersionServer;
+use berth_content::local::LocalStore;
 use berth_events::Exchange;
 use berth_metadata::Db;
 
 use super::{GrpcService, InitContext, Instance, PluginError, Registration, TtrpcService, types};
 use crate::services;
+
+/// Largest gRPC message accepted or sent (content chunks are 1 MiB).
+const MAX_MESSAGE: usize = 16 << 20;
 
 /// Every built-in registration, in no particular order.
 pub fn registrations() -> Vec<Registration> {
@@ -27,10 +33,34 @@ pub fn registrations() -> Vec<Registration> {
             init: exchange,
         },
         Registration {
+            plugin_type: types::CONTENT,
+            id: "content",
+            requires: &[],
+            init: content_store,
+        },
+        Registration {
             plugin_type: types::METADATA,
             id: "redb",
-            requires: &[types::EVENT],
+            requires: &[types::EVENT, types::CONTENT],
             init: metadata,
+        },
+        Registration {
+            plugin_type: types::GC,
+            id: "scheduler",
+            requires: &[types::METADATA, types::CONTENT],
+            init: gc_scheduler,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: "content",
+            requires: &[types::CONTENT, types::METADATA, types::EVENT, types::GC],
+            init: content_service,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: "leases",
+            requires: &[types::METADATA, types::GC],
+            init: leases_service,
         },
         Registration {
             plugin_type: types::GRPC,
@@ -73,6 +103,46 @@ pub fn registrations() -> Vec<Registration> {
 
 fn exchange(_: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     Ok(Arc::new(Exchange::new()))
+}
+
+fn content_store(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let store = LocalStore::open(&ctx.root).map_err(PluginError::failed)?;
+    ctx.exports
+        .insert("root".to_string(), ctx.root.display().to_string());
+    Ok(Arc::new(store))
+}
+
+fn gc_scheduler(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let store = ctx.get::<LocalStore>(types::CONTENT)?;
+    let collector = services::gc::Collector::new((*db).clone(), store);
+    collector.start();
+    Ok(Arc::new(collector))
+}
+
+fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let store = ctx.get::<LocalStore>(types::CONTENT)?;
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let exchange = ctx.get::<Exchange>(types::EVENT)?;
+    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    Ok(Arc::new(GrpcService::new(
+        ContentServer::new(services::content::ContentService::new(
+            store,
+            (*db).clone(),
+            exchange,
+            (*gc).clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
+    )))
+}
+
+fn leases_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    Ok(Arc::new(GrpcService::new(LeasesServer::new(
+        services::leases::LeasesService::new((*db).clone(), (*gc).clone()),
+    ))))
 }
 
 fn metadata(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

@@ -29,6 +29,8 @@ pub mod types {
     pub const SNAPSHOT: &str = "io.containerd.snapshotter.v1";
     /// Content stores.
     pub const CONTENT: &str = "io.containerd.content.v1";
+    /// Garbage collection scheduler.
+    pub const GC: &str = "io.containerd.gc.v1";
 }
 
 /// A type-erased plugin instance.

@@ -2,8 +2,11 @@
 //! berth library crates. Each service maps its crate's errors to status
 //! codes in one function.
 
+pub mod content;
 pub mod events;
+pub mod gc;
 pub mod introspection;
+pub mod leases;
 pub mod namespaces;
 pub mod version;
 

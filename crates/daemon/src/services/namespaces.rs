@@ -26,6 +26,8 @@ pub fn to_status(e: berth_metadata::Error) -> Status {
         E::AlreadyExists(_) => Status::already_exists(message),
         E::InvalidArgument(_) => Status::invalid_argument(message),
         E::FailedPrecondition(_) | E::SchemaVersion { .. } => Status::failed_precondition(message),
+        E::NotImplemented(_) => Status::unimplemented(message),
+        E::DataLoss(_) => Status::data_loss(message),
         _ => Status::internal(message),
     }
 }

@@ -1,0 +1,533 @@
+//! `containerd.services.content.v1.Content`: a namespaced view of the
+//! shared local content store.
+//!
+//! Blobs are stored once (`berth-content`'s local store); the metadata DB
+//! records which namespaces hold each blob and their labels. Ingest refs are
+//! kept per namespace by prefixing the backend ref with `<namespace>/`
+//! (namespace names cannot contain `/`).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_api::containerd::events::ContentDelete;
+use berth_api::containerd::services::content::v1::content_server::Content;
+use berth_api::containerd::services::content::v1::{
+    AbortRequest, DeleteContentRequest, Info as WireInfo, InfoRequest, InfoResponse,
+    ListContentRequest, ListContentResponse, ListStatusesRequest, ListStatusesResponse,
+    ReadContentRequest, ReadContentResponse, Status as WireStatus, StatusRequest, StatusResponse,
+    UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
+};
+use berth_content::local::LocalStore;
+use berth_content::{Digest, IngestManager, Ingester, Manager, Provider, Writer};
+use berth_events::Exchange;
+use berth_metadata::Db;
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::events::to_timestamp;
+use super::gc::Collector;
+use super::namespaces::pack;
+
+/// Bytes per Read response and per List batch size, as containerd uses.
+const READ_CHUNK: usize = 1 << 20;
+const LIST_BATCH: usize = 100;
+
+/// Maps a content-store error to a status.
+pub fn store_status(e: berth_content::Error) -> Status {
+    use berth_content::Error as E;
+    let message = e.to_string();
+    match e {
+        E::NotFound(_) => Status::not_found(message),
+        E::AlreadyExists(_) => Status::already_exists(message),
+        E::InvalidArgument(_) => Status::invalid_argument(message),
+        E::FailedPrecondition(_) => Status::failed_precondition(message),
+        E::Unavailable(_) => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+fn parse_digest(s: &str) -> Result<Digest, Status> {
+    Digest::parse(s).map_err(|e| Status::invalid_argument(format!("digest {s:?}: {e}")))
+}
+
+/// The backend ingest ref of `reference` in `namespace`.
+fn backend_ref(namespace: &str, reference: &str) -> String {
+    format!("{namespace}/{reference}")
+}
+
+fn wire_info(r: berth_metadata::content::ContentRecord) -> WireInfo {
+    WireInfo {
+        digest: r.digest,
+        size: r.size,
+        created_at: Some(to_timestamp(r.created_at)),
+        updated_at: Some(to_timestamp(r.updated_at)),
+        labels: r.labels.into_iter().collect(),
+    }
+}
+
+fn wire_status(namespace: &str, s: berth_content::Status) -> Option<WireStatus> {
+    let reference = s.ref_.strip_prefix(&format!("{namespace}/"))?.to_string();
+    Some(WireStatus {
+        started_at: Some(to_timestamp(s.started_at)),
+        updated_at: Some(to_timestamp(s.updated_at)),
+        r#ref: reference,
+        offset: i64::try_from(s.offset).unwrap_or(i64::MAX),
+        total: s.total.and_then(|t| i64::try_from(t).ok()).unwrap_or(0),
+        expected: s.expected.map(|d| d.to_string()).unwrap_or_default(),
+    })
+}
+
+/// The lease named in a call's `containerd-lease` header, if any.
+pub fn lease_of<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(berth_api::LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Serves the content API over the local store and the metadata DB.
+#[derive(Debug, Clone)]
+pub struct ContentService {
+    store: Arc<LocalStore>,
+    db: Db,
+    exchange: Arc<Exchange>,
+    gc: Collector,
+}
+
+impl ContentService {
+    /// A service over `store` and `db`, publishing on `exchange`, asking `gc`
+    /// to collect after deletions.
+    pub fn new(
+        store: Arc<LocalStore>,
+        db: Db,
+        exchange: Arc<Exchange>,
+        gc: Collector,
+    ) -> ContentService {
+        ContentService {
+            store,
+            db,
+            exchange,
+            gc,
+        }
+    }
+}
+
+/// Runs blocking store or DB work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("blocking task failed: {e}")))?
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Content for ContentService {
+    async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let digest = parse_digest(&request.into_inner().digest)?.to_string();
+        let db = self.db.clone();
+        let record = blocking(move || {
+            db.content()
+                .info(&ns, &digest)
+                .map_err(super::namespaces::to_status)
+        })
+        .await?;
+        Ok(Response::new(InfoResponse {
+            info: Some(wire_info(record)),
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let req = request.into_inner();
+        let info = req
+            .info
+            .ok_or_else(|| Status::invalid_argument("update request has no info"))?;
+        let digest = parse_digest(&info.digest)?.to_string();
+        let labels: BTreeMap<String, String> = info.labels.into_iter().collect();
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let db = self.db.clone();
+        let record = blocking(move || {
+            db.content()
+                .update(&ns, &digest, labels, &paths)
+                .map_err(super::namespaces::to_status)
+        })
+        .await?;
+        Ok(Response::new(UpdateResponse {
+            info: Some(wire_info(record)),
+        }))
+    }
+
+    type ListStream = BoxStream<ListContentResponse>;
+
+    async fn list(
+        &self,
+        request: Request<ListContentRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let filter = berth_filters::parse_all(&request.get_ref().filters)
+            .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+        let db = self.db.clone();
+        let records =
+            blocking(move || db.content().list(&ns).map_err(super::namespaces::to_status)).await?;
+        let infos: Vec<WireInfo> = records
+            .into_iter()
+            .filter(|r| {
+                let size = r.size.to_string();
+                let fields = berth_filters::Fields::new()
+                    .with("digest", &r.digest)
+                    .with("size", &size)
+                    .with_labels(&r.labels);
+                filter.matches(&fields)
+            })
+            .map(wire_info)
+            .collect();
+        let batches: Vec<Result<ListContentResponse, Status>> = infos
+            .chunks(LIST_BATCH)
+            .map(|c| Ok(ListContentResponse { info: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(batches))))
+    }
+
+    async fn delete(&self, request: Request<DeleteContentRequest>) -> Result<Response<()>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let digest = parse_digest(&request.into_inner().digest)?.to_string();
+        let db = self.db.clone();
+        let (n, d) = (ns.clone(), digest.clone());
+        blocking(move || {
+            db.content()
+                .delete(&n, &d)
+                .map_err(super::namespaces::to_status)
+        })
+        .await?;
+        if let Err(e) =
+            self.exchange
+                .publish(&ns, "/content/delete", pack(&ContentDelete { digest }))
+        {
+            tracing::warn!(error = %e, "cannot publish /content/delete");
+        }
+        // The file goes when the collector finds no namespace holds it.
+        self.gc.schedule();
+        Ok(Response::new(()))
+    }
+
+    type ReadStream = BoxStream<ReadContentResponse>;
+
+    async fn read(
+        &self,
+        request: Request<ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let req = request.into_inner();
+        let digest = parse_digest(&req.digest)?;
+        let (db, store) = (self.db.clone(), self.store.clone());
+        let d = digest.to_string();
+        let reader = blocking(move || {
+            db.content()
+                .info(&ns, &d)
+                .map_err(super::namespaces::to_status)?;
+            store.reader_at(&digest).map_err(store_status)
+        })
+        .await?;
+        let size = reader.size();
+        let offset = u64::try_from(req.offset.max(0)).unwrap_or(0);
+        if offset > size {
+            return Err(Status::out_of_range(format!(
+                "read past object length {size} bytes"
+            )));
+        }
+        let wanted = u64::try_from(req.size).unwrap_or(0);
+        let end = if wanted == 0 {
+            size
+        } else {
+            size.min(offset.saturating_add(wanted))
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ReadContentResponse, Status>>(4);
+        // One blocking reader per call, pread-ing 1 MiB at a time.
+        tokio::task::spawn_blocking(move || {
+            let mut at = offset;
+            while at < end {
+                let len = usize::try_from((end - at).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+                let mut buf = vec![0; len];
+                let msg = match reader.read_exact_at(&mut buf, at) {
+                    Ok(()) => Ok(ReadContentResponse {
+                        offset: i64::try_from(at).unwrap_or(i64::MAX),
+                        data: buf,
+                    }),
+                    Err(e) => Err(store_status(e)),
+                };
+                let failed = msg.is_err();
+                if tx.blocking_send(msg).is_err() || failed {
+                    return;
+                }
+                at += len as u64;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let reference = request.into_inner().r#ref;
+        let store = self.store.clone();
+        let bref = backend_ref(&ns, &reference);
+        let status = blocking(move || store.status(&bref).map_err(store_status)).await?;
+        Ok(Response::new(StatusResponse {
+            status: wire_status(&ns, status),
+        }))
+    }
+
+    async fn list_statuses(
+        &self,
+        request: Request<ListStatusesRequest>,
+    ) -> Result<Response<ListStatusesResponse>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let filter = berth_filters::parse_all(&request.get_ref().filters)
+            .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+        let store = self.store.clone();
+        let all = blocking(move || store.list_statuses().map_err(store_status)).await?;
+        let statuses = all
+            .into_iter()
+            .filter_map(|s| wire_status(&ns, s))
+            .filter(|s| filter.matches(&berth_filters::Fields::new().with("ref", &s.r#ref)))
+            .collect();
+        Ok(Response::new(ListStatusesResponse { statuses }))
+    }
+
+    type WriteStream = BoxStream<WriteContentResponse>;
+
+    async fn write(
+        &self,
+        request: Request<Streaming<WriteContentRequest>>,
+    ) -> Result<Response<Self::WriteStream>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let lease = lease_of(&request);
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.ok_or_else(|| {
+            Status::invalid_argument("write stream closed before its first message")
+        })?;
+        if first.r#ref.is_empty() {
+            return Err(Status::invalid_argument(
+                "first message must have a reference",
+            ));
+        }
+        let session = WriteSession {
+            ns,
+            lease,
+            reference: first.r#ref.clone(),
+            total: first.total,
+            expected: first.expected.clone(),
+            store: self.store.clone(),
+            db: self.db.clone(),
+            gc: self.gc.clone(),
+        };
+        let writer = session.open().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<WriteContentResponse, Status>>(4);
+        tokio::spawn(async move {
+            if let Err(status) = session.run(writer, first, &mut incoming, &tx).await {
+                if status.code() != tonic::Code::AlreadyExists {
+                    tracing::debug!(error = %status.message(), "content write failed");
+                }
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn abort(&self, request: Request<AbortRequest>) -> Result<Response<()>, Status> {
+        let ns = super::namespace_of(&request)?;
+        let bref = backend_ref(&ns, &request.into_inner().r#ref);
+        let store = self.store.clone();
+        blocking(move || store.abort(&bref).map_err(store_status)).await?;
+        Ok(Response::new(()))
+    }
+}
+
+/// One Write stream: the containerd stat/write/commit protocol.
+struct WriteSession {
+    ns: String,
+    lease: Option<String>,
+    reference: String,
+    total: i64,
+    expected: String,
+    store: Arc<LocalStore>,
+    db: Db,
+    gc: Collector,
+}
+
+impl WriteSession {
+    /// Opens (or resumes) the writer; a blob the namespace or the shared
+    /// store already has ends the session with AlreadyExists, which clients
+    /// treat as done.
+    async fn open(&self) -> Result<Box<dyn Writer>, Status> {
+        let expected = if self.expected.is_empty() {
+            None
+        } else {
+            Some(parse_digest(&self.expected)?)
+        };
+        let total = u64::try_from(self.total).ok().filter(|t| *t > 0);
+        let (ns, lease, store, db) = (
+            self.ns.clone(),
+            self.lease.clone(),
+            self.store.clone(),
+            self.db.clone(),
+        );
+        let bref = backend_ref(&self.ns, &self.reference);
+        let gc = self.gc.clone();
+        blocking(move || {
+            gc.while_files_kept(|| {
+                if let Some(d) = &expected {
+                    if db.content().info(&ns, d.as_str()).is_ok() {
+                        return Err(Status::already_exists(format!(
+                            "content {d}: already exists"
+                        )));
+                    }
+                }
+                match store.writer(&bref, total, expected.as_ref()) {
+                    Ok(w) => Ok(w),
+                    Err(berth_content::Error::AlreadyExists(_)) => {
+                        // Stored for another namespace: share it, no upload needed.
+                        let d = expected.ok_or_else(|| {
+                            Status::internal("store reported an existing blob without a digest")
+                        })?;
+                        let info = store.info(&d).map_err(store_status)?;
+                        let size = i64::try_from(info.size).unwrap_or(i64::MAX);
+                        db.content()
+                            .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
+                            .map_err(super::namespaces::to_status)?;
+                        Err(Status::already_exists(format!(
+                            "content {d}: already exists"
+                        )))
+                    }
+                    Err(e) => Err(store_status(e)),
+                }
+            })
+        })
+        .await
+    }
+
+    async fn run(
+        &self,
+        writer: Box<dyn Writer>,
+        mut req: WriteContentRequest,
+        incoming: &mut Streaming<WriteContentRequest>,
+        tx: &tokio::sync::mpsc::Sender<Result<WriteContentResponse, Status>>,
+    ) -> Result<(), Status> {
+        let mut writer = Some(writer);
+        let mut total = self.total;
+        let mut expected = self.expected.clone();
+        loop {
+            if req.total > 0 {
+                total = req.total;
+            }
+            if !req.expected.is_empty() {
+                expected = req.expected.clone();
+            }
+            let action = WriteAction::try_from(req.action).map_err(|_| {
+                Status::invalid_argument(format!("unknown write action {}", req.action))
+            })?;
+            let mut w = writer
+                .take()
+                .ok_or_else(|| Status::internal("writer already consumed"))?;
+            let ns = self.ns.clone();
+            let lease = self.lease.clone();
+            let db = self.db.clone();
+            let exp = expected.clone();
+            let gc = self.gc.clone();
+            let (w, msg) = blocking(move || {
+                let status = w.status().map_err(store_status)?;
+                let mut msg = WriteContentResponse {
+                    action: action as i32,
+                    offset: i64::try_from(status.offset).unwrap_or(i64::MAX),
+                    ..Default::default()
+                };
+                match action {
+                    WriteAction::Stat => {
+                        msg.digest = w.digest().to_string();
+                        msg.started_at = Some(to_timestamp(status.started_at));
+                        msg.updated_at = Some(to_timestamp(status.updated_at));
+                        msg.total = total;
+                        Ok((Some(w), msg))
+                    }
+                    WriteAction::Write | WriteAction::Commit => {
+                        if req.offset > 0 && req.offset != msg.offset {
+                            return Err(Status::out_of_range(format!(
+                                "write @{} must occur at current offset {}",
+                                req.offset, msg.offset
+                            )));
+                        }
+                        if req.offset == 0 && msg.offset > 0 {
+                            w.truncate(0).map_err(store_status)?;
+                            msg.offset = 0;
+                        }
+                        if !req.data.is_empty() {
+                            w.write(&req.data).map_err(store_status)?;
+                            msg.offset += i64::try_from(req.data.len()).unwrap_or(i64::MAX);
+                        }
+                        msg.digest = w.digest().to_string();
+                        if action == WriteAction::Write {
+                            return Ok((Some(w), msg));
+                        }
+                        let expected = if exp.is_empty() {
+                            None
+                        } else {
+                            Some(parse_digest(&exp)?)
+                        };
+                        let size = u64::try_from(total).unwrap_or(0);
+                        let digest = expected.clone().unwrap_or_else(|| w.digest());
+                        let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+                        let committed_size = msg.offset;
+                        gc.while_files_kept(|| {
+                            match w.commit(size, expected.as_ref(), labels.clone()) {
+                                Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
+                                Err(e) => return Err(store_status(e)),
+                            }
+                            db.content()
+                                .add(
+                                    &ns,
+                                    digest.as_str(),
+                                    committed_size,
+                                    labels,
+                                    lease.as_deref(),
+                                )
+                                .map_err(super::namespaces::to_status)
+                        })?;
+                        Ok((None, msg))
+                    }
+                }
+            })
+            .await?;
+            writer = w;
+            if tx.send(Ok(msg)).await.is_err() {
+                break;
+            }
+            if action == WriteAction::Commit {
+                return Ok(());
+            }
+            match incoming.message().await? {
+                Some(next) => req = next,
+                None => break,
+            }
+        }
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.close()).await;
+        }
+        Ok(())
+    }
+}
