@@ -354,3 +354,38 @@ fn gc_removes_unreferenced_blobs_but_not_leased_ones() -> Result<()> {
     assert!(!ls.contains("keep"), "{ls}");
     Ok(())
 }
+
+#[test]
+fn content_delete_publishes_event() -> Result<()> {
+    let d = Daemon::start()?;
+    let blob = data(2048, 8);
+    let digest = sha256(&blob)?;
+    ok(ingest(&d, "ctr", &[], "ev", &blob)?)?;
+    let mut cmd = Command::new(ctr_bin()?);
+    cmd.arg("--address")
+        .arg(&d.address)
+        .args(["events", "topic==\"/content/delete\""]);
+    let watcher = berth_tests::Watcher::spawn(cmd)?;
+    // Give the subscription a moment, then delete; retry with fresh blobs
+    // if the first event went out before the subscription was in place.
+    let mut seen = false;
+    for i in 0..20_u64 {
+        let dg = if i == 0 {
+            digest.clone()
+        } else {
+            let b = data(2048, 100 + i);
+            ok(ingest(&d, "ctr", &[], &format!("ev{i}"), &b)?)?;
+            sha256(&b)?
+        };
+        ok(d.ctr(&["content", "rm", &dg])?)?;
+        if watcher
+            .wait_for(&["/content/delete", &dg], Duration::from_millis(300))
+            .is_ok()
+        {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "no /content/delete event");
+    Ok(())
+}

@@ -145,3 +145,97 @@ async fn ttrpc_forward_reaches_grpc_subscribers() {
     );
     served.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_resources_round_trip() {
+    use berth_api::containerd::services::leases::v1::leases_client::LeasesClient;
+    use berth_api::containerd::services::leases::v1::{
+        AddResourceRequest, CreateRequest, DeleteResourceRequest, ListRequest,
+        ListResourcesRequest, Resource,
+    };
+
+    let served = serve().await;
+    let client = Client::connect(&served.address)
+        .await
+        .unwrap()
+        .with_namespace("default");
+    let mut leases = LeasesClient::with_interceptor(client.channel(), client.interceptor());
+    leases
+        .create(CreateRequest {
+            id: "l1".to_string(),
+            labels: [(
+                "containerd.io/gc.expire".to_string(),
+                "2099-01-01T00:00:00Z".to_string(),
+            )]
+            .into(),
+        })
+        .await
+        .unwrap();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let resource = Resource {
+        id: digest.clone(),
+        r#type: "content".to_string(),
+    };
+    leases
+        .add_resource(AddResourceRequest {
+            id: "l1".to_string(),
+            resource: Some(resource.clone()),
+        })
+        .await
+        .unwrap();
+    let listed = leases
+        .list_resources(ListResourcesRequest {
+            id: "l1".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    assert_eq!(listed, vec![resource.clone()]);
+    // Filters apply to List.
+    let found = leases
+        .list(ListRequest {
+            filters: vec!["id==l1".to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(found.len(), 1);
+    let none = leases
+        .list(ListRequest {
+            filters: vec!["id==other".to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert!(none.is_empty());
+    leases
+        .delete_resource(DeleteResourceRequest {
+            id: "l1".to_string(),
+            resource: Some(resource),
+        })
+        .await
+        .unwrap();
+    let listed = leases
+        .list_resources(ListResourcesRequest {
+            id: "l1".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    assert!(listed.is_empty());
+    // An unknown lease is NotFound.
+    let err = leases
+        .list_resources(ListResourcesRequest {
+            id: "nope".to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    drop(leases);
+    drop(client);
+    served.shutdown().await;
+}
