@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 
 use super::events::to_timestamp;
 use super::gc::Collector;
-use super::namespaces::to_status;
 
 /// Manages leases; deleting one schedules (or with `sync`, runs) a collection.
 #[derive(Debug, Clone)]
@@ -29,15 +28,12 @@ impl LeasesService {
         LeasesService { db, gc }
     }
 
+    /// Runs a blocking DB call off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Db) -> berth_metadata::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| Status::internal(format!("metadata task failed: {e}")))?
-            .map_err(to_status)
+        super::with_db(&self.db, f).await
     }
 }
 

@@ -29,3 +29,15 @@ pub fn namespace_of<T>(request: &Request<T>) -> Result<String, Status> {
         .map_err(|e| Status::invalid_argument(format!("namespace {ns:?}: {e}")))?;
     Ok(ns.to_string())
 }
+
+/// Runs a blocking metadata call off the async workers, mapping its error.
+pub async fn with_db<T: Send + 'static>(
+    db: &berth_metadata::Db,
+    f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| Status::internal(format!("metadata task failed: {e}")))?
+        .map_err(namespaces::to_status)
+}

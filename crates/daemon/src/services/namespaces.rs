@@ -65,11 +65,7 @@ impl NamespacesService {
         &self,
         f: impl FnOnce(&Db) -> berth_metadata::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| Status::internal(format!("metadata task failed: {e}")))?
-            .map_err(to_status)
+        super::with_db(&self.db, f).await
     }
 }
 
