@@ -151,6 +151,11 @@ impl Daemon {
         Ok(())
     }
 
+    /// A scratch path inside the daemon's temporary directory.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -321,4 +326,28 @@ impl Drop for Watcher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `script` with `sh -c` in a private mount namespace of its own
+/// (`unshare --mount`), so every mount it makes disappears when it exits,
+/// even if it fails halfway. Returns its stdout; fails with its output.
+pub fn in_mount_namespace(script: &str) -> Result<String> {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", script])
+        .output()
+        .context("running unshare (util-linux)")?;
+    ok(out)
+}
+
+/// Turns the `mount -t ...` lines `ctr snapshot mounts` prints into a
+/// script that mounts them on `target` (creating it) and then runs `then`.
+pub fn mount_script(mount_lines: &str, target: &Path, then: &str) -> String {
+    let target = target.display();
+    let mut script = format!("mkdir -p {target}\n");
+    for line in mount_lines.lines().filter(|l| l.starts_with("mount ")) {
+        script.push_str(line);
+        script.push('\n');
+    }
+    script.push_str(then);
+    script
 }

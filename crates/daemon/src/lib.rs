@@ -27,6 +27,7 @@ mod error;
 pub mod plugins;
 mod server;
 pub mod services;
+pub mod snapshotters;
 pub mod socket;
 
 pub use config::Config;

@@ -50,6 +50,8 @@ pub async fn run_with(
         make_private_dir(dir)?;
     }
     // Plugin init is synchronous and may block briefly (opening the DB).
+    let mut registrations = registrations;
+    registrations.extend(plugins::builtins::proxy_registrations(&config));
     let plugins = tokio::task::block_in_place(|| plugins::init_all(&registrations, &config))?;
 
     let mut routes = tonic::service::RoutesBuilder::default();

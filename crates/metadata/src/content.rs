@@ -301,7 +301,7 @@ fn not_found(digest: &str) -> Error {
 }
 
 /// Validates labels (with containerd's `info.Labels: ` prefix) and drops empty values.
-fn collect_labels(labels: Labels) -> Result<Labels> {
+pub(crate) fn collect_labels(labels: Labels) -> Result<Labels> {
     let mut out = Labels::new();
     for (k, v) in labels {
         labels::validate(&k, &v).map_err(prefix_labels)?;
@@ -320,7 +320,11 @@ fn prefix_labels(e: Error) -> Error {
 }
 
 /// Applies an update's field paths (already checked to be label paths) to `current`.
-fn apply_label_paths(mut current: Labels, mut given: Labels, paths: &[String]) -> Result<Labels> {
+pub(crate) fn apply_label_paths(
+    mut current: Labels,
+    mut given: Labels,
+    paths: &[String],
+) -> Result<Labels> {
     if paths.is_empty() || paths.iter().any(|p| p == "labels") {
         // Replacing all labels; `labels.<k>` paths besides it change nothing more.
         return collect_labels(given);

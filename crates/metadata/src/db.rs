@@ -99,6 +99,11 @@ impl Db {
         ContentStore::new(self.clone())
     }
 
+    /// Each namespace's view of the snapshotters.
+    pub fn snapshots(&self) -> crate::snapshots::SnapshotStore {
+        crate::snapshots::SnapshotStore::new(self.clone())
+    }
+
     /// The lease manager of this database.
     pub fn leases(&self) -> LeaseStore {
         LeaseStore::new(self.clone())

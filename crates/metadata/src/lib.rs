@@ -10,9 +10,9 @@
 //! - [`content`]: each namespace's records of the shared content blobs.
 //! - [`leases`]: leases and the resources they hold.
 //! - [`gc`]: garbage collection over all of them ([`Db::collect_garbage`]).
-//! - images, containers and per-namespace views of snapshots: their tables
-//!   exist already; their stores come later (the collector already reads
-//!   their records, see [`schema`]).
+//! - [`snapshots`]: each namespace's view of each snapshotter.
+//! - images and containers: their tables exist already; their stores come
+//!   later (the collector already reads their records, see [`schema`]).
 //!
 //! Shared validation lives in [`identifiers`] (names and ids), [`labels`]
 //! and [`digests`].
@@ -60,6 +60,7 @@ pub mod labels;
 pub mod leases;
 pub mod namespaces;
 pub mod schema;
+pub mod snapshots;
 mod timestamp;
 
 pub use content::{ContentRecord, ContentStore};
@@ -70,3 +71,4 @@ pub use labels::Labels;
 pub use leases::{Lease, LeaseStore, Resource};
 pub use namespaces::{Namespace, Namespaces};
 pub use schema::SCHEMA_VERSION;
+pub use snapshots::{PendingCommit, SnapshotKind, SnapshotRecord, SnapshotStore};

@@ -43,15 +43,17 @@
 //!   `snapshots/<snapshotter>`) and the resource id, so adding one is a
 //!   single insert however many the lease holds.
 //!
-//! The stores of images, containers and snapshots are not written yet. The
-//! garbage collector ([`crate::gc`]) already reads their records, assuming
-//! these JSON shapes (any other fields are ignored), which those stores must
-//! keep:
+//! - `snapshots` ([`crate::snapshots`]): `{"name": "<driver's name>",
+//!   "parent": "<parent key>", "kind": "active", "created": <ns>, "updated":
+//!   <ns>, "labels": {..}, "pending": {..}}`; the collector reads `parent`
+//!   and `labels`.
+//!
+//! The stores of images and containers are not written yet. The garbage
+//! collector ([`crate::gc`]) already reads their records, assuming these JSON
+//! shapes (any other fields are ignored), which those stores must keep:
 //!
 //! - `images`: `{"target": {"digest": "sha256:.."}, "labels": {..}}`;
 //! - `containers`: `{"snapshotter": "overlayfs", "snapshot_key": "..",
-//!   "labels": {..}}`;
-//! - `snapshots`: `{"parent": "<key of the parent, same snapshotter>",
 //!   "labels": {..}}`.
 //!
 //! A store that writes any of these tables must also report the object to a

@@ -5,6 +5,7 @@ mod events;
 mod leases;
 mod namespaces;
 mod plugins;
+mod snapshots;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ pub(crate) enum Command {
     /// Manage leases.
     #[command(visible_alias = "lease")]
     Leases(leases::Args),
+    /// Manage snapshots.
+    #[command(visible_alias = "snapshot", visible_alias = "snap")]
+    Snapshots(snapshots::Args),
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
@@ -50,5 +54,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => events::run(&cli.global, args).await,
         Command::Content(args) => content::run(&cli.global, args).await,
         Command::Leases(args) => leases::run(&cli.global, args).await,
+        Command::Snapshots(args) => snapshots::run(&cli.global, args).await,
     }
 }

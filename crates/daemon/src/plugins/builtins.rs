@@ -4,6 +4,8 @@
 //! snapshotter crate's driver wrapped in a `Registration` of type
 //! `io.containerd.snapshotter.v1`.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use berth_api::containerd::services::content::v1::content_server::ContentServer;
@@ -12,6 +14,7 @@ use berth_api::containerd::services::events::v1::events_server::EventsServer;
 use berth_api::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_api::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_api::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_api::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_api::containerd::services::version::v1::version_server::VersionServer;
 use berth_content::local::LocalStore;
 use berth_events::Exchange;
@@ -19,6 +22,7 @@ use berth_metadata::Db;
 
 use super::{GrpcService, InitContext, Instance, PluginError, Registration, TtrpcService, types};
 use crate::services;
+use crate::snapshotters::{SnapshotterPlugin, Snapshotters};
 
 /// Largest gRPC message accepted or sent (content chunks are 1 MiB).
 const MAX_MESSAGE: usize = 16 << 20;
@@ -28,77 +32,191 @@ pub fn registrations() -> Vec<Registration> {
     vec![
         Registration {
             plugin_type: types::EVENT,
-            id: "exchange",
+            id: Cow::Borrowed("exchange"),
             requires: &[],
             init: exchange,
         },
         Registration {
             plugin_type: types::CONTENT,
-            id: "content",
+            id: Cow::Borrowed("content"),
             requires: &[],
             init: content_store,
         },
         Registration {
             plugin_type: types::METADATA,
-            id: "redb",
+            id: Cow::Borrowed("redb"),
             requires: &[types::EVENT, types::CONTENT],
             init: metadata,
         },
         Registration {
             plugin_type: types::GC,
-            id: "scheduler",
+            id: Cow::Borrowed("scheduler"),
             requires: &[types::METADATA, types::CONTENT],
             init: gc_scheduler,
         },
         Registration {
             plugin_type: types::GRPC,
-            id: "content",
+            id: Cow::Borrowed("content"),
             requires: &[types::CONTENT, types::METADATA, types::EVENT, types::GC],
             init: content_service,
         },
         Registration {
             plugin_type: types::GRPC,
-            id: "leases",
+            id: Cow::Borrowed("leases"),
             requires: &[types::METADATA, types::GC],
             init: leases_service,
         },
         Registration {
+            plugin_type: types::SNAPSHOT,
+            id: Cow::Borrowed("overlayfs"),
+            requires: &[],
+            init: overlay_snapshotter,
+        },
+        Registration {
+            plugin_type: types::SNAPSHOT,
+            id: Cow::Borrowed("native"),
+            requires: &[],
+            init: native_snapshotter,
+        },
+        Registration {
+            plugin_type: types::SERVICE,
+            id: Cow::Borrowed("snapshots-service"),
+            requires: &[types::SNAPSHOT, types::METADATA, types::EVENT, types::GC],
+            init: snapshots_layer,
+        },
+        Registration {
             plugin_type: types::GRPC,
-            id: "version",
+            id: Cow::Borrowed("snapshots"),
+            requires: &[types::SERVICE, types::GC],
+            init: snapshots_service,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed("version"),
             requires: &[],
             init: version,
         },
         Registration {
             plugin_type: types::GRPC,
-            id: "healthcheck",
+            id: Cow::Borrowed("healthcheck"),
             requires: &[],
             init: healthcheck,
         },
         Registration {
             plugin_type: types::GRPC,
-            id: "namespaces",
+            id: Cow::Borrowed("namespaces"),
             requires: &[types::METADATA, types::EVENT],
             init: namespaces,
         },
         Registration {
             plugin_type: types::GRPC,
-            id: "events",
+            id: Cow::Borrowed("events"),
             requires: &[types::EVENT],
             init: events,
         },
         Registration {
             plugin_type: types::TTRPC,
-            id: "events",
+            id: Cow::Borrowed("events"),
             requires: &[types::EVENT],
             init: ttrpc_events,
         },
         Registration {
             plugin_type: types::GRPC,
-            id: "introspection",
+            id: Cow::Borrowed("introspection"),
             requires: &["*"],
             init: introspection,
         },
     ]
+}
+
+/// One snapshotter registration per `[proxy_plugins.NAME]` of type `snapshot`.
+pub fn proxy_registrations(config: &crate::Config) -> Vec<Registration> {
+    config
+        .proxy_plugins
+        .iter()
+        .filter(|(_, p)| p.kind == "snapshot")
+        .map(|(name, _)| Registration {
+            plugin_type: types::SNAPSHOT,
+            id: Cow::Owned(name.clone()),
+            requires: &[],
+            init: proxy_snapshotter,
+        })
+        .collect()
+}
+
+/// The snapshotter root: `root_path` from the plugin's section, else its own directory.
+fn snapshotter_root(ctx: &mut InitContext<'_>) -> std::path::PathBuf {
+    let root = ctx
+        .section
+        .and_then(|s| s.get("root_path"))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| ctx.root.clone(), std::path::PathBuf::from);
+    ctx.exports
+        .insert("root".to_string(), root.display().to_string());
+    root
+}
+
+fn overlay_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let root = snapshotter_root(ctx);
+    let driver =
+        berth_snapshots::overlay::OverlaySnapshotter::new(&root).map_err(PluginError::failed)?;
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+fn native_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let root = snapshotter_root(ctx);
+    let driver =
+        berth_snapshots::native::NativeSnapshotter::new(&root).map_err(PluginError::failed)?;
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+fn proxy_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let proxy = ctx
+        .config
+        .proxy_plugins
+        .get(&ctx.id)
+        .ok_or_else(|| PluginError::failed(format!("no [proxy_plugins.{}] section", ctx.id)))?;
+    let address = std::path::PathBuf::from(&proxy.address);
+    ctx.exports
+        .insert("address".to_string(), proxy.address.clone());
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|e| PluginError::failed(format!("no async runtime for the proxy client: {e}")))?;
+    let driver = berth_snapshots::proxy::RemoteSnapshotter::connect_lazy(&ctx.id, &address, handle);
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+fn snapshots_layer(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let exchange = ctx.get::<Exchange>(types::EVENT)?;
+    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let drivers: BTreeMap<String, Arc<dyn berth_snapshots::Snapshotter>> = ctx
+        .all()
+        .iter()
+        .filter(|p| p.plugin_type == types::SNAPSHOT)
+        .filter_map(|p| {
+            let instance = p.instance.as_ref().ok()?;
+            let plugin = instance.clone().downcast::<SnapshotterPlugin>().ok()?;
+            Some((p.id.clone(), plugin.0.clone()))
+        })
+        .collect();
+    let layer = Arc::new(Snapshotters::new(drivers, (*db).clone(), exchange));
+    gc.add_sweeper(layer.clone());
+    // Finish what a crash interrupted, then drop what no record refers to.
+    let startup = layer.clone();
+    tokio::spawn(async move {
+        startup.recover().await;
+        startup.reconcile_all().await;
+    });
+    Ok(layer)
+}
+
+fn snapshots_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
+    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    Ok(Arc::new(GrpcService::new(SnapshotsServer::new(
+        services::snapshots::SnapshotsService::new(layer, (*gc).clone()),
+    ))))
 }
 
 fn exchange(_: &mut InitContext<'_>) -> Result<Instance, PluginError> {

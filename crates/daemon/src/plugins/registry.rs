@@ -31,6 +31,8 @@ pub mod types {
     pub const CONTENT: &str = "io.containerd.content.v1";
     /// Garbage collection scheduler.
     pub const GC: &str = "io.containerd.gc.v1";
+    /// Services used by the gRPC layer and other plugins.
+    pub const SERVICE: &str = "io.containerd.service.v1";
 }
 
 /// A type-erased plugin instance.
@@ -57,6 +59,8 @@ impl PluginError {
 /// Everything a plugin may use while initialising.
 #[derive(Debug)]
 pub struct InitContext<'a> {
+    /// This plugin's id.
+    pub id: String,
     /// This plugin's private persistent directory (`<root>/<type>.<id>`).
     pub root: PathBuf,
     /// This plugin's private state directory (`<state>/<type>.<id>`).
@@ -103,8 +107,9 @@ pub type InitFn = fn(&mut InitContext<'_>) -> Result<Instance, PluginError>;
 pub struct Registration {
     /// Plugin type (`io.containerd.grpc.v1`).
     pub plugin_type: &'static str,
-    /// Plugin id, unique within its type.
-    pub id: &'static str,
+    /// Plugin id, unique within its type (owned for plugins named by config,
+    /// such as `proxy_plugins`).
+    pub id: std::borrow::Cow<'static, str>,
     /// Types this plugin needs initialised first; `"*"` means every other plugin.
     pub requires: &'static [&'static str],
     /// Builds the instance.
@@ -193,7 +198,7 @@ pub fn sort(registrations: &[Registration]) -> Result<Vec<Registration>, Registr
 
 /// Whether `disabled` (entries of `disabled_plugins`) names `r`, by `type.id` or id.
 fn is_disabled(r: &Registration, disabled: &[String]) -> bool {
-    disabled.iter().any(|d| *d == r.uri() || d == r.id)
+    disabled.iter().any(|d| *d == r.uri() || *d == r.id)
 }
 
 /// Initialises `registrations` in dependency order against `config`.
@@ -212,6 +217,7 @@ pub fn init_all(
             continue;
         }
         let mut ctx = InitContext {
+            id: r.id.to_string(),
             root: config.root.join(&uri),
             state: config.state.join(&uri),
             config,
@@ -271,7 +277,7 @@ mod tests {
     ) -> Registration {
         Registration {
             plugin_type: t,
-            id,
+            id: id.into(),
             requires,
             init,
         }

@@ -18,6 +18,15 @@ use tokio::sync::{Mutex, Notify};
 /// deletions is collected once.
 const SCHEDULE_DELAY: Duration = Duration::from_millis(100);
 
+/// Something that removes, after a collection, what the collection's
+/// removed records referred to outside the metadata DB (driver snapshots).
+#[async_trait::async_trait]
+pub trait Sweeper: Send + Sync {
+    /// Called after each collection that removed snapshot records, with the
+    /// snapshotters they belonged to.
+    async fn sweep(&self, snapshotters: &[String]);
+}
+
 /// What one collection did.
 #[derive(Debug, Clone, Default)]
 pub struct Collection {
@@ -25,6 +34,8 @@ pub struct Collection {
     pub blobs_deleted: usize,
     /// Leases that had expired and were removed.
     pub leases_expired: usize,
+    /// Snapshot records removed.
+    pub snapshots_removed: usize,
     /// Wall time of the whole collection.
     pub duration: Duration,
 }
@@ -38,6 +49,7 @@ struct Inner {
     files: std::sync::RwLock<()>,
     wake: Notify,
     running: Mutex<()>,
+    sweepers: std::sync::Mutex<Vec<Arc<dyn Sweeper>>>,
 }
 
 /// Handle to the collector; cheap to clone.
@@ -63,6 +75,7 @@ impl Collector {
                 wake: Notify::new(),
                 files: std::sync::RwLock::new(()),
                 running: Mutex::new(()),
+                sweepers: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -90,6 +103,15 @@ impl Collector {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f()
+    }
+
+    /// Adds a sweeper, called after each collection that removed snapshots.
+    pub fn add_sweeper(&self, sweeper: Arc<dyn Sweeper>) {
+        self.inner
+            .sweepers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(sweeper);
     }
 
     /// Asks for a collection soon (after a deletion).
@@ -135,14 +157,34 @@ impl Collector {
         })
         .await
         .map_err(|e| format!("gc delete task failed: {e}"))?;
+        let mut snapshotters: Vec<String> = report
+            .removed_snapshots
+            .iter()
+            .map(|(_, sn, _)| sn.clone())
+            .collect();
+        snapshotters.sort();
+        snapshotters.dedup();
+        if !snapshotters.is_empty() {
+            let sweepers = self
+                .inner
+                .sweepers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for s in sweepers {
+                s.sweep(&snapshotters).await;
+            }
+        }
         let collection = Collection {
             blobs_deleted,
             leases_expired: report.removed_leases.len(),
+            snapshots_removed: report.removed_snapshots.len(),
             duration: started.elapsed(),
         };
         tracing::info!(
             blobs = collection.blobs_deleted,
             leases = collection.leases_expired,
+            snapshots = collection.snapshots_removed,
             mark_sweep = ?report.duration,
             total = ?collection.duration,
             "garbage collected"

@@ -8,6 +8,7 @@ pub mod gc;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
+pub mod snapshots;
 pub mod version;
 
 use tonic::{Request, Status};

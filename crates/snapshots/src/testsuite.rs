@@ -1,0 +1,363 @@
+//! A conformance suite for [`Snapshotter`] implementations.
+//!
+//! Every check takes a function that opens a snapshotter on a given root
+//! (called again on the same root to test persistence) and a scratch
+//! directory for mount points. The checks mount for real, so they need
+//! root (`CAP_SYS_ADMIN`); each unmounts what it mounted, even when it fails.
+//!
+//! The [`snapshotter_conformance!`](crate::snapshotter_conformance) macro
+//! turns the whole list into one `#[test]` per check:
+//!
+//! ```ignore
+//! berth_snapshots::snapshotter_conformance!(native, |root| {
+//!     berth_snapshots::native::NativeSnapshotter::new(root)
+//! });
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::mount::MountGuard;
+use crate::{Error, Kind, Labels, Result, Snapshotter};
+
+/// Opens a snapshotter rooted at the given directory.
+pub type Open<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Snapshotter>>;
+
+/// A temporary root and mount-point area for one check.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    mounts: u32,
+}
+
+impl Scratch {
+    /// A fresh scratch area (under `/var/tmp`, which is not overlayfs or tmpfs
+    /// on most hosts; `BERTH_TEST_TMP` overrides).
+    pub fn new() -> Scratch {
+        let base = std::env::var_os("BERTH_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let dir = tempfile::Builder::new()
+            .prefix("berth-snapshots-")
+            .tempdir_in(base)
+            .expect("create scratch directory");
+        Scratch { dir, mounts: 0 }
+    }
+
+    /// The snapshotter root inside the scratch area.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Mounts `mounts` on a new mount point; unmounted when the guard drops.
+    pub fn mount(&mut self, mounts: &[crate::Mount]) -> MountGuard {
+        self.mounts += 1;
+        let target = self.dir.path().join(format!("mnt{}", self.mounts));
+        fs::create_dir(&target).expect("create mount point");
+        MountGuard::mount(mounts, &target).expect("mount snapshot")
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Writes `files` into a new active snapshot `key` on `parent` and commits it as `name`.
+fn layer(
+    sn: &dyn Snapshotter,
+    scratch: &mut Scratch,
+    name: &str,
+    parent: Option<&str>,
+    files: &[(&str, &str)],
+) {
+    let key = format!("extract-{name}");
+    let mounts = sn.prepare(&key, parent, Labels::new()).unwrap();
+    {
+        let m = scratch.mount(&mounts);
+        for (path, data) in files {
+            let p = m.target().join(path);
+            if let Some(dir) = p.parent() {
+                fs::create_dir_all(dir).unwrap();
+            }
+            fs::write(p, data).unwrap();
+        }
+        m.unmount().unwrap();
+    }
+    sn.commit(name, &key, Labels::new()).unwrap();
+}
+
+/// Layers stack: a child sees its parent's files plus its own; a view sees all.
+pub fn layers_stack(open: Open<'_>) {
+    let mut s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    layer(&*sn, &mut s, "l1", None, &[("a", "1"), ("dir/b", "2")]);
+    layer(&*sn, &mut s, "l2", Some("l1"), &[("c", "3"), ("a", "1'")]);
+    let mounts = sn.view("look", Some("l2"), Labels::new()).unwrap();
+    let m = s.mount(&mounts);
+    let read = |p: &str| fs::read_to_string(m.target().join(p)).unwrap();
+    assert_eq!(read("a"), "1'");
+    assert_eq!(read("dir/b"), "2");
+    assert_eq!(read("c"), "3");
+    // A view is read-only.
+    assert!(fs::write(m.target().join("new"), "x").is_err());
+    m.unmount().unwrap();
+    assert_eq!(sn.stat("look").unwrap().kind, Kind::View);
+    assert_eq!(sn.stat("l2").unwrap().parent.as_deref(), Some("l1"));
+}
+
+/// Deleting a lower file in a child layer hides it in views of the child only.
+pub fn deletions_hide_lower_files(open: Open<'_>) {
+    let mut s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    layer(&*sn, &mut s, "base", None, &[("keep", "k"), ("gone", "g")]);
+    let mounts = sn.prepare("del", Some("base"), Labels::new()).unwrap();
+    let m = s.mount(&mounts);
+    fs::remove_file(m.target().join("gone")).unwrap();
+    m.unmount().unwrap();
+    sn.commit("top", "del", Labels::new()).unwrap();
+    for (parent, visible) in [("top", false), ("base", true)] {
+        let key = format!("v-{parent}");
+        let mounts = sn.view(&key, Some(parent), Labels::new()).unwrap();
+        let m = s.mount(&mounts);
+        assert!(m.target().join("keep").exists());
+        assert_eq!(m.target().join("gone").exists(), visible, "in {parent}");
+        m.unmount().unwrap();
+    }
+}
+
+/// Keys are unique across kinds; parents must exist and be committed.
+pub fn keys_and_parents_are_checked(open: Open<'_>) {
+    let s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    sn.prepare("a", None, Labels::new()).unwrap();
+    assert!(
+        sn.prepare("a", None, Labels::new())
+            .unwrap_err()
+            .is_already_exists()
+    );
+    assert!(
+        sn.view("a", None, Labels::new())
+            .unwrap_err()
+            .is_already_exists()
+    );
+    assert!(
+        sn.prepare("b", Some("missing"), Labels::new())
+            .unwrap_err()
+            .is_not_found()
+    );
+    // An active snapshot cannot be a parent.
+    assert!(
+        sn.prepare("b", Some("a"), Labels::new())
+            .unwrap_err()
+            .is_invalid_argument()
+    );
+    assert!(
+        sn.prepare("", None, Labels::new())
+            .unwrap_err()
+            .is_invalid_argument()
+    );
+    sn.commit("A", "a", Labels::new()).unwrap();
+    // The key is free again after its commit.
+    assert!(sn.stat("a").unwrap_err().is_not_found());
+    sn.prepare("a", Some("A"), Labels::new()).unwrap();
+    assert!(
+        sn.commit("A", "a", Labels::new())
+            .unwrap_err()
+            .is_already_exists()
+    );
+    assert!(
+        sn.commit("B", "nope", Labels::new())
+            .unwrap_err()
+            .is_not_found()
+    );
+    sn.view("v", Some("A"), Labels::new()).unwrap();
+    assert!(
+        sn.commit("C", "v", Labels::new())
+            .unwrap_err()
+            .is_failed_precondition()
+    );
+    assert!(sn.mounts("A").unwrap_err().is_failed_precondition());
+    assert!(sn.mounts("nope").unwrap_err().is_not_found());
+}
+
+/// A parent with children (active, view or committed) cannot be removed.
+pub fn parents_with_children_stay(open: Open<'_>) {
+    let s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    sn.prepare("a", None, Labels::new()).unwrap();
+    sn.commit("A", "a", Labels::new()).unwrap();
+    sn.prepare("b", Some("A"), Labels::new()).unwrap();
+    sn.view("v", Some("A"), Labels::new()).unwrap();
+    let e = sn.remove("A").unwrap_err();
+    assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+    sn.remove("b").unwrap();
+    assert!(sn.remove("A").unwrap_err().is_failed_precondition());
+    sn.remove("v").unwrap();
+    sn.remove("A").unwrap();
+    assert!(sn.remove("A").unwrap_err().is_not_found());
+    let mut seen = 0;
+    sn.walk(&mut |_| {
+        seen += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, 0);
+}
+
+/// Labels are stored as given and updated by field path.
+pub fn labels_update(open: Open<'_>) {
+    let s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    sn.prepare("a", None, labels(&[("x", "1"), ("y", "2")]))
+        .unwrap();
+    let mut info = crate::Info::new("a");
+    info.labels = labels(&[("x", "10"), ("z", "3")]);
+    let got = sn.update(info.clone(), &["labels.x"]).unwrap();
+    assert_eq!(got.labels, labels(&[("x", "10"), ("y", "2")]));
+    let got = sn.update(info.clone(), &["labels.y"]).unwrap();
+    assert_eq!(got.labels, labels(&[("x", "10")]));
+    let got = sn.update(info.clone(), &[]).unwrap();
+    assert_eq!(got.labels, labels(&[("x", "10"), ("z", "3")]));
+    assert!(
+        sn.update(info.clone(), &["parent"])
+            .unwrap_err()
+            .is_invalid_argument()
+    );
+    assert_eq!(sn.stat("a").unwrap().labels, got.labels);
+    assert!(
+        sn.update(crate::Info::new("nope"), &[])
+            .unwrap_err()
+            .is_not_found()
+    );
+    sn.commit("A", "a", labels(&[("c", "1")])).unwrap();
+    assert_eq!(sn.stat("A").unwrap().labels, labels(&[("c", "1")]));
+}
+
+/// Usage counts a snapshot's own files, measured at commit.
+pub fn usage_counts_own_files(open: Open<'_>) {
+    let mut s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    let big = "x".repeat(1 << 20);
+    layer(&*sn, &mut s, "L", None, &[("big", &big)]);
+    let u = sn.usage("L").unwrap();
+    assert!(u.size >= 1 << 20, "{u:?}");
+    assert!(u.inodes >= 2, "{u:?}");
+}
+
+/// For layering drivers (overlayfs): a child's usage excludes its parents'
+/// files. Copying drivers (native) count the copy, as containerd's do.
+pub fn usage_excludes_parents(open: Open<'_>) {
+    let mut s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    let big = "x".repeat(1 << 20);
+    layer(&*sn, &mut s, "L", None, &[("big", &big)]);
+    sn.prepare("small", Some("L"), Labels::new()).unwrap();
+    let u = sn.usage("small").unwrap();
+    assert!(u.size < 1 << 20, "the parent's file must not count: {u:?}");
+}
+
+/// Every snapshot survives closing and reopening the snapshotter.
+pub fn survives_reopen(open: Open<'_>) {
+    let mut s = Scratch::new();
+    {
+        let sn = open(&s.root()).unwrap();
+        layer(&*sn, &mut s, "L", None, &[("f", "data")]);
+        sn.prepare("work", Some("L"), labels(&[("k", "v")]))
+            .unwrap();
+    }
+    let sn = open(&s.root()).unwrap();
+    assert_eq!(sn.stat("L").unwrap().kind, Kind::Committed);
+    let info = sn.stat("work").unwrap();
+    assert_eq!(
+        (info.kind, info.parent.as_deref()),
+        (Kind::Active, Some("L"))
+    );
+    assert_eq!(info.labels, labels(&[("k", "v")]));
+    let mounts = sn.mounts("work").unwrap();
+    let m = s.mount(&mounts);
+    assert_eq!(fs::read_to_string(m.target().join("f")).unwrap(), "data");
+    m.unmount().unwrap();
+}
+
+/// Cleanup removes directories no record refers to, and nothing else.
+pub fn cleanup_keeps_live_snapshots(open: Open<'_>) {
+    let mut s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    layer(&*sn, &mut s, "L", None, &[("f", "data")]);
+    let stray = s.root().join("snapshots").join("999999");
+    fs::create_dir_all(stray.join("fs")).unwrap();
+    sn.cleanup().unwrap();
+    assert!(
+        !stray.exists(),
+        "cleanup must remove unreferenced directories"
+    );
+    let mounts = sn.view("v", Some("L"), Labels::new()).unwrap();
+    let m = s.mount(&mounts);
+    assert_eq!(fs::read_to_string(m.target().join("f")).unwrap(), "data");
+    m.unmount().unwrap();
+}
+
+/// A chain of 50 layers mounts and shows every layer's file.
+pub fn deep_chain_mounts(open: Open<'_>) {
+    let mut s = Scratch::new();
+    let sn = open(&s.root()).unwrap();
+    let mut parent: Option<String> = None;
+    for i in 0..50 {
+        let name = format!("layer-{i}");
+        let file = format!("f{i}");
+        let data = i.to_string();
+        layer(&*sn, &mut s, &name, parent.as_deref(), &[(&file, &data)]);
+        parent = Some(name);
+    }
+    let mounts = sn.prepare("top", parent.as_deref(), Labels::new()).unwrap();
+    let m = s.mount(&mounts);
+    for i in 0..50 {
+        let got = fs::read_to_string(m.target().join(format!("f{i}"))).unwrap();
+        assert_eq!(got, i.to_string());
+    }
+    m.unmount().unwrap();
+}
+
+/// Defines one `#[test]` per conformance check for a snapshotter.
+///
+/// `$open` is a closure `|root: &Path| -> Result<impl Snapshotter>`.
+#[macro_export]
+macro_rules! snapshotter_conformance {
+    ($name:ident, $open:expr) => {
+        mod $name {
+            use std::path::Path;
+
+            use $crate::Snapshotter;
+
+            fn open(root: &Path) -> $crate::Result<Box<dyn Snapshotter>> {
+                #[allow(clippy::redundant_closure_call)]
+                let sn = ($open)(root)?;
+                Ok(Box::new(sn))
+            }
+
+            $crate::snapshotter_conformance!(@tests open;
+                layers_stack, deletions_hide_lower_files, keys_and_parents_are_checked,
+                parents_with_children_stay, labels_update, usage_counts_own_files,
+                survives_reopen, cleanup_keeps_live_snapshots, deep_chain_mounts);
+        }
+    };
+    (@tests $open:ident; $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::testsuite::$check(&$open);
+            }
+        )*
+    };
+}
