@@ -99,6 +99,11 @@ impl Db {
         ContentStore::new(self.clone())
     }
 
+    /// Image records.
+    pub fn images(&self) -> crate::images::ImageStore {
+        crate::images::ImageStore::new(self.clone())
+    }
+
     /// Each namespace's view of the snapshotters.
     pub fn snapshots(&self) -> crate::snapshots::SnapshotStore {
         crate::snapshots::SnapshotStore::new(self.clone())

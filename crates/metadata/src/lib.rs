@@ -11,8 +11,9 @@
 //! - [`leases`]: leases and the resources they hold.
 //! - [`gc`]: garbage collection over all of them ([`Db::collect_garbage`]).
 //! - [`snapshots`]: each namespace's view of each snapshotter.
-//! - images and containers: their tables exist already; their stores come
-//!   later (the collector already reads their records, see [`schema`]).
+//! - [`images`]: image names and their targets.
+//! - containers: the table exists already; its store comes later (the
+//!   collector already reads its records, see [`schema`]).
 //!
 //! Shared validation lives in [`identifiers`] (names and ids), [`labels`]
 //! and [`digests`].
@@ -56,6 +57,7 @@ pub mod digests;
 pub mod error;
 pub mod gc;
 pub mod identifiers;
+pub mod images;
 pub mod labels;
 pub mod leases;
 pub mod namespaces;
@@ -67,6 +69,7 @@ pub use content::{ContentRecord, ContentStore};
 pub use db::Db;
 pub use error::{Error, Result};
 pub use gc::GcReport;
+pub use images::{ImageRecord, ImageStore, Target};
 pub use labels::Labels;
 pub use leases::{Lease, LeaseStore, Resource};
 pub use namespaces::{Namespace, Namespaces};

@@ -48,11 +48,14 @@
 //!   <ns>, "labels": {..}, "pending": {..}}`; the collector reads `parent`
 //!   and `labels`.
 //!
-//! The stores of images and containers are not written yet. The garbage
-//! collector ([`crate::gc`]) already reads their records, assuming these JSON
-//! shapes (any other fields are ignored), which those stores must keep:
+//! - `images` ([`crate::images`]): `{"target": {"mediaType": "..", "digest":
+//!   "sha256:..", "size": 1}, "labels": {..}, "created": <ns>, "updated":
+//!   <ns>}`; the collector reads `target.digest` and `labels`.
 //!
-//! - `images`: `{"target": {"digest": "sha256:.."}, "labels": {..}}`;
+//! The container store is not written yet. The garbage collector
+//! ([`crate::gc`]) already reads its records, assuming this JSON shape (any
+//! other fields are ignored), which the store must keep:
+//!
 //! - `containers`: `{"snapshotter": "overlayfs", "snapshot_key": "..",
 //!   "labels": {..}}`.
 //!

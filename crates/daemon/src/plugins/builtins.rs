@@ -11,6 +11,7 @@ use std::sync::Arc;
 use berth_api::containerd::services::content::v1::content_server::ContentServer;
 use berth_api::containerd::services::events::ttrpc::v1::create_events;
 use berth_api::containerd::services::events::v1::events_server::EventsServer;
+use berth_api::containerd::services::images::v1::images_server::ImagesServer;
 use berth_api::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_api::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_api::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
@@ -89,6 +90,12 @@ pub fn registrations() -> Vec<Registration> {
             id: Cow::Borrowed("snapshots"),
             requires: &[types::SERVICE, types::GC],
             init: snapshots_service,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed("images"),
+            requires: &[types::METADATA, types::EVENT, types::GC],
+            init: images_service,
         },
         Registration {
             plugin_type: types::GRPC,
@@ -209,6 +216,15 @@ fn snapshots_layer(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
         startup.reconcile_all().await;
     });
     Ok(layer)
+}
+
+fn images_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let exchange = ctx.get::<Exchange>(types::EVENT)?;
+    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    Ok(Arc::new(GrpcService::new(ImagesServer::new(
+        services::images::ImagesService::new((*db).clone(), exchange, (*gc).clone()),
+    ))))
 }
 
 fn snapshots_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

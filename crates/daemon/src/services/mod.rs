@@ -5,6 +5,7 @@
 pub mod content;
 pub mod events;
 pub mod gc;
+pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
