@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod registry;
+pub mod testimages;
+
+pub use registry::Registry;
+
 /// Directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("BERTH_BIN_DIR") {

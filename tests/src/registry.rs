@@ -1,0 +1,113 @@
+//! Debian's `docker-registry` on 127.0.0.1 with a free port and a
+//! temporary storage directory, stopped by PID when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Where Debian's package installs the registry.
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A running local registry.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// `127.0.0.1:<port>`.
+    pub host: String,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Registry {
+    /// Starts a registry and waits until `/v2/` answers.
+    pub fn start() -> Result<Registry> {
+        if !std::path::Path::new(REGISTRY_BIN).exists() {
+            bail!(
+                "{REGISTRY_BIN} not found: run `cargo xtask deps` (Debian package docker-registry)"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry")
+            .tempdir()?;
+        let port = free_port()?;
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry")?;
+        let mut r = Registry { child, dir, host };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if r.get("/v2/")
+                .map(|s| s.starts_with("HTTP/1.1 200"))
+                .unwrap_or(false)
+            {
+                return Ok(r);
+            }
+            if let Some(status) = r.child.try_wait()? {
+                bail!("docker-registry exited with {status}:\n{}", r.log());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "docker-registry did not answer on {} within 20s:\n{}",
+                    r.host,
+                    r.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The registry's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The storage directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A plain HTTP/1.1 GET of `path`; returns the status line and headers.
+    pub fn get(&self, path: &str) -> Result<String> {
+        let mut s = TcpStream::connect(&self.host)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host
+        )?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
