@@ -239,3 +239,166 @@ async fn lease_resources_round_trip() {
     drop(client);
     served.shutdown().await;
 }
+
+/// Runs Debian's `ctr` against `address`; returns stdout, panics with stderr on failure.
+fn ctr(address: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("/usr/bin/ctr")
+        .arg("--address")
+        .arg(address)
+        .args(args)
+        .output()
+        .expect("run ctr (cargo xtask deps installs it)");
+    assert!(
+        out.status.success(),
+        "ctr {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Containers and images created over gRPC, then seen and changed by `ctr`.
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_and_images_through_grpc_and_ctr() {
+    use berth_api::containerd::services::containers::v1 as cpb;
+    use berth_api::containerd::services::images::v1 as ipb;
+    use berth_api::containerd::types::Descriptor;
+
+    let served = serve().await;
+    let client = Client::connect(&served.address)
+        .await
+        .unwrap()
+        .with_namespace("default");
+    let mut images =
+        ipb::images_client::ImagesClient::with_interceptor(client.channel(), client.interceptor());
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    images
+        .create(ipb::CreateImageRequest {
+            image: Some(ipb::Image {
+                name: "docker.io/library/busybox:latest".into(),
+                target: Some(Descriptor {
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    digest: digest.clone(),
+                    size: 123,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            source_date_epoch: None,
+        })
+        .await
+        .unwrap();
+    let dup = images
+        .create(ipb::CreateImageRequest {
+            image: Some(ipb::Image {
+                name: "docker.io/library/busybox:latest".into(),
+                target: Some(Descriptor {
+                    media_type: "x".into(),
+                    digest: digest.clone(),
+                    size: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            source_date_epoch: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists);
+
+    let mut containers = cpb::containers_client::ContainersClient::with_interceptor(
+        client.channel(),
+        client.interceptor(),
+    );
+    for id in ["web", "db"] {
+        containers
+            .create(cpb::CreateContainerRequest {
+                container: Some(cpb::Container {
+                    id: id.into(),
+                    image: "docker.io/library/busybox:latest".into(),
+                    runtime: Some(cpb::container::Runtime {
+                        name: "io.containerd.runc.v2".into(),
+                        options: None,
+                    }),
+                    spec: Some(prost_types::Any {
+                        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                        value: br#"{"ociVersion":"1.1.0"}"#.to_vec(),
+                    }),
+                    snapshotter: "overlayfs".into(),
+                    snapshot_key: id.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let no_spec = containers
+        .create(cpb::CreateContainerRequest {
+            container: Some(cpb::Container {
+                id: "bad".into(),
+                runtime: Some(cpb::container::Runtime {
+                    name: "io.containerd.runc.v2".into(),
+                    options: None,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_spec.code(), tonic::Code::InvalidArgument);
+
+    let address = served.address.clone();
+    let (ls, info, labels, images_ls, filtered) = tokio::task::spawn_blocking(move || {
+        let ls = ctr(&address, &["containers", "ls"]);
+        let info = ctr(&address, &["containers", "info", "web"]);
+        let labels = ctr(&address, &["containers", "label", "web", "tier=front"]);
+        ctr(&address, &["containers", "rm", "db"]);
+        let images_ls = ctr(&address, &["images", "ls"]);
+        ctr(
+            &address,
+            &["images", "label", "docker.io/library/busybox:latest", "k=v"],
+        );
+        let filtered = ctr(&address, &["containers", "ls", "labels.tier==front"]);
+        (ls, info, labels, images_ls, filtered)
+    })
+    .await
+    .unwrap();
+    assert!(
+        ls.contains("web") && ls.contains("db") && ls.contains("io.containerd.runc.v2"),
+        "{ls}"
+    );
+    assert!(
+        info.contains("\"ociVersion\": \"1.1.0\"") || info.contains("ociVersion"),
+        "{info}"
+    );
+    assert!(labels.contains("tier=front"), "{labels}");
+    assert!(
+        images_ls.contains("docker.io/library/busybox:latest") && images_ls.contains(&digest),
+        "{images_ls}"
+    );
+    assert!(
+        filtered.contains("web") && !filtered.contains("db"),
+        "{filtered}"
+    );
+    let left = containers
+        .list(cpb::ListContainersRequest { filters: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0].labels.get("tier").map(String::as_str),
+        Some("front")
+    );
+    let image = images
+        .get(ipb::GetImageRequest {
+            name: "docker.io/library/busybox:latest".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    assert_eq!(image.labels.get("k").map(String::as_str), Some("v"));
+    served.shutdown().await;
+}

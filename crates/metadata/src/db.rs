@@ -99,6 +99,11 @@ impl Db {
         ContentStore::new(self.clone())
     }
 
+    /// Container records.
+    pub fn containers(&self) -> crate::containers::ContainerStore {
+        crate::containers::ContainerStore::new(self.clone())
+    }
+
     /// Image records.
     pub fn images(&self) -> crate::images::ImageStore {
         crate::images::ImageStore::new(self.clone())

@@ -12,8 +12,7 @@
 //! - [`gc`]: garbage collection over all of them ([`Db::collect_garbage`]).
 //! - [`snapshots`]: each namespace's view of each snapshotter.
 //! - [`images`]: image names and their targets.
-//! - containers: the table exists already; its store comes later (the
-//!   collector already reads its records, see [`schema`]).
+//! - [`containers`]: container records (spec, runtime, snapshot).
 //!
 //! Shared validation lives in [`identifiers`] (names and ids), [`labels`]
 //! and [`digests`].
@@ -51,6 +50,7 @@
 //! [`Error::AlreadyExists`], ...) plus storage failures; turning them into
 //! gRPC codes is the RPC layer's job.
 
+pub mod containers;
 pub mod content;
 mod db;
 pub mod digests;
@@ -65,6 +65,7 @@ pub mod schema;
 pub mod snapshots;
 mod timestamp;
 
+pub use containers::{AnyValue, ContainerRecord, ContainerStore, Runtime};
 pub use content::{ContentRecord, ContentStore};
 pub use db::Db;
 pub use error::{Error, Result};

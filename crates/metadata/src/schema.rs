@@ -52,12 +52,9 @@
 //!   "sha256:..", "size": 1}, "labels": {..}, "created": <ns>, "updated":
 //!   <ns>}`; the collector reads `target.digest` and `labels`.
 //!
-//! The container store is not written yet. The garbage collector
-//! ([`crate::gc`]) already reads its records, assuming this JSON shape (any
-//! other fields are ignored), which the store must keep:
-//!
-//! - `containers`: `{"snapshotter": "overlayfs", "snapshot_key": "..",
-//!   "labels": {..}}`.
+//! - `containers` ([`crate::containers`]): `{"snapshotter": "overlayfs",
+//!   "snapshot_key": "..", "labels": {..}, "runtime": {..}, "spec": {..},
+//!   ...}`; the collector reads `snapshotter`, `snapshot_key` and `labels`.
 //!
 //! A store that writes any of these tables must also report the object to a
 //! garbage collection that may be running concurrently, with

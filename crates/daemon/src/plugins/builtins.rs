@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_api::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_api::containerd::services::content::v1::content_server::ContentServer;
 use berth_api::containerd::services::events::ttrpc::v1::create_events;
 use berth_api::containerd::services::events::v1::events_server::EventsServer;
@@ -90,6 +91,12 @@ pub fn registrations() -> Vec<Registration> {
             id: Cow::Borrowed("snapshots"),
             requires: &[types::SERVICE, types::GC],
             init: snapshots_service,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed("containers"),
+            requires: &[types::METADATA, types::EVENT, types::GC],
+            init: containers_service,
         },
         Registration {
             plugin_type: types::GRPC,
@@ -216,6 +223,15 @@ fn snapshots_layer(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
         startup.reconcile_all().await;
     });
     Ok(layer)
+}
+
+fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let exchange = ctx.get::<Exchange>(types::EVENT)?;
+    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    Ok(Arc::new(GrpcService::new(ContainersServer::new(
+        services::containers::ContainersService::new((*db).clone(), exchange, (*gc).clone()),
+    ))))
 }
 
 fn images_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

@@ -2,6 +2,7 @@
 //! berth library crates. Each service maps its crate's errors to status
 //! codes in one function.
 
+pub mod containers;
 pub mod content;
 pub mod events;
 pub mod gc;
