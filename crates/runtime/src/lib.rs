@@ -1,5 +1,6 @@
-//! OCI spec building, shim manager and the containerd-shim-berth-v2 shim.
+//! Running containers: OCI runtime specs, and (next) the shim manager and
+//! berth's shim.
 //!
-//! This crate's scope is laid out in the workspace's ARCHITECTURE.md; its
-//! interfaces arrive with the issue that builds this subsystem. Until then it
-//! deliberately exports nothing, so nothing can depend on a placeholder.
+//! - [`spec`]: containerd's default Linux spec and composable options.
+
+pub mod spec;
