@@ -25,12 +25,17 @@ impl ServiceGenerator for GrpcGenerator {
         buf.push_str(&gate_top_level_items(&out, "grpc"));
     }
 
+    // tonic emits the client and server modules here, not in `generate`.
     fn finalize(&mut self, buf: &mut String) {
-        self.0.finalize(buf);
+        let mut out = String::new();
+        self.0.finalize(&mut out);
+        buf.push_str(&gate_top_level_items(&out, "grpc"));
     }
 
     fn finalize_package(&mut self, package: &str, buf: &mut String) {
-        self.0.finalize_package(package, buf);
+        let mut out = String::new();
+        self.0.finalize_package(package, &mut out);
+        buf.push_str(&gate_top_level_items(&out, "grpc"));
     }
 }
 

@@ -239,7 +239,79 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        cleanup_runtime(&self.state, &self.address, self.dir.path());
     }
+}
+
+/// Stops everything a daemon's tasks left running: containers in runc
+/// roots under `state/runc`, shim processes started with `-address
+/// <address>`, and mounts under `dir`.
+pub fn cleanup_runtime(state: &Path, address: &Path, dir: &Path) {
+    if let Ok(namespaces) = std::fs::read_dir(state.join("runc")) {
+        for ns in namespaces.flatten() {
+            let root = ns.path();
+            let Ok(ids) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for id in ids.flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force"])
+                    .arg(id.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let needle = address.display().to_string();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.contains(&needle) && args.iter().any(|a| a == "-address") {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let prefix = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut targets: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|t| t.starts_with(&prefix))
+        .collect();
+    // Deepest first.
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let _ = Command::new("umount").arg("-l").arg(t).status();
+    }
+}
+
+/// Writes a minimal busybox root filesystem (static busybox, applet links,
+/// empty /proc, /dev, /sys) into `dir`.
+pub fn busybox_rootfs(dir: &Path) -> Result<()> {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .context("copying /bin/busybox (Debian package busybox-static)")?;
+    for a in [
+        "sh", "echo", "ls", "sleep", "cat", "true", "false", "yes", "ps",
+    ] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a))?;
+    }
+    Ok(())
 }
 
 /// Runs `out` as a successful command and returns its stdout, or fails with

@@ -155,6 +155,16 @@ impl From<RpcError> for ttrpc::Error {
     }
 }
 
+#[cfg(feature = "ttrpc")]
+impl From<ttrpc::Error> for RpcError {
+    fn from(e: ttrpc::Error) -> RpcError {
+        match e {
+            ttrpc::Error::RpcStatus(s) => RpcError::new(Category::from_code(s.code), s.message),
+            other => RpcError::new(Category::Unavailable, format!("shim connection: {other}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

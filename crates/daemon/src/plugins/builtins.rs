@@ -17,6 +17,7 @@ use berth_api::containerd::services::introspection::v1::introspection_server::In
 use berth_api::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_api::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_api::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_api::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_api::containerd::services::version::v1::version_server::VersionServer;
 use berth_content::local::LocalStore;
 use berth_events::Exchange;
@@ -91,6 +92,18 @@ pub fn registrations() -> Vec<Registration> {
             id: Cow::Borrowed("snapshots"),
             requires: &[types::SERVICE, types::GC],
             init: snapshots_service,
+        },
+        Registration {
+            plugin_type: types::RUNTIME,
+            id: Cow::Borrowed("task"),
+            requires: &[types::EVENT],
+            init: shim_manager,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed("tasks"),
+            requires: &[types::RUNTIME, types::METADATA],
+            init: tasks_service,
         },
         Registration {
             plugin_type: types::GRPC,
@@ -223,6 +236,50 @@ fn snapshots_layer(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
         startup.reconcile_all().await;
     });
     Ok(layer)
+}
+
+fn shim_manager(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| PluginError::failed(format!("cannot find berthd's own path: {e}")))?;
+    let bin_dir = exe.parent().map_or_else(
+        || std::path::PathBuf::from("/usr/local/bin"),
+        std::path::Path::to_path_buf,
+    );
+    // `[plugins."io.containerd.runtime.v2.task".shims]`: runtime name = binary.
+    let shims = ctx
+        .section
+        .and_then(|s| s.get("shims"))
+        .and_then(|v| v.as_table())
+        .map(|t| {
+            t.iter()
+                .filter_map(|(k, v)| v.as_str().map(|p| (k.clone(), std::path::PathBuf::from(p))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let config = berth_runtime::manager::ManagerConfig {
+        state: ctx.state.clone(),
+        grpc_address: ctx.config.grpc.address.clone(),
+        ttrpc_address: crate::server::ttrpc_address(&ctx.config.grpc.address),
+        publish_binary: exe,
+        bin_dir,
+        shims,
+    };
+    let manager =
+        Arc::new(berth_runtime::manager::ShimManager::new(config).map_err(PluginError::failed)?);
+    let reconnect = manager.clone();
+    tokio::spawn(async move {
+        reconnect.reconnect_all().await;
+    });
+    Ok(manager)
+}
+
+fn tasks_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let manager = ctx.get::<berth_runtime::manager::ShimManager>(types::RUNTIME)?;
+    let runc_root = ctx.config.state.join("runc");
+    Ok(Arc::new(GrpcService::new(TasksServer::new(
+        services::tasks::TasksService::new((*db).clone(), manager, runc_root),
+    ))))
 }
 
 fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

@@ -31,6 +31,8 @@ pub mod types {
     pub const CONTENT: &str = "io.containerd.content.v1";
     /// Garbage collection scheduler.
     pub const GC: &str = "io.containerd.gc.v1";
+    /// Task runtimes (the shim manager).
+    pub const RUNTIME: &str = "io.containerd.runtime.v2";
     /// Services used by the gRPC layer and other plugins.
     pub const SERVICE: &str = "io.containerd.service.v1";
 }

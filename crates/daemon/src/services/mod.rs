@@ -11,6 +11,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tasks;
 pub mod version;
 
 use tonic::{Request, Status};

@@ -1,0 +1,476 @@
+//! The Tasks gRPC service: containerd's `tasks.v1.Tasks`, driving one shim
+//! per task through the shim manager.
+//!
+//! Task events (`/tasks/create`, `/tasks/exit`, ...) come from the shims
+//! themselves, forwarded over ttrpc; this service only adds what the daemon
+//! knows about (a shim that died).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::containerd::runc::v1::Options as RuncOptions;
+use berth_api::containerd::services::tasks::v1 as pb;
+use berth_api::containerd::services::tasks::v1::tasks_server::Tasks;
+use berth_api::containerd::task::v2 as shim;
+use berth_api::containerd::types::Metric;
+use berth_api::containerd::v1::types::Process;
+use berth_api::errdefs::RpcError;
+use berth_metadata::Db;
+use berth_runtime::manager::{self, Shim, ShimManager, context_for};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::{namespace_of, with_db};
+
+/// Timeout of ordinary shim calls (not Wait).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Type URL of runc's shim options.
+const RUNC_OPTIONS_URL: &str = "containerd.runc.v1.Options";
+
+/// Serves the tasks API.
+#[derive(Debug, Clone)]
+pub struct TasksService {
+    db: Db,
+    shims: Arc<ShimManager>,
+    runc_root: PathBuf,
+}
+
+impl TasksService {
+    /// A service over `db` (containers) and `shims`; runc keeps its state
+    /// under `runc_root` unless a client says otherwise.
+    pub fn new(db: Db, shims: Arc<ShimManager>, runc_root: PathBuf) -> TasksService {
+        TasksService {
+            db,
+            shims,
+            runc_root,
+        }
+    }
+}
+
+fn shim_status(e: ttrpc::Error) -> Status {
+    RpcError::from(e).into()
+}
+
+fn manager_status(e: manager::Error) -> Status {
+    match e {
+        manager::Error::NotFound(id) => Status::not_found(format!(
+            "task {id:?}: not found (start it with `tasks start`)"
+        )),
+        manager::Error::AlreadyExists(id) => {
+            Status::already_exists(format!("task {id:?}: already exists"))
+        }
+        manager::Error::NoShim { .. } => Status::failed_precondition(e.to_string()),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+fn ctx(ns: &str) -> ttrpc::context::Context {
+    context_for(ns, Some(CALL_TIMEOUT))
+}
+
+/// Gives runc a root under berth's state unless the options name one, so
+/// berth never sees another daemon's containers.
+fn with_runc_root(
+    options: Option<prost_types::Any>,
+    root: &std::path::Path,
+) -> Option<prost_types::Any> {
+    let mut opts = match &options {
+        None => RuncOptions::default(),
+        Some(a) if a.type_url.ends_with(RUNC_OPTIONS_URL) => {
+            match RuncOptions::decode(a.value.as_slice()) {
+                Ok(o) => o,
+                Err(_) => return options,
+            }
+        }
+        Some(_) => return options,
+    };
+    if opts.root.is_empty() {
+        opts.root = root.display().to_string();
+    }
+    Some(prost_types::Any {
+        type_url: options
+            .map(|a| a.type_url)
+            .unwrap_or_else(|| RUNC_OPTIONS_URL.to_string()),
+        value: opts.encode_to_vec(),
+    })
+}
+
+fn process_of(id: &str, s: shim::StateResponse) -> Process {
+    Process {
+        container_id: id.to_string(),
+        id: if s.exec_id.is_empty() {
+            s.id
+        } else {
+            s.exec_id
+        },
+        pid: s.pid,
+        status: s.status,
+        stdin: s.stdin,
+        stdout: s.stdout,
+        stderr: s.stderr,
+        terminal: s.terminal,
+        exit_status: s.exit_status,
+        exited_at: s.exited_at,
+    }
+}
+
+impl TasksService {
+    async fn shim(&self, ns: &str, id: &str) -> Result<Arc<Shim>, Status> {
+        self.shims.get(ns, id).await.map_err(manager_status)
+    }
+
+    async fn state(&self, s: &Shim, exec_id: &str) -> Result<Process, Status> {
+        let req = shim::StateRequest {
+            id: s.id.clone(),
+            exec_id: exec_id.to_string(),
+        };
+        let st = s
+            .client
+            .state(ctx(&s.namespace), &req)
+            .await
+            .map_err(shim_status)?;
+        Ok(process_of(&s.id, st))
+    }
+}
+
+/// Whether CRIU is installed and works on this kernel.
+async fn criu_usable() -> Result<(), String> {
+    match tokio::process::Command::new("criu")
+        .arg("check")
+        .output()
+        .await
+    {
+        Err(e) => Err(format!("criu is not installed ({e})")),
+        Ok(out) if !out.status.success() => Err(format!(
+            "`criu check` failed on this kernel: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create(
+        &self,
+        r: Request<pb::CreateTaskRequest>,
+    ) -> Result<Response<pb::CreateTaskResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let id = r.container_id.clone();
+        let (ns2, id2) = (ns.clone(), id.clone());
+        let container = with_db(&self.db, move |db| db.containers().get(&ns2, &id2)).await?;
+        let spec = container
+            .spec
+            .as_ref()
+            .map(|s| s.value.clone())
+            .ok_or_else(|| Status::failed_precondition(format!("container {id:?} has no spec")))?;
+        if r.checkpoint.is_some() {
+            return Err(Status::unimplemented(
+                "restoring from a checkpoint is not supported",
+            ));
+        }
+        let options = r.options.clone().or_else(|| {
+            container.runtime.options.clone().map(|o| prost_types::Any {
+                type_url: o.type_url,
+                value: o.value,
+            })
+        });
+        let options = with_runc_root(options, &self.runc_root);
+        let s = self
+            .shims
+            .start(&ns, &id, &container.runtime.name, &r.runtime_path, &spec)
+            .await
+            .map_err(manager_status)?;
+        let req = shim::CreateTaskRequest {
+            id: id.clone(),
+            bundle: s.bundle.display().to_string(),
+            rootfs: r.rootfs,
+            terminal: r.terminal,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            checkpoint: String::new(),
+            parent_checkpoint: String::new(),
+            options,
+        };
+        match s.client.create(ctx(&ns), &req).await {
+            Ok(resp) => Ok(Response::new(pb::CreateTaskResponse {
+                container_id: id,
+                pid: resp.pid,
+            })),
+            Err(e) => {
+                self.shims.remove(&ns, &id).await;
+                Err(shim_status(e))
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        r: Request<pb::StartRequest>,
+    ) -> Result<Response<pb::StartResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::StartRequest {
+            id: r.container_id,
+            exec_id: r.exec_id,
+        };
+        let resp = s.client.start(ctx(&ns), &req).await.map_err(shim_status)?;
+        Ok(Response::new(pb::StartResponse { pid: resp.pid }))
+    }
+
+    async fn delete(
+        &self,
+        r: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let id = r.into_inner().container_id;
+        let s = self.shim(&ns, &id).await?;
+        let req = shim::DeleteRequest {
+            id: id.clone(),
+            exec_id: String::new(),
+        };
+        let resp = s.client.delete(ctx(&ns), &req).await.map_err(shim_status)?;
+        self.shims.remove(&ns, &id).await;
+        Ok(Response::new(pb::DeleteResponse {
+            id,
+            pid: resp.pid,
+            exit_status: resp.exit_status,
+            exited_at: resp.exited_at,
+        }))
+    }
+
+    async fn delete_process(
+        &self,
+        r: Request<pb::DeleteProcessRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::DeleteRequest {
+            id: r.container_id,
+            exec_id: r.exec_id.clone(),
+        };
+        let resp = s.client.delete(ctx(&ns), &req).await.map_err(shim_status)?;
+        Ok(Response::new(pb::DeleteResponse {
+            id: r.exec_id,
+            pid: resp.pid,
+            exit_status: resp.exit_status,
+            exited_at: resp.exited_at,
+        }))
+    }
+
+    async fn get(&self, r: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let process = self.state(&s, &r.exec_id).await?;
+        Ok(Response::new(pb::GetResponse {
+            process: Some(process),
+        }))
+    }
+
+    async fn list(
+        &self,
+        r: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let mut tasks = Vec::new();
+        for s in self.shims.list(&ns).await {
+            match self.state(&s, "").await {
+                Ok(p) => tasks.push(p),
+                Err(e) => tracing::warn!(id = %s.id, error = %e, "cannot get task state"),
+            }
+        }
+        Ok(Response::new(pb::ListTasksResponse { tasks }))
+    }
+
+    async fn kill(&self, r: Request<pb::KillRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::KillRequest {
+            id: r.container_id,
+            exec_id: r.exec_id,
+            signal: r.signal,
+            all: r.all,
+        };
+        s.client.kill(ctx(&ns), &req).await.map_err(shim_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn exec(&self, r: Request<pb::ExecProcessRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        if r.exec_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "exec needs an exec id (--exec-id)",
+            ));
+        }
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::ExecProcessRequest {
+            id: r.container_id,
+            exec_id: r.exec_id,
+            terminal: r.terminal,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            spec: r.spec,
+        };
+        s.client.exec(ctx(&ns), &req).await.map_err(shim_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn resize_pty(&self, r: Request<pb::ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::ResizePtyRequest {
+            id: r.container_id,
+            exec_id: r.exec_id,
+            width: r.width,
+            height: r.height,
+        };
+        s.client
+            .resize_pty(ctx(&ns), &req)
+            .await
+            .map_err(shim_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn close_io(&self, r: Request<pb::CloseIoRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::CloseIoRequest {
+            id: r.container_id,
+            exec_id: r.exec_id,
+            stdin: r.stdin,
+        };
+        s.client
+            .close_io(ctx(&ns), &req)
+            .await
+            .map_err(shim_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn pause(&self, r: Request<pb::PauseTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let id = r.into_inner().container_id;
+        let s = self.shim(&ns, &id).await?;
+        s.client
+            .pause(ctx(&ns), &shim::PauseRequest { id })
+            .await
+            .map_err(shim_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn resume(&self, r: Request<pb::ResumeTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let id = r.into_inner().container_id;
+        let s = self.shim(&ns, &id).await?;
+        s.client
+            .resume(ctx(&ns), &shim::ResumeRequest { id })
+            .await
+            .map_err(shim_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_pids(
+        &self,
+        r: Request<pb::ListPidsRequest>,
+    ) -> Result<Response<pb::ListPidsResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let id = r.into_inner().container_id;
+        let s = self.shim(&ns, &id).await?;
+        let resp = s
+            .client
+            .pids(ctx(&ns), &shim::PidsRequest { id })
+            .await
+            .map_err(shim_status)?;
+        Ok(Response::new(pb::ListPidsResponse {
+            processes: resp.processes,
+        }))
+    }
+
+    async fn checkpoint(
+        &self,
+        r: Request<pb::CheckpointTaskRequest>,
+    ) -> Result<Response<pb::CheckpointTaskResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let id = r.into_inner().container_id;
+        self.shim(&ns, &id).await?;
+        if let Err(why) = criu_usable().await {
+            return Err(Status::failed_precondition(format!(
+                "cannot checkpoint task {id:?}: checkpointing needs CRIU, and {why}"
+            )));
+        }
+        Err(Status::unimplemented(
+            "checkpoint images are not stored in content yet",
+        ))
+    }
+
+    async fn update(&self, r: Request<pb::UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::UpdateTaskRequest {
+            id: r.container_id,
+            resources: r.resources,
+            annotations: r.annotations,
+        };
+        s.client.update(ctx(&ns), &req).await.map_err(shim_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn metrics(
+        &self,
+        r: Request<pb::MetricsRequest>,
+    ) -> Result<Response<pb::MetricsResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let filter = berth_filters::parse_all(&r.get_ref().filters)
+            .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+        let mut metrics = Vec::new();
+        for s in self.shims.list(&ns).await {
+            if !filter.matches(&berth_filters::Fields::new().with("id", &s.id)) {
+                continue;
+            }
+            let req = shim::StatsRequest { id: s.id.clone() };
+            match s.client.stats(ctx(&ns), &req).await {
+                Ok(resp) => metrics.push(Metric {
+                    timestamp: Some(std::time::SystemTime::now().into()),
+                    id: s.id.clone(),
+                    data: resp.stats,
+                }),
+                Err(e) => tracing::warn!(id = %s.id, error = %e, "cannot get task metrics"),
+            }
+        }
+        Ok(Response::new(pb::MetricsResponse { metrics }))
+    }
+
+    async fn wait(
+        &self,
+        r: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let s = self.shim(&ns, &r.container_id).await?;
+        let req = shim::WaitRequest {
+            id: r.container_id,
+            exec_id: r.exec_id,
+        };
+        // No deadline: a wait lasts as long as the process.
+        let resp = s
+            .client
+            .wait(context_for(&ns, None), &req)
+            .await
+            .map_err(shim_status)?;
+        Ok(Response::new(pb::WaitResponse {
+            exit_status: resp.exit_status,
+            exited_at: resp.exited_at,
+        }))
+    }
+}
