@@ -156,3 +156,80 @@ fn unknown_task_and_missing_criu_are_clear_errors() -> Result<()> {
     wait_for_status(&d, "t5", "STOPPED")?;
     Ok(())
 }
+
+#[test]
+fn berthctl_runs_and_manages_tasks() -> Result<()> {
+    let (d, rootfs) = daemon_with_debian_shim()?;
+    let b = |args: &[&str]| d.berthctl(args);
+    assert_eq!(
+        ok(b(&[
+            "run",
+            "--rm",
+            "--rootfs",
+            &rootfs,
+            "b1",
+            "/bin/echo",
+            "hello"
+        ])?)?,
+        "hello\n"
+    );
+    let out = b(&[
+        "run",
+        "--rm",
+        "--rootfs",
+        &rootfs,
+        "b2",
+        "/bin/sh",
+        "-c",
+        "echo oops >&2; exit 5",
+    ])?;
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    ok(b(&[
+        "run",
+        "-d",
+        "--env",
+        "GREETING=hi",
+        "--rootfs",
+        &rootfs,
+        "b3",
+        "/bin/sleep",
+        "300",
+    ])?)?;
+    wait_for_status(&d, "b3", "RUNNING")?;
+    let env = ok(b(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        "b3",
+        "/bin/sh",
+        "-c",
+        "echo $GREETING",
+    ])?)?;
+    assert_eq!(env, "hi\n");
+    let ls = ok(b(&["tasks", "ls"])?)?;
+    assert!(ls.contains("b3") && ls.contains("RUNNING"), "{ls}");
+    ok(b(&["tasks", "pause", "b3"])?)?;
+    wait_for_status(&d, "b3", "PAUSED")?;
+    ok(b(&["tasks", "resume", "b3"])?)?;
+    let metrics = ok(b(&["tasks", "metrics", "b3"])?)?;
+    assert!(metrics.contains("io.containerd.cgroups"), "{metrics}");
+    assert!(ok(b(&["tasks", "ps", "b3"])?)?.lines().count() >= 2);
+    ok(b(&["containers", "label", "b3", "team=db"])?)?;
+    let info = ok(b(&["containers", "info", "b3"])?)?;
+    assert!(
+        info.contains("\"team\": \"db\"") && info.contains("GREETING=hi"),
+        "{info}"
+    );
+    ok(b(&["tasks", "kill", "-s", "KILL", "b3"])?)?;
+    wait_for_status(&d, "b3", "STOPPED")?;
+    let rm = b(&["tasks", "rm", "b3"])?;
+    assert!(
+        String::from_utf8_lossy(&rm.stderr).contains("137"),
+        "{rm:?}"
+    );
+    ok(b(&["containers", "rm", "b3"])?)?;
+    assert_eq!(ok(d.ctr(&["containers", "ls", "-q"])?)?, "");
+    Ok(())
+}

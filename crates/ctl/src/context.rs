@@ -54,6 +54,28 @@ impl Global {
     }
 }
 
+/// Typed service clients over one connection.
+pub(crate) mod clients {
+    use berth_api::client::{Client, ContextInterceptor};
+    use berth_api::containerd::services::containers::v1::containers_client::ContainersClient;
+    use berth_api::containerd::services::tasks::v1::tasks_client::TasksClient;
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::Channel;
+
+    /// A channel carrying the namespace and lease headers.
+    pub(crate) type Chan = InterceptedService<Channel, ContextInterceptor>;
+
+    /// The Containers service.
+    pub(crate) fn containers(c: &Client) -> ContainersClient<Chan> {
+        ContainersClient::with_interceptor(c.channel(), c.interceptor())
+    }
+
+    /// The Tasks service.
+    pub(crate) fn tasks(c: &Client) -> TasksClient<Chan> {
+        TasksClient::with_interceptor(c.channel(), c.interceptor())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Global;

@@ -461,6 +461,28 @@ impl ShimManager {
         }
     }
 
+    /// Undoes a task whose creation failed: stops its shim, then lets the
+    /// shim binary's `delete` remove whatever runc state was left.
+    pub async fn abort(&self, namespace: &str, id: &str) {
+        let shim = self
+            .shims
+            .lock()
+            .await
+            .remove(&(namespace.to_string(), id.to_string()));
+        if let Some(shim) = shim {
+            let req = shim::ShutdownRequest {
+                id: id.to_string(),
+                now: true,
+            };
+            let _ = shim
+                .client
+                .shutdown(context(Duration::from_secs(2)), &req)
+                .await;
+            self.cleanup_dead(namespace, id, &shim.bundle, &shim.binary)
+                .await;
+        }
+    }
+
     /// Runs `<shim> delete` for a task whose shim is gone, then removes its bundle.
     async fn cleanup_dead(&self, namespace: &str, id: &str, bundle: &Path, binary: &Path) {
         let mut cmd = self.shim_command(binary, namespace, id, bundle);

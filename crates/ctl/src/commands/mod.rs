@@ -1,11 +1,14 @@
 //! The command tree, one module per `ctr` command.
 
+mod containers;
 mod content;
 mod events;
 mod leases;
 mod namespaces;
 mod plugins;
+mod run;
 mod snapshots;
+pub(crate) mod tasks;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +40,14 @@ pub(crate) enum Command {
     /// Manage leases.
     #[command(visible_alias = "lease")]
     Leases(leases::Args),
+    /// Run a container from an image (or, with --rootfs, a directory).
+    Run(run::Args),
+    /// Manage containers.
+    #[command(visible_alias = "container", visible_alias = "c")]
+    Containers(containers::Args),
+    /// Manage tasks.
+    #[command(visible_alias = "task", visible_alias = "t")]
+    Tasks(tasks::Args),
     /// Manage snapshots.
     #[command(visible_alias = "snapshot", visible_alias = "snap")]
     Snapshots(snapshots::Args),
@@ -55,5 +66,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Content(args) => content::run(&cli.global, args).await,
         Command::Leases(args) => leases::run(&cli.global, args).await,
         Command::Snapshots(args) => snapshots::run(&cli.global, args).await,
+        Command::Run(args) => run::run(&cli.global, args).await,
+        Command::Containers(args) => containers::run(&cli.global, args).await,
+        Command::Tasks(args) => tasks::run(&cli.global, args).await,
     }
 }

@@ -201,7 +201,7 @@ impl Tasks for TasksService {
                 pid: resp.pid,
             })),
             Err(e) => {
-                self.shims.remove(&ns, &id).await;
+                self.shims.abort(&ns, &id).await;
                 Err(shim_status(e))
             }
         }
