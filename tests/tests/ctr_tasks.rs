@@ -233,3 +233,87 @@ fn berthctl_runs_and_manages_tasks() -> Result<()> {
     assert_eq!(ok(d.ctr(&["containers", "ls", "-q"])?)?, "");
     Ok(())
 }
+
+/// `run -t` driven through a real terminal (tmux), for ctr and berthctl.
+#[test]
+fn run_with_a_terminal_in_tmux() -> Result<()> {
+    let (d, rootfs) = daemon_with_debian_shim()?;
+    for (tool, bin) in [
+        ("ctr", berth_tests::ctr_bin()?),
+        ("berthctl", berth_tests::bin("berthctl")?),
+    ] {
+        let session = format!("berth-tty-{}-{tool}", std::process::id());
+        let id = format!("tty-{tool}");
+        let command = format!(
+            "{} --address {} run -t --rm --rootfs {rootfs} {id} /bin/sh; sleep 5",
+            bin.display(),
+            d.address.display()
+        );
+        struct Session(String);
+        impl Drop for Session {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("tmux")
+                    .args(["kill-session", "-t", &self.0])
+                    .status();
+            }
+        }
+        ok(std::process::Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "100",
+                "-y",
+                "25",
+                &command,
+            ])
+            .output()?)?;
+        let _session = Session(session.clone());
+        let capture = || -> Result<String> {
+            ok(std::process::Command::new("tmux")
+                .args(["capture-pane", "-t", &session, "-p"])
+                .output()?)
+        };
+        let wait_for = |needle: &str| -> Result<String> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let screen = capture()?;
+                if screen.contains(needle) {
+                    return Ok(screen);
+                }
+                if Instant::now() > deadline {
+                    bail!("{tool}: {needle:?} never appeared:\n{screen}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        wait_for("/ #")?;
+        ok(std::process::Command::new("tmux")
+            .args([
+                "send-keys",
+                "-t",
+                &session,
+                "echo tty-$((6*7)); stty size",
+                "Enter",
+            ])
+            .output()?)?;
+        let screen = wait_for("tty-42")?;
+        assert!(
+            screen.contains("25 100"),
+            "{tool}: the pty has the terminal's size:\n{screen}"
+        );
+        ok(std::process::Command::new("tmux")
+            .args(["send-keys", "-t", &session, "exit", "Enter"])
+            .output()?)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ok(d.ctr(&["containers", "ls", "-q"])?)?.contains(&id) {
+            if Instant::now() > deadline {
+                bail!("{tool}: --rm did not remove {id}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
