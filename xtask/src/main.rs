@@ -3,6 +3,9 @@
 //! - `deps`: install the Debian packages berth builds and tests with.
 //! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
+//! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -29,8 +32,9 @@ fn main() -> ExitCode {
         Some("deps") => deps(),
         Some("test") => test(&args[1..]),
         Some("up") => up(),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <deps|test|up>");
+            eprintln!("usage: cargo xtask <deps|test|up|bench [run]>");
             return ExitCode::from(2);
         }
     };
@@ -43,15 +47,15 @@ fn main() -> ExitCode {
     }
 }
 
-type Result<T> = std::result::Result<T, String>;
+pub(crate) type Result<T> = std::result::Result<T, String>;
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
     let status = cmd
         .status()
@@ -72,7 +76,7 @@ fn is_root() -> bool {
 }
 
 /// Installs whatever of [`PACKAGES`] is missing.
-fn deps() -> Result<()> {
+pub(crate) fn deps() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(_, probe)| !Path::new(probe).exists())
@@ -105,7 +109,7 @@ fn deps() -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
     cmd.current_dir(workspace_root());
     cmd
