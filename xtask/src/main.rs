@@ -163,6 +163,12 @@ fn up() -> Result<()> {
         let log_file =
             std::fs::File::create(log).map_err(|e| format!("cannot create {log}: {e}"))?;
         let child = Command::new(&berthd)
+            .stdin(std::process::Stdio::null())
+            .stdout(
+                log_file
+                    .try_clone()
+                    .map_err(|e| format!("cannot open {log}: {e}"))?,
+            )
             .stderr(log_file)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", berthd.display()))?;
@@ -178,6 +184,30 @@ fn up() -> Result<()> {
     run(Command::new(&berthctl).args(["version"]))?;
     run(Command::new(&berthctl).args(["plugins", "ls"]))?;
     run(Command::new(&berthctl).args(["namespaces", "ls"]))?;
+    // A container from the bundled busybox root filesystem (Debian's
+    // busybox-static), run by runc through a shim.
+    let rootfs = Path::new("/var/lib/berth/rootfs/busybox");
+    if !rootfs.join("bin/busybox").exists() {
+        for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+            std::fs::create_dir_all(rootfs.join(d))
+                .map_err(|e| format!("cannot create {}: {e}", rootfs.display()))?;
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .map_err(|e| format!("cannot copy /bin/busybox: {e}"))?;
+        for a in ["sh", "echo", "uname", "cat"] {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a));
+        }
+    }
+    run(Command::new(&berthctl).args([
+        "run",
+        "--rm",
+        "--rootfs",
+        &rootfs.display().to_string(),
+        "hello",
+        "/bin/sh",
+        "-c",
+        "echo hello from a berth container; uname -sr",
+    ]))?;
     eprintln!("berthd is serving {socket}; stop it with: kill $(pidof berthd)");
     Ok(())
 }
