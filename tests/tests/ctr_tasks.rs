@@ -317,3 +317,34 @@ fn run_with_a_terminal_in_tmux() -> Result<()> {
     }
     Ok(())
 }
+
+/// A shim that died while berthd was down is cleaned up at restart, and the
+/// container can get a new task.
+#[test]
+fn dead_shims_are_cleaned_up_at_restart() -> Result<()> {
+    let (mut d, rootfs) = daemon_with_debian_shim()?;
+    ok(d.ctr(&["run", "-d", "--rootfs", &rootfs, "t6", "/bin/sleep", "300"])?)?;
+    wait_for_status(&d, "t6", "RUNNING")?;
+    d.kill9()?;
+    // Kill the shim and its container, as a host crash would.
+    berth_tests::cleanup_runtime(&d.state, &d.address, &d.scratch("none"));
+    d.restart()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok(d.ctr(&["tasks", "ls", "-q"])?)?.is_empty() {
+        if Instant::now() > deadline {
+            bail!("the dead task is still listed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !d.state
+            .join("io.containerd.runtime.v2.task/default/t6")
+            .exists(),
+        "bundle removed"
+    );
+    ok(d.ctr(&["tasks", "start", "-d", "t6"])?)?;
+    wait_for_status(&d, "t6", "RUNNING")?;
+    ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "t6"])?)?;
+    wait_for_status(&d, "t6", "STOPPED")?;
+    Ok(())
+}

@@ -503,11 +503,12 @@ impl ShimManager {
 
     /// After a restart: connects to every live shim found in the bundles
     /// (in parallel, each with a timeout) and cleans up after dead ones.
-    /// Returns (reconnected, cleaned up).
-    pub async fn reconnect_all(self: &Arc<Self>) -> (usize, usize) {
+    /// Returns how many were reconnected, and the `(namespace, id)` of the
+    /// tasks whose shims were gone (the caller reports their exit).
+    pub async fn reconnect_all(self: &Arc<Self>) -> (usize, Vec<(String, String)>) {
         let mut bundles = Vec::new();
         let Ok(mut namespaces) = tokio::fs::read_dir(&self.config.state).await else {
-            return (0, 0);
+            return (0, Vec::new());
         };
         while let Ok(Some(ns)) = namespaces.next_entry().await {
             let Ok(mut ids) = tokio::fs::read_dir(ns.path()).await else {
@@ -525,18 +526,26 @@ impl ShimManager {
             .into_iter()
             .map(|(ns, id, bundle)| {
                 let me = self.clone();
-                tokio::spawn(async move { me.reconnect(&ns, &id, &bundle).await })
+                tokio::spawn(async move {
+                    let alive = me.reconnect(&ns, &id, &bundle).await;
+                    (ns, id, alive)
+                })
             })
             .collect();
-        let (mut live, mut dead) = (0, 0);
+        let (mut live, mut dead) = (0, Vec::new());
         for t in tasks {
             match t.await {
-                Ok(true) => live += 1,
-                _ => dead += 1,
+                Ok((_, _, true)) => live += 1,
+                Ok((ns, id, false)) => dead.push((ns, id)),
+                Err(e) => tracing::warn!(error = %e, "reconnect task failed"),
             }
         }
-        if live + dead > 0 {
-            tracing::info!(live, dead, "reconnected to shims after restart");
+        if live + dead.len() > 0 {
+            tracing::info!(
+                live,
+                dead = dead.len(),
+                "reconnected to shims after restart"
+            );
         }
         (live, dead)
     }

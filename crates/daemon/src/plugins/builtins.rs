@@ -267,8 +267,30 @@ fn shim_manager(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let manager =
         Arc::new(berth_runtime::manager::ShimManager::new(config).map_err(PluginError::failed)?);
     let reconnect = manager.clone();
+    let exchange = ctx.get::<Exchange>(types::EVENT)?;
     tokio::spawn(async move {
-        reconnect.reconnect_all().await;
+        let (_, dead) = reconnect.reconnect_all().await;
+        // A task whose shim died with it exited unseen: say so, as containerd does.
+        let now = std::time::SystemTime::now();
+        for (ns, id) in dead {
+            use berth_api::containerd::events::{TaskDelete, TaskExit};
+            let exit = TaskExit {
+                container_id: id.clone(),
+                id: id.clone(),
+                pid: 0,
+                exit_status: 255,
+                exited_at: Some(now.into()),
+            };
+            let delete = TaskDelete {
+                container_id: id.clone(),
+                pid: 0,
+                exit_status: 255,
+                exited_at: Some(now.into()),
+                id: String::new(),
+            };
+            let _ = exchange.publish(&ns, "/tasks/exit", services::namespaces::pack(&exit));
+            let _ = exchange.publish(&ns, "/tasks/delete", services::namespaces::pack(&delete));
+        }
     });
     Ok(manager)
 }
