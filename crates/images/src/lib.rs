@@ -1,5 +1,8 @@
 //! Image references, manifests, platforms and layer apply/diff for berth.
 //!
-//! This crate's scope is laid out in the workspace's ARCHITECTURE.md; its
-//! interfaces arrive with the issue that builds this subsystem. Until then it
-//! deliberately exports nothing, so nothing can depend on a placeholder.
+//! - [`archive`]: applying tar layers into a directory, contained in it.
+//!
+//! References, media types, manifests, platform matching and image-graph
+//! handlers arrive with the rest of the images issue.
+
+pub mod archive;
