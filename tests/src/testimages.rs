@@ -73,6 +73,16 @@ impl Layout {
         blob_path(&self.dir, digest)
     }
 
+    /// Writes the layout as an uncompressed tar archive at `path` (what
+    /// `ctr images import` reads).
+    pub fn write_archive(&self, path: &Path) -> Result<()> {
+        let mut b = tar::Builder::new(std::fs::File::create(path)?);
+        b.mode(tar::HeaderMode::Deterministic);
+        b.append_dir_all(".", &self.dir)?;
+        b.into_inner()?.sync_all()?;
+        Ok(())
+    }
+
     /// Every blob digest in the layout.
     pub fn blobs(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -203,7 +213,14 @@ fn finish(
 ) -> Result<Layout> {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut top = root.json();
-    top["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+    // containerd's importer names the image from its own annotation; the
+    // OCI one carries the tag alone, as the image-layout spec says.
+    let tag = name.rsplit(':').next().unwrap_or("latest");
+    let full = format!("docker.io/library/{name}");
+    top["annotations"] = serde_json::json!({
+        "io.containerd.image.name": full,
+        "org.opencontainers.image.ref.name": tag,
+    });
     let index =
         serde_json::json!({"schemaVersion": 2, "mediaType": media::INDEX, "manifests": [top]});
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;

@@ -134,14 +134,24 @@ async fn image_parts(
     let mut digest = image.target.unwrap_or_default().digest;
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&read_blob(&mut content, &digest).await?)?;
-    if manifest["manifests"].is_array() {
-        let chosen = manifest["manifests"]
+    // Indexes (possibly nested): the host's entry, or one with no platform.
+    let mut depth = 0;
+    while manifest["manifests"].is_array() {
+        depth += 1;
+        if depth > 4 {
+            bail!("image {name:?}: indexes nested too deep");
+        }
+        let entries: Vec<&serde_json::Value> = manifest["manifests"]
             .as_array()
             .into_iter()
             .flatten()
+            .collect();
+        let chosen = entries
+            .iter()
             .find(|m| {
                 m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
             })
+            .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
             .with_context(|| format!("image {name:?} has no linux/{} manifest", host_arch()))?;
         digest = chosen["digest"].as_str().unwrap_or_default().to_string();
         manifest = serde_json::from_slice(&read_blob(&mut content, &digest).await?)?;

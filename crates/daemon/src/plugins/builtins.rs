@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use berth_api::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_api::containerd::services::content::v1::content_server::ContentServer;
+use berth_api::containerd::services::diff::v1::diff_server::DiffServer;
 use berth_api::containerd::services::events::ttrpc::v1::create_events;
 use berth_api::containerd::services::events::v1::events_server::EventsServer;
 use berth_api::containerd::services::images::v1::images_server::ImagesServer;
@@ -104,6 +105,12 @@ pub fn registrations() -> Vec<Registration> {
             id: Cow::Borrowed("tasks"),
             requires: &[types::RUNTIME, types::METADATA],
             init: tasks_service,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed("diff"),
+            requires: &[types::CONTENT],
+            init: diff_service,
         },
         Registration {
             plugin_type: types::GRPC,
@@ -301,6 +308,14 @@ fn tasks_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let runc_root = ctx.config.state.join("runc");
     Ok(Arc::new(GrpcService::new(TasksServer::new(
         services::tasks::TasksService::new((*db).clone(), manager, runc_root),
+    ))))
+}
+
+fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let store = ctx.get::<LocalStore>(types::CONTENT)?;
+    let tmp = services::diff::tmp_mounts(&ctx.config.state);
+    Ok(Arc::new(GrpcService::new(DiffServer::new(
+        services::diff::DiffService::new(store, tmp),
     ))))
 }
 

@@ -1,0 +1,160 @@
+//! The Diff gRPC service: containerd's `diff.v1.Diff`. `Apply` unpacks a
+//! layer blob from the content store onto a snapshot's mounts, which is
+//! how clients that pull client-side (Debian's `ctr pull`, `ctr images
+//! import`) unpack images.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_api::containerd::services::diff::v1 as pb;
+use berth_api::containerd::services::diff::v1::diff_server::Diff;
+use berth_api::containerd::types::{Descriptor, Mount};
+use berth_content::local::LocalStore;
+use berth_content::{Digest, Provider, ReadCursor};
+use berth_images::archive::{Compression, Whiteouts, apply};
+use berth_snapshots::mount::MountGuard;
+use tonic::{Request, Response, Status};
+
+/// Media type of an uncompressed OCI layer (what `Apply` reports).
+const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Serves the diff API.
+#[derive(Debug)]
+pub struct DiffService {
+    store: Arc<LocalStore>,
+    /// Where mounts that cannot be applied to directly are mounted.
+    tmp_mounts: PathBuf,
+    next: AtomicU64,
+}
+
+impl DiffService {
+    /// A service reading layers from `store`, mounting under `tmp_mounts`.
+    pub fn new(store: Arc<LocalStore>, tmp_mounts: PathBuf) -> DiffService {
+        DiffService {
+            store,
+            tmp_mounts,
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The compression a layer media type implies.
+fn compression_of(media_type: &str) -> Result<Compression, Status> {
+    if media_type.ends_with("+gzip")
+        || media_type.ends_with(".tar.gzip")
+        || media_type.ends_with("tar.gz")
+    {
+        Ok(Compression::Gzip)
+    } else if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        Err(Status::unimplemented(format!(
+            "layer media type {media_type}: zstd layers are not supported yet"
+        )))
+    } else if media_type.ends_with(".tar")
+        || media_type.ends_with("diff.tar")
+        || media_type.ends_with("layer.v1.tar")
+    {
+        Ok(Compression::None)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{media_type:?} is not a layer media type this differ can apply"
+        )))
+    }
+}
+
+fn option<'a>(m: &'a Mount, key: &str) -> Option<&'a str> {
+    m.options
+        .iter()
+        .find_map(|o| o.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
+/// Where to write: an overlay's upper directory, a bind mount's source, or
+/// (for anything else) `None`, meaning "mount it first".
+fn direct_target(mounts: &[Mount]) -> Option<(PathBuf, Whiteouts)> {
+    let [m] = mounts else { return None };
+    match m.r#type.as_str() {
+        "overlay" => option(m, "upperdir").map(|u| (PathBuf::from(u), Whiteouts::Overlay)),
+        "bind" | "rbind" if !m.options.iter().any(|o| o == "ro") => {
+            Some((PathBuf::from(&m.source), Whiteouts::Remove))
+        }
+        _ => None,
+    }
+}
+
+#[tonic::async_trait]
+impl Diff for DiffService {
+    async fn apply(
+        &self,
+        r: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let r = r.into_inner();
+        let desc = r
+            .diff
+            .ok_or_else(|| Status::invalid_argument("apply needs the layer's descriptor"))?;
+        let compression = compression_of(&desc.media_type)?;
+        let digest = Digest::parse(&desc.digest).map_err(|e| {
+            Status::invalid_argument(format!("layer digest {:?}: {e}", desc.digest))
+        })?;
+        let store = self.store.clone();
+        let mounts = r.mounts;
+        let scratch = self
+            .tmp_mounts
+            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        let stats = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let reader = store.reader_at(&digest).map_err(|e| match e {
+                berth_content::Error::NotFound(_) => {
+                    Status::not_found(format!("layer {digest} is not in the content store"))
+                }
+                other => Status::unavailable(other.to_string()),
+            })?;
+            let cursor = ReadCursor::new(&*reader);
+            let fail = |e: berth_images::archive::ApplyError| {
+                Status::invalid_argument(format!("applying layer {digest}: {e}"))
+            };
+            if let Some((target, whiteouts)) = direct_target(&mounts) {
+                return apply(&target, cursor, compression, whiteouts, None).map_err(fail);
+            }
+            std::fs::create_dir_all(&scratch)
+                .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
+            let snap_mounts: Vec<berth_snapshots::Mount> = mounts
+                .into_iter()
+                .map(berth_snapshots::proxy::mount_from_proto)
+                .collect();
+            let guard = MountGuard::mount(&snap_mounts, &scratch)
+                .map_err(|e| Status::failed_precondition(format!("mounting the snapshot: {e}")))?;
+            let result =
+                apply(guard.target(), cursor, compression, Whiteouts::Remove, None).map_err(fail);
+            let unmounted = guard.unmount();
+            let _ = std::fs::remove_dir(&scratch);
+            unmounted.map_err(|e| Status::internal(format!("unmounting the snapshot: {e}")))?;
+            result
+        })
+        .await
+        .map_err(|e| Status::internal(format!("apply task failed: {e}")))??;
+        tracing::debug!(layer = %desc.digest, diff_id = %stats.diff_id, size = stats.size, "applied layer");
+        Ok(Response::new(pb::ApplyResponse {
+            applied: Some(Descriptor {
+                media_type: LAYER_TAR.to_string(),
+                digest: stats.diff_id,
+                size: i64::try_from(stats.size).unwrap_or(i64::MAX),
+                annotations: Default::default(),
+            }),
+        }))
+    }
+
+    async fn diff(
+        &self,
+        _r: Request<pb::DiffRequest>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        Err(Status::unimplemented(
+            "computing a diff between two mounts is not implemented yet",
+        ))
+    }
+}
+
+/// The temp-mount directory of the differ under the daemon's state.
+pub fn tmp_mounts(state: &Path) -> PathBuf {
+    state
+        .join("io.containerd.differ.v1.walking")
+        .join("tmpmounts")
+}

@@ -1,0 +1,118 @@
+//! Images made by berth's own builder (from Debian's busybox-static),
+//! imported and unpacked client-side by Debian's `ctr` through berthd's
+//! Content, Images, Leases, Snapshots and Diff services, then run.
+
+use anyhow::Result;
+use berth_tests::{Daemon, in_mount_namespace, mount_script, ok, testimages};
+
+fn daemon() -> Result<Daemon> {
+    Daemon::start_with_config(Some(
+        "version = 2\n[plugins.\"io.containerd.runtime.v2.task\".shims]\n\"io.containerd.runc.v2\" = \"/usr/bin/containerd-shim-runc-v2\"\n",
+    ))
+}
+
+fn import(d: &Daemon, layout: &testimages::Layout, file: &str) -> Result<String> {
+    let archive = d.scratch(file);
+    layout.write_archive(&archive)?;
+    ok(d.ctr(&["images", "import", &archive.display().to_string()])?)
+}
+
+#[test]
+fn import_and_run_busybox_with_ctr_and_berthctl() -> Result<()> {
+    let d = daemon()?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let out = import(&d, &layout, "busybox.tar")?;
+    assert!(out.contains("docker.io/library/busybox:latest"), "{out}");
+    let images = ok(d.ctr(&["images", "ls"])?)?;
+    assert!(
+        images.contains("docker.io/library/busybox:latest") && images.contains(&layout.root.digest),
+        "{images}"
+    );
+    let snapshots = ok(d.ctr(&["snapshot", "ls"])?)?;
+    assert!(
+        snapshots.contains("Committed") && snapshots.contains(&layout.diff_ids[0]),
+        "the single layer's chain ID is its diffID:\n{snapshots}"
+    );
+    let hello = ok(d.ctr(&[
+        "run",
+        "--rm",
+        "docker.io/library/busybox:latest",
+        "c1",
+        "echo",
+        "hello",
+    ])?)?;
+    assert_eq!(hello, "hello\n");
+    let env = ok(d.berthctl(&[
+        "run",
+        "--rm",
+        "--env",
+        "X=1",
+        "docker.io/library/busybox:latest",
+        "c2",
+        "sh",
+        "-c",
+        "echo $X $PATH",
+    ])?)?;
+    assert!(
+        env.starts_with("1 /usr/local/sbin"),
+        "image env and --env: {env}"
+    );
+    assert_eq!(ok(d.ctr(&["containers", "ls", "-q"])?)?, "");
+    Ok(())
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_hide_lower_files() -> Result<()> {
+    let d = daemon()?;
+    let layout = testimages::layered(&d.scratch("layered"))?;
+    import(&d, &layout, "layered.tar")?;
+    let seen = ok(d.ctr(&[
+        "run",
+        "--rm",
+        "docker.io/library/layered:latest",
+        "c3",
+        "sh",
+        "-c",
+        "ls /data /opq; cat /links/hard",
+    ])?)?;
+    let lines: Vec<&str> = seen.lines().collect();
+    assert!(
+        lines.contains(&"kept") && lines.contains(&"new") && lines.contains(&"fresh"),
+        "{seen}"
+    );
+    assert!(
+        !lines.contains(&"gone") && !lines.contains(&"old1"),
+        "{seen}"
+    );
+    assert!(seen.contains("shared"), "{seen}");
+    // A view of the top snapshot, mounted as ctr prints it, agrees.
+    let snapshots = ok(d.ctr(&["snapshot", "ls"])?)?;
+    let top = snapshots
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| {
+            w.len() == 3
+                && !snapshots
+                    .lines()
+                    .any(|o| o.split_whitespace().nth(1) == Some(w[0]))
+        })
+        .map(|w| w[0].to_string())
+        .ok_or_else(|| anyhow::anyhow!("no top snapshot in:\n{snapshots}"))?;
+    ok(d.ctr(&["snapshot", "view", "look", &top])?)?;
+    let target = d.scratch("look");
+    let lines = ok(d.ctr(&["snapshot", "mounts", &target.display().to_string(), "look"])?)?;
+    let listing = in_mount_namespace(&mount_script(
+        &lines,
+        &target,
+        &format!("ls {0}/data; ls {0}/opq", target.display()),
+    ))?;
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l == "gone" || l == "old1" || l == "old2"),
+        "{listing}"
+    );
+    assert!(listing.lines().any(|l| l == "kept"), "{listing}");
+    Ok(())
+}
