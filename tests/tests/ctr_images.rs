@@ -116,3 +116,80 @@ fn whiteouts_and_opaque_dirs_hide_lower_files() -> Result<()> {
     assert!(listing.lines().any(|l| l == "kept"), "{listing}");
     Ok(())
 }
+
+/// Push through one berthd and pull through a fresh one, both with Debian's
+/// `ctr` (client-side), against Debian's `docker-registry` on 127.0.0.1.
+#[test]
+fn ctr_push_then_pull_from_a_local_registry() -> Result<()> {
+    let registry = berth_tests::Registry::start()?;
+    let source = daemon()?;
+    let layout = testimages::layered(&source.scratch("layered"))?;
+    import(&source, &layout, "layered.tar")?;
+    let reference = format!("{}/berth/layered:v1", registry.host);
+    ok(source.ctr(&[
+        "images",
+        "tag",
+        "docker.io/library/layered:latest",
+        &reference,
+    ])?)?;
+    ok(source.ctr(&["images", "push", "--plain-http", &reference])?)?;
+    let head = registry.get("/v2/berth/layered/manifests/v1")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let target = daemon()?;
+    let out = ok(target.ctr(&["images", "pull", "--plain-http", &reference])?)?;
+    assert!(out.contains("done"), "{out}");
+    let images = ok(target.ctr(&["images", "ls"])?)?;
+    assert!(images.contains(&reference), "{images}");
+    let snapshots = ok(target.ctr(&["snapshot", "ls"])?)?;
+    assert_eq!(
+        snapshots
+            .lines()
+            .filter(|l| l.contains("Committed"))
+            .count(),
+        3,
+        "{snapshots}"
+    );
+    let seen = ok(target.ctr(&["run", "--rm", &reference, "p1", "ls", "/data"])?)?;
+    assert_eq!(seen, "kept\nnew\n");
+    Ok(())
+}
+
+/// `ctr images export` then `import` into another namespace round-trips.
+#[test]
+fn export_then_import_into_another_namespace() -> Result<()> {
+    let d = daemon()?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    import(&d, &layout, "busybox.tar")?;
+    let exported = d.scratch("exported.tar");
+    ok(d.ctr(&[
+        "images",
+        "export",
+        &exported.display().to_string(),
+        "docker.io/library/busybox:latest",
+    ])?)?;
+    ok(d.ctr(&[
+        "-n",
+        "second",
+        "images",
+        "import",
+        &exported.display().to_string(),
+    ])?)?;
+    let images = ok(d.ctr(&["-n", "second", "images", "ls"])?)?;
+    assert!(
+        images.contains("docker.io/library/busybox:latest"),
+        "{images}"
+    );
+    let hello = ok(d.ctr(&[
+        "-n",
+        "second",
+        "run",
+        "--rm",
+        "docker.io/library/busybox:latest",
+        "x1",
+        "echo",
+        "round-trip",
+    ])?)?;
+    assert_eq!(hello, "round-trip\n");
+    Ok(())
+}
