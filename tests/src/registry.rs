@@ -12,6 +12,12 @@ use anyhow::{Context, Result, bail};
 /// Where Debian's package installs the registry.
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
+/// Manifest media types a client accepts (the registry hides OCI ones otherwise).
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
 /// A running local registry.
 #[derive(Debug)]
 pub struct Registry {
@@ -96,11 +102,8 @@ impl Registry {
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: {}\r\nConnection: close\r\n\r\n",
-            self.host,
-            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
-             application/vnd.docker.distribution.manifest.list.v2+json, \
-             application/vnd.docker.distribution.manifest.v2+json"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: {MANIFEST_TYPES}\r\nConnection: close\r\n\r\n",
+            self.host
         )?;
         let mut out = Vec::new();
         s.read_to_end(&mut out)?;
