@@ -184,27 +184,27 @@ fn up() -> Result<()> {
     run(Command::new(&berthctl).args(["version"]))?;
     run(Command::new(&berthctl).args(["plugins", "ls"]))?;
     run(Command::new(&berthctl).args(["namespaces", "ls"]))?;
-    // A container from the bundled busybox root filesystem (Debian's
-    // busybox-static), run by runc through a shim.
-    let rootfs = Path::new("/var/lib/berth/rootfs/busybox");
-    if !rootfs.join("bin/busybox").exists() {
-        for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
-            std::fs::create_dir_all(rootfs.join(d))
-                .map_err(|e| format!("cannot create {}: {e}", rootfs.display()))?;
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .map_err(|e| format!("cannot copy /bin/busybox: {e}"))?;
-        for a in ["sh", "echo", "uname", "cat"] {
-            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a));
-        }
-    }
+    // A container from the bundled busybox test image: built here from
+    // Debian's busybox-static, imported with ctr (client-side, through
+    // berthd's content, images, snapshots and diff services), then run.
+    let images = Path::new("/var/lib/berth/images");
+    std::fs::create_dir_all(images)
+        .map_err(|e| format!("cannot create {}: {e}", images.display()))?;
+    let layout = berth_tests::testimages::busybox(&images.join("busybox"))
+        .map_err(|e| format!("building the busybox image: {e:#}"))?;
+    let archive = images.join("busybox.tar");
+    layout
+        .write_archive(&archive)
+        .map_err(|e| format!("writing {}: {e:#}", archive.display()))?;
+    run(Command::new("/usr/bin/ctr")
+        .args(["--address", socket, "images", "import"])
+        .arg(&archive))?;
     run(Command::new(&berthctl).args([
         "run",
         "--rm",
-        "--rootfs",
-        &rootfs.display().to_string(),
+        "docker.io/library/busybox:latest",
         "hello",
-        "/bin/sh",
+        "sh",
         "-c",
         "echo hello from a berth container; uname -sr",
     ]))?;
