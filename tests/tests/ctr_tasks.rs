@@ -329,19 +329,16 @@ fn dead_shims_are_cleaned_up_at_restart() -> Result<()> {
     // Kill the shim and its container, as a host crash would.
     berth_tests::cleanup_runtime(&d.state, &d.address, &d.scratch("none"));
     d.restart()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok(d.ctr(&["tasks", "ls", "-q"])?)?.is_empty() {
+    // The shim's `delete` runs in the background after startup: wait for
+    // both the listing and the bundle.
+    let bundle = d.state.join("io.containerd.runtime.v2.task/default/t6");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok(d.ctr(&["tasks", "ls", "-q"])?)?.is_empty() || bundle.exists() {
         if Instant::now() > deadline {
-            bail!("the dead task is still listed");
+            bail!("the dead task is still listed or its bundle is left");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        !d.state
-            .join("io.containerd.runtime.v2.task/default/t6")
-            .exists(),
-        "bundle removed"
-    );
     ok(d.ctr(&["tasks", "start", "-d", "t6"])?)?;
     wait_for_status(&d, "t6", "RUNNING")?;
     ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "t6"])?)?;
