@@ -111,6 +111,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod driver;
 pub mod error;
 pub mod metastore;
 pub mod mount;

@@ -23,21 +23,23 @@
 //!
 //! Usage of a snapshot is that of its whole tree: parents' files are in it.
 
-use std::fs::{self, DirBuilder};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::metastore::{MetaStore, Snapshot};
-use crate::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage, tree};
+use crate::driver::{self, Driver, Layout};
+use crate::metastore::Snapshot;
+use crate::{Error, Kind, Mount, Result, tree};
 
 /// Snapshots as full directory copies under one root directory.
+pub type NativeSnapshotter = Driver<NativeLayout>;
+
+/// The native driver's layout: `<root>/snapshots/<id>` is the whole tree.
 #[derive(Debug)]
-pub struct NativeSnapshotter {
+pub struct NativeLayout {
     root: PathBuf,
-    ms: MetaStore,
 }
 
 impl NativeSnapshotter {
@@ -46,34 +48,29 @@ impl NativeSnapshotter {
     /// [`Error::Unavailable`] if another snapshotter has `root` open.
     pub fn new(root: impl AsRef<Path>) -> Result<NativeSnapshotter> {
         let root = root.as_ref().to_path_buf();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .map_err(|e| Error::io(&root, e))?;
-        let ms = MetaStore::open(root.join("metadata.redb"))?;
-        let snapshots = root.join("snapshots");
-        match DirBuilder::new().mode(0o700).create(&snapshots) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(&snapshots, e)),
-        }
+        let ms = driver::open_root(&root)?;
         info!(root = %root.display(), "native snapshotter ready");
-        Ok(NativeSnapshotter { root, ms })
+        Ok(Driver {
+            layout: NativeLayout { root },
+            ms,
+        })
     }
+}
 
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn snapshots_dir(&self) -> PathBuf {
-        self.root.join("snapshots")
-    }
-
+impl NativeLayout {
     /// A snapshot's tree.
     fn snapshot_dir(&self, id: u64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
+    }
+}
+
+impl Layout for NativeLayout {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn own_files(&self, id: u64) -> PathBuf {
+        self.snapshot_dir(id)
     }
 
     fn mounts_of(&self, s: &Snapshot) -> Vec<Mount> {
@@ -90,53 +87,12 @@ impl NativeSnapshotter {
         }]
     }
 
-    fn create(
-        &self,
-        kind: Kind,
-        key: &str,
-        parent: Option<&str>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>> {
-        // Held throughout, copy included: it orders this against other
-        // writers and against cleanup (see the overlay driver).
-        let mut tx = self.ms.write()?;
-        let s = tx.create(kind, key, parent, labels)?;
-        // A view of a parent reads the parent's tree: nothing to make.
-        if kind == Kind::Active || s.parent_ids.is_empty() {
-            let snapshots = self.snapshots_dir();
-            let td = tree::temp_dir(&snapshots, "new-")?;
-            let path = self.snapshot_dir(s.id);
-            let made = self.populate(&td, &s).and_then(|()| {
-                if path.exists() {
-                    // Left by a transaction that never committed (a crash).
-                    warn!(path = %path.display(), "replacing stale snapshot directory");
-                    tree::remove_all(&path)?;
-                }
-                fs::rename(&td, &path).map_err(|e| Error::io(&path, e))?;
-                tree::fsync_dir(&snapshots)
-            });
-            if let Err(e) = made {
-                for dir in [&td, &path] {
-                    if let Err(re) = tree::remove_all(dir) {
-                        warn!(path = %dir.display(), error = %re, "cannot remove snapshot directory");
-                    }
-                }
-                return Err(e);
-            }
-            if let Err(e) = tx.commit() {
-                if let Err(re) = tree::remove_all(&path) {
-                    warn!(path = %path.display(), error = %re, "cannot remove snapshot directory");
-                }
-                return Err(e);
-            }
-        } else {
-            tx.commit()?;
-        }
-        debug!(key, id = s.id, %kind, parent, "created snapshot");
-        Ok(self.mounts_of(&s))
+    /// A view of a parent reads the parent's tree: nothing to make.
+    fn needs_dir(&self, s: &Snapshot) -> bool {
+        s.kind == Kind::Active || s.parent_ids.is_empty()
     }
 
-    /// Fills the new snapshot directory: a copy of the parent, or empty.
+    /// A copy of the parent, or empty.
     fn populate(&self, td: &Path, s: &Snapshot) -> Result<()> {
         match s.parent_ids.first() {
             Some(&pid) => {
@@ -157,89 +113,10 @@ impl NativeSnapshotter {
     }
 }
 
-impl Snapshotter for NativeSnapshotter {
-    fn stat(&self, key: &str) -> Result<Info> {
-        Ok(self.ms.read()?.info(key)?.1)
-    }
-
-    fn update(&self, info: Info, fieldpaths: &[&str]) -> Result<Info> {
-        let mut tx = self.ms.write()?;
-        let info = tx.update(&info, fieldpaths)?;
-        tx.commit()?;
-        Ok(info)
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let (id, info, usage) = self.ms.read()?.info(key)?;
-        if info.kind == Kind::Active {
-            return tree::disk_usage(&self.snapshot_dir(id));
-        }
-        Ok(usage)
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let s = self.ms.read()?.snapshot(key)?;
-        Ok(self.mounts_of(&s))
-    }
-
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::View, key, parent, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
-        let mut tx = self.ms.write()?;
-        let (id, info, _) = tx.info(key)?;
-        let usage = if info.kind == Kind::Active {
-            tree::disk_usage(&self.snapshot_dir(id))?
-        } else {
-            Usage::default()
-        };
-        tx.commit_active(key, name, usage, labels)?;
-        tx.commit()?;
-        debug!(
-            key,
-            name,
-            id,
-            size = usage.size,
-            inodes = usage.inodes,
-            "committed snapshot"
-        );
-        Ok(())
-    }
-
-    fn remove(&self, key: &str) -> Result<()> {
-        let mut tx = self.ms.write()?;
-        let (id, kind) = tx.remove(key)?;
-        tx.commit()?;
-        let dir = self.snapshot_dir(id);
-        if let Err(e) = tree::remove_all(&dir) {
-            warn!(key, path = %dir.display(), error = %e, "cannot remove snapshot directory; cleanup will retry");
-        }
-        debug!(key, id, %kind, "removed snapshot");
-        Ok(())
-    }
-
-    fn walk(&self, f: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
-        let infos = self.ms.read()?.infos()?;
-        infos.iter().try_for_each(f)
-    }
-
-    fn cleanup(&self) -> Result<()> {
-        let tx = self.ms.write()?;
-        let ids = tx.ids()?;
-        tree::remove_unreferenced(&self.snapshots_dir(), &ids);
-        drop(tx);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Labels, Snapshotter};
 
     #[test]
     fn views_of_a_parent_bind_the_parent_read_only() {

@@ -46,27 +46,29 @@
 //! [`mount::mount_all`]: crate::mount::mount_all
 
 use std::fs::{self, DirBuilder};
-use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::dir::{Dir, Type};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::metastore::{MetaStore, Snapshot};
+use crate::driver::{self, Driver, Layout};
+use crate::metastore::Snapshot;
 use crate::mount::{mount_all, unmount_all};
-use crate::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage, tree};
+use crate::{Error, Kind, Mount, Result, tree};
 
 /// Where the kernel shows whether overlayfs has the `index` option.
 const INDEX_PARAMETER: &str = "/sys/module/overlay/parameters/index";
 
 /// Snapshots as overlayfs layers under one root directory.
+pub type OverlaySnapshotter = Driver<OverlayLayout>;
+
+/// The overlay driver's layout: `<root>/snapshots/<id>/{fs,work}`.
 #[derive(Debug)]
-pub struct OverlaySnapshotter {
+pub struct OverlayLayout {
     root: PathBuf,
-    ms: MetaStore,
     /// Whether to mount with `index=off`.
     index_off: bool,
 }
@@ -89,31 +91,17 @@ impl OverlaySnapshotter {
             .create(&root)
             .map_err(|e| Error::io(&root, e))?;
         check_support(&root)?;
-        let ms = MetaStore::open(root.join("metadata.redb"))?;
-        let snapshots = root.join("snapshots");
-        match DirBuilder::new().mode(0o700).create(&snapshots) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(&snapshots, e)),
-        }
+        let ms = driver::open_root(&root)?;
         let index_off = Path::new(INDEX_PARAMETER).exists();
         info!(root = %root.display(), index_off, "overlay snapshotter ready");
-        Ok(OverlaySnapshotter {
-            root,
+        Ok(Driver {
+            layout: OverlayLayout { root, index_off },
             ms,
-            index_off,
         })
     }
+}
 
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn snapshots_dir(&self) -> PathBuf {
-        self.root.join("snapshots")
-    }
-
+impl OverlayLayout {
     fn snapshot_dir(&self, id: u64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
     }
@@ -125,6 +113,16 @@ impl OverlaySnapshotter {
 
     fn work_path(&self, id: u64) -> PathBuf {
         self.snapshot_dir(id).join("work")
+    }
+}
+
+impl Layout for OverlayLayout {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn own_files(&self, id: u64) -> PathBuf {
+        self.fs_path(id)
     }
 
     fn mounts_of(&self, s: &Snapshot) -> Vec<Mount> {
@@ -161,47 +159,8 @@ impl OverlaySnapshotter {
         }]
     }
 
-    fn create(
-        &self,
-        kind: Kind,
-        key: &str,
-        parent: Option<&str>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>> {
-        // The write transaction is held throughout: it orders this against
-        // other writers and against cleanup, which would otherwise see the
-        // temporary directory as garbage.
-        let mut tx = self.ms.write()?;
-        let s = tx.create(kind, key, parent, labels)?;
-        let snapshots = self.snapshots_dir();
-        let td = tree::temp_dir(&snapshots, "new-")?;
-        let path = self.snapshot_dir(s.id);
-        let made = self.populate(&td, &s).and_then(|()| {
-            if path.exists() {
-                // The id was taken by a transaction that never committed (a
-                // crash): nothing refers to what it left.
-                warn!(path = %path.display(), "replacing stale snapshot directory");
-                tree::remove_all(&path)?;
-            }
-            fs::rename(&td, &path).map_err(|e| Error::io(&path, e))?;
-            tree::fsync_dir(&snapshots)
-        });
-        if let Err(e) = made {
-            for dir in [&td, &path] {
-                if let Err(re) = tree::remove_all(dir) {
-                    warn!(path = %dir.display(), error = %re, "cannot remove snapshot directory");
-                }
-            }
-            return Err(e);
-        }
-        if let Err(e) = tx.commit() {
-            if let Err(re) = tree::remove_all(&path) {
-                warn!(path = %path.display(), error = %re, "cannot remove snapshot directory");
-            }
-            return Err(e);
-        }
-        debug!(key, id = s.id, %kind, parent, "created snapshot");
-        Ok(self.mounts_of(&s))
+    fn needs_dir(&self, _s: &Snapshot) -> bool {
+        true
     }
 
     /// Makes `fs` (and `work` for an active snapshot) in the new directory.
@@ -233,92 +192,6 @@ impl OverlaySnapshotter {
                 .create(&work)
                 .map_err(|e| Error::io(&work, e))?;
         }
-        Ok(())
-    }
-}
-
-impl Snapshotter for OverlaySnapshotter {
-    fn stat(&self, key: &str) -> Result<Info> {
-        Ok(self.ms.read()?.info(key)?.1)
-    }
-
-    fn update(&self, info: Info, fieldpaths: &[&str]) -> Result<Info> {
-        let mut tx = self.ms.write()?;
-        let info = tx.update(&info, fieldpaths)?;
-        tx.commit()?;
-        Ok(info)
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let (id, info, usage) = self.ms.read()?.info(key)?;
-        if info.kind == Kind::Active {
-            return tree::disk_usage(&self.fs_path(id));
-        }
-        Ok(usage)
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let s = self.ms.read()?.snapshot(key)?;
-        Ok(self.mounts_of(&s))
-    }
-
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::View, key, parent, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
-        let mut tx = self.ms.write()?;
-        let (id, info, _) = tx.info(key)?;
-        // Measured once, now: committed snapshots never change.
-        let usage = if info.kind == Kind::Active {
-            tree::disk_usage(&self.fs_path(id))?
-        } else {
-            Usage::default()
-        };
-        tx.commit_active(key, name, usage, labels)?;
-        tx.commit()?;
-        debug!(
-            key,
-            name,
-            id,
-            size = usage.size,
-            inodes = usage.inodes,
-            "committed snapshot"
-        );
-        Ok(())
-    }
-
-    fn remove(&self, key: &str) -> Result<()> {
-        let mut tx = self.ms.write()?;
-        let (id, kind) = tx.remove(key)?;
-        tx.commit()?;
-        // The record is gone for good; a directory left behind by a failure
-        // (or a crash) here is cleanup's.
-        let dir = self.snapshot_dir(id);
-        if let Err(e) = tree::remove_all(&dir) {
-            warn!(key, path = %dir.display(), error = %e, "cannot remove snapshot directory; cleanup will retry");
-        }
-        debug!(key, id, %kind, "removed snapshot");
-        Ok(())
-    }
-
-    fn walk(&self, f: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
-        // Collected first, so `f` can call back into the snapshotter.
-        let infos = self.ms.read()?.infos()?;
-        infos.iter().try_for_each(f)
-    }
-
-    fn cleanup(&self) -> Result<()> {
-        // Holding the write transaction keeps creations (and their temporary
-        // directories) out while deciding what is garbage.
-        let tx = self.ms.write()?;
-        let ids = tx.ids()?;
-        tree::remove_unreferenced(&self.snapshots_dir(), &ids);
-        drop(tx);
         Ok(())
     }
 }
@@ -406,6 +279,7 @@ fn probe_in(dir: &Path) -> std::result::Result<(), Probe> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metastore::MetaStore;
 
     fn snapshot(kind: Kind, id: u64, parents: &[u64]) -> Snapshot {
         Snapshot {
@@ -419,10 +293,12 @@ mod tests {
     fn shapes(index_off: bool) -> (OverlaySnapshotter, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let ms = MetaStore::open(dir.path().join("m.redb")).unwrap();
-        let o = OverlaySnapshotter {
-            root: PathBuf::from("/r"),
+        let o = Driver {
+            layout: OverlayLayout {
+                root: PathBuf::from("/r"),
+                index_off,
+            },
             ms,
-            index_off,
         };
         (o, dir)
     }
@@ -430,24 +306,24 @@ mod tests {
     #[test]
     fn mounts_follow_containerd_shapes() {
         let (o, _d) = shapes(true);
-        let m = o.mounts_of(&snapshot(Kind::Active, 1, &[]));
+        let m = o.layout.mounts_of(&snapshot(Kind::Active, 1, &[]));
         assert_eq!(
             (m[0].kind.as_str(), m[0].source.as_str()),
             ("bind", "/r/snapshots/1/fs")
         );
         assert_eq!(m[0].options, ["rw", "rbind"]);
 
-        let m = o.mounts_of(&snapshot(Kind::View, 2, &[]));
+        let m = o.layout.mounts_of(&snapshot(Kind::View, 2, &[]));
         assert_eq!(m[0].options, ["ro", "rbind"]);
 
-        let m = o.mounts_of(&snapshot(Kind::View, 3, &[1]));
+        let m = o.layout.mounts_of(&snapshot(Kind::View, 3, &[1]));
         assert_eq!(
             (m[0].kind.as_str(), m[0].source.as_str()),
             ("bind", "/r/snapshots/1/fs")
         );
         assert_eq!(m[0].options, ["ro", "rbind"]);
 
-        let m = o.mounts_of(&snapshot(Kind::Active, 4, &[3, 1]));
+        let m = o.layout.mounts_of(&snapshot(Kind::Active, 4, &[3, 1]));
         assert_eq!(
             (m[0].kind.as_str(), m[0].source.as_str()),
             ("overlay", "overlay")
@@ -463,7 +339,7 @@ mod tests {
         );
 
         let (o, _d) = shapes(false);
-        let m = o.mounts_of(&snapshot(Kind::View, 5, &[3, 1]));
+        let m = o.layout.mounts_of(&snapshot(Kind::View, 5, &[3, 1]));
         assert_eq!(
             m[0].options,
             ["lowerdir=/r/snapshots/3/fs:/r/snapshots/1/fs"]
