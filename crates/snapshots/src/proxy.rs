@@ -199,6 +199,28 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Prepare (or, with `view`, View) and the new snapshot's mounts.
+    async fn create(
+        &self,
+        r: pb::PrepareSnapshotRequest,
+        view: bool,
+    ) -> std::result::Result<Vec<pbt::Mount>, Status> {
+        let labels: Labels = r.labels.into_iter().collect();
+        let mounts = self
+            .call(move |sn| {
+                let parent = parent_of(&r.parent);
+                if view {
+                    sn.view(&r.key, parent.as_deref(), labels)
+                } else {
+                    sn.prepare(&r.key, parent.as_deref(), labels)
+                }
+            })
+            .await?;
+        Ok(mounts.iter().map(mount_to_proto).collect())
+    }
+}
+
 fn parent_of(p: &str) -> Option<String> {
     Some(p.to_owned()).filter(|p| !p.is_empty())
 }
@@ -212,28 +234,23 @@ impl Snapshots for Service {
         &self,
         r: Request<pb::PrepareSnapshotRequest>,
     ) -> std::result::Result<Response<pb::PrepareSnapshotResponse>, Status> {
-        let r = r.into_inner();
-        let labels: Labels = r.labels.into_iter().collect();
-        let mounts = self
-            .call(move |sn| sn.prepare(&r.key, parent_of(&r.parent).as_deref(), labels))
-            .await?;
-        Ok(Response::new(pb::PrepareSnapshotResponse {
-            mounts: mounts.iter().map(mount_to_proto).collect(),
-        }))
+        let mounts = self.create(r.into_inner(), false).await?;
+        Ok(Response::new(pb::PrepareSnapshotResponse { mounts }))
     }
 
     async fn view(
         &self,
         r: Request<pb::ViewSnapshotRequest>,
     ) -> std::result::Result<Response<pb::ViewSnapshotResponse>, Status> {
-        let r = r.into_inner();
-        let labels: Labels = r.labels.into_iter().collect();
-        let mounts = self
-            .call(move |sn| sn.view(&r.key, parent_of(&r.parent).as_deref(), labels))
-            .await?;
-        Ok(Response::new(pb::ViewSnapshotResponse {
-            mounts: mounts.iter().map(mount_to_proto).collect(),
-        }))
+        let v = r.into_inner();
+        let r = pb::PrepareSnapshotRequest {
+            snapshotter: v.snapshotter,
+            key: v.key,
+            parent: v.parent,
+            labels: v.labels,
+        };
+        let mounts = self.create(r, true).await?;
+        Ok(Response::new(pb::ViewSnapshotResponse { mounts }))
     }
 
     async fn mounts(

@@ -61,6 +61,34 @@ fn matches(filter: &berth_filters::Filter, info: &Info) -> bool {
     filter.matches(&fields)
 }
 
+impl SnapshotsService {
+    /// Prepare (or, with `view`, View): a new snapshot and its mounts.
+    async fn create(
+        &self,
+        r: Request<pb::PrepareSnapshotRequest>,
+        view: bool,
+    ) -> Result<Vec<berth_api::containerd::types::Mount>, Status> {
+        let ns = namespace_of(&r)?;
+        let lease = lease_of(&r);
+        let r = r.into_inner();
+        let labels: Labels = r.labels.into_iter().collect();
+        let mounts = self
+            .snapshotters
+            .create(
+                &ns,
+                snapshotter(&r.snapshotter)?,
+                &r.key,
+                parent(&r.parent),
+                labels,
+                lease.as_deref(),
+                view,
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(mounts.iter().map(mount_to_proto).collect())
+    }
+}
+
 type ListStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::ListSnapshotsResponse, Status>>>;
 
 #[tonic::async_trait]
@@ -69,52 +97,23 @@ impl Snapshots for SnapshotsService {
         &self,
         r: Request<pb::PrepareSnapshotRequest>,
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
-        let ns = namespace_of(&r)?;
-        let lease = lease_of(&r);
-        let r = r.into_inner();
-        let labels: Labels = r.labels.into_iter().collect();
-        let mounts = self
-            .snapshotters
-            .create(
-                &ns,
-                snapshotter(&r.snapshotter)?,
-                &r.key,
-                parent(&r.parent),
-                labels,
-                lease.as_deref(),
-                false,
-            )
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::PrepareSnapshotResponse {
-            mounts: mounts.iter().map(mount_to_proto).collect(),
-        }))
+        let mounts = self.create(r, false).await?;
+        Ok(Response::new(pb::PrepareSnapshotResponse { mounts }))
     }
 
     async fn view(
         &self,
         r: Request<pb::ViewSnapshotRequest>,
     ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
-        let ns = namespace_of(&r)?;
-        let lease = lease_of(&r);
-        let r = r.into_inner();
-        let labels: Labels = r.labels.into_iter().collect();
-        let mounts = self
-            .snapshotters
-            .create(
-                &ns,
-                snapshotter(&r.snapshotter)?,
-                &r.key,
-                parent(&r.parent),
-                labels,
-                lease.as_deref(),
-                true,
-            )
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ViewSnapshotResponse {
-            mounts: mounts.iter().map(mount_to_proto).collect(),
-        }))
+        // The same fields as a prepare; the headers (namespace, lease) are kept.
+        let r = r.map(|v| pb::PrepareSnapshotRequest {
+            snapshotter: v.snapshotter,
+            key: v.key,
+            parent: v.parent,
+            labels: v.labels,
+        });
+        let mounts = self.create(r, true).await?;
+        Ok(Response::new(pb::ViewSnapshotResponse { mounts }))
     }
 
     async fn mounts(
