@@ -4,8 +4,9 @@
 //! and writes JSON under `target/bench/`.
 //!
 //! Scenarios so far: `run` (`run --rm ... true` latency; 20 sequential
-//! `run -d`; daemon and shim RSS). Both daemons run the same runc on the
-//! same busybox root filesystem (`--rootfs`).
+//! `run -d`; daemon and shim RSS; both daemons run the same runc on the
+//! same busybox root filesystem, `--rootfs`), `pull` and `unpack` (the
+//! ~250 MB 6-layer test image through ctr's client-side pull and import).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -336,6 +337,92 @@ fn scenario_run(berth: &Daemon, containerd: &Daemon, rootfs: &Path) -> Result<()
     print_and_save("run", &mut [latency, twenty, idle, daemon_rss, shim_rss])
 }
 
+/// Removes image `name`, its snapshots and (with `content`) all content from `d`.
+fn reset_image(d: &Daemon, name: &str, content: bool) {
+    let _ = d.ctr(&["images", "rm", "--sync", name]).status();
+    // Snapshots leaf first: repeat until nothing more goes.
+    for _ in 0..10 {
+        let out = d.ctr(&["snapshot", "ls"]).stdout(Stdio::piped()).output();
+        let keys: Vec<String> = out
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if keys.is_empty() {
+            break;
+        }
+        for k in keys {
+            let _ = d.ctr(&["snapshot", "rm", &k]).status();
+        }
+    }
+    if content {
+        let out = d
+            .ctr(&["content", "ls", "-q"])
+            .stdout(Stdio::piped())
+            .output();
+        if let Ok(o) = out {
+            for digest in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = d.ctr(&["content", "rm", digest]).status();
+            }
+        }
+    }
+}
+
+/// `pull`: the ~250 MB 6-layer image from a local registry, fresh content
+/// each run; `unpack`: the same image re-imported with its content already
+/// local (so the time is mostly unpacking). Both use ctr's client-side
+/// pull/import against each daemon (berthd has no daemon-side pull yet).
+fn scenario_images(berth: &Daemon, containerd: &Daemon, dir: &Path, which: &str) -> Result<()> {
+    let layout =
+        berth_tests::testimages::big(&dir.join("big"), 250).map_err(|e| format!("{e:#}"))?;
+    let archive = dir.join("big.tar");
+    layout
+        .write_archive(&archive)
+        .map_err(|e| format!("{e:#}"))?;
+    let archive = archive.display().to_string();
+    let name = "docker.io/library/big:latest";
+    let mut row = Row {
+        metric: if which == "pull" {
+            "pull 250 MB, 6 layers (ctr client)".into()
+        } else {
+            "unpack 250 MB, content local".into()
+        },
+        unit: "s",
+        berth: vec![],
+        containerd: vec![],
+    };
+    let registry = berth_tests::Registry::start().map_err(|e| format!("{e:#}"))?;
+    let remote = format!("{}/bench/big:latest", registry.host);
+    if which == "pull" {
+        timed(berth.ctr(&["images", "import", &archive]))?;
+        timed(berth.ctr(&["images", "tag", name, &remote]))?;
+        timed(berth.ctr(&["images", "push", "--plain-http", &remote]))?;
+        reset_image(berth, name, true);
+        reset_image(berth, &remote, true);
+    }
+    for _ in 0..3 {
+        for d in [berth, containerd] {
+            let t = if which == "pull" {
+                reset_image(d, &remote, true);
+                timed(d.ctr(&["images", "pull", "--plain-http", &remote]))?
+            } else {
+                reset_image(d, name, false);
+                timed(d.ctr(&["images", "import", &archive]))?
+            };
+            if d.name == "berthd" {
+                row.berth.push(t.as_secs_f64())
+            } else {
+                row.containerd.push(t.as_secs_f64())
+            }
+        }
+    }
+    print_and_save(which, &mut [row])
+}
+
 /// Entry point of `cargo xtask bench`.
 pub(crate) fn bench(scenarios: &[String]) -> Result<()> {
     crate::deps()?;
@@ -346,7 +433,7 @@ pub(crate) fn bench(scenarios: &[String]) -> Result<()> {
     busybox_rootfs(&rootfs)?;
     let berth = start_berthd(&dir.join("berth"), &bin)?;
     let containerd = start_containerd(&dir.join("containerd"))?;
-    let all = ["run".to_string()];
+    let all = ["run".to_string(), "pull".to_string(), "unpack".to_string()];
     let wanted: &[String] = if scenarios.is_empty() {
         &all
     } else {
@@ -354,10 +441,13 @@ pub(crate) fn bench(scenarios: &[String]) -> Result<()> {
     };
     let mut result = Ok(());
     for s in wanted {
-        println!("== scenario {s} ({RUNS} alternating runs per measurement; berth first)");
+        println!("== scenario {s} (alternating runs, berth first)");
         result = match s.as_str() {
             "run" => scenario_run(&berth, &containerd, &rootfs),
-            other => Err(format!("unknown scenario {other:?} (known: run)")),
+            "pull" | "unpack" => scenario_images(&berth, &containerd, &dir, s),
+            other => Err(format!(
+                "unknown scenario {other:?} (known: run, pull, unpack)"
+            )),
         };
         if result.is_err() {
             break;
