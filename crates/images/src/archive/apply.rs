@@ -242,9 +242,14 @@ pub fn apply(
     whiteouts: Whiteouts,
     expected_diff_id: Option<&str>,
 ) -> Result<ApplyStats, ApplyError> {
+    // Large reads from the (compressed) source, then large decompressed ones.
+    let stream = io::BufReader::with_capacity(1 << 20, stream);
     let reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(stream)),
+        Compression::Gzip => Box::new(io::BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::GzDecoder::new(stream),
+        )),
     };
     let mut hashing = Hashing {
         inner: reader,
@@ -258,6 +263,8 @@ pub fn apply(
     )
     .map_err(io_err("/"))?;
     let mut entries = 0_u64;
+    // One large buffer for all file data: fewer, bigger reads and writes.
+    let mut buf = vec![0_u8; 1 << 20];
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     {
         let mut archive = tar::Archive::new(&mut hashing);
@@ -376,7 +383,7 @@ pub fn apply(
                 )
                 .map_err(io_err(&entry_name))?;
                 let mut file = std::fs::File::from(fd);
-                io::copy(&mut entry, &mut file).map_err(|e| ApplyError::Malformed {
+                copy_data(&mut entry, &mut file, &mut buf).map_err(|e| ApplyError::Malformed {
                     offset: 0,
                     message: format!("reading {entry_name:?}: {e}"),
                 })?;
@@ -461,6 +468,19 @@ pub fn apply(
         size: hashing.count,
         entries,
     })
+}
+
+/// Copies `from` to `to` through `buf`, until the end of `from`.
+fn copy_data(from: &mut impl Read, to: &mut impl io::Write, buf: &mut [u8]) -> io::Result<()> {
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+    }
 }
 
 /// `fchown(fd, uid, gid)`.
