@@ -290,20 +290,26 @@ fn run_with_a_terminal_in_tmux() -> Result<()> {
             }
         };
         wait_for("/ #")?;
-        ok(std::process::Command::new("tmux")
-            .args([
-                "send-keys",
-                "-t",
-                &session,
-                "echo tty-$((6*7)); stty size",
-                "Enter",
-            ])
-            .output()?)?;
-        let screen = wait_for("tty-42")?;
-        assert!(
-            screen.contains("25 100"),
-            "{tool}: the pty has the terminal's size:\n{screen}"
-        );
+        let send = |keys: &str| -> Result<String> {
+            ok(std::process::Command::new("tmux")
+                .args(["send-keys", "-t", &session, keys, "Enter"])
+                .output()?)
+        };
+        send("echo tty-$((6*7))")?;
+        wait_for("tty-42")?;
+        // The client sizes the pty right after the start; ask until it has.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            send("stty size")?;
+            std::thread::sleep(Duration::from_millis(200));
+            let screen = capture()?;
+            if screen.contains("25 100") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{tool}: the pty never got the terminal's size:\n{screen}");
+            }
+        }
         ok(std::process::Command::new("tmux")
             .args(["send-keys", "-t", &session, "exit", "Enter"])
             .output()?)?;
