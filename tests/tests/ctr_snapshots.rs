@@ -129,7 +129,7 @@ fn namespaces_have_their_own_keys_and_events_are_published() -> Result<()> {
     let mut events = Command::new(berth_tests::ctr_bin()?);
     events.arg("--address").arg(&d.address).arg("events");
     let watcher = Watcher::spawn(events)?;
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     ok(d.ctr(&["-n", "one", "snapshot", "prepare", "k"])?)?;
     ok(d.ctr(&["-n", "two", "snapshot", "prepare", "k"])?)?;
     ok(d.ctr(&["-n", "one", "snapshot", "commit", "K", "k"])?)?;

@@ -64,6 +64,8 @@ fn detached_task_lifecycle() -> Result<()> {
     let mut events = std::process::Command::new(berth_tests::ctr_bin()?);
     events.arg("--address").arg(&d.address).arg("events");
     let watcher = Watcher::spawn(events)?;
+    // Let the subscription start before the events it must see.
+    std::thread::sleep(Duration::from_millis(1000));
     ok(d.ctr(&["run", "-d", "--rootfs", &rootfs, "t3", "/bin/sleep", "300"])?)?;
     wait_for_status(&d, "t3", "RUNNING")?;
     let ls = ok(d.ctr(&["tasks", "exec", "--exec-id", "e1", "t3", "/bin/ls", "/"])?)?;
@@ -120,7 +122,7 @@ fn tasks_survive_a_daemon_crash() -> Result<()> {
     let mut events = std::process::Command::new(berth_tests::ctr_bin()?);
     events.arg("--address").arg(&d.address).arg("events");
     let watcher = Watcher::spawn(events)?;
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "t4"])?)?;
     watcher.wait_for(
         &["/tasks/exit", "\"exit_status\":137"],
