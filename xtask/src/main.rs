@@ -12,7 +12,8 @@ use std::process::{Command, ExitCode};
 
 /// Debian packages berth needs: protoc for the API crate; runc, containerd
 /// (for its `ctr` client and as the benchmark baseline), docker-registry and
-/// busybox-static for the end-to-end tests; tmux to drive TTY sessions.
+/// busybox-static for the end-to-end tests; tmux to drive TTY sessions;
+/// openssl to make the certificates of the registry TLS tests.
 const PACKAGES: &[(&str, &str)] = &[
     ("protobuf-compiler", "/usr/bin/protoc"),
     (
@@ -24,6 +25,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "/usr/bin/docker-registry"),
     ("busybox-static", "/bin/busybox"),
     ("tmux", "/usr/bin/tmux"),
+    ("openssl", "/usr/bin/openssl"),
 ];
 
 fn main() -> ExitCode {
