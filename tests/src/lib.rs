@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod containerd;
 pub mod registry;
 pub mod testimages;
 
+pub use containerd::Containerd;
 pub use registry::Registry;
 
 /// Directory holding the workspace's built binaries.

@@ -1,17 +1,29 @@
-//! Containers and tasks through Debian's `ctr`, with berthd driving
-//! Debian's `containerd-shim-runc-v2` (the shim v2 protocol interop) and
-//! real runc, on a busybox root filesystem.
+//! Containers and tasks through Debian's `ctr` and berthctl, with berthd
+//! driving berth's own shim and (for the shim v2 protocol interop) Debian's
+//! `containerd-shim-runc-v2`, with real runc on a busybox root filesystem.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use berth_tests::{Daemon, Watcher, busybox_rootfs, fails, ok};
 
-/// berthd configured to run `io.containerd.runc.v2` with Debian's shim.
-fn daemon_with_debian_shim() -> Result<(Daemon, String)> {
-    let d = Daemon::start_with_config(Some(
-        "version = 2\n[plugins.\"io.containerd.runtime.v2.task\".shims]\n\"io.containerd.runc.v2\" = \"/usr/bin/containerd-shim-runc-v2\"\n",
-    ))?;
+/// Which shim berthd runs `io.containerd.runc.v2` with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shim {
+    /// berth's `containerd-shim-berth-v2` (the default, found next to berthd).
+    Berth,
+    /// Debian's `containerd-shim-runc-v2`.
+    Debian,
+}
+
+/// berthd running `io.containerd.runc.v2` with `shim`, and a busybox rootfs.
+fn daemon(shim: Shim) -> Result<(Daemon, String)> {
+    let d = match shim {
+        Shim::Berth => Daemon::start_with_config(None)?,
+        Shim::Debian => Daemon::start_with_config(Some(
+            "version = 2\n[plugins.\"io.containerd.runtime.v2.task\".shims]\n\"io.containerd.runc.v2\" = \"/usr/bin/containerd-shim-runc-v2\"\n",
+        ))?,
+    };
     let rootfs = d.scratch("rootfs");
     busybox_rootfs(&rootfs)?;
     Ok((d, rootfs.display().to_string()))
@@ -31,9 +43,8 @@ fn wait_for_status(d: &Daemon, id: &str, status: &str) -> Result<String> {
     }
 }
 
-#[test]
-fn run_rm_prints_through_debian_shim() -> Result<()> {
-    let (d, rootfs) = daemon_with_debian_shim()?;
+fn run_rm_prints(shim: Shim) -> Result<()> {
+    let (d, rootfs) = daemon(shim)?;
     let out = ok(d.ctr(&[
         "run",
         "--rm",
@@ -58,9 +69,8 @@ fn run_rm_prints_through_debian_shim() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn detached_task_lifecycle() -> Result<()> {
-    let (d, rootfs) = daemon_with_debian_shim()?;
+fn detached_task_lifecycle(shim: Shim) -> Result<()> {
+    let (d, rootfs) = daemon(shim)?;
     let mut events = std::process::Command::new(berth_tests::ctr_bin()?);
     events.arg("--address").arg(&d.address).arg("events");
     let watcher = Watcher::spawn(events)?;
@@ -79,11 +89,13 @@ fn detached_task_lifecycle() -> Result<()> {
     wait_for_status(&d, "t3", "PAUSED")?;
     ok(d.ctr(&["tasks", "resume", "t3"])?)?;
     wait_for_status(&d, "t3", "RUNNING")?;
-    let metrics = ok(d.ctr(&["tasks", "metrics", "t3"])?)?;
-    assert!(
-        metrics.contains("t3") && metrics.contains("memory.usage_in_bytes"),
-        "{metrics}"
-    );
+    if shim == Shim::Debian {
+        let metrics = ok(d.ctr(&["tasks", "metrics", "t3"])?)?;
+        assert!(
+            metrics.contains("t3") && metrics.contains("memory.usage_in_bytes"),
+            "{metrics}"
+        );
+    }
     // A running task cannot be deleted.
     let err = fails(d.ctr(&["tasks", "rm", "t3"])?)?;
     assert!(
@@ -110,9 +122,8 @@ fn detached_task_lifecycle() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn tasks_survive_a_daemon_crash() -> Result<()> {
-    let (mut d, rootfs) = daemon_with_debian_shim()?;
+fn tasks_survive_a_daemon_crash(shim: Shim) -> Result<()> {
+    let (mut d, rootfs) = daemon(shim)?;
     ok(d.ctr(&["run", "-d", "--rootfs", &rootfs, "t4", "/bin/sleep", "300"])?)?;
     wait_for_status(&d, "t4", "RUNNING")?;
     d.kill9()?;
@@ -133,9 +144,8 @@ fn tasks_survive_a_daemon_crash() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn unknown_task_and_missing_criu_are_clear_errors() -> Result<()> {
-    let (d, rootfs) = daemon_with_debian_shim()?;
+fn unknown_task_and_missing_criu_are_clear_errors(shim: Shim) -> Result<()> {
+    let (d, rootfs) = daemon(shim)?;
     let err = fails(d.ctr(&["tasks", "kill", "nope"])?)?;
     assert!(err.contains("not found"), "{err}");
     ok(d.ctr(&["run", "-d", "--rootfs", &rootfs, "t5", "/bin/sleep", "300"])?)?;
@@ -159,9 +169,8 @@ fn unknown_task_and_missing_criu_are_clear_errors() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn berthctl_runs_and_manages_tasks() -> Result<()> {
-    let (d, rootfs) = daemon_with_debian_shim()?;
+fn berthctl_runs_and_manages_tasks(shim: Shim) -> Result<()> {
+    let (d, rootfs) = daemon(shim)?;
     let b = |args: &[&str]| d.berthctl(args);
     assert_eq!(
         ok(b(&[
@@ -215,8 +224,10 @@ fn berthctl_runs_and_manages_tasks() -> Result<()> {
     ok(b(&["tasks", "pause", "b3"])?)?;
     wait_for_status(&d, "b3", "PAUSED")?;
     ok(b(&["tasks", "resume", "b3"])?)?;
-    let metrics = ok(b(&["tasks", "metrics", "b3"])?)?;
-    assert!(metrics.contains("io.containerd.cgroups"), "{metrics}");
+    if shim == Shim::Debian {
+        let metrics = ok(b(&["tasks", "metrics", "b3"])?)?;
+        assert!(metrics.contains("io.containerd.cgroups"), "{metrics}");
+    }
     assert!(ok(b(&["tasks", "ps", "b3"])?)?.lines().count() >= 2);
     ok(b(&["containers", "label", "b3", "team=db"])?)?;
     let info = ok(b(&["containers", "info", "b3"])?)?;
@@ -237,9 +248,8 @@ fn berthctl_runs_and_manages_tasks() -> Result<()> {
 }
 
 /// `run -t` driven through a real terminal (tmux), for ctr and berthctl.
-#[test]
-fn run_with_a_terminal_in_tmux() -> Result<()> {
-    let (d, rootfs) = daemon_with_debian_shim()?;
+fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
+    let (d, rootfs) = daemon(shim)?;
     for (tool, bin) in [
         ("ctr", berth_tests::ctr_bin()?),
         ("berthctl", berth_tests::bin("berthctl")?),
@@ -328,9 +338,8 @@ fn run_with_a_terminal_in_tmux() -> Result<()> {
 
 /// A shim that died while berthd was down is cleaned up at restart, and the
 /// container can get a new task.
-#[test]
-fn dead_shims_are_cleaned_up_at_restart() -> Result<()> {
-    let (mut d, rootfs) = daemon_with_debian_shim()?;
+fn dead_shims_are_cleaned_up_at_restart(shim: Shim) -> Result<()> {
+    let (mut d, rootfs) = daemon(shim)?;
     ok(d.ctr(&["run", "-d", "--rootfs", &rootfs, "t6", "/bin/sleep", "300"])?)?;
     wait_for_status(&d, "t6", "RUNNING")?;
     d.kill9()?;
@@ -352,4 +361,30 @@ fn dead_shims_are_cleaned_up_at_restart() -> Result<()> {
     ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "t6"])?)?;
     wait_for_status(&d, "t6", "STOPPED")?;
     Ok(())
+}
+
+/// One test per scenario and shim: berth's shim runs them all, Debian's the
+/// protocol-level ones.
+macro_rules! with_shims {
+    ($($name:ident: $($shim:ident),+;)*) => {
+        $(mod $name {
+            $(
+                #[test]
+                #[allow(non_snake_case)]
+                fn $shim() -> anyhow::Result<()> {
+                    super::$name(super::Shim::$shim)
+                }
+            )+
+        })*
+    };
+}
+
+with_shims! {
+    run_rm_prints: Berth, Debian;
+    detached_task_lifecycle: Berth, Debian;
+    tasks_survive_a_daemon_crash: Berth, Debian;
+    unknown_task_and_missing_criu_are_clear_errors: Berth;
+    berthctl_runs_and_manages_tasks: Berth;
+    run_with_a_terminal_in_tmux: Berth;
+    dead_shims_are_cleaned_up_at_restart: Berth, Debian;
 }

@@ -1,8 +1,9 @@
-//! Running containers: OCI runtime specs, and (next) the shim manager and
-//! berth's shim.
+//! Running containers: OCI runtime specs, the shim manager and berth's shim.
 //!
 //! - [`spec`]: containerd's default Linux spec and composable options.
 //! - [`manager`]: starting, connecting to and reconnecting to shims.
+//! - [`shim`]: berth's shim `containerd-shim-berth-v2` (runc, shim v2 ttrpc).
 
 pub mod manager;
+pub mod shim;
 pub mod spec;

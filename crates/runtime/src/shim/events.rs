@@ -1,0 +1,93 @@
+//! Publishing task events to the daemon: containerd's ttrpc `Events.Forward`
+//! on the daemon's `TTRPC_ADDRESS`, in order, from one background task so an
+//! RPC never waits on the daemon.
+
+use std::time::{Duration, SystemTime};
+
+use berth_api::containerd::services::events::ttrpc::v1 as fwd;
+use berth_api::containerd::types::Envelope;
+use prost::Name;
+use tokio::sync::mpsc;
+
+/// How often a failed forward is tried again before the event is dropped.
+const ATTEMPTS: u32 = 5;
+
+/// Queues events for the daemon.
+#[derive(Debug, Clone)]
+pub(crate) struct Publisher {
+    tx: mpsc::UnboundedSender<Envelope>,
+    namespace: String,
+}
+
+impl Publisher {
+    /// Starts the forwarding task for the daemon at `address` (a socket path
+    /// or `unix://` address; empty disables publishing).
+    pub(crate) fn start(address: String, namespace: String) -> Publisher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(forward_all(address, rx));
+        Publisher { tx, namespace }
+    }
+
+    /// Queues `event` under `topic` (`/tasks/exit`, ...).
+    pub(crate) fn publish<M: Name>(&self, topic: &str, event: &M) {
+        let event = prost_types::Any {
+            type_url: M::full_name(),
+            value: event.encode_to_vec(),
+        };
+        let envelope = Envelope {
+            timestamp: Some(SystemTime::now().into()),
+            namespace: self.namespace.clone(),
+            topic: topic.to_string(),
+            event: Some(event),
+        };
+        let _ = self.tx.send(envelope);
+    }
+}
+
+async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Envelope>) {
+    if address.is_empty() {
+        while rx.recv().await.is_some() {}
+        return;
+    }
+    let address = if address.contains("://") {
+        address
+    } else {
+        format!("unix://{address}")
+    };
+    let mut client: Option<fwd::EventsClient> = None;
+    while let Some(envelope) = rx.recv().await {
+        let topic = envelope.topic.clone();
+        let req = fwd::ForwardRequest {
+            envelope: Some(envelope),
+        };
+        let mut sent = false;
+        for attempt in 0..ATTEMPTS {
+            if client.is_none() {
+                match ttrpc::asynchronous::Client::connect(&address).await {
+                    Ok(c) => client = Some(fwd::EventsClient::new(c)),
+                    Err(e) => tracing::debug!(error = %e, "cannot reach the daemon's event socket"),
+                }
+            }
+            if let Some(c) = &client {
+                let ctx = crate::manager::context(Duration::from_secs(5));
+                match c.forward(ctx, &req).await {
+                    Ok(_) => {
+                        sent = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "forwarding an event failed");
+                        client = None;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        if !sent {
+            tracing::warn!(
+                topic,
+                "event dropped: the daemon's event socket does not answer"
+            );
+        }
+    }
+}

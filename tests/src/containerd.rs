@@ -1,0 +1,123 @@
+//! Debian's containerd on a temporary root, for interop tests: it finds
+//! berth's shim on its PATH, so `--runtime io.containerd.berth.v2` runs
+//! containers through `containerd-shim-berth-v2`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A containerd running on a temporary root, stopped when dropped along
+/// with every shim, container and mount it made.
+#[derive(Debug)]
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    child: Child,
+    /// gRPC socket path.
+    pub address: PathBuf,
+    /// The namespace tests use; unique, because runc keeps containerd's
+    /// containers under the machine-wide `/run/containerd/runc/<namespace>`.
+    pub namespace: String,
+}
+
+impl Containerd {
+    /// Starts `/usr/bin/containerd` with CRI off and berth's binaries first
+    /// on its PATH.
+    pub fn start() -> Result<Containerd> {
+        let dir = tempfile::Builder::new().prefix("berth-ctrd").tempdir()?;
+        let address = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n",
+        )?;
+        let path = format!(
+            "{}:{}",
+            crate::bin_dir().display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let mut child = Command::new("/usr/bin/containerd")
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--address")
+            .arg(&address)
+            .arg("--config")
+            .arg(&config)
+            .env("PATH", path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting /usr/bin/containerd (cargo xtask deps installs it)")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&address).is_err() {
+            if let Some(status) = child.try_wait()? {
+                bail!("containerd exited ({status}) before serving");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("containerd did not open {} within 20 s", address.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Containerd {
+            namespace: format!("berth-interop-{}", std::process::id()),
+            dir,
+            child,
+            address,
+        })
+    }
+
+    /// Runs Debian's `ctr` against this containerd in the test namespace.
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(crate::ctr_bin()?)
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
+    /// A directory under the temporary root.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// containerd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Shims and containers outlive containerd: stop them by pid and
+        // runc root, then unmount what they left.
+        let runc_root = PathBuf::from("/run/containerd/runc").join(&self.namespace);
+        if let Ok(ids) = std::fs::read_dir(&runc_root) {
+            for id in ids.flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force"])
+                    .arg(id.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&runc_root);
+        crate::cleanup_runtime(
+            &self.dir.path().join("none"),
+            &self.address,
+            self.dir.path(),
+        );
+    }
+}
