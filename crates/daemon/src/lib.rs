@@ -29,6 +29,7 @@ mod server;
 pub mod services;
 pub mod snapshotters;
 pub mod socket;
+pub mod transfer;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 mod containers;
 mod content;
 mod events;
+mod images;
 mod leases;
 mod namespaces;
 mod plugins;
@@ -51,6 +52,13 @@ pub(crate) enum Command {
     /// Manage snapshots.
     #[command(visible_alias = "snapshot", visible_alias = "snap")]
     Snapshots(snapshots::Args),
+    /// Manage images.
+    #[command(visible_alias = "image", visible_alias = "i")]
+    Images(images::Args),
+    /// Pull an image from a registry (same as `images pull`).
+    Pull(images::PullArgs),
+    /// Push an image to a registry (same as `images push`).
+    Push(images::PushArgs),
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
@@ -63,6 +71,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(args) => plugins::run(&cli.global, args).await,
         Command::Namespaces(args) => namespaces::run(&cli.global, args).await,
         Command::Events(args) => events::run(&cli.global, args).await,
+        Command::Images(args) => images::run(&cli.global, args).await,
+        Command::Pull(args) => images::pull(&cli.global, args).await,
+        Command::Push(args) => images::push(&cli.global, args).await,
         Command::Content(args) => content::run(&cli.global, args).await,
         Command::Leases(args) => leases::run(&cli.global, args).await,
         Command::Snapshots(args) => snapshots::run(&cli.global, args).await,

@@ -86,7 +86,7 @@ fn parse_mount(s: &str) -> anyhow::Result<oci_spec::runtime::Mount> {
 }
 
 /// Reads a whole blob through the Content service.
-async fn read_blob(
+pub(crate) async fn read_blob(
     content: &mut ContentClient<clients::Chan>,
     digest: &str,
 ) -> anyhow::Result<Vec<u8>> {
@@ -130,8 +130,19 @@ async fn image_parts(
         .into_inner()
         .image
         .unwrap_or_default();
+    image_parts_for(client, &image.target.unwrap_or_default())
+        .await
+        .with_context(|| format!("image {name:?}"))
+}
+
+/// [`image_parts`] of an image given by its target descriptor.
+pub(crate) async fn image_parts_for(
+    client: &berth_api::client::Client,
+    target: &berth_api::containerd::types::Descriptor,
+) -> anyhow::Result<(ImageProcess, String)> {
+    let name = &target.digest;
     let mut content = ContentClient::with_interceptor(client.channel(), client.interceptor());
-    let mut digest = image.target.unwrap_or_default().digest;
+    let mut digest = target.digest.clone();
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&read_blob(&mut content, &digest).await?)?;
     // Indexes (possibly nested): the host's entry, or one with no platform.

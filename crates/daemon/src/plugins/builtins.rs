@@ -18,7 +18,9 @@ use berth_api::containerd::services::introspection::v1::introspection_server::In
 use berth_api::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_api::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_api::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_api::containerd::services::streaming::v1::streaming_server::StreamingServer;
 use berth_api::containerd::services::tasks::v1::tasks_server::TasksServer;
+use berth_api::containerd::services::transfer::v1::transfer_server::TransferServer;
 use berth_api::containerd::services::version::v1::version_server::VersionServer;
 use berth_content::local::LocalStore;
 use berth_events::Exchange;
@@ -111,6 +113,30 @@ pub fn registrations() -> Vec<Registration> {
             id: Cow::Borrowed("diff"),
             requires: &[types::CONTENT],
             init: diff_service,
+        },
+        Registration {
+            plugin_type: types::STREAMING,
+            id: Cow::Borrowed("manager"),
+            requires: &[],
+            init: streaming_manager,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed("streaming"),
+            requires: &[types::STREAMING],
+            init: streaming_service,
+        },
+        Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed("transfer"),
+            requires: &[
+                types::CONTENT,
+                types::METADATA,
+                types::SERVICE,
+                types::EVENT,
+                types::STREAMING,
+            ],
+            init: transfer_service,
         },
         Registration {
             plugin_type: types::GRPC,
@@ -316,6 +342,35 @@ fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let tmp = services::diff::tmp_mounts(&ctx.config.state);
     Ok(Arc::new(GrpcService::new(DiffServer::new(
         services::diff::DiffService::new(store, tmp),
+    ))))
+}
+
+fn streaming_manager(_ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    Ok(Arc::new(crate::transfer::Streams::default()))
+}
+
+fn streaming_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let streams = ctx.get::<crate::transfer::Streams>(types::STREAMING)?;
+    Ok(Arc::new(GrpcService::new(StreamingServer::new(
+        crate::transfer::StreamingService::new((*streams).clone()),
+    ))))
+}
+
+fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let store = ctx.get::<LocalStore>(types::CONTENT)?;
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
+    let exchange = ctx.get::<Exchange>(types::EVENT)?;
+    let streams = ctx.get::<crate::transfer::Streams>(types::STREAMING)?;
+    Ok(Arc::new(GrpcService::new(TransferServer::new(
+        crate::transfer::TransferService::new(
+            store,
+            (*db).clone(),
+            layer,
+            exchange,
+            &ctx.config.state,
+            (*streams).clone(),
+        ),
     ))))
 }
 

@@ -35,6 +35,8 @@ pub mod types {
     pub const RUNTIME: &str = "io.containerd.runtime.v2";
     /// Services used by the gRPC layer and other plugins.
     pub const SERVICE: &str = "io.containerd.service.v1";
+    /// The registry of client streams (progress and auth of transfers).
+    pub const STREAMING: &str = "io.containerd.streaming.v1";
 }
 
 /// A type-erased plugin instance.

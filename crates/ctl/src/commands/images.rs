@@ -1,0 +1,734 @@
+//! `berthctl images pull|push|ls|check|rm|tag|label` (and top-level
+//! `pull`/`push`): pulls and pushes run in berthd through the Transfer
+//! service, with progress streamed back and drawn per layer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use berth_api::client::Client;
+use berth_api::containerd::services::content::v1::content_client::ContentClient;
+use berth_api::containerd::services::images::v1 as pb;
+use berth_api::containerd::services::images::v1::images_client::ImagesClient;
+use berth_api::containerd::services::streaming::v1::StreamInit;
+use berth_api::containerd::services::streaming::v1::streaming_client::StreamingClient;
+use berth_api::containerd::services::transfer::v1 as tpb;
+use berth_api::containerd::services::transfer::v1::transfer_client::TransferClient;
+use berth_api::containerd::types::transfer as tt;
+use berth_images::{Platform, Reference};
+use prost::{Message, Name};
+use tokio::sync::mpsc;
+
+use crate::context::{Global, clients};
+use crate::table;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Registry flags shared by pull and push.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RegistryFlags {
+    /// Talk plain HTTP to the registry (no TLS).
+    #[arg(long)]
+    plain_http: bool,
+    /// Credentials as `USER[:PASSWORD]` (password read from stdin if omitted).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Directory of containerd-style `hosts.toml` registry configuration.
+    #[arg(long)]
+    hosts_dir: Option<String>,
+}
+
+/// `pull` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PullArgs {
+    /// Image reference (`busybox`, `127.0.0.1:5000/x:tag`, `...@sha256:...`).
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// Pull content for these platforms (`linux/arm64`); repeatable.
+    #[arg(long)]
+    platform: Vec<String>,
+    /// Pull content for every platform (unpack the host's).
+    #[arg(long)]
+    all_platforms: bool,
+    /// Snapshotter to unpack into.
+    #[arg(long, default_value = "overlayfs")]
+    snapshotter: String,
+    /// Fetch only; do not unpack.
+    #[arg(long)]
+    no_unpack: bool,
+}
+
+/// `push` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PushArgs {
+    /// Where to push (`127.0.0.1:5000/x:tag`).
+    remote: String,
+    /// Local image to push (default: the remote reference).
+    local: Option<String>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Pull an image from a registry (in berthd) and unpack it.
+    Pull(PullArgs),
+    /// Push an image to a registry (from berthd).
+    Push(PushArgs),
+    /// List images.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print only names.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Filters (containerd filter syntax), OR'd.
+        filters: Vec<String>,
+    },
+    /// Check that images' content is all present and whether they are unpacked.
+    Check {
+        /// Snapshotter to look for the unpacked image in.
+        #[arg(long, default_value = "overlayfs")]
+        snapshotter: String,
+    },
+    /// Remove images.
+    #[command(visible_alias = "delete", visible_alias = "remove")]
+    Rm {
+        /// Image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Give an image another name.
+    Tag {
+        /// The existing image.
+        source: String,
+        /// New names.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Replace a target that exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set labels (`k=v`; `k=` removes) on an image.
+    Label {
+        /// Image name.
+        name: String,
+        /// Labels.
+        labels: Vec<String>,
+    },
+}
+
+fn any<M: Message + Name>(m: &M) -> prost_types::Any {
+    prost_types::Any {
+        type_url: M::full_name(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn images(c: &Client) -> ImagesClient<clients::Chan> {
+    ImagesClient::with_interceptor(c.channel(), c.interceptor())
+}
+
+/// A stream the daemon sends progress (or auth questions) on.
+struct OpenStream {
+    id: String,
+    to_daemon: mpsc::Sender<prost_types::Any>,
+    from_daemon: tonic::Streaming<prost_types::Any>,
+}
+
+async fn open_stream(c: &Client, purpose: &str) -> anyhow::Result<OpenStream> {
+    let id = format!(
+        "berthctl-{purpose}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    );
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(any(&StreamInit { id: id.clone() })).await?;
+    let mut svc = StreamingClient::with_interceptor(c.channel(), c.interceptor());
+    let mut from_daemon = svc
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("opening a progress stream (does the daemon serve containerd's Streaming API?)")?
+        .into_inner();
+    // The daemon acknowledges the stream before it is usable.
+    from_daemon.message().await?;
+    Ok(OpenStream {
+        id,
+        to_daemon: tx,
+        from_daemon,
+    })
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Answers the daemon's credential questions with `user`.
+async fn serve_auth(c: &Client, user: &str) -> anyhow::Result<String> {
+    let (username, secret) = match user.split_once(':') {
+        Some((u, p)) => (u.to_string(), p.to_string()),
+        None => {
+            let mut line = String::new();
+            eprint!("Password: ");
+            std::io::stdin().read_line(&mut line)?;
+            (
+                user.to_string(),
+                line.trim_end_matches(['\r', '\n']).to_string(),
+            )
+        }
+    };
+    let mut s = open_stream(c, "auth").await?;
+    let id = s.id.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(_question)) = s.from_daemon.message().await {
+            let answer = tt::AuthResponse {
+                auth_type: tt::AuthType::Credentials as i32,
+                secret: secret.clone(),
+                username: username.clone(),
+                expire_at: None,
+            };
+            if s.to_daemon.send(any(&answer)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(id)
+}
+
+async fn resolver(c: &Client, flags: &RegistryFlags) -> anyhow::Result<tt::RegistryResolver> {
+    let auth_stream = match &flags.user {
+        Some(user) => serve_auth(c, user).await?,
+        None => String::new(),
+    };
+    Ok(tt::RegistryResolver {
+        auth_stream,
+        headers: HashMap::new(),
+        host_dir: flags.hosts_dir.clone().unwrap_or_default(),
+        default_scheme: if flags.plain_http {
+            "http".into()
+        } else {
+            String::new()
+        },
+        http_debug: 0,
+        logs_stream: String::new(),
+    })
+}
+
+/// Draws per-layer progress bars (on a terminal) or final lines (otherwise).
+struct ProgressView {
+    tty: bool,
+    order: Vec<String>,
+    rows: BTreeMap<String, (String, i64, i64)>,
+    drawn: usize,
+    started: Instant,
+}
+
+impl ProgressView {
+    fn new() -> ProgressView {
+        ProgressView {
+            tty: std::io::stderr().is_terminal(),
+            order: Vec::new(),
+            rows: BTreeMap::new(),
+            drawn: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, p: tt::Progress) {
+        if !self.rows.contains_key(&p.name) {
+            self.order.push(p.name.clone());
+        }
+        let row = self
+            .rows
+            .entry(p.name.clone())
+            .or_insert((String::new(), 0, 0));
+        *row = (p.event.clone(), p.progress.max(row.1), p.total.max(row.2));
+        if !self.tty
+            && matches!(
+                p.event.as_str(),
+                "complete" | "exists" | "unpacked" | "saved" | "pushed"
+            )
+        {
+            eprintln!(
+                "{:<24} {:<10} {}",
+                short(&p.name),
+                p.event,
+                crate::format::size(p.total)
+            );
+        }
+    }
+
+    fn draw(&mut self) {
+        if !self.tty {
+            return;
+        }
+        let mut out = String::new();
+        if self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let (mut done, mut total) = (0i64, 0i64);
+        for name in &self.order {
+            let (event, progress, size) = &self.rows[name];
+            if name.starts_with("layer-") {
+                done += progress;
+                total += size;
+            }
+            out.push_str(&format!(
+                "\x1b[2K{:<24} {:<11} {}\n",
+                short(name),
+                event,
+                bar(*progress, *size)
+            ));
+        }
+        // Bytes per second, whole: fine for a progress line.
+        #[allow(clippy::cast_possible_truncation)]
+        let speed = (done as f64 / secs) as i64;
+        out.push_str(&format!(
+            "\x1b[2Ktotal: {} / {}  {}/s  {:.1}s\n",
+            crate::format::size(done),
+            crate::format::size(total),
+            crate::format::size(speed),
+            secs
+        ));
+        self.drawn = self.order.len() + 1;
+        let mut err = std::io::stderr();
+        let _ = err.write_all(out.as_bytes());
+        let _ = err.flush();
+    }
+}
+
+fn short(name: &str) -> String {
+    match name.split_once("sha256:") {
+        Some((kind, hex)) => format!("{kind}{}", &hex[..hex.len().min(12)]),
+        None => name.chars().take(40).collect(),
+    }
+}
+
+fn bar(progress: i64, total: i64) -> String {
+    if total <= 0 {
+        return String::new();
+    }
+    let width = 30;
+    let filled = usize::try_from((progress.clamp(0, total) * width) / total).unwrap_or(0);
+    format!(
+        "[{}{}] {} / {}",
+        "=".repeat(filled),
+        " ".repeat(usize::try_from(width).unwrap_or(30) - filled),
+        crate::format::size(progress),
+        crate::format::size(total)
+    )
+}
+
+/// Runs a transfer while drawing its progress.
+async fn transfer(
+    c: &Client,
+    source: prost_types::Any,
+    destination: prost_types::Any,
+) -> anyhow::Result<()> {
+    let mut progress = open_stream(c, "progress").await?;
+    let mut svc = TransferClient::with_interceptor(c.channel(), c.interceptor());
+    let req = tpb::TransferRequest {
+        source: Some(source),
+        destination: Some(destination),
+        options: Some(tpb::TransferOptions {
+            progress_stream: progress.id.clone(),
+        }),
+    };
+    let call = svc.transfer(req);
+    tokio::pin!(call);
+    let mut view = ProgressView::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut stream_open = true;
+    loop {
+        tokio::select! {
+            r = &mut call => {
+                // Whatever progress is still queued, then the final picture.
+                while let Ok(Ok(Some(m))) = tokio::time::timeout(std::time::Duration::from_millis(50), progress.from_daemon.message()).await {
+                    if let Ok(p) = tt::Progress::decode(m.value.as_slice()) { view.update(p); }
+                }
+                view.draw();
+                r?;
+                return Ok(());
+            }
+            m = progress.from_daemon.message(), if stream_open => match m {
+                Ok(Some(m)) => if let Ok(p) = tt::Progress::decode(m.value.as_slice()) { view.update(p) },
+                _ => stream_open = false,
+            },
+            _ = tick.tick() => view.draw(),
+        }
+    }
+}
+
+fn normalized(reference: &str) -> anyhow::Result<String> {
+    Ok(Reference::parse_normalized(reference)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_string())
+}
+
+/// `pull`.
+pub(crate) async fn pull(global: &Global, args: PullArgs) -> anyhow::Result<()> {
+    let name = normalized(&args.reference)?;
+    let client = global.connect().await?;
+    let platforms = args
+        .platform
+        .iter()
+        .map(|p| {
+            let p = Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {p:?}: {e}"))?;
+            Ok(berth_api::containerd::types::Platform {
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+                variant: p.variant.clone(),
+                os_version: String::new(),
+                os_features: Vec::new(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let source = tt::OciRegistry {
+        reference: name.clone(),
+        resolver: Some(resolver(&client, &args.registry).await?),
+    };
+    let unpacks = if args.no_unpack {
+        Vec::new()
+    } else {
+        vec![tt::UnpackConfiguration {
+            platform: platforms.first().cloned(),
+            snapshotter: args.snapshotter.clone(),
+        }]
+    };
+    let dest = tt::ImageStore {
+        name: name.clone(),
+        platforms,
+        all_metadata: args.all_platforms,
+        unpacks,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    transfer(&client, any(&source), any(&dest)).await?;
+    println!("{name}: pulled in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `push`.
+pub(crate) async fn push(global: &Global, args: PushArgs) -> anyhow::Result<()> {
+    let remote = normalized(&args.remote)?;
+    let local = match &args.local {
+        Some(l) => normalized(l)?,
+        None => remote.clone(),
+    };
+    let client = global.connect().await?;
+    let source = tt::ImageStore {
+        name: local,
+        ..Default::default()
+    };
+    let dest = tt::OciRegistry {
+        reference: remote.clone(),
+        resolver: Some(resolver(&client, &args.registry).await?),
+    };
+    transfer(&client, any(&source), any(&dest)).await?;
+    println!("{remote}: pushed");
+    Ok(())
+}
+
+/// Platforms and total size of an image, read through the Content API.
+async fn describe(c: &Client, target: &berth_api::containerd::types::Descriptor) -> (String, i64) {
+    let mut content = ContentClient::with_interceptor(c.channel(), c.interceptor());
+    let Ok(root) = super::run::read_blob(&mut content, &target.digest).await else {
+        return ("-".into(), target.size);
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&root) else {
+        return ("-".into(), target.size);
+    };
+    let layers_size = |m: &serde_json::Value| -> i64 {
+        m["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["size"].as_i64())
+            .sum::<i64>()
+            + m["config"]["size"].as_i64().unwrap_or(0)
+    };
+    if let Some(entries) = json["manifests"].as_array() {
+        let mut platforms = Vec::new();
+        let mut size = target.size;
+        for e in entries {
+            let p = &e["platform"];
+            platforms.push(format!(
+                "{}/{}{}",
+                p["os"].as_str().unwrap_or("?"),
+                p["architecture"].as_str().unwrap_or("?"),
+                p["variant"]
+                    .as_str()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            ));
+            if let Some(d) = e["digest"].as_str() {
+                if let Ok(b) = super::run::read_blob(&mut content, d).await {
+                    if let Ok(m) = serde_json::from_slice::<serde_json::Value>(&b) {
+                        size += e["size"].as_i64().unwrap_or(0) + layers_size(&m);
+                    }
+                }
+            }
+        }
+        return (platforms.join(","), size);
+    }
+    let mut platform = "-".to_string();
+    if let Some(cfg) = json["config"]["digest"].as_str() {
+        if let Ok(b) = super::run::read_blob(&mut content, cfg).await {
+            if let Ok(c) = serde_json::from_slice::<serde_json::Value>(&b) {
+                platform = format!(
+                    "{}/{}",
+                    c["os"].as_str().unwrap_or("?"),
+                    c["architecture"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    (platform, target.size + layers_size(&json))
+}
+
+pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Pull(a) => return pull(global, a).await,
+        Command::Push(a) => return push(global, a).await,
+        _ => {}
+    }
+    let client = global.connect().await?;
+    let mut svc = images(&client);
+    match args.command {
+        Command::Pull(_) | Command::Push(_) => unreachable!("handled above"),
+        Command::Ls { quiet, filters } => {
+            let mut list = svc
+                .list(pb::ListImagesRequest { filters })
+                .await?
+                .into_inner()
+                .images;
+            list.sort_by(|a, b| a.name.cmp(&b.name));
+            if quiet {
+                for i in list {
+                    println!("{}", i.name);
+                }
+                return Ok(());
+            }
+            let mut rows = vec![
+                ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for i in list {
+                let target = i.target.clone().unwrap_or_default();
+                let (platforms, size) = describe(&client, &target).await;
+                rows.push(vec![
+                    i.name.clone(),
+                    target.media_type.clone(),
+                    target.digest.clone(),
+                    crate::format::size(size),
+                    platforms,
+                    crate::format::labels(&i.labels),
+                ]);
+            }
+            print!("{}", table::render(&rows, 1));
+        }
+        Command::Check { snapshotter } => {
+            let list = svc
+                .list(pb::ListImagesRequest { filters: vec![] })
+                .await?
+                .into_inner()
+                .images;
+            let mut content =
+                ContentClient::with_interceptor(client.channel(), client.interceptor());
+            let mut rows = vec![
+                ["REF", "TYPE", "DIGEST", "STATUS", "SIZE", "UNPACKED"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for i in list {
+                let target = i.target.clone().unwrap_or_default();
+                let (status, unpacked) = check(&client, &mut content, &target, &snapshotter).await;
+                let (_, size) = describe(&client, &target).await;
+                rows.push(vec![
+                    i.name,
+                    target.media_type,
+                    target.digest,
+                    status,
+                    crate::format::size(size),
+                    unpacked.to_string(),
+                ]);
+            }
+            print!("{}", table::render(&rows, 1));
+        }
+        Command::Rm { names } => {
+            let mut failed = false;
+            for name in names {
+                match svc
+                    .delete(pb::DeleteImageRequest {
+                        name: name.clone(),
+                        sync: false,
+                        target: None,
+                    })
+                    .await
+                {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("unable to delete {name}: {}", e.message());
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                bail!("some images were not removed");
+            }
+        }
+        Command::Tag {
+            source,
+            targets,
+            force,
+        } => {
+            let image = svc
+                .get(pb::GetImageRequest {
+                    name: source.clone(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("image {source:?}: {}", e.message()))?
+                .into_inner()
+                .image
+                .unwrap_or_default();
+            for target in targets {
+                let mut copy = image.clone();
+                copy.name = target.clone();
+                copy.created_at = None;
+                copy.updated_at = None;
+                let created = svc
+                    .create(pb::CreateImageRequest {
+                        image: Some(copy.clone()),
+                        source_date_epoch: None,
+                    })
+                    .await;
+                match created {
+                    Ok(_) => {}
+                    Err(e) if e.code() == tonic::Code::AlreadyExists && force => {
+                        svc.delete(pb::DeleteImageRequest {
+                            name: target.clone(),
+                            sync: false,
+                            target: None,
+                        })
+                        .await?;
+                        svc.create(pb::CreateImageRequest {
+                            image: Some(copy),
+                            source_date_epoch: None,
+                        })
+                        .await?;
+                    }
+                    Err(e) => bail!(
+                        "tag {target:?}: {} (use --force to replace it)",
+                        e.message()
+                    ),
+                }
+                println!("{target}");
+            }
+        }
+        Command::Label { name, labels } => {
+            let labels = crate::format::parse_labels(&labels);
+            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let image = pb::Image {
+                name: name.clone(),
+                labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+                ..Default::default()
+            };
+            let updated = svc
+                .update(pb::UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    source_date_epoch: None,
+                })
+                .await?
+                .into_inner()
+                .image
+                .unwrap_or_default();
+            let mut l: Vec<_> = updated
+                .labels
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            l.sort();
+            println!("{}", l.join(","));
+        }
+    }
+    Ok(())
+}
+
+/// Whether all of an image's content (for the host) is present, and whether
+/// its top snapshot exists.
+async fn check(
+    c: &Client,
+    content: &mut ContentClient<clients::Chan>,
+    target: &berth_api::containerd::types::Descriptor,
+    snapshotter: &str,
+) -> (String, bool) {
+    use berth_api::containerd::services::content::v1 as cpb;
+    let mut missing = 0;
+    let mut total = 0;
+    let present = |content: &mut ContentClient<clients::Chan>, d: String| {
+        let mut content = content.clone();
+        async move { content.info(cpb::InfoRequest { digest: d }).await.is_ok() }
+    };
+    let Ok(root) = super::run::read_blob(content, &target.digest).await else {
+        return ("missing".into(), false);
+    };
+    let json: serde_json::Value = serde_json::from_slice(&root).unwrap_or_default();
+    let mut manifests = Vec::new();
+    if let Some(entries) = json["manifests"].as_array() {
+        for e in entries {
+            total += 1;
+            let d = e["digest"].as_str().unwrap_or_default().to_string();
+            match super::run::read_blob(content, &d).await {
+                Ok(b) => manifests
+                    .push(serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default()),
+                Err(_) => missing += 1,
+            }
+        }
+    } else {
+        manifests.push(json);
+    }
+    let mut chain_ok = false;
+    for m in &manifests {
+        let blobs =
+            std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten());
+        for b in blobs {
+            total += 1;
+            if !present(
+                content,
+                b["digest"].as_str().unwrap_or_default().to_string(),
+            )
+            .await
+            {
+                missing += 1;
+            }
+        }
+    }
+    if let Ok((_, chain)) = super::run::image_parts_for(c, target).await {
+        let mut snaps = berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient::with_interceptor(c.channel(), c.interceptor());
+        chain_ok = snaps
+            .stat(
+                berth_api::containerd::services::snapshots::v1::StatSnapshotRequest {
+                    snapshotter: snapshotter.to_string(),
+                    key: chain,
+                },
+            )
+            .await
+            .is_ok();
+    }
+    let status = if missing == 0 {
+        "complete".to_string()
+    } else {
+        format!("incomplete ({}/{} present)", total - missing, total)
+    };
+    (status, chain_ok)
+}

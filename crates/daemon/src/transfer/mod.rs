@@ -1,0 +1,336 @@
+//! The Transfer and Streaming services: daemon-side pull and push, with
+//! progress sent back over a client-opened stream (containerd's
+//! `transfer.v1` and `streaming.v1`).
+//!
+//! A client opens a `Streaming.Stream`, sends `StreamInit{id}`, gets an
+//! acknowledgement, then calls `Transfer` naming that id as its progress
+//! stream (and optionally an auth stream for credentials). Supported pairs:
+//! registry → image store (pull, unpacking when asked) and image store →
+//! registry (push).
+
+mod blob;
+mod progress;
+mod pull;
+mod push;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use berth_api::containerd::services::streaming::v1 as spb;
+use berth_api::containerd::services::streaming::v1::streaming_server::Streaming;
+use berth_api::containerd::services::transfer::v1 as tpb;
+use berth_api::containerd::services::transfer::v1::transfer_server::Transfer;
+use berth_api::containerd::types::transfer as ttypes;
+use berth_content::local::LocalStore;
+use berth_events::Exchange;
+use berth_images::Platform;
+use berth_metadata::Db;
+use berth_remotes::auth::{Credential, StaticCredentials};
+use berth_remotes::registry::RegistryOptions;
+use futures::Stream;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming as InStream};
+
+use crate::services::namespace_of;
+use crate::snapshotters::Snapshotters;
+use progress::Progress;
+pub(crate) use pull::{PullRequest, Puller};
+
+/// The snapshotter images unpack into when the client names none.
+const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
+/// One open client stream: what the daemon sends, and what the client sent.
+struct OpenStream {
+    to_client: mpsc::Sender<Result<prost_types::Any, Status>>,
+    from_client: Arc<tokio::sync::Mutex<InStream<prost_types::Any>>>,
+}
+
+/// Streams clients opened, by id.
+#[derive(Default, Clone)]
+pub struct Streams {
+    open: Arc<Mutex<HashMap<String, OpenStream>>>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams").finish_non_exhaustive()
+    }
+}
+
+impl Streams {
+    fn take(&self, id: &str) -> Option<OpenStream> {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+    }
+}
+
+/// Serves `containerd.services.streaming.v1.Streaming`.
+#[derive(Debug, Clone)]
+pub struct StreamingService {
+    streams: Streams,
+}
+
+impl StreamingService {
+    /// A service registering into `streams`.
+    pub fn new(streams: Streams) -> StreamingService {
+        StreamingService { streams }
+    }
+}
+
+type AnyStream = Pin<Box<dyn Stream<Item = Result<prost_types::Any, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Streaming for StreamingService {
+    type StreamStream = AnyStream;
+
+    async fn stream(
+        &self,
+        r: Request<InStream<prost_types::Any>>,
+    ) -> Result<Response<AnyStream>, Status> {
+        let mut incoming = r.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("a stream starts with StreamInit"))?;
+        if !first.type_url.ends_with("StreamInit") {
+            return Err(Status::invalid_argument(format!(
+                "a stream starts with StreamInit, not {}",
+                first.type_url
+            )));
+        }
+        let init = spb::StreamInit::decode(first.value.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("StreamInit: {e}")))?;
+        if init.id.is_empty() {
+            return Err(Status::invalid_argument("StreamInit needs an id"));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        // The acknowledgement containerd's clients wait for.
+        let ack = prost_types::Any {
+            type_url: "google.protobuf.Empty".to_string(),
+            value: Vec::new(),
+        };
+        let _ = tx.send(Ok(ack)).await;
+        let mut open = self
+            .streams
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if open.contains_key(&init.id) {
+            return Err(Status::already_exists(format!(
+                "stream {:?} is open already",
+                init.id
+            )));
+        }
+        open.insert(
+            init.id,
+            OpenStream {
+                to_client: tx,
+                from_client: Arc::new(tokio::sync::Mutex::new(incoming)),
+            },
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Serves `containerd.services.transfer.v1.Transfer`.
+#[derive(Debug, Clone)]
+pub struct TransferService {
+    puller: Puller,
+    streams: Streams,
+}
+
+impl TransferService {
+    /// A service pulling into `store`/`db`/`snapshotters`.
+    pub fn new(
+        store: Arc<LocalStore>,
+        db: Db,
+        snapshotters: Arc<Snapshotters>,
+        exchange: Arc<Exchange>,
+        state: &std::path::Path,
+        streams: Streams,
+    ) -> TransferService {
+        TransferService {
+            puller: Puller {
+                store,
+                db,
+                snapshotters,
+                exchange,
+                tmp_mounts: state
+                    .join("io.containerd.transfer.v1.local")
+                    .join("tmpmounts"),
+            },
+            streams,
+        }
+    }
+}
+
+fn decode<M: Message + Default>(any: &prost_types::Any, what: &str) -> Result<M, Status> {
+    M::decode(any.value.as_slice()).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
+}
+
+fn kind(any: &Option<prost_types::Any>) -> &str {
+    any.as_ref()
+        .map(|a| a.type_url.rsplit(['/', '.']).next().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn platform_of(p: &berth_api::containerd::types::Platform) -> Platform {
+    Platform::new(&p.os, &p.architecture, &p.variant)
+}
+
+/// Registry options from a request's resolver settings, asking the client
+/// for credentials over its auth stream when it named one.
+async fn registry_options(
+    streams: &Streams,
+    registry: &ttypes::OciRegistry,
+    host: &str,
+) -> Result<RegistryOptions, Status> {
+    let mut options = RegistryOptions::default();
+    let Some(resolver) = &registry.resolver else {
+        return Ok(options);
+    };
+    if resolver.default_scheme == "http" {
+        options = options.with_plain_http(true);
+    }
+    if !resolver.host_dir.is_empty() {
+        options = options.with_hosts_dir(&resolver.host_dir);
+    }
+    if resolver.auth_stream.is_empty() {
+        return Ok(options);
+    }
+    let stream = streams.take(&resolver.auth_stream).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "auth stream {:?} is not open",
+            resolver.auth_stream
+        ))
+    })?;
+    let ask = ttypes::AuthRequest {
+        host: host.to_string(),
+        reference: registry.reference.clone(),
+        wwwauthenticate: Vec::new(),
+    };
+    stream
+        .to_client
+        .send(Ok(crate::services::namespaces::pack(&ask)))
+        .await
+        .map_err(|_| Status::cancelled("the client closed its auth stream"))?;
+    let answer = stream
+        .from_client
+        .lock()
+        .await
+        .message()
+        .await?
+        .ok_or_else(|| Status::cancelled("the client closed its auth stream"))?;
+    let auth: ttypes::AuthResponse = decode(&answer, "AuthResponse")?;
+    if auth.auth_type == ttypes::AuthType::Credentials as i32 {
+        let credential = Credential::new(auth.username, auth.secret);
+        options = options.with_credentials(StaticCredentials::new().with_host(host, credential));
+    }
+    Ok(options)
+}
+
+#[tonic::async_trait]
+impl Transfer for TransferService {
+    async fn transfer(&self, r: Request<tpb::TransferRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_of(&r)?;
+        let r = r.into_inner();
+        let progress = r
+            .options
+            .as_ref()
+            .filter(|o| !o.progress_stream.is_empty())
+            .and_then(|o| self.streams.take(&o.progress_stream))
+            .map_or_else(Progress::default, |s| Progress::to(s.to_client));
+        match (kind(&r.source), kind(&r.destination)) {
+            ("OCIRegistry", "ImageStore") => {
+                let source: ttypes::OciRegistry =
+                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = decode(
+                    r.destination.as_ref().unwrap_or(&Default::default()),
+                    "destination",
+                )?;
+                let host = berth_images::Reference::parse_normalized(&source.reference)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?
+                    .domain()
+                    .to_string();
+                let registry = registry_options(&self.streams, &source, &host).await?;
+                let unpack = dest.unpacks.first().map(|u| {
+                    if u.snapshotter.is_empty() {
+                        DEFAULT_SNAPSHOTTER.to_string()
+                    } else {
+                        u.snapshotter.clone()
+                    }
+                });
+                let mut platforms: Vec<Platform> = dest.platforms.iter().map(platform_of).collect();
+                if platforms.is_empty() {
+                    platforms = dest
+                        .unpacks
+                        .iter()
+                        .filter_map(|u| u.platform.as_ref())
+                        .map(platform_of)
+                        .collect();
+                }
+                let req = PullRequest {
+                    namespace: ns,
+                    reference: source.reference,
+                    platforms,
+                    all_platforms: dest.all_metadata,
+                    unpack,
+                    registry,
+                    labels: dest.labels.into_iter().collect(),
+                };
+                let started = std::time::Instant::now();
+                let pulled = self.puller.pull(req, progress).await?;
+                tracing::info!(
+                    image = %pulled.image.name,
+                    downloaded = pulled.downloaded,
+                    elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "pulled"
+                );
+                Ok(Response::new(()))
+            }
+            ("ImageStore", "OCIRegistry") => {
+                let source: ttypes::ImageStore =
+                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::OciRegistry = decode(
+                    r.destination.as_ref().unwrap_or(&Default::default()),
+                    "destination",
+                )?;
+                let host = berth_images::Reference::parse_normalized(&dest.reference)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?
+                    .domain()
+                    .to_string();
+                let registry = registry_options(&self.streams, &dest, &host).await?;
+                let db = self.puller.db.clone();
+                let (ns2, name) = (ns.clone(), source.name.clone());
+                let image = tokio::task::spawn_blocking(move || db.images().get(&ns2, &name))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(crate::services::namespaces::to_status)?;
+                let root = berth_images::Descriptor::new(
+                    image.target.media_type.clone(),
+                    berth_content::Digest::parse(&image.target.digest)
+                        .map_err(|e| Status::internal(format!("image target: {e}")))?,
+                    u64::try_from(image.target.size).unwrap_or(0),
+                );
+                push::push(
+                    self.puller.store.clone(),
+                    root,
+                    &dest.reference,
+                    registry,
+                    progress,
+                )
+                .await?;
+                Ok(Response::new(()))
+            }
+            (s, d) => Err(Status::unimplemented(format!(
+                "transfer from {s:?} to {d:?} is not supported (berthd does registry → image store and image store → registry)"
+            ))),
+        }
+    }
+}
