@@ -89,13 +89,20 @@ fn detached_task_lifecycle(shim: Shim) -> Result<()> {
     wait_for_status(&d, "t3", "PAUSED")?;
     ok(d.ctr(&["tasks", "resume", "t3"])?)?;
     wait_for_status(&d, "t3", "RUNNING")?;
-    if shim == Shim::Debian {
-        let metrics = ok(d.ctr(&["tasks", "metrics", "t3"])?)?;
-        assert!(
-            metrics.contains("t3") && metrics.contains("memory.usage_in_bytes"),
-            "{metrics}"
-        );
-    }
+    let metrics = ok(d.ctr(&["tasks", "metrics", "t3"])?)?;
+    assert!(
+        metrics.contains("t3") && metrics.contains("memory.usage_in_bytes"),
+        "{metrics}"
+    );
+    let usage = metrics
+        .lines()
+        .find(|l| l.starts_with("cpuacct.usage "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        usage.is_some_and(|u| u > 0),
+        "cpu usage reported: {metrics}"
+    );
     // A running task cannot be deleted.
     let err = fails(d.ctr(&["tasks", "rm", "t3"])?)?;
     assert!(
@@ -224,10 +231,8 @@ fn berthctl_runs_and_manages_tasks(shim: Shim) -> Result<()> {
     ok(b(&["tasks", "pause", "b3"])?)?;
     wait_for_status(&d, "b3", "PAUSED")?;
     ok(b(&["tasks", "resume", "b3"])?)?;
-    if shim == Shim::Debian {
-        let metrics = ok(b(&["tasks", "metrics", "b3"])?)?;
-        assert!(metrics.contains("io.containerd.cgroups"), "{metrics}");
-    }
+    let metrics = ok(b(&["tasks", "metrics", "b3"])?)?;
+    assert!(metrics.contains("io.containerd.cgroups"), "{metrics}");
     assert!(ok(b(&["tasks", "ps", "b3"])?)?.lines().count() >= 2);
     ok(b(&["containers", "label", "b3", "team=db"])?)?;
     let info = ok(b(&["containers", "info", "b3"])?)?;

@@ -36,6 +36,8 @@ pub mod proto {
 
 pub use errdefs::Category;
 pub use proto::containerd;
+/// containerd's cgroup statistics (`io.containerd.cgroups.v1`).
+pub use proto::io::containerd::cgroups;
 
 /// The encoded `FileDescriptorSet` of every berth `.proto` file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -259,10 +259,23 @@ async fn serve_async(args: &Args) -> Result<(), String> {
 }
 
 /// The `Stats` answer: cgroup metrics of the container's init process.
-fn stats(_pid: u32) -> ttrpc::Result<prost_types::Any> {
-    Err(RpcError::new(
-        Category::NotImplemented,
-        "task metrics are not collected by berth's shim yet",
-    )
-    .into())
+fn stats(pid: u32) -> ttrpc::Result<prost_types::Any> {
+    if pid == 0 {
+        return Err(RpcError::new(Category::FailedPrecondition, "the task has no process").into());
+    }
+    let metrics = crate::cgroups::v1_metrics(pid).map_err(|e| {
+        let category = if e.kind() == std::io::ErrorKind::NotFound {
+            Category::NotFound
+        } else {
+            Category::Unknown
+        };
+        ttrpc::Error::from(RpcError::new(
+            category,
+            format!("task metrics of pid {pid}: {e}"),
+        ))
+    })?;
+    Ok(prost_types::Any {
+        type_url: crate::cgroups::V1_METRICS_TYPE.to_string(),
+        value: metrics.encode_to_vec(),
+    })
 }
