@@ -5,10 +5,9 @@
 use anyhow::Result;
 use berth_tests::{Daemon, in_mount_namespace, mount_script, ok, testimages};
 
+/// berthd on defaults: containers run through berth's own shim.
 fn daemon() -> Result<Daemon> {
-    Daemon::start_with_config(Some(
-        "version = 2\n[plugins.\"io.containerd.runtime.v2.task\".shims]\n\"io.containerd.runc.v2\" = \"/usr/bin/containerd-shim-runc-v2\"\n",
-    ))
+    Daemon::start()
 }
 
 fn import(d: &Daemon, layout: &testimages::Layout, file: &str) -> Result<String> {
@@ -191,5 +190,58 @@ fn export_then_import_into_another_namespace() -> Result<()> {
         "round-trip",
     ])?)?;
     assert_eq!(hello, "round-trip\n");
+    Ok(())
+}
+
+/// `ctr snapshot diff` computes a layer (Diff.Diff) from an active
+/// snapshot's changes: the new file is in it, a deleted one is a whiteout,
+/// unchanged image files are not.
+#[test]
+fn snapshot_diff_computes_a_layer_of_the_changes() -> Result<()> {
+    let d = daemon()?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    import(&d, &layout, "busybox.tar")?;
+    let snapshots = ok(d.ctr(&["snapshot", "ls"])?)?;
+    let top = snapshots
+        .lines()
+        .skip(1)
+        .find_map(|l| l.split_whitespace().next().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("no snapshot:\n{snapshots}"))?;
+    ok(d.ctr(&["snapshot", "prepare", "work", &top])?)?;
+    let target = d.scratch("work");
+    let lines = ok(d.ctr(&["snapshot", "mounts", &target.display().to_string(), "work"])?)?;
+    in_mount_namespace(&mount_script(
+        &lines,
+        &target,
+        &format!(
+            "mkdir -p {0}/app && echo built > {0}/app/out && rm {0}/bin/ls",
+            target.display()
+        ),
+    ))?;
+    let out = d.ctr(&["snapshot", "diff", "--keep", "work"])?;
+    assert!(out.status.success(), "{out:?}");
+    let listing = std::process::Command::new("tar")
+        .args(["-tzvf", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut tar| {
+            use std::io::Write;
+            tar.stdin.take().map(|mut i| i.write_all(&out.stdout));
+            tar.wait_with_output()
+        })?;
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(listing.contains("app/out"), "{listing}");
+    assert!(listing.contains("bin/.wh.ls"), "{listing}");
+    assert!(
+        !listing.contains("bin/busybox"),
+        "unchanged files stay out: {listing}"
+    );
+    // The layer is in the namespace's content, labelled with its diffID.
+    let content = ok(d.ctr(&["content", "ls"])?)?;
+    assert!(
+        content.contains("containerd.io/uncompressed=sha256:"),
+        "{content}"
+    );
     Ok(())
 }

@@ -111,7 +111,7 @@ pub fn registrations() -> Vec<Registration> {
         Registration {
             plugin_type: types::GRPC,
             id: Cow::Borrowed("diff"),
-            requires: &[types::CONTENT],
+            requires: &[types::CONTENT, types::METADATA],
             init: diff_service,
         },
         Registration {
@@ -339,9 +339,10 @@ fn tasks_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 
 fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
+    let db = ctx.get::<Db>(types::METADATA)?;
     let tmp = services::diff::tmp_mounts(&ctx.config.state);
     Ok(Arc::new(GrpcService::new(DiffServer::new(
-        services::diff::DiffService::new(store, tmp),
+        services::diff::DiffService::new(store, (*db).clone(), tmp),
     ))))
 }
 

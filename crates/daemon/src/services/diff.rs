@@ -18,21 +18,26 @@ use tonic::{Request, Response, Status};
 
 /// Media type of an uncompressed OCI layer (what `Apply` reports).
 const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Media type of a gzip-compressed OCI layer (what `Diff` makes by default).
+const LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Serves the diff API.
 #[derive(Debug)]
 pub struct DiffService {
     store: Arc<LocalStore>,
+    db: berth_metadata::Db,
     /// Where mounts that cannot be applied to directly are mounted.
     tmp_mounts: PathBuf,
     next: AtomicU64,
 }
 
 impl DiffService {
-    /// A service reading layers from `store`, mounting under `tmp_mounts`.
-    pub fn new(store: Arc<LocalStore>, tmp_mounts: PathBuf) -> DiffService {
+    /// A service reading layers from `store` (recording computed ones in
+    /// `db`), mounting under `tmp_mounts`.
+    pub fn new(store: Arc<LocalStore>, db: berth_metadata::Db, tmp_mounts: PathBuf) -> DiffService {
         DiffService {
             store,
+            db,
             tmp_mounts,
             next: AtomicU64::new(0),
         }
@@ -144,11 +149,111 @@ impl Diff for DiffService {
 
     async fn diff(
         &self,
-        _r: Request<pb::DiffRequest>,
+        r: Request<pb::DiffRequest>,
     ) -> Result<Response<pb::DiffResponse>, Status> {
-        Err(Status::unimplemented(
-            "computing a diff between two mounts is not implemented yet",
-        ))
+        let ns = super::namespace_of(&r)?;
+        let lease = super::content::lease_of(&r);
+        let r = r.into_inner();
+        let media_type = if r.media_type.is_empty() {
+            LAYER_TAR_GZIP.to_string()
+        } else {
+            r.media_type.clone()
+        };
+        let gzip = match compression_of(&media_type)? {
+            Compression::Gzip => true,
+            Compression::None => false,
+        };
+        if r.left.is_empty() || r.right.is_empty() {
+            return Err(Status::invalid_argument(
+                "diff needs the mounts of both sides (left: the parent, right: the changed snapshot)",
+            ));
+        }
+        let scratch = self.tmp_mounts.join(format!(
+            "diff-{}",
+            self.next.fetch_add(1, Ordering::Relaxed)
+        ));
+        let ref_ = if r.r#ref.is_empty() {
+            format!("diff-{}", uuid::Uuid::new_v4().simple())
+        } else {
+            r.r#ref.clone()
+        };
+        let store = self.store.clone();
+        let mut labels: std::collections::BTreeMap<String, String> = r.labels.into_iter().collect();
+        let (left, right) = (r.left, r.right);
+        let (digest, size, labels) = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let read_only = |mounts: Vec<Mount>| -> Vec<berth_snapshots::Mount> {
+                mounts
+                    .into_iter()
+                    .map(berth_snapshots::proxy::mount_from_proto)
+                    .map(|mut m| {
+                        m.options.retain(|o| o != "rw");
+                        if !m.options.iter().any(|o| o == "ro") {
+                            m.options.push("ro".into());
+                        }
+                        m
+                    })
+                    .collect()
+            };
+            let (l, rt) = (scratch.join("left"), scratch.join("right"));
+            for d in [&l, &rt] {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| Status::internal(format!("{}: {e}", d.display())))?;
+            }
+            let mount = |m: Vec<berth_snapshots::Mount>, at: &Path| {
+                MountGuard::mount(&m, at)
+                    .map_err(|e| Status::failed_precondition(format!("mounting a diff side: {e}")))
+            };
+            let left_guard = mount(read_only(left), &l)?;
+            let right_guard = mount(read_only(right), &rt)?;
+            let mut writer = store
+                .open_writer(&ref_, None, None)
+                .map_err(|e| Status::unavailable(format!("content ingest {ref_:?}: {e}")))?;
+            let compression = if gzip {
+                Compression::Gzip
+            } else {
+                Compression::None
+            };
+            let written = berth_images::archive::write_layer(
+                left_guard.target(),
+                right_guard.target(),
+                &mut writer as &mut dyn berth_content::Writer,
+                compression,
+            );
+            let _ = right_guard.unmount();
+            let _ = left_guard.unmount();
+            let _ = std::fs::remove_dir_all(&scratch);
+            let stats = written.map_err(|e| Status::internal(e.to_string()))?;
+            labels.insert("containerd.io/uncompressed".into(), stats.diff_id.clone());
+            let digest = berth_content::Writer::digest(&writer);
+            let size = berth_content::Writer::status(&writer)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .offset;
+            match Box::new(writer).commit(size, Some(&digest), labels.clone()) {
+                Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(Status::internal(format!("committing the diff: {e}"))),
+            }
+            Ok((digest, size, labels))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("diff task failed: {e}")))??;
+        let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+        let (db, d) = (self.db.clone(), digest.to_string());
+        super::with_db(&self.db, move |_| {
+            match db.content().add(&ns, &d, size_i, labels, lease.as_deref()) {
+                Ok(_) | Err(berth_metadata::Error::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        tracing::debug!(digest = %digest, size, "computed diff");
+        Ok(Response::new(pb::DiffResponse {
+            diff: Some(Descriptor {
+                media_type,
+                digest: digest.to_string(),
+                size: size_i,
+                annotations: Default::default(),
+            }),
+        }))
     }
 }
 
