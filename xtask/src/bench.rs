@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Result, cargo, run, workspace_root};
+use crate::{Result, workspace_root};
 
 /// Runs of each measurement per daemon.
 const RUNS: usize = 10;
@@ -385,7 +385,7 @@ fn reset_image(d: &Daemon, name: &str, content: bool) {
             .map(|p| p.join("root/io.containerd.content.v1.content/blobs/sha256"))
             .unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::read_dir(&blobs).map_or(false, |mut r| r.next().is_some())
+        while std::fs::read_dir(&blobs).is_ok_and(|mut r| r.next().is_some())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
@@ -454,7 +454,7 @@ fn scenario_images(berth: &Daemon, containerd: &Daemon, dir: &Path, which: &str)
 /// Entry point of `cargo xtask bench`.
 pub(crate) fn bench(scenarios: &[String]) -> Result<()> {
     crate::deps()?;
-    run(cargo().args(["build", "--release", "--bins"]))?;
+    crate::build_release()?;
     let bin = workspace_root().join("target/release");
     let dir = tempfile_dir()?;
     let rootfs = dir.join("rootfs");
