@@ -80,25 +80,28 @@ pub async fn run_with(
         address: config.grpc.address.clone(),
     };
 
+    // The HTTP endpoints are up before the gRPC socket exists: whoever
+    // waits for the socket finds them serving.
+    let endpoints = start_endpoints(&config, &sources).await?;
+
     let grpc_path = config.grpc.address.clone();
     let ttrpc_path = ttrpc_address(&grpc_path);
-    let grpc_listener = crate::socket::listen(&grpc_path, config.grpc.uid, config.grpc.gid)?;
+    let grpc_listener = match crate::socket::listen(&grpc_path, config.grpc.uid, config.grpc.gid) {
+        Ok(l) => l,
+        Err(e) => {
+            stop_endpoints(endpoints);
+            return Err(e.into());
+        }
+    };
     let ttrpc_listener =
         match crate::socket::listen(&ttrpc_path, config.ttrpc.uid, config.ttrpc.gid) {
             Ok(l) => l,
             Err(e) => {
+                stop_endpoints(endpoints);
                 let _ = std::fs::remove_file(&grpc_path);
                 return Err(e.into());
             }
         };
-
-    let endpoints = match start_endpoints(&config, &sources).await {
-        Ok(e) => e,
-        Err(e) => {
-            remove_sockets(&grpc_path, &ttrpc_path);
-            return Err(e);
-        }
-    };
 
     let mut ttrpc_server = ttrpc::asynchronous::Server::new()
         .add_listener(ttrpc_listener.into())
