@@ -1,6 +1,12 @@
 //! Generates the containerd-compatible bindings from `proto/` with one prost
 //! configuration: message types are generated once, gRPC services get tonic
 //! code and the shim-facing packages get ttrpc code.
+//!
+//! Every `.proto` under `proto/` is compiled: containerd's API under
+//! `proto/containerd/` and the statistics messages of containerd/cgroups
+//! under `proto/io/containerd/cgroups/{v1,v2}/` (packages
+//! `io.containerd.cgroups.v1` and `.v2`, messages only), which a shim's
+//! `Stats` answer carries in an `Any`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +16,13 @@ use prost_build::{Service, ServiceGenerator};
 
 /// Packages whose services are spoken over ttrpc (shims), not gRPC.
 const TTRPC_PACKAGES: &[&str] = &["containerd.task.v2", "containerd.services.events.ttrpc.v1"];
+
+/// The cgroup statistics messages shims put in their `Stats` answers; they
+/// must be compiled with the API (a missing one is a packaging mistake).
+const CGROUP_PROTOS: &[&str] = &[
+    "io/containerd/cgroups/v1/metrics.proto",
+    "io/containerd/cgroups/v2/metrics.proto",
+];
 
 /// Wraps tonic's generator: skips the ttrpc-only packages and gates the
 /// output behind the `grpc` feature so a build without tonic never names it.
@@ -110,6 +123,14 @@ fn main() {
     protos(&root, &mut files);
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
+    }
+    for p in CGROUP_PROTOS {
+        assert!(
+            files.contains(&root.join(p)),
+            "{} missing under {}",
+            p,
+            root.display()
+        );
     }
 
     let grpc_dir = out_dir.join("grpc");

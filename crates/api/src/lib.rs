@@ -13,6 +13,9 @@
 //! - [`errdefs`]: containerd's error categories and their gRPC / ttrpc codes.
 //! - [`client`]: a small typed gRPC client over a UNIX socket with the
 //!   namespace carried in the `containerd-namespace` header.
+//! - [`cgroups`]: containerd/cgroups' statistics messages
+//!   (`io.containerd.cgroups.v1.Metrics` and `io.containerd.cgroups.v2.Metrics`),
+//!   the payload of a shim's `Stats` answer and of `tasks metrics`.
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptor set of the whole API.
 
 pub mod errdefs;
@@ -36,8 +39,12 @@ pub mod proto {
 
 pub use errdefs::Category;
 pub use proto::containerd;
-/// containerd's cgroup statistics (`io.containerd.cgroups.v1`).
 pub use proto::io::containerd::cgroups;
+
+/// Type URL of cgroup v1 statistics in a `Stats` answer's `Any`.
+pub const CGROUPS_V1_METRICS_URL: &str = "io.containerd.cgroups.v1.Metrics";
+/// Type URL of cgroup v2 statistics in a `Stats` answer's `Any`.
+pub const CGROUPS_V2_METRICS_URL: &str = "io.containerd.cgroups.v2.Metrics";
 
 /// The encoded `FileDescriptorSet` of every berth `.proto` file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

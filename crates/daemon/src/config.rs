@@ -12,6 +12,11 @@
 //! [proxy_plugins.mysnap]
 //! type = "snapshot"
 //! address = "/run/mysnap.sock"
+//! [metrics]
+//! address = "127.0.0.1:1338"   # GET /v1/metrics (Prometheus); empty: off
+//! grpc_histogram = false       # gRPC latency histogram
+//! [debug]
+//! address = "127.0.0.1:1339"   # GET /debug/state (JSON); or a UNIX socket path; empty: off
 //! ```
 //!
 //! With no file, berthd runs on [`Config::default`]. Sections berthd does not
@@ -145,7 +150,8 @@ pub struct TtrpcConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default)]
 pub struct DebugConfig {
-    /// Debug socket address (empty: off).
+    /// Address of the debug endpoint (`GET /debug/state`, the daemon's state
+    /// as JSON): `host:port`, or an absolute UNIX socket path (empty: off).
     pub address: String,
     /// Log level (`trace`, `debug`, `info`, `warn`, `error`).
     pub level: String,
@@ -161,9 +167,11 @@ pub struct DebugConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default)]
 pub struct MetricsConfig {
-    /// TCP address of the Prometheus endpoint (empty: off).
+    /// TCP address (`host:port`) of the Prometheus endpoint `GET /v1/metrics`
+    /// (empty: off).
     pub address: String,
-    /// Whether gRPC histograms are collected.
+    /// Whether the gRPC latency histogram (`grpc_server_handling_seconds`)
+    /// is collected.
     pub grpc_histogram: bool,
 }
 
@@ -272,6 +280,27 @@ impl Config {
                 message: format!(
                     "unsupported config version {} (berth reads versions 1 to 3; use version = 2)",
                     config.version
+                ),
+            });
+        }
+        let metrics = config.metrics.address.trim();
+        if !metrics.is_empty() && metrics.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "metrics.address {metrics:?} is not host:port (e.g. \"127.0.0.1:1338\")"
+                ),
+            });
+        }
+        let debug = config.debug.address.trim();
+        if !debug.is_empty()
+            && !debug.starts_with('/')
+            && debug.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "debug.address {debug:?} is neither host:port nor an absolute socket path"
                 ),
             });
         }
@@ -385,6 +414,29 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs"]
             Config::parse("version = 2\n\n[grpc]\naddress = 5\n", Path::new("c.toml")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_and_debug_addresses() {
+        let c = Config::parse(
+            "[metrics]\naddress = \"127.0.0.1:1338\"\ngrpc_histogram = true\n[debug]\naddress = \"/run/berth/debug.sock\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.metrics.address, "127.0.0.1:1338");
+        assert!(c.metrics.grpc_histogram);
+        assert_eq!(c.debug.address, "/run/berth/debug.sock");
+        assert!(
+            Config::default().metrics.address.is_empty(),
+            "off by default"
+        );
+        assert!(Config::default().debug.address.is_empty(), "off by default");
+        let err =
+            Config::parse("[metrics]\naddress = \"localhost\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("metrics.address"), "{err}");
+        let err =
+            Config::parse("[debug]\naddress = \"debug.sock\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("debug.address"), "{err}");
     }
 
     #[test]

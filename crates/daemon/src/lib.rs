@@ -4,7 +4,9 @@
 //! plugins the config enables in dependency order ([`plugins`]), serves every
 //! gRPC service plugin on a UNIX socket (wire-compatible with containerd's
 //! v1 API) and the ttrpc services (event forwarding from shims) on
-//! `<address>.ttrpc`, until SIGINT or SIGTERM.
+//! `<address>.ttrpc`, until SIGINT or SIGTERM. With `[metrics] address`
+//! and `[debug] address` set it also serves Prometheus metrics and a JSON
+//! state dump over HTTP ([`http`], [`metrics`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), berth_daemon::Error> {
@@ -24,6 +26,8 @@
 
 pub mod config;
 mod error;
+pub mod http;
+pub mod metrics;
 pub mod plugins;
 mod server;
 pub mod services;

@@ -46,6 +46,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     for dir in [&config.root, &config.state] {
         make_private_dir(dir)?;
     }
@@ -69,13 +70,34 @@ pub async fn run_with(
         }
     }
 
+    let metrics = find::<crate::metrics::Metrics>(&plugins, types::INTERNAL);
+    let sources = crate::http::Sources {
+        metrics: metrics.clone(),
+        shims: find::<berth_runtime::manager::ShimManager>(&plugins, types::RUNTIME),
+        content: find::<berth_content::local::LocalStore>(&plugins, types::CONTENT),
+        plugins: std::sync::Arc::new(plugins),
+        started: started_at,
+        address: config.grpc.address.clone(),
+    };
+
+    // The HTTP endpoints are up before the gRPC socket exists: whoever
+    // waits for the socket finds them serving.
+    let endpoints = start_endpoints(&config, &sources).await?;
+
     let grpc_path = config.grpc.address.clone();
     let ttrpc_path = ttrpc_address(&grpc_path);
-    let grpc_listener = crate::socket::listen(&grpc_path, config.grpc.uid, config.grpc.gid)?;
+    let grpc_listener = match crate::socket::listen(&grpc_path, config.grpc.uid, config.grpc.gid) {
+        Ok(l) => l,
+        Err(e) => {
+            stop_endpoints(endpoints);
+            return Err(e.into());
+        }
+    };
     let ttrpc_listener =
         match crate::socket::listen(&ttrpc_path, config.ttrpc.uid, config.ttrpc.gid) {
             Ok(l) => l,
             Err(e) => {
+                stop_endpoints(endpoints);
                 let _ = std::fs::remove_file(&grpc_path);
                 return Err(e.into());
             }
@@ -85,6 +107,7 @@ pub async fn run_with(
         .add_listener(ttrpc_listener.into())
         .register_service(ttrpc_methods);
     if let Err(e) = ttrpc_server.start().await {
+        stop_endpoints(endpoints);
         remove_sockets(&grpc_path, &ttrpc_path);
         return Err(Error::Serve {
             server: "ttrpc",
@@ -102,7 +125,9 @@ pub async fn run_with(
     // Graceful shutdown waits for open calls; long-lived ones (an `events`
     // subscription) would hold it forever, so they get a short grace period.
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let layer = crate::metrics::grpc::MetricsLayer::new(metrics.map(|m| m.grpc.clone()));
     let grpc = tonic::transport::Server::builder()
+        .layer(layer)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(UnixListenerStream::new(grpc_listener), async move {
             shutdown.await;
@@ -126,11 +151,87 @@ pub async fn run_with(
         }
     };
     tracing::info!("shutting down");
+    stop_endpoints(endpoints);
     if let Err(e) = ttrpc_server.shutdown().await {
         tracing::warn!(error = %e, "ttrpc server shutdown");
     }
     remove_sockets(&grpc_path, &ttrpc_path);
     result
+}
+
+/// The instance of the first loaded plugin of `plugin_type` that is a `T`.
+fn find<T: std::any::Any + Send + Sync>(
+    plugins: &[plugins::Plugin],
+    plugin_type: &str,
+) -> Option<std::sync::Arc<T>> {
+    plugins
+        .iter()
+        .filter(|p| p.plugin_type == plugin_type)
+        .find_map(|p| p.instance.as_ref().ok()?.clone().downcast::<T>().ok())
+}
+
+/// A running HTTP endpoint: its task and, for a UNIX socket, its path.
+type Endpoint = (tokio::task::JoinHandle<()>, Option<std::path::PathBuf>);
+
+/// Starts the `[metrics]` and `[debug]` HTTP endpoints that are configured
+/// (one listener when both name the same address).
+async fn start_endpoints(config: &Config, sources: &crate::http::Sources) -> Result<Vec<Endpoint>> {
+    use crate::http::{Listener, Routes};
+    let metrics = config.metrics.address.trim();
+    let debug = config.debug.address.trim();
+    let mut wanted: Vec<(&'static str, &str, Routes)> = Vec::new();
+    if !metrics.is_empty() {
+        wanted.push((
+            "metrics",
+            metrics,
+            Routes {
+                metrics: true,
+                debug: metrics == debug,
+            },
+        ));
+    }
+    if !debug.is_empty() && debug != metrics {
+        wanted.push((
+            "debug",
+            debug,
+            Routes {
+                metrics: false,
+                debug: true,
+            },
+        ));
+    }
+    let mut started = Vec::new();
+    for (what, address, routes) in wanted {
+        let listener = match Listener::bind(what, address).await {
+            Ok(l) => l,
+            Err(e) => {
+                stop_endpoints(started);
+                return Err(Error::Serve {
+                    server: "http",
+                    message: e.to_string(),
+                });
+            }
+        };
+        tracing::info!(endpoint = what, address = %listener.describe(), "serving http endpoint");
+        let socket = match &listener {
+            Listener::Unix(_, p) => Some(p.clone()),
+            Listener::Tcp(_) => None,
+        };
+        started.push((
+            crate::http::spawn(listener, routes, sources.clone()),
+            socket,
+        ));
+    }
+    Ok(started)
+}
+
+fn stop_endpoints(endpoints: Vec<Endpoint>) {
+    for (task, socket) in endpoints {
+        task.abort();
+        if let Some(p) = socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// The ttrpc socket path for gRPC socket `address`, as containerd names it.

@@ -402,3 +402,85 @@ async fn containers_and_images_through_grpc_and_ctr() {
     assert_eq!(image.labels.get("k").map(String::as_str), Some("v"));
     served.shutdown().await;
 }
+
+/// `GET path` on 127.0.0.1:`port`: the status line and the body.
+async fn http_get(port: u16, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_debug_endpoints_in_process() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        root: dir.path().join("root"),
+        state: dir.path().join("state"),
+        ..Default::default()
+    };
+    config.grpc.address = dir.path().join("state/d.sock");
+    // One address for both endpoints.
+    config.metrics.address = format!("127.0.0.1:{port}");
+    config.debug.address = config.metrics.address.clone();
+    let address = config.grpc.address.clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(berth_daemon::run_until(config, async {
+        let _ = rx.await;
+    }));
+    for _ in 0..2000 {
+        if tokio::net::UnixStream::connect(&address).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let client = Client::connect(&address).await.unwrap();
+    let mut version =
+        berth_api::containerd::services::version::v1::version_client::VersionClient::new(
+            client.channel(),
+        );
+    version.version(()).await.unwrap();
+
+    let (status, body) = http_get(port, "/v1/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains(
+            "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"containerd.services.version.v1.Version\",grpc_method=\"Version\",grpc_code=\"OK\"} 1"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("berth_shims 0"), "{body}");
+    assert!(body.ends_with("# EOF\n"));
+    let (status, body) = http_get(port, "/debug/state").await;
+    assert!(status.contains("200"), "{status}");
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(state["plugins"].as_array().unwrap().len() > 5);
+    assert_eq!(state["tasks"].as_array().map(Vec::len), Some(0));
+    let (status, _) = http_get(port, "/nope").await;
+    assert!(status.contains("404"), "{status}");
+
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("daemon stops")
+        .unwrap()
+        .unwrap();
+    // The endpoint is gone with the daemon.
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
+}

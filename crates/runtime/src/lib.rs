@@ -1,9 +1,10 @@
 //! Running containers: OCI runtime specs, the shim manager and berth's shim.
 //!
-//! - [`cgroups`]: cgroup v1 statistics of a container, for task metrics.
 //! - [`spec`]: containerd's default Linux spec and composable options.
 //! - [`manager`]: starting, connecting to and reconnecting to shims.
 //! - [`shim`]: berth's shim `containerd-shim-berth-v2` (runc, shim v2 ttrpc).
+//! - [`cgroups`]: a container's cgroup (v1 or v2) read into containerd's
+//!   cgroup statistics messages, for a shim's `Stats` answer.
 
 pub mod cgroups;
 pub mod manager;

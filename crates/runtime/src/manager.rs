@@ -263,6 +263,7 @@ impl ShimManager {
 
     /// Creates the bundle (config.json = `spec`, empty `rootfs`) and starts
     /// a shim for it; returns the connected shim.
+    #[tracing::instrument(name = "shim.start", skip(self, spec, runtime_path))]
     pub async fn start(
         &self,
         namespace: &str,

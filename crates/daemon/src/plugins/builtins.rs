@@ -37,6 +37,12 @@ const MAX_MESSAGE: usize = 16 << 20;
 pub fn registrations() -> Vec<Registration> {
     vec![
         Registration {
+            plugin_type: types::INTERNAL,
+            id: Cow::Borrowed("metrics"),
+            requires: &[],
+            init: metrics_registry,
+        },
+        Registration {
             plugin_type: types::EVENT,
             id: Cow::Borrowed("exchange"),
             requires: &[],
@@ -57,13 +63,19 @@ pub fn registrations() -> Vec<Registration> {
         Registration {
             plugin_type: types::GC,
             id: Cow::Borrowed("scheduler"),
-            requires: &[types::METADATA, types::CONTENT],
+            requires: &[types::METADATA, types::CONTENT, types::INTERNAL],
             init: gc_scheduler,
         },
         Registration {
             plugin_type: types::GRPC,
             id: Cow::Borrowed("content"),
-            requires: &[types::CONTENT, types::METADATA, types::EVENT, types::GC],
+            requires: &[
+                types::CONTENT,
+                types::METADATA,
+                types::EVENT,
+                types::GC,
+                types::INTERNAL,
+            ],
             init: content_service,
         },
         Registration {
@@ -135,6 +147,7 @@ pub fn registrations() -> Vec<Registration> {
                 types::SERVICE,
                 types::EVENT,
                 types::STREAMING,
+                types::INTERNAL,
             ],
             init: transfer_service,
         },
@@ -363,16 +376,18 @@ fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
     let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     let streams = ctx.get::<crate::transfer::Streams>(types::STREAMING)?;
-    Ok(Arc::new(GrpcService::new(TransferServer::new(
-        crate::transfer::TransferService::new(
-            store,
-            (*db).clone(),
-            layer,
-            exchange,
-            &ctx.config.state,
-            (*streams).clone(),
-        ),
-    ))))
+    let mut service = crate::transfer::TransferService::new(
+        store,
+        (*db).clone(),
+        layer,
+        exchange,
+        &ctx.config.state,
+        (*streams).clone(),
+    );
+    if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
+        service = service.with_pull_bytes(m.pull_bytes.clone());
+    }
+    Ok(Arc::new(GrpcService::new(TransferServer::new(service))))
 }
 
 fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
@@ -401,6 +416,15 @@ fn snapshots_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError>
     ))))
 }
 
+/// The daemon's metrics registry, which services record into and the
+/// `[metrics]` endpoint encodes.
+fn metrics_registry(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let histogram = ctx.config.metrics.grpc_histogram;
+    ctx.exports
+        .insert("grpc_histogram".to_string(), histogram.to_string());
+    Ok(Arc::new(crate::metrics::Metrics::new(histogram)))
+}
+
 fn exchange(_: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     Ok(Arc::new(Exchange::new()))
 }
@@ -416,6 +440,9 @@ fn gc_scheduler(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let collector = services::gc::Collector::new((*db).clone(), store);
+    if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
+        collector.set_metrics(m);
+    }
     collector.start();
     Ok(Arc::new(collector))
 }
@@ -425,15 +452,15 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let mut service =
+        services::content::ContentService::new(store, (*db).clone(), exchange, (*gc).clone());
+    if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
+        service = service.with_pull_bytes(m.pull_bytes.clone());
+    }
     Ok(Arc::new(GrpcService::new(
-        ContentServer::new(services::content::ContentService::new(
-            store,
-            (*db).clone(),
-            exchange,
-            (*gc).clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE),
+        ContentServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
     )))
 }
 

@@ -24,6 +24,7 @@ use berth_events::Exchange;
 use berth_metadata::Db;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::events::to_timestamp;
 use super::gc::Collector;
@@ -95,6 +96,7 @@ pub struct ContentService {
     db: Db,
     exchange: Arc<Exchange>,
     gc: Collector,
+    pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl ContentService {
@@ -111,7 +113,76 @@ impl ContentService {
             db,
             exchange,
             gc,
+            pull_bytes: None,
         }
+    }
+
+    /// Counts every byte written through ingests into `counter` (the
+    /// daemon's pull bytes).
+    pub fn with_pull_bytes(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> ContentService {
+        self.pull_bytes = Some(counter);
+        self
+    }
+}
+
+impl ContentService {
+    /// The Write call under `span`: opens the ingest, then runs it in a task.
+    async fn open_write(
+        &self,
+        request: Request<Streaming<WriteContentRequest>>,
+        span: tracing::Span,
+    ) -> Result<Response<BoxStream<WriteContentResponse>>, Status> {
+        let ns = super::namespace_of(&request)?;
+        span.record("namespace", ns.as_str());
+        let lease = lease_of(&request);
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.ok_or_else(|| {
+            Status::invalid_argument("write stream closed before its first message")
+        })?;
+        if first.r#ref.is_empty() {
+            return Err(Status::invalid_argument(
+                "first message must have a reference",
+            ));
+        }
+        span.record("ref", first.r#ref.as_str());
+        if !first.expected.is_empty() {
+            span.record("expected", first.expected.as_str());
+        }
+        let session = WriteSession {
+            ns,
+            lease,
+            reference: first.r#ref.clone(),
+            total: first.total,
+            expected: first.expected.clone(),
+            store: self.store.clone(),
+            db: self.db.clone(),
+            gc: self.gc.clone(),
+            pull_bytes: self.pull_bytes.clone(),
+        };
+        let writer = session.open().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<WriteContentResponse, Status>>(4);
+        // The ingest goes on after this call returns: under the same span.
+        let ingest = tracing::debug_span!(parent: &span, "content.ingest");
+        tokio::spawn(
+            async move {
+                match session.run(writer, first, &mut incoming, &tx).await {
+                    Ok(()) => tracing::debug!("ingest ended"),
+                    Err(status) => {
+                        if status.code() != tonic::Code::AlreadyExists {
+                            tracing::debug!(error = %status.message(), "content write failed");
+                        }
+                        let _ = tx.send(Err(status)).await;
+                    }
+                }
+            }
+            .instrument(ingest),
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -314,40 +385,17 @@ impl Content for ContentService {
         &self,
         request: Request<Streaming<WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
-        let ns = super::namespace_of(&request)?;
-        let lease = lease_of(&request);
-        let mut incoming = request.into_inner();
-        let first = incoming.message().await?.ok_or_else(|| {
-            Status::invalid_argument("write stream closed before its first message")
-        })?;
-        if first.r#ref.is_empty() {
-            return Err(Status::invalid_argument(
-                "first message must have a reference",
-            ));
-        }
-        let session = WriteSession {
-            ns,
-            lease,
-            reference: first.r#ref.clone(),
-            total: first.total,
-            expected: first.expected.clone(),
-            store: self.store.clone(),
-            db: self.db.clone(),
-            gc: self.gc.clone(),
-        };
-        let writer = session.open().await?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<WriteContentResponse, Status>>(4);
-        tokio::spawn(async move {
-            if let Err(status) = session.run(writer, first, &mut incoming, &tx).await {
-                if status.code() != tonic::Code::AlreadyExists {
-                    tracing::debug!(error = %status.message(), "content write failed");
-                }
-                let _ = tx.send(Err(status)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        // One span for the whole ingest: namespace, ref and digest let a
+        // pull's layers be followed through the log.
+        let span = tracing::info_span!(
+            "content.write",
+            namespace = tracing::field::Empty,
+            "ref" = tracing::field::Empty,
+            expected = tracing::field::Empty
+        );
+        self.open_write(request, span.clone())
+            .instrument(span)
+            .await
     }
 
     async fn abort(&self, request: Request<AbortRequest>) -> Result<Response<()>, Status> {
@@ -369,6 +417,7 @@ struct WriteSession {
     store: Arc<LocalStore>,
     db: Db,
     gc: Collector,
+    pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl WriteSession {
@@ -450,6 +499,9 @@ impl WriteSession {
             let db = self.db.clone();
             let exp = expected.clone();
             let gc = self.gc.clone();
+            if let Some(c) = &self.pull_bytes {
+                c.inc_by(req.data.len() as u64);
+            }
             let (w, msg) = blocking(move || {
                 let status = w.status().map_err(store_status)?;
                 let mut msg = WriteContentResponse {

@@ -50,6 +50,7 @@ struct Inner {
     wake: Notify,
     running: Mutex<()>,
     sweepers: std::sync::Mutex<Vec<Arc<dyn Sweeper>>>,
+    metrics: std::sync::OnceLock<crate::metrics::Handle>,
 }
 
 /// Handle to the collector; cheap to clone.
@@ -76,6 +77,7 @@ impl Collector {
                 files: std::sync::RwLock::new(()),
                 running: Mutex::new(()),
                 sweepers: std::sync::Mutex::new(Vec::new()),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -112,6 +114,11 @@ impl Collector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(sweeper);
+    }
+
+    /// Records every collection's run and duration into `metrics` (set once).
+    pub fn set_metrics(&self, metrics: crate::metrics::Handle) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// Asks for a collection soon (after a deletion).
@@ -189,6 +196,9 @@ impl Collector {
             total = ?collection.duration,
             "garbage collected"
         );
+        if let Some(m) = self.inner.metrics.get() {
+            m.observe_gc(collection.duration);
+        }
         Ok(collection)
     }
 }

@@ -96,6 +96,79 @@ fn with_runc_root(
     })
 }
 
+/// Timeout of the calls a scrape or a debug dump makes to each shim
+/// (containerd gives shim stats two seconds too).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The statistics of `s`'s task as its shim reports them (the shim v2
+/// `Stats` call; an `Any` of `io.containerd.cgroups.v1.Metrics` or `.v2`).
+pub async fn shim_stats(s: &Shim, timeout: Duration) -> Result<Option<prost_types::Any>, Status> {
+    let req = shim::StatsRequest { id: s.id.clone() };
+    let resp = s
+        .client
+        .stats(context_for(&s.namespace, Some(timeout)), &req)
+        .await
+        .map_err(shim_status)?;
+    Ok(resp.stats)
+}
+
+/// What a scrape or a debug dump learns about one task from its shim.
+#[derive(Debug, Clone)]
+pub struct TaskProbe {
+    /// The task's namespace.
+    pub namespace: String,
+    /// The task (container) id.
+    pub id: String,
+    /// Its init process id (0 if unknown).
+    pub pid: u32,
+    /// Its status as containerd names it (`RUNNING`, `STOPPED`, ...).
+    pub status: String,
+    /// Its statistics, when asked for and the task is running or paused.
+    pub stats: Option<prost_types::Any>,
+    /// Why the shim could not answer, if it could not.
+    pub error: Option<String>,
+}
+
+/// Asks `s` for its task's state and, if `with_stats` and the task is live,
+/// its statistics; every call is bounded by [`PROBE_TIMEOUT`].
+#[tracing::instrument(level = "debug", skip_all, fields(namespace = %s.namespace, id = %s.id))]
+pub async fn probe(s: &Shim, with_stats: bool) -> TaskProbe {
+    use berth_api::containerd::v1::types::Status as TaskStatus;
+    let mut p = TaskProbe {
+        namespace: s.namespace.clone(),
+        id: s.id.clone(),
+        pid: 0,
+        status: TaskStatus::Unknown.as_str_name().to_string(),
+        stats: None,
+        error: None,
+    };
+    let req = shim::StateRequest {
+        id: s.id.clone(),
+        exec_id: String::new(),
+    };
+    let state = match s
+        .client
+        .state(context_for(&s.namespace, Some(PROBE_TIMEOUT)), &req)
+        .await
+    {
+        Ok(st) => st,
+        Err(e) => {
+            p.error = Some(format!("state: {e}"));
+            return p;
+        }
+    };
+    p.pid = state.pid;
+    let status = TaskStatus::try_from(state.status).unwrap_or(TaskStatus::Unknown);
+    p.status = status.as_str_name().to_string();
+    if with_stats && matches!(status, TaskStatus::Running | TaskStatus::Paused) {
+        match shim_stats(s, PROBE_TIMEOUT).await {
+            Ok(stats) => p.stats = stats,
+            Err(e) => p.error = Some(format!("stats: {}", e.message())),
+        }
+    }
+    p
+}
+
 fn process_of(id: &str, s: shim::StateResponse) -> Process {
     Process {
         container_id: id.to_string(),
@@ -152,11 +225,17 @@ async fn criu_usable() -> Result<(), String> {
 
 #[tonic::async_trait]
 impl Tasks for TasksService {
+    #[tracing::instrument(
+        name = "tasks.create",
+        skip_all,
+        fields(namespace = tracing::field::Empty, id = %r.get_ref().container_id, pid = tracing::field::Empty)
+    )]
     async fn create(
         &self,
         r: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::CreateTaskResponse>, Status> {
         let ns = namespace_of(&r)?;
+        tracing::Span::current().record("namespace", ns.as_str());
         let r = r.into_inner();
         let id = r.container_id.clone();
         let (ns2, id2) = (ns.clone(), id.clone());
@@ -196,22 +275,38 @@ impl Tasks for TasksService {
             options,
         };
         match s.client.create(ctx(&ns), &req).await {
-            Ok(resp) => Ok(Response::new(pb::CreateTaskResponse {
-                container_id: id,
-                pid: resp.pid,
-            })),
+            Ok(resp) => {
+                tracing::Span::current().record("pid", resp.pid);
+                tracing::debug!(shim = %s.address, "task created");
+                Ok(Response::new(pb::CreateTaskResponse {
+                    container_id: id,
+                    pid: resp.pid,
+                }))
+            }
             Err(e) => {
+                tracing::debug!(error = %e, "task creation failed; aborting its shim");
                 self.shims.abort(&ns, &id).await;
                 Err(shim_status(e))
             }
         }
     }
 
+    #[tracing::instrument(
+        name = "tasks.start",
+        skip_all,
+        fields(
+            namespace = tracing::field::Empty,
+            id = %r.get_ref().container_id,
+            exec_id = %r.get_ref().exec_id,
+            pid = tracing::field::Empty
+        )
+    )]
     async fn start(
         &self,
         r: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartResponse>, Status> {
         let ns = namespace_of(&r)?;
+        tracing::Span::current().record("namespace", ns.as_str());
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
         let req = shim::StartRequest {
@@ -219,6 +314,8 @@ impl Tasks for TasksService {
             exec_id: r.exec_id,
         };
         let resp = s.client.start(ctx(&ns), &req).await.map_err(shim_status)?;
+        tracing::Span::current().record("pid", resp.pid);
+        tracing::debug!("task started");
         Ok(Response::new(pb::StartResponse { pid: resp.pid }))
     }
 
@@ -438,12 +535,11 @@ impl Tasks for TasksService {
             if !filter.matches(&berth_filters::Fields::new().with("id", &s.id)) {
                 continue;
             }
-            let req = shim::StatsRequest { id: s.id.clone() };
-            match s.client.stats(ctx(&ns), &req).await {
-                Ok(resp) => metrics.push(Metric {
+            match shim_stats(&s, CALL_TIMEOUT).await {
+                Ok(stats) => metrics.push(Metric {
                     timestamp: Some(std::time::SystemTime::now().into()),
                     id: s.id.clone(),
-                    data: resp.stats,
+                    data: stats,
                 }),
                 Err(e) => tracing::warn!(id = %s.id, error = %e, "cannot get task metrics"),
             }

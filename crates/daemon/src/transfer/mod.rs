@@ -143,6 +143,7 @@ impl Streaming for StreamingService {
 pub struct TransferService {
     puller: Puller,
     streams: Streams,
+    pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl TransferService {
@@ -166,7 +167,17 @@ impl TransferService {
                     .join("tmpmounts"),
             },
             streams,
+            pull_bytes: None,
         }
+    }
+
+    /// Counts the bytes every pull downloads into `counter` (`berth_pull_bytes`).
+    pub fn with_pull_bytes(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> TransferService {
+        self.pull_bytes = Some(counter);
+        self
     }
 }
 
@@ -286,6 +297,9 @@ impl Transfer for TransferService {
                 };
                 let started = std::time::Instant::now();
                 let pulled = self.puller.pull(req, progress).await?;
+                if let Some(counter) = &self.pull_bytes {
+                    counter.inc_by(pulled.downloaded);
+                }
                 tracing::info!(
                     image = %pulled.image.name,
                     downloaded = pulled.downloaded,

@@ -171,6 +171,7 @@ struct Job {
 
 impl Puller {
     /// Pulls `req.reference` into `req.namespace`.
+    #[tracing::instrument(name = "pull", skip_all, fields(namespace = %req.namespace, reference = %req.reference))]
     pub(crate) async fn pull(
         &self,
         req: PullRequest,

@@ -263,19 +263,22 @@ fn stats(pid: u32) -> ttrpc::Result<prost_types::Any> {
     if pid == 0 {
         return Err(RpcError::new(Category::FailedPrecondition, "the task has no process").into());
     }
-    let metrics = crate::cgroups::v1_metrics(pid).map_err(|e| {
-        let category = if e.kind() == std::io::ErrorKind::NotFound {
-            Category::NotFound
-        } else {
-            Category::Unknown
-        };
-        ttrpc::Error::from(RpcError::new(
-            category,
-            format!("task metrics of pid {pid}: {e}"),
-        ))
-    })?;
-    Ok(prost_types::Any {
-        type_url: crate::cgroups::V1_METRICS_TYPE.to_string(),
-        value: metrics.encode_to_vec(),
-    })
+    let stats = crate::cgroups::Cgroup::for_pid(pid)
+        .and_then(|cgroup| cgroup.stats())
+        .map_err(|e| {
+            let category = match &e {
+                crate::cgroups::Error::NoCgroup { .. } => Category::NotFound,
+                crate::cgroups::Error::Read { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Category::NotFound
+                }
+                _ => Category::Unknown,
+            };
+            ttrpc::Error::from(RpcError::new(
+                category,
+                format!("task metrics of pid {pid}: {e}"),
+            ))
+        })?;
+    Ok(stats.to_any())
 }

@@ -1,0 +1,358 @@
+//! gRPC server metrics and request spans: a tower layer on the tonic server.
+//!
+//! Families, as containerd's go-grpc-prometheus names them:
+//! `grpc_server_started_total` and `grpc_server_handled_total` (labels
+//! `grpc_type`, `grpc_service`, `grpc_method`, and `grpc_code` for handled),
+//! and with `[metrics] grpc_histogram = true` the latency histogram
+//! `grpc_server_handling_seconds`. A call is handled when its response
+//! ends (trailers sent, or the stream dropped), so streaming calls count
+//! their whole life.
+//!
+//! Every call also runs inside a `grpc` tracing span with `service` and
+//! `method`, the parent of the service's own spans.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body::{Body, Frame};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tracing::Instrument;
+
+/// Labels of started calls and of the latency histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    grpc_type: String,
+    grpc_service: String,
+    grpc_method: String,
+}
+
+/// Labels of handled calls.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandledLabels {
+    grpc_type: String,
+    grpc_service: String,
+    grpc_method: String,
+    grpc_code: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(super::LATENCY_BUCKETS)
+}
+
+/// The latency histogram family.
+type LatencyFamily = Family<CallLabels, Histogram, fn() -> Histogram>;
+
+/// The gRPC server families.
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics {
+    started: Family<CallLabels, Counter>,
+    handled: Family<HandledLabels, Counter>,
+    handling: Option<LatencyFamily>,
+    /// `service/method` -> call type, from berth's descriptor set.
+    types: Arc<HashMap<String, &'static str>>,
+}
+
+impl GrpcMetrics {
+    /// Empty families; `histogram` turns on the latency histogram.
+    pub fn new(histogram: bool) -> GrpcMetrics {
+        GrpcMetrics {
+            started: Family::default(),
+            handled: Family::default(),
+            handling: histogram
+                .then(|| Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
+            types: Arc::new(call_types()),
+        }
+    }
+
+    /// Adds the families to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "grpc_server_started",
+            "Total number of RPCs started on the server",
+            self.started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure",
+            self.handled.clone(),
+        );
+        if let Some(h) = &self.handling {
+            registry.register_with_unit(
+                "grpc_server_handling",
+                "Histogram of response latency of gRPC that had been application-level handled by the server",
+                Unit::Seconds,
+                h.clone(),
+            );
+        }
+    }
+
+    fn labels(&self, path: &str) -> CallLabels {
+        let trimmed = path.trim_start_matches('/');
+        let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        CallLabels {
+            grpc_type: self
+                .types
+                .get(trimmed)
+                .copied()
+                .unwrap_or("unary")
+                .to_string(),
+            grpc_service: service.to_string(),
+            grpc_method: method.to_string(),
+        }
+    }
+
+    fn finish(&self, labels: &CallLabels, code: &str, started: Instant) {
+        self.handled
+            .get_or_create(&HandledLabels {
+                grpc_type: labels.grpc_type.clone(),
+                grpc_service: labels.grpc_service.clone(),
+                grpc_method: labels.grpc_method.clone(),
+                grpc_code: code.to_string(),
+            })
+            .inc();
+        if let Some(h) = &self.handling {
+            h.get_or_create(labels)
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// `service/method` -> `unary`, `client_stream`, `server_stream` or
+/// `bidi_stream`, for every method of berth's API.
+fn call_types() -> HashMap<String, &'static str> {
+    use prost::Message;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(berth_api::FILE_DESCRIPTOR_SET) else {
+        return HashMap::new();
+    };
+    let mut out = HashMap::new();
+    for file in &set.file {
+        for svc in &file.service {
+            for m in &svc.method {
+                let kind = match (m.client_streaming(), m.server_streaming()) {
+                    (false, false) => "unary",
+                    (true, false) => "client_stream",
+                    (false, true) => "server_stream",
+                    (true, true) => "bidi_stream",
+                };
+                out.insert(
+                    format!("{}.{}/{}", file.package(), svc.name(), m.name()),
+                    kind,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// containerd's (go-grpc) name of a gRPC status code number.
+pub fn code_name(code: &str) -> &'static str {
+    match code.trim() {
+        "0" => "OK",
+        "1" => "Canceled",
+        "2" => "Unknown",
+        "3" => "InvalidArgument",
+        "4" => "DeadlineExceeded",
+        "5" => "NotFound",
+        "6" => "AlreadyExists",
+        "7" => "PermissionDenied",
+        "8" => "ResourceExhausted",
+        "9" => "FailedPrecondition",
+        "10" => "Aborted",
+        "11" => "OutOfRange",
+        "12" => "Unimplemented",
+        "13" => "Internal",
+        "14" => "Unavailable",
+        "15" => "DataLoss",
+        "16" => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
+/// The layer: metrics (when a handle is given) and a span per call.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsLayer {
+    metrics: Option<GrpcMetrics>,
+}
+
+impl MetricsLayer {
+    /// Records into `metrics` if given; spans are always made.
+    pub fn new(metrics: Option<GrpcMetrics>) -> MetricsLayer {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> MetricsService<S> {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service the [`MetricsLayer`] wraps around the routes.
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Option<GrpcMetrics>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, RB> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Body + Unpin + Send + 'static,
+{
+    type Response = http::Response<ObservedBody<RB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let trimmed = path.trim_start_matches('/');
+        let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        let span = tracing::info_span!("grpc", service = %service, method = %method);
+        let started = Instant::now();
+        let call = self.metrics.as_ref().map(|m| {
+            let labels = m.labels(&path);
+            m.started.get_or_create(&labels).inc();
+            (m.clone(), labels)
+        });
+        let fut = self.inner.call(req).instrument(span);
+        Box::pin(async move {
+            let resp = fut.await?;
+            // A status in the headers (trailers-only answer) is final.
+            let header_code = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(code_name);
+            let observer = call.map(|(metrics, labels)| Observer {
+                metrics,
+                labels,
+                started,
+                code: header_code,
+                done: false,
+            });
+            Ok(resp.map(|inner| ObservedBody { inner, observer }))
+        })
+    }
+}
+
+/// Records a call as handled once, when its response ends.
+#[derive(Debug)]
+struct Observer {
+    metrics: GrpcMetrics,
+    labels: CallLabels,
+    started: Instant,
+    code: Option<&'static str>,
+    done: bool,
+}
+
+impl Observer {
+    /// Records the call with `code`, else the code its headers carried,
+    /// else `otherwise`.
+    fn finish(&mut self, code: Option<&'static str>, otherwise: &'static str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let code = code.or(self.code).unwrap_or(otherwise);
+        self.metrics.finish(&self.labels, code, self.started);
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        // Dropped unfinished: a trailers-only answer (its code is in the
+        // headers), or a stream whose client went away.
+        self.finish(None, "Canceled");
+    }
+}
+
+/// A response body that tells its [`Observer`] when it ends.
+#[derive(Debug)]
+pub struct ObservedBody<B> {
+    inner: B,
+    observer: Option<Observer>,
+}
+
+impl<B: Body + Unpin> Body for ObservedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(obs) = this.observer.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        let code = trailers
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .map(code_name);
+                        obs.finish(code, "OK");
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => obs.finish(Some("Internal"), "Internal"),
+                Poll::Ready(None) => obs.finish(None, "OK"),
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_types_come_from_the_descriptors() {
+        let t = call_types();
+        assert_eq!(t["containerd.services.tasks.v1.Tasks/Start"], "unary");
+        assert_eq!(
+            t["containerd.services.events.v1.Events/Subscribe"],
+            "server_stream"
+        );
+        assert_eq!(
+            t["containerd.services.content.v1.Content/Write"],
+            "bidi_stream"
+        );
+    }
+
+    #[test]
+    fn code_names() {
+        assert_eq!(code_name("0"), "OK");
+        assert_eq!(code_name("5"), "NotFound");
+        assert_eq!(code_name("99"), "Unknown");
+    }
+}
