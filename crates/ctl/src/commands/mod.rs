@@ -1,5 +1,6 @@
 //! The command tree, one module per `ctr` command.
 
+mod bench_api;
 mod containers;
 mod content;
 mod events;
@@ -8,6 +9,7 @@ mod namespaces;
 mod plugins;
 mod run;
 mod snapshots;
+mod stress;
 pub(crate) mod tasks;
 mod version;
 
@@ -54,6 +56,11 @@ pub(crate) enum Command {
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
+    /// Run containers (or execs) in a loop and report throughput, like containerd-stress.
+    Stress(stress::Args),
+    /// Small-call API throughput, for `cargo xtask bench api`.
+    #[command(hide = true)]
+    BenchApi(bench_api::Args),
 }
 
 /// Runs the parsed command.
@@ -69,5 +76,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&cli.global, args).await,
         Command::Containers(args) => containers::run(&cli.global, args).await,
         Command::Tasks(args) => tasks::run(&cli.global, args).await,
+        Command::Stress(args) => stress::run(&cli.global, args).await,
+        Command::BenchApi(args) => bench_api::run(&cli.global, args).await,
     }
 }
