@@ -91,6 +91,11 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// PID of the registry process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The storage directory.
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -1,31 +1,83 @@
 //! `cargo xtask bench [SCENARIO...]`: berthd and Debian's containerd side
-//! by side, on temporary roots, driven by the same client (Debian's `ctr`),
-//! alternating runs. Prints medians, min–max and the ratio berth/containerd,
-//! and writes JSON under `target/bench/`.
+//! by side, on temporary roots, driven by the same clients (Debian's `ctr`,
+//! and this workspace's release `berthctl` for `stress` and `api`),
+//! alternating runs. Prints medians, min–max, which direction is better and
+//! the ratio berth/containerd, and writes JSON (one file per scenario) and a
+//! Markdown summary under `<target>/bench/`.
 //!
-//! Scenarios so far: `run` (`run --rm ... true` latency; 20 sequential
-//! `run -d`; daemon and shim RSS; both daemons run the same runc on the
-//! same busybox root filesystem, `--rootfs`), `pull` and `unpack` (the
-//! ~250 MB 6-layer test image through ctr's client-side pull and import).
+//! Scenarios (all of them when none is named):
+//! - `run`: `ctr run --rm ... true` latency; 20 sequential `run -d`;
+//!   daemon and shim RSS (both daemons run the same runc on the same
+//!   busybox root filesystem, `--rootfs`).
+//! - `pull`, `unpack`: the ~250 MB 6-layer test image through ctr's
+//!   client-side pull (from a local registry) and import.
+//! - `stress`: `berthctl stress` (containerd-stress's loop through the API)
+//!   at concurrency 2 and 8, and its exec variant at 2: containers/s.
+//! - `memory`: fresh daemons; RSS idle (one image imported), with 20 and
+//!   with 100 running `sleep` containers; RSS and PSS per shim.
+//! - `api`: Version, Containers.List (1000 records) and Content.Info calls/s
+//!   at concurrency 1 and 16 (`berthctl bench-api`, one connection per worker).
+//! - `limit`: this machine's floors, no daemon: bare `runc run` of a
+//!   bundle, plain HTTP download of the big image's blobs, sha256 and
+//!   gunzip of the same bytes.
+//!
+//! Everything started is registered in [`crate::cleanup`] and stopped by
+//! PID on exit, on error and on Ctrl-C.
 
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Result, workspace_root};
+use crate::{Result, cleanup, run, workspace_root};
 
-/// Runs of each measurement per daemon.
-const RUNS: usize = 10;
+/// Samples of each latency measurement per daemon in `run`.
+const RUNS: usize = 5;
+/// Rounds (per daemon) of the `run -d`, `pull`, `unpack`, `stress`, `api` and `memory` measurements.
+const ROUNDS: usize = 3;
+/// Samples of each `limit` measurement.
+const LIMIT_RUNS: usize = 5;
+/// Duration of one `berthctl stress` run.
+const STRESS_DURATION: &str = "5s";
+/// Duration of one `bench-api` run.
+const API_DURATION: &str = "3s";
+/// Container records listed by the `api` scenario's Containers.List.
+const API_CONTAINERS: usize = 1000;
+/// The busybox test image's name.
+const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
-/// One daemon under test.
+/// Cargo's target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// One daemon under test; stopped (with everything it started) when dropped.
 struct Daemon {
     name: &'static str,
-    child: Child,
+    pid: u32,
     address: PathBuf,
-    state: PathBuf,
+    bin: PathBuf,
+    /// The daemon's `--root`.
+    root: PathBuf,
 }
 
 impl Daemon {
+    fn is_berth(&self) -> bool {
+        self.name == "berthd"
+    }
+
+    /// Debian's `ctr` against this daemon.
     fn ctr(&self, args: &[&str]) -> Command {
         let mut c = Command::new("/usr/bin/ctr");
         c.arg("--address").arg(&self.address).args(args);
@@ -33,60 +85,68 @@ impl Daemon {
         c
     }
 
-    /// berthctl (release build) against this daemon.
+    /// This workspace's `berthctl` against this daemon.
     fn berthctl(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(workspace_root().join("target/release/berthctl"));
-        c.arg("--address").arg(&self.address).args(args);
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut c = Command::new(self.bin.join("berthctl"));
+        c.arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .env_remove("BERTH_NAMESPACE")
+            .env_remove("CONTAINERD_NAMESPACE");
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         c
     }
 
     fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
+        status_kib(self.pid, "VmRSS:")
     }
 
     /// PIDs of this daemon's shims (started with `-address <our socket>`).
     fn shims(&self) -> Vec<u32> {
-        let needle = self.address.display().to_string();
-        let mut out = Vec::new();
-        for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.first().is_some_and(|a| a.contains("containerd-shim")) && args.contains(&needle)
-            {
-                out.push(pid);
-            }
+        cleanup::shims_of(&self.address)
+    }
+
+    /// Imports the busybox test image into namespace `ns` unless there.
+    fn ensure_busybox(&self, ns: &str, archive: &Path) -> Result<()> {
+        let out = self
+            .ctr(&["-n", ns, "images", "ls", "-q"])
+            .stdout(Stdio::piped())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == BUSYBOX)
+        {
+            return Ok(());
         }
-        out
+        let archive = archive.display().to_string();
+        timed(self.ctr(&["-n", ns, "images", "import", &archive]))?;
+        Ok(())
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        for pid in self.shims() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        cleanup::stop_pid(self.pid);
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    kib_field(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `kB` field of a `/proc` key-value file.
+fn kib_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
 
-fn wait_for_socket(path: &Path, child: &mut Child, name: &str) -> Result<()> {
+fn wait_for_socket(path: &Path, child: &mut std::process::Child, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(path).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -103,36 +163,54 @@ fn wait_for_socket(path: &Path, child: &mut Child, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Spawns a daemon in a process group of its own (a terminal's Ctrl-C is
+/// for the harness, which then stops it), registered for cleanup.
+fn spawn_daemon(
+    name: &'static str,
+    mut cmd: Command,
+    dir: &Path,
+    address: PathBuf,
+    bin: &Path,
+) -> Result<Daemon> {
+    let state = dir.join("state");
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {name}: {e}"))?;
+    cleanup::daemon(child.id(), &address, &state, dir);
+    let d = Daemon {
+        name,
+        pid: child.id(),
+        address,
+        bin: bin.to_path_buf(),
+        root: dir.join("root"),
+    };
+    wait_for_socket(&d.address, &mut child, name)?;
+    Ok(d)
+}
+
 fn start_berthd(dir: &Path, bin: &Path) -> Result<Daemon> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let address = dir.join("berthd.sock");
-    let state = dir.join("state");
-    let mut child = Command::new(bin.join("berthd"))
-        .arg("--root")
+    let mut cmd = Command::new(bin.join("berthd"));
+    cmd.arg("--root")
         .arg(dir.join("root"))
         .arg("--state")
-        .arg(&state)
+        .arg(dir.join("state"))
         .arg("--address")
         .arg(&address)
         .arg("--log-level")
-        .arg("warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("berthd.log")).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("starting berthd: {e}"))?;
-    wait_for_socket(&address, &mut child, "berthd")?;
-    Ok(Daemon {
-        name: "berthd",
-        child,
-        address,
-        state,
-    })
+        .arg("warn");
+    spawn_daemon("berthd", cmd, dir, address, bin)
 }
 
-fn start_containerd(dir: &Path) -> Result<Daemon> {
+fn start_containerd(dir: &Path, bin: &Path) -> Result<Daemon> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let address = dir.join("containerd.sock");
-    let state = dir.join("state");
     let config = dir.join("config.toml");
     // Only what the scenarios use: CRI and the extra snapshotters off.
     std::fs::write(
@@ -140,28 +218,18 @@ fn start_containerd(dir: &Path) -> Result<Daemon> {
         "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n",
     )
     .map_err(|e| e.to_string())?;
-    let mut child = Command::new("/usr/bin/containerd")
-        .arg("--root")
+    let mut cmd = Command::new("/usr/bin/containerd");
+    cmd.arg("--root")
         .arg(dir.join("root"))
         .arg("--state")
-        .arg(&state)
+        .arg(dir.join("state"))
         .arg("--address")
         .arg(&address)
         .arg("--config")
         .arg(&config)
         .arg("--log-level")
-        .arg("warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("containerd.log")).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("starting containerd: {e}"))?;
-    wait_for_socket(&address, &mut child, "containerd")?;
-    Ok(Daemon {
-        name: "containerd",
-        child,
-        address,
-        state,
-    })
+        .arg("warn");
+    spawn_daemon("containerd", cmd, dir, address, bin)
 }
 
 fn busybox_rootfs(dir: &Path) -> Result<()> {
@@ -189,6 +257,25 @@ fn timed(mut cmd: Command) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Runs `cmd` and parses the last line of its stdout as JSON.
+fn json_of(mut cmd: Command) -> Result<serde_json::Value> {
+    let out = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let parsed = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    match parsed {
+        Some(v) if out.status.success() => Ok(v),
+        _ => Err(format!(
+            "{cmd:?} failed ({}): {} {}",
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
 /// Median, min and max of `v` (sorted in place).
 fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -204,36 +291,169 @@ fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     (median, v[0], v[n - 1])
 }
 
+/// Which way a metric improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    /// Times, memory.
+    Lower,
+    /// Throughputs.
+    Higher,
+}
+
+/// A target for the ratio berth/containerd.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// Ratio at most this.
+    AtMost(f64),
+    /// Ratio at least this.
+    AtLeast(f64),
+}
+
+impl Goal {
+    fn met(self, ratio: f64) -> bool {
+        match self {
+            Goal::AtMost(g) => ratio > 0.0 && ratio <= g,
+            Goal::AtLeast(g) => ratio >= g,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Goal::AtMost(g) => format!("≤ {g}"),
+            Goal::AtLeast(g) => format!("≥ {g}"),
+        }
+    }
+}
+
 /// One row of the results table.
 struct Row {
     metric: String,
     unit: &'static str,
+    better: Better,
+    goal: Option<Goal>,
     berth: Vec<f64>,
     containerd: Vec<f64>,
 }
 
-fn print_and_save(scenario: &str, rows: &mut [Row]) -> Result<()> {
+impl Row {
+    fn new(metric: impl Into<String>, unit: &'static str, better: Better) -> Row {
+        Row {
+            metric: metric.into(),
+            unit,
+            better,
+            goal: None,
+            berth: Vec::new(),
+            containerd: Vec::new(),
+        }
+    }
+
+    fn goal(mut self, goal: Goal) -> Row {
+        self.goal = Some(goal);
+        self
+    }
+
+    fn push(&mut self, d: &Daemon, v: f64) {
+        if d.is_berth() {
+            self.berth.push(v)
+        } else {
+            self.containerd.push(v)
+        }
+    }
+}
+
+/// Every scenario's rows, for the closing summary.
+#[derive(Default)]
+struct Summary {
+    lines: Vec<String>,
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn print_and_save(scenario: &str, rows: &mut [Row], summary: &mut Summary) -> Result<()> {
     println!(
-        "{:<34} {:>12} {:>21} {:>12} {:>21} {:>8}",
-        "metric", "berth", "berth min-max", "containerd", "containerd min-max", "ratio"
+        "{:<40} {:>6} {:>10} {:>19} {:>10} {:>19} {:>7} {:>7}",
+        "metric", "better", "berth", "min-max", "containerd", "min-max", "ratio", "goal"
     );
     let mut json = Vec::new();
     for r in rows.iter_mut() {
         let (bm, bmin, bmax) = stats(&mut r.berth);
+        let baseline = !r.containerd.is_empty();
         let (cm, cmin, cmax) = stats(&mut r.containerd);
         let ratio = if cm > 0.0 { bm / cm } else { 0.0 };
+        let better = match r.better {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        };
+        let goal = r.goal.map(|g| {
+            format!(
+                "{} {}",
+                g.text(),
+                if g.met(ratio) { "met" } else { "missed" }
+            )
+        });
+        let (c_med, c_range, ratio_s) = if baseline {
+            (
+                format!("{} {}", fmt_num(cm), r.unit),
+                format!("{}-{}", fmt_num(cmin), fmt_num(cmax)),
+                format!("{ratio:.2}"),
+            )
+        } else {
+            ("-".into(), "-".into(), "-".into())
+        };
         println!(
-            "{:<34} {:>9.1} {:<2} {:>9.1}-{:<9.1}   {:>9.1} {:<2} {:>9.1}-{:<9.1}   {:>6.2}",
-            r.metric, bm, r.unit, bmin, bmax, cm, r.unit, cmin, cmax, ratio
+            "{:<40} {:>6} {:>10} {:>19} {:>10} {:>19} {:>7} {}",
+            r.metric,
+            better,
+            format!("{} {}", fmt_num(bm), r.unit),
+            format!("{}-{}", fmt_num(bmin), fmt_num(bmax)),
+            c_med,
+            c_range,
+            ratio_s,
+            goal.clone().unwrap_or_default(),
         );
+        summary.lines.push(format!(
+            "| {scenario} | {} | {better} | {} {} ({}–{}) | {} | {} | {} |",
+            r.metric,
+            fmt_num(bm),
+            r.unit,
+            fmt_num(bmin),
+            fmt_num(bmax),
+            if baseline {
+                format!(
+                    "{} {} ({}–{})",
+                    fmt_num(cm),
+                    r.unit,
+                    fmt_num(cmin),
+                    fmt_num(cmax)
+                )
+            } else {
+                "–".into()
+            },
+            if baseline { ratio_s } else { "–".into() },
+            goal.unwrap_or_else(|| "–".into()),
+        ));
         json.push(serde_json::json!({
-            "metric": r.metric, "unit": r.unit,
+            "metric": r.metric, "unit": r.unit, "better": better,
             "berth": {"median": bm, "min": bmin, "max": bmax, "samples": r.berth},
-            "containerd": {"median": cm, "min": cmin, "max": cmax, "samples": r.containerd},
-            "ratio": ratio,
+            "containerd": if baseline {
+                serde_json::json!({"median": cm, "min": cmin, "max": cmax, "samples": r.containerd})
+            } else {
+                serde_json::Value::Null
+            },
+            "ratio": if baseline { serde_json::json!(ratio) } else { serde_json::Value::Null },
+            "goal": r.goal.map(Goal::text),
+            "goal_met": r.goal.map(|g| g.met(ratio)),
         }));
     }
-    let out = workspace_root().join("target/bench");
+    let out = target_dir().join("bench");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let path = out.join(format!("{scenario}.json"));
     std::fs::write(
@@ -245,14 +465,94 @@ fn print_and_save(scenario: &str, rows: &mut [Row]) -> Result<()> {
     Ok(())
 }
 
-fn scenario_run(berth: &Daemon, containerd: &Daemon, rootfs: &Path) -> Result<()> {
-    let rootfs = rootfs.display().to_string();
-    let mut latency = Row {
-        metric: "run --rm true (latency)".into(),
-        unit: "ms",
-        berth: Vec::new(),
-        containerd: Vec::new(),
-    };
+/// Shared inputs, built on first use.
+struct Ctx {
+    dir: PathBuf,
+    bin: PathBuf,
+    rootfs: PathBuf,
+    busybox: Option<PathBuf>,
+    big: Option<Big>,
+}
+
+/// The big image: its layout, its archive, and a registry holding it.
+struct Big {
+    layout: berth_tests::testimages::Layout,
+    archive: String,
+    registry: Registry,
+    remote: String,
+}
+
+/// A local registry, registered for cleanup while it runs.
+struct Registry(berth_tests::Registry);
+
+impl Registry {
+    fn start() -> Result<Registry> {
+        let r = berth_tests::Registry::start().map_err(|e| format!("{e:#}"))?;
+        cleanup::process(r.pid());
+        Ok(Registry(r))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Its own Drop kills and reaps it.
+        cleanup::forget(self.0.pid());
+    }
+}
+
+impl Ctx {
+    /// The busybox test image as an archive for `ctr images import`.
+    fn busybox(&mut self) -> Result<PathBuf> {
+        if let Some(p) = &self.busybox {
+            return Ok(p.clone());
+        }
+        let layout = berth_tests::testimages::busybox(&self.dir.join("busybox"))
+            .map_err(|e| format!("{e:#}"))?;
+        let archive = self.dir.join("busybox.tar");
+        layout
+            .write_archive(&archive)
+            .map_err(|e| format!("{e:#}"))?;
+        self.busybox = Some(archive.clone());
+        Ok(archive)
+    }
+
+    /// The big image, pushed (through berthd) to a local registry.
+    fn big(&mut self, berth: &Daemon) -> Result<&Big> {
+        if self.big.is_none() {
+            eprintln!("building the 250 MB test image and pushing it to a local registry");
+            let layout = berth_tests::testimages::big(&self.dir.join("big"), 250)
+                .map_err(|e| format!("{e:#}"))?;
+            let archive = self.dir.join("big.tar");
+            layout
+                .write_archive(&archive)
+                .map_err(|e| format!("{e:#}"))?;
+            let archive = archive.display().to_string();
+            let registry = Registry::start()?;
+            let remote = format!("{}/bench/big:latest", registry.0.host);
+            let name = "docker.io/library/big:latest";
+            timed(berth.ctr(&["images", "import", &archive]))?;
+            timed(berth.ctr(&["images", "tag", name, &remote]))?;
+            // berth's own pusher puts the test image in the registry.
+            timed(berth.berthctl(&["push", "--plain-http", &remote]))?;
+            reset_image(berth, name, true);
+            reset_image(berth, &remote, true);
+            self.big = Some(Big {
+                layout,
+                archive,
+                registry,
+                remote,
+            });
+        }
+        self.big
+            .as_ref()
+            .ok_or_else(|| "big image missing".to_string())
+    }
+}
+
+fn scenario_run(berth: &Daemon, containerd: &Daemon, ctx: &Ctx, s: &mut Summary) -> Result<()> {
+    let rootfs = ctx.rootfs.display().to_string();
+    let mut latency =
+        Row::new("run --rm true (latency)", "ms", Better::Lower).goal(Goal::AtMost(0.6));
     // Warm-up, then alternate A B A B.
     for d in [berth, containerd] {
         timed(d.ctr(&["run", "--rm", "--rootfs", &rootfs, "warm", "/bin/true"]))?;
@@ -261,39 +561,14 @@ fn scenario_run(berth: &Daemon, containerd: &Daemon, rootfs: &Path) -> Result<()
         for d in [berth, containerd] {
             let id = format!("lat-{i}");
             let t = timed(d.ctr(&["run", "--rm", "--rootfs", &rootfs, &id, "/bin/true"]))?;
-            let v = t.as_secs_f64() * 1000.0;
-            if d.name == "berthd" {
-                latency.berth.push(v)
-            } else {
-                latency.containerd.push(v)
-            }
+            latency.push(d, t.as_secs_f64() * 1000.0);
         }
     }
-    let mut twenty = Row {
-        metric: "20 x run -d (total)".into(),
-        unit: "ms",
-        berth: vec![],
-        containerd: vec![],
-    };
-    let mut daemon_rss = Row {
-        metric: "daemon RSS with 20 tasks".into(),
-        unit: "MB",
-        berth: vec![],
-        containerd: vec![],
-    };
-    let mut shim_rss = Row {
-        metric: "RSS per shim".into(),
-        unit: "MB",
-        berth: vec![],
-        containerd: vec![],
-    };
-    let mut idle = Row {
-        metric: "daemon RSS idle".into(),
-        unit: "MB",
-        berth: vec![],
-        containerd: vec![],
-    };
-    for round in 0..3 {
+    let mut twenty = Row::new("20 x run -d (total)", "ms", Better::Lower);
+    let mut daemon_rss = Row::new("daemon RSS with 20 tasks", "MB", Better::Lower);
+    let mut shim_rss = Row::new("RSS per shim", "MB", Better::Lower).goal(Goal::AtMost(0.2));
+    let mut idle = Row::new("daemon RSS idle", "MB", Better::Lower).goal(Goal::AtMost(0.25));
+    for round in 0..ROUNDS {
         for d in [berth, containerd] {
             let idle_mb = d.rss_kib() as f64 / 1024.0;
             let started = Instant::now();
@@ -306,43 +581,44 @@ fn scenario_run(berth: &Daemon, containerd: &Daemon, rootfs: &Path) -> Result<()
             let per_shim = if shims.is_empty() {
                 0.0
             } else {
-                shims.iter().map(|p| rss_kib(*p)).sum::<u64>() as f64 / 1024.0 / shims.len() as f64
+                shims.iter().map(|p| status_kib(*p, "VmRSS:")).sum::<u64>() as f64
+                    / 1024.0
+                    / shims.len() as f64
             };
             let daemon_mb = d.rss_kib() as f64 / 1024.0;
-            for i in 0..20 {
-                let id = format!("d{round}-{i}");
-                let _ = d.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]).status();
-            }
-            for i in 0..20 {
-                let id = format!("d{round}-{i}");
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while d
-                    .ctr(&["tasks", "rm", &id])
-                    .status()
-                    .map(|s| !s.success())
-                    .unwrap_or(true)
-                {
-                    if Instant::now() > deadline {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = d.ctr(&["containers", "rm", &id]).status();
-            }
-            let row = |r: &mut Row, v: f64| {
-                if d.name == "berthd" {
-                    r.berth.push(v)
-                } else {
-                    r.containerd.push(v)
-                }
-            };
-            row(&mut twenty, total);
-            row(&mut daemon_rss, daemon_mb);
-            row(&mut shim_rss, per_shim);
-            row(&mut idle, idle_mb);
+            remove_tasks(d, "default", (0..20).map(|i| format!("d{round}-{i}")));
+            twenty.push(d, total);
+            daemon_rss.push(d, daemon_mb);
+            shim_rss.push(d, per_shim);
+            idle.push(d, idle_mb);
         }
     }
-    print_and_save("run", &mut [latency, twenty, idle, daemon_rss, shim_rss])
+    print_and_save("run", &mut [latency, twenty, idle, daemon_rss, shim_rss], s)
+}
+
+/// Kills (SIGKILL) and removes the tasks and containers `ids` of `d` in `ns`.
+fn remove_tasks(d: &Daemon, ns: &str, ids: impl Iterator<Item = String> + Clone) {
+    for id in ids.clone() {
+        let _ = d
+            .ctr(&["-n", ns, "tasks", "kill", "-s", "SIGKILL", &id])
+            .status();
+    }
+    for id in ids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d
+            .ctr(&["-n", ns, "tasks", "rm", &id])
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = d.ctr(&["-n", ns, "containers", "rm", &id]).status();
+        let _ = d.ctr(&["-n", ns, "snapshots", "rm", &id]).status();
+    }
 }
 
 /// Removes image `name`, its snapshots and (with `content`) all content from `d`.
@@ -379,11 +655,7 @@ fn reset_image(d: &Daemon, name: &str, content: bool) {
         }
         // Garbage collection removes the blobs in the background: wait for
         // it, so the next pull really downloads.
-        let blobs = d
-            .state
-            .parent()
-            .map(|p| p.join("root/io.containerd.content.v1.content/blobs/sha256"))
-            .unwrap_or_default();
+        let blobs = d.root.join("io.containerd.content.v1.content/blobs/sha256");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::fs::read_dir(&blobs).is_ok_and(|mut r| r.next().is_some())
             && Instant::now() < deadline
@@ -395,116 +667,413 @@ fn reset_image(d: &Daemon, name: &str, content: bool) {
 
 /// `pull`: the ~250 MB 6-layer image from a local registry, fresh content
 /// each run; `unpack`: the same image re-imported with its content already
-/// local (so the time is mostly unpacking). Both use ctr's client-side
-/// pull/import against each daemon (berthd has no daemon-side pull yet).
-fn scenario_images(berth: &Daemon, containerd: &Daemon, dir: &Path, which: &str) -> Result<()> {
-    let layout =
-        berth_tests::testimages::big(&dir.join("big"), 250).map_err(|e| format!("{e:#}"))?;
-    let archive = dir.join("big.tar");
-    layout
-        .write_archive(&archive)
-        .map_err(|e| format!("{e:#}"))?;
-    let archive = archive.display().to_string();
+/// local (so the time is mostly unpacking). berthd pulls daemon-side
+/// (`berthctl pull`), containerd 1.6 client-side (`ctr pull`); both import
+/// with `ctr`.
+fn scenario_images(
+    berth: &Daemon,
+    containerd: &Daemon,
+    ctx: &mut Ctx,
+    which: &str,
+    s: &mut Summary,
+) -> Result<()> {
+    let big = ctx.big(berth)?;
     let name = "docker.io/library/big:latest";
-    let mut row = Row {
-        metric: if which == "pull" {
-            "pull 250 MB, 6 layers (berthctl pull vs ctr pull)".into()
-        } else {
-            "unpack 250 MB, content local".into()
-        },
-        unit: "s",
-        berth: vec![],
-        containerd: vec![],
-    };
-    let registry = berth_tests::Registry::start().map_err(|e| format!("{e:#}"))?;
-    let remote = format!("{}/bench/big:latest", registry.host);
-    if which == "pull" {
-        timed(berth.ctr(&["images", "import", &archive]))?;
-        timed(berth.ctr(&["images", "tag", name, &remote]))?;
-        // berth's own pusher puts the test image in the registry.
-        timed(berth.berthctl(&["push", "--plain-http", &remote]))?;
-        reset_image(berth, name, true);
-        reset_image(berth, &remote, true);
+    let mut row = if which == "pull" {
+        Row::new(
+            "pull 250 MB, 6 layers (berthctl pull vs ctr pull)",
+            "s",
+            Better::Lower,
+        )
+    } else {
+        Row::new("unpack 250 MB, content local", "s", Better::Lower)
     }
-    for _ in 0..3 {
+    .goal(Goal::AtMost(0.33));
+    for _ in 0..ROUNDS {
         for d in [berth, containerd] {
             let t = if which == "pull" {
-                reset_image(d, &remote, true);
+                reset_image(d, &big.remote, true);
                 // Each daemon's fastest client path: berthd pulls
                 // daemon-side (Transfer); ctr 1.6 pulls client-side.
-                if d.name == "berthd" {
-                    timed(d.berthctl(&["pull", "--plain-http", &remote]))?
+                if d.is_berth() {
+                    timed(d.berthctl(&["pull", "--plain-http", &big.remote]))?
                 } else {
-                    timed(d.ctr(&["images", "pull", "--plain-http", &remote]))?
+                    timed(d.ctr(&["images", "pull", "--plain-http", &big.remote]))?
                 }
             } else {
                 reset_image(d, name, false);
-                timed(d.ctr(&["images", "import", &archive]))?
+                timed(d.ctr(&["images", "import", &big.archive]))?
             };
-            if d.name == "berthd" {
-                row.berth.push(t.as_secs_f64())
+            row.push(d, t.as_secs_f64());
+        }
+    }
+    // Leave the daemons as small as they were for later scenarios.
+    for d in [berth, containerd] {
+        reset_image(d, if which == "pull" { &big.remote } else { name }, true);
+    }
+    print_and_save(which, &mut [row], s)
+}
+
+/// `stress`: `berthctl stress` (the same binary against both daemons).
+fn scenario_stress(
+    berth: &Daemon,
+    containerd: &Daemon,
+    ctx: &mut Ctx,
+    s: &mut Summary,
+) -> Result<()> {
+    let archive = ctx.busybox()?;
+    for d in [berth, containerd] {
+        d.ensure_busybox("default", &archive)?;
+    }
+    let configs: [(&str, usize, bool); 3] = [
+        ("stress c=2", 2, false),
+        ("stress c=8", 8, false),
+        ("stress exec c=2", 2, true),
+    ];
+    let mut rates: Vec<Row> = configs
+        .iter()
+        .map(|(name, _, exec)| {
+            let (metric, unit) = if *exec {
+                (format!("{name} (execs/s)"), "/s")
             } else {
-                row.containerd.push(t.as_secs_f64())
+                (format!("{name} (containers/s)"), "/s")
+            };
+            let row = Row::new(metric, unit, Better::Higher);
+            if *exec {
+                row
+            } else {
+                row.goal(Goal::AtLeast(2.0))
+            }
+        })
+        .collect();
+    let mut p50s: Vec<Row> = configs
+        .iter()
+        .map(|(name, _, _)| Row::new(format!("{name} p50 per iteration"), "ms", Better::Lower))
+        .collect();
+    let stress = |d: &Daemon, c: usize, exec: bool, duration: &str| {
+        let c = c.to_string();
+        let mut args = vec!["stress", "--json", "-c", &c, "-d", duration];
+        if exec {
+            args.push("--exec");
+        }
+        json_of(d.berthctl(&args))
+    };
+    for d in [berth, containerd] {
+        stress(d, 2, false, "2s")?;
+    }
+    for _ in 0..ROUNDS {
+        for (i, (_, c, exec)) in configs.iter().enumerate() {
+            for d in [berth, containerd] {
+                let v = stress(d, *c, *exec, STRESS_DURATION)?;
+                rates[i].push(d, v["per_second"].as_f64().unwrap_or(0.0));
+                p50s[i].push(d, v["p50_ms"].as_f64().unwrap_or(0.0));
             }
         }
     }
-    print_and_save(which, &mut [row])
+    rates.extend(p50s);
+    print_and_save("stress", &mut rates, s)
 }
+
+/// `api`: small calls per second through `berthctl bench-api`, in a
+/// namespace of its own holding [`API_CONTAINERS`] container records.
+fn scenario_api(berth: &Daemon, containerd: &Daemon, ctx: &mut Ctx, s: &mut Summary) -> Result<()> {
+    let ns = "bench-api";
+    let archive = ctx.busybox()?;
+    let n = API_CONTAINERS.to_string();
+    for d in [berth, containerd] {
+        d.ensure_busybox(ns, &archive)?;
+        let t = timed(d.berthctl(&["-n", ns, "bench-api", "setup", "--containers", &n]))?;
+        eprintln!(
+            "{}: created {n} container records in {:.1}s",
+            d.name,
+            t.as_secs_f64()
+        );
+    }
+    let calls = [
+        ("version", "Version"),
+        ("list", "Containers.List (1000)"),
+        ("info", "Content.Info"),
+    ];
+    let concurrency = [1_usize, 16];
+    let mut rows = BTreeMap::new();
+    for (call, label) in calls {
+        for c in concurrency {
+            rows.insert(
+                (call, c),
+                Row::new(format!("api {label} c={c}"), "calls/s", Better::Higher)
+                    .goal(Goal::AtLeast(2.0)),
+            );
+        }
+    }
+    let result = (|| {
+        for _ in 0..ROUNDS {
+            for (call, _) in calls {
+                for c in concurrency {
+                    for d in [berth, containerd] {
+                        let c_s = c.to_string();
+                        let v = json_of(d.berthctl(&[
+                            "-n",
+                            ns,
+                            "bench-api",
+                            "run",
+                            "--call",
+                            call,
+                            "-c",
+                            &c_s,
+                            "-d",
+                            API_DURATION,
+                        ]))?;
+                        if let Some(r) = rows.get_mut(&(call, c)) {
+                            r.push(d, v["per_second"].as_f64().unwrap_or(0.0));
+                        }
+                    }
+                }
+            }
+        }
+        Ok::<(), String>(())
+    })();
+    for d in [berth, containerd] {
+        let _ = timed(d.berthctl(&["-n", ns, "bench-api", "teardown"]));
+    }
+    result?;
+    let mut ordered: Vec<Row> = Vec::new();
+    for (call, _) in calls {
+        for c in concurrency {
+            if let Some(r) = rows.remove(&(call, c)) {
+                ordered.push(r);
+            }
+        }
+    }
+    print_and_save("api", &mut ordered, s)
+}
+
+/// `memory`: fresh daemons each round; RSS idle, with 20 and 100 running
+/// containers, and per shim.
+fn scenario_memory(ctx: &mut Ctx, s: &mut Summary) -> Result<()> {
+    let archive = ctx.busybox()?;
+    let mut idle = Row::new("daemon RSS idle (1 image imported)", "MB", Better::Lower)
+        .goal(Goal::AtMost(0.25));
+    let mut with20 = Row::new("daemon RSS, 20 running", "MB", Better::Lower);
+    let mut with100 = Row::new("daemon RSS, 100 running", "MB", Better::Lower);
+    let mut shim_rss =
+        Row::new("shim RSS (mean of 100)", "MB", Better::Lower).goal(Goal::AtMost(0.2));
+    let mut shim_pss = Row::new("shim PSS (mean of 100)", "MB", Better::Lower);
+    for round in 0..ROUNDS {
+        for name in ["berthd", "containerd"] {
+            let dir = ctx.dir.join(format!("mem-{round}-{name}"));
+            let d = if name == "berthd" {
+                start_berthd(&dir, &ctx.bin)?
+            } else {
+                start_containerd(&dir, &ctx.bin)?
+            };
+            d.ensure_busybox("default", &archive)?;
+            std::thread::sleep(Duration::from_secs(1));
+            idle.push(&d, d.rss_kib() as f64 / 1024.0);
+            for i in 0..100 {
+                let id = format!("m{i}");
+                timed(d.ctr(&["run", "-d", BUSYBOX, &id, "sleep", "1000"]))?;
+                if i == 19 {
+                    std::thread::sleep(Duration::from_millis(500));
+                    with20.push(&d, d.rss_kib() as f64 / 1024.0);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            with100.push(&d, d.rss_kib() as f64 / 1024.0);
+            let shims = d.shims();
+            if shims.len() != 100 {
+                eprintln!("{name}: {} shims for 100 containers", shims.len());
+            }
+            let n = shims.len().max(1) as f64;
+            let rss: u64 = shims.iter().map(|p| status_kib(*p, "VmRSS:")).sum();
+            let pss: u64 = shims
+                .iter()
+                .map(|p| kib_field(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
+                .sum();
+            shim_rss.push(&d, rss as f64 / 1024.0 / n);
+            shim_pss.push(&d, pss as f64 / 1024.0 / n);
+            // Stops the daemon, its shims and containers, unmounts.
+            drop(d);
+            cleanup::remove_dir(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    print_and_save(
+        "memory",
+        &mut [idle, with20, with100, shim_rss, shim_pss],
+        s,
+    )
+}
+
+/// `limit`: what this machine can do at best, without any daemon.
+fn scenario_limit(berth: &Daemon, ctx: &mut Ctx, s: &mut Summary) -> Result<()> {
+    // Bare runc: a prepared bundle on the busybox root filesystem.
+    let limit = ctx.dir.join("limit");
+    let bundle = limit.join("bundle");
+    busybox_rootfs(&bundle.join("rootfs"))?;
+    run(Command::new("runc")
+        .arg("spec")
+        .arg("--bundle")
+        .arg(&bundle))?;
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    config["process"]["args"] = serde_json::json!(["/bin/true"]);
+    config["process"]["terminal"] = serde_json::json!(false);
+    std::fs::write(
+        &config_path,
+        serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let runc_root = limit.join("runc");
+    let runc = |id: &str| {
+        let mut c = Command::new("runc");
+        c.arg("--root")
+            .arg(&runc_root)
+            .arg("run")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut runc_row = Row::new("bare runc run true (bundle ready)", "ms", Better::Lower);
+    timed(runc("warm"))?;
+    for i in 0..LIMIT_RUNS {
+        runc_row
+            .berth
+            .push(timed(runc(&format!("l{i}")))?.as_secs_f64() * 1000.0);
+    }
+
+    // The big image's layer blobs: over HTTP, hashed, decompressed.
+    let big = ctx.big(berth)?;
+    let url = |digest: &str| format!("http://{}/v2/bench/big/blobs/{digest}", big.registry.0.host);
+    let mut blobs = Vec::new();
+    for l in &big.layout.layers {
+        let mut data = Vec::new();
+        std::fs::File::open(big.layout.blob(&l.digest))
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(|e| e.to_string())?;
+        blobs.push(data);
+    }
+    let total_mb = blobs.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
+    let mut http = Row::new(
+        format!("HTTP GET of the layers, {total_mb:.0} MB (curl, parallel)"),
+        "s",
+        Better::Lower,
+    );
+    let mut sha = Row::new("sha256 of the same bytes", "s", Better::Lower);
+    let mut gunzip = Row::new("gunzip of the same bytes", "s", Better::Lower);
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--fail", "--parallel", "--parallel-max", "6"]);
+    for l in &big.layout.layers {
+        curl.args(["-o", "/dev/null"]).arg(url(&l.digest));
+    }
+    for _ in 0..LIMIT_RUNS {
+        let mut c = Command::new("curl");
+        c.args(curl.get_args());
+        http.berth.push(timed(c)?.as_secs_f64());
+        let started = Instant::now();
+        for b in &blobs {
+            use sha2::Digest as _;
+            std::hint::black_box(sha2::Sha256::digest(b));
+        }
+        sha.berth.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        for b in &blobs {
+            let mut dec = flate2::read::GzDecoder::new(b.as_slice());
+            std::io::copy(&mut dec, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        }
+        gunzip.berth.push(started.elapsed().as_secs_f64());
+    }
+    print_and_save("limit", &mut [runc_row, http, sha, gunzip], s)
+}
+
+/// All scenarios, in the order they run.
+const ALL: [&str; 7] = ["run", "pull", "unpack", "stress", "memory", "api", "limit"];
 
 /// Entry point of `cargo xtask bench`.
 pub(crate) fn bench(scenarios: &[String]) -> Result<()> {
+    for s in scenarios {
+        if !ALL.contains(&s.as_str()) {
+            return Err(format!(
+                "unknown scenario {s:?} (known: {})",
+                ALL.join(", ")
+            ));
+        }
+    }
     crate::deps()?;
     crate::build_release()?;
-    let bin = workspace_root().join("target/release");
+    cleanup::on_signals()?;
+    let result = bench_in(scenarios);
+    cleanup::all();
+    result
+}
+
+fn bench_in(scenarios: &[String]) -> Result<()> {
+    let bin = target_dir().join("release");
     let dir = tempfile_dir()?;
+    cleanup::dir(&dir);
     let rootfs = dir.join("rootfs");
     busybox_rootfs(&rootfs)?;
-    let berth = start_berthd(&dir.join("berth"), &bin)?;
-    let containerd = start_containerd(&dir.join("containerd"))?;
-    let all = ["run".to_string(), "pull".to_string(), "unpack".to_string()];
-    let wanted: &[String] = if scenarios.is_empty() {
-        &all
-    } else {
-        scenarios
+    let mut ctx = Ctx {
+        dir: dir.clone(),
+        bin: bin.clone(),
+        rootfs,
+        busybox: None,
+        big: None,
     };
+    let berth = start_berthd(&dir.join("berth"), &bin)?;
+    let containerd = start_containerd(&dir.join("containerd"), &bin)?;
+    let wanted: Vec<&str> = if scenarios.is_empty() {
+        ALL.to_vec()
+    } else {
+        scenarios.iter().map(String::as_str).collect()
+    };
+    let mut summary = Summary::default();
+    let started = Instant::now();
     let mut result = Ok(());
-    for s in wanted {
+    for s in &wanted {
         println!("== scenario {s} (alternating runs, berth first)");
-        result = match s.as_str() {
-            "run" => scenario_run(&berth, &containerd, &rootfs),
-            "pull" | "unpack" => scenario_images(&berth, &containerd, &dir, s),
-            other => Err(format!(
-                "unknown scenario {other:?} (known: run, pull, unpack)"
-            )),
+        let t = Instant::now();
+        result = match *s {
+            "run" => scenario_run(&berth, &containerd, &ctx, &mut summary),
+            "pull" | "unpack" => scenario_images(&berth, &containerd, &mut ctx, s, &mut summary),
+            "stress" => scenario_stress(&berth, &containerd, &mut ctx, &mut summary),
+            "memory" => scenario_memory(&mut ctx, &mut summary),
+            "api" => scenario_api(&berth, &containerd, &mut ctx, &mut summary),
+            "limit" => scenario_limit(&berth, &mut ctx, &mut summary),
+            other => Err(format!("unknown scenario {other:?}")),
         };
+        eprintln!("(scenario {s} took {:.0}s)", t.elapsed().as_secs_f64());
         if result.is_err() {
             break;
         }
     }
-    let states = [berth.state.clone(), containerd.state.clone()];
-    drop(berth);
-    drop(containerd);
-    cleanup_runc(&states);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-/// Force-deletes containers left in the daemons' runc roots.
-fn cleanup_runc(states: &[PathBuf]) {
-    let mut roots: Vec<PathBuf> = states.iter().map(|s| s.join("runc/default")).collect();
-    roots.push(PathBuf::from("/run/containerd/runc/default"));
-    for root in roots {
-        for id in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["delete", "--force"])
-                .arg(id.file_name())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+    if !summary.lines.is_empty() {
+        let mut md = String::from(
+            "| scenario | metric | better | berth median (min–max) | containerd median (min–max) | berth/containerd | goal |\n|---|---|---|---|---|---|---|\n",
+        );
+        for l in &summary.lines {
+            md.push_str(l);
+            md.push('\n');
+        }
+        let path = target_dir().join("bench/summary.md");
+        if std::fs::write(&path, &md).is_ok() {
+            println!(
+                "\n{md}\n(summary written to {}; {} scenario(s) in {:.0}s)",
+                path.display(),
+                wanted.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
+    drop(ctx);
+    drop(berth);
+    drop(containerd);
+    result
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

@@ -3,9 +3,11 @@
 //! - `deps`: install the Debian packages berth builds and tests with.
 //! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
-//! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side.
+//! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side
+//!   (`run`, `pull`, `unpack`, `stress`, `memory`, `api`, `limit`; all by default).
 
 mod bench;
+mod cleanup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -36,7 +38,9 @@ fn main() -> ExitCode {
         Some("up") => up(),
         Some("bench") => bench::bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <deps|test|up|bench [run]>");
+            eprintln!(
+                "usage: cargo xtask <deps|test|up|bench [run|pull|unpack|stress|memory|api|limit]...>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -1,5 +1,6 @@
 //! The command tree, one module per `ctr` command.
 
+mod bench_api;
 mod containers;
 mod content;
 mod events;
@@ -9,6 +10,7 @@ mod namespaces;
 mod plugins;
 mod run;
 mod snapshots;
+mod stress;
 pub(crate) mod tasks;
 mod version;
 
@@ -62,6 +64,11 @@ pub(crate) enum Command {
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
+    /// Run containers (or execs) in a loop and report throughput, like containerd-stress.
+    Stress(stress::Args),
+    /// Small-call API throughput, for `cargo xtask bench api`.
+    #[command(hide = true)]
+    BenchApi(bench_api::Args),
 }
 
 /// Runs the parsed command.
@@ -80,5 +87,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&cli.global, args).await,
         Command::Containers(args) => containers::run(&cli.global, args).await,
         Command::Tasks(args) => tasks::run(&cli.global, args).await,
+        Command::Stress(args) => stress::run(&cli.global, args).await,
+        Command::BenchApi(args) => bench_api::run(&cli.global, args).await,
     }
 }

@@ -116,7 +116,7 @@ fn host_arch() -> &'static str {
 }
 
 /// The image's process settings and the chain ID of its top layer.
-async fn image_parts(
+pub(crate) async fn image_parts(
     client: &berth_api::client::Client,
     name: &str,
 ) -> anyhow::Result<(ImageProcess, String)> {
@@ -204,7 +204,8 @@ pub(crate) async fn image_parts_for(
     Ok((process, chain))
 }
 
-fn mounts_to_proto(m: Vec<spb::PrepareSnapshotResponse>) -> Vec<Mount> {
+/// The mounts of prepared snapshots, as a task's `rootfs`.
+pub(crate) fn mounts_to_proto(m: Vec<spb::PrepareSnapshotResponse>) -> Vec<Mount> {
     m.into_iter().flat_map(|r| r.mounts).collect()
 }
 
