@@ -58,6 +58,10 @@ fn layer(entries: &[E<'_>]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(data, 3).unwrap()
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(data).unwrap();
@@ -118,6 +122,26 @@ fn files_links_and_diff_id() {
     assert_eq!(
         std::fs::metadata(root.join("etc/hosts")).unwrap().mtime(),
         1_700_000_000
+    );
+}
+
+#[test]
+fn zstd_layers_apply_and_keep_the_uncompressed_diff_id() {
+    let (_dir, root) = sandbox();
+    let tar = layer(&[E::Dir("etc"), E::File("etc/os-release", b"ID=berth\n")]);
+    let expected = format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(&tar));
+    let stats = apply(
+        &root,
+        zstd(&tar).as_slice(),
+        Compression::Zstd,
+        Whiteouts::Remove,
+        Some(&expected),
+    )
+    .unwrap();
+    assert_eq!(stats.diff_id, expected);
+    assert_eq!(
+        std::fs::read(root.join("etc/os-release")).unwrap(),
+        b"ID=berth\n"
     );
 }
 
@@ -267,6 +291,11 @@ fn malicious_layers_never_write_outside_the_root() {
             Compression::Gzip,
         ),
         (
+            "truncated zstd",
+            zstd(&layer(&[E::File("f", &[7_u8; 100_000])]))[..40].to_vec(),
+            Compression::Zstd,
+        ),
+        (
             "garbage",
             b"this is not a tar stream at all, not even close..........".repeat(20),
             Compression::None,
@@ -312,7 +341,10 @@ fn malicious_layers_never_write_outside_the_root() {
                 // /etc/passwd resolves to <root>/etc/passwd, which does not exist.
             }
             ("hardlink to ../", Err(ApplyError::BadPath { .. })) => {}
-            ("truncated gzip" | "garbage", Err(ApplyError::Malformed { .. })) => {}
+            (
+                "truncated gzip" | "truncated zstd" | "garbage",
+                Err(ApplyError::Malformed { .. }),
+            ) => {}
             _ => panic!("{what}: unexpected result {result:?}"),
         }
         if let Err(e) = &result {

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use berth_images::archive::{Compression, Whiteouts, apply, write_diff};
+use berth_images::archive::{Compression, Whiteouts, apply, write_diff, write_layer};
 
 fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -125,4 +125,38 @@ fn identical_trees_give_an_empty_layer() {
     let mut layer = Vec::new();
     let stats = write_diff(&t.path().join("a"), &t.path().join("a"), &mut layer).unwrap();
     assert_eq!(stats.entries, 0);
+}
+
+#[test]
+fn compressed_layers_apply_back_in_every_compression() {
+    for compression in [Compression::Gzip, Compression::Zstd] {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper, target) = (
+            t.path().join("lower"),
+            t.path().join("upper"),
+            t.path().join("target"),
+        );
+        for d in [&lower, &upper, &target] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::write(lower.join("gone"), b"old").unwrap();
+        fs::write(upper.join("new"), vec![42_u8; 200_000]).unwrap();
+        let mut layer = Vec::new();
+        let stats = write_layer(&lower, &upper, &mut layer, compression).unwrap();
+        assert!(
+            (layer.len() as u64) < stats.size,
+            "{compression:?} compresses"
+        );
+        copy(&lower, &target);
+        let applied = apply(
+            &target,
+            layer.as_slice(),
+            compression,
+            Whiteouts::Remove,
+            Some(&stats.diff_id),
+        )
+        .unwrap();
+        assert_eq!(applied.diff_id, stats.diff_id, "{compression:?}");
+        assert_eq!(tree(&target), tree(&upper), "{compression:?}");
+    }
 }

@@ -52,9 +52,7 @@ fn compression_of(media_type: &str) -> Result<Compression, Status> {
     {
         Ok(Compression::Gzip)
     } else if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
-        Err(Status::unimplemented(format!(
-            "layer media type {media_type}: zstd layers are not supported yet"
-        )))
+        Ok(Compression::Zstd)
     } else if media_type.ends_with(".tar")
         || media_type.ends_with("diff.tar")
         || media_type.ends_with("layer.v1.tar")
@@ -159,10 +157,7 @@ impl Diff for DiffService {
         } else {
             r.media_type.clone()
         };
-        let gzip = match compression_of(&media_type)? {
-            Compression::Gzip => true,
-            Compression::None => false,
-        };
+        let compression = compression_of(&media_type)?;
         if r.left.is_empty() || r.right.is_empty() {
             return Err(Status::invalid_argument(
                 "diff needs the mounts of both sides (left: the parent, right: the changed snapshot)",
@@ -208,11 +203,6 @@ impl Diff for DiffService {
             let mut writer = store
                 .open_writer(&ref_, None, None)
                 .map_err(|e| Status::unavailable(format!("content ingest {ref_:?}: {e}")))?;
-            let compression = if gzip {
-                Compression::Gzip
-            } else {
-                Compression::None
-            };
             let written = berth_images::archive::write_layer(
                 left_guard.target(),
                 right_guard.target(),

@@ -135,9 +135,7 @@ fn compression(mt: &str) -> Result<archive::Compression, Status> {
     match media::Compression::from_media_type(mt) {
         Ok(media::Compression::Gzip) => Ok(archive::Compression::Gzip),
         Ok(media::Compression::None) => Ok(archive::Compression::None),
-        Ok(media::Compression::Zstd) => Err(Status::unimplemented(format!(
-            "layer media type {mt}: zstd layers cannot be unpacked yet; pull with --no-unpack"
-        ))),
+        Ok(media::Compression::Zstd) => Ok(archive::Compression::Zstd),
         Err(e) => Err(Status::invalid_argument(e.to_string())),
     }
 }

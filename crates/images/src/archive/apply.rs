@@ -42,6 +42,8 @@ pub enum Compression {
     None,
     /// gzip.
     Gzip,
+    /// zstd.
+    Zstd,
 }
 
 /// What [`apply`] did.
@@ -249,6 +251,13 @@ pub fn apply(
         Compression::Gzip => Box::new(io::BufReader::with_capacity(
             1 << 20,
             flate2::bufread::GzDecoder::new(stream),
+        )),
+        Compression::Zstd => Box::new(io::BufReader::with_capacity(
+            1 << 20,
+            zstd::stream::read::Decoder::with_buffer(stream).map_err(|source| ApplyError::Io {
+                path: "(zstd stream)".to_string(),
+                source,
+            })?,
         )),
     };
     let mut hashing = Hashing {

@@ -306,5 +306,13 @@ pub fn write_layer(
             enc.finish().map_err(io_err(Path::new("")))?;
             Ok(stats)
         }
+        super::Compression::Zstd => {
+            // Level 3, zstd's default: fast and already smaller than gzip.
+            let mut enc = zstd::stream::write::Encoder::new(out, 3)
+                .map_err(io_err(Path::new("(zstd stream)")))?;
+            let stats = write_diff(lower, upper, &mut enc)?;
+            enc.finish().map_err(io_err(Path::new("(zstd stream)")))?;
+            Ok(stats)
+        }
     }
 }

@@ -17,6 +17,7 @@
 
 mod args;
 mod events;
+mod oom;
 mod reaper;
 mod runc;
 mod service;

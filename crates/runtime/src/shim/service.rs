@@ -344,6 +344,9 @@ impl Service {
             }
             Ok(())
         })?;
+        if let Err(e) = super::oom::watch(r.id.clone(), pid, self.publisher.clone()) {
+            tracing::warn!(id = %r.id, error = %e, "no OOM notifications for this task");
+        }
         self.publisher.publish(
             "/tasks/create",
             &ev::TaskCreate {
