@@ -218,15 +218,22 @@ impl Daemon {
         cmd.output().context("running ctr")
     }
 
-    /// `berthctl -a <address>` with `args`.
+    /// `berthctl -a <address>` with `args`, run to completion.
     pub fn berthctl(&self, args: &[&str]) -> Result<Output> {
+        self.berthctl_command(args)?
+            .output()
+            .context("running berthctl")
+    }
+
+    /// `berthctl -a <address>` with `args`, to spawn.
+    pub fn berthctl_command(&self, args: &[&str]) -> Result<Command> {
         let mut cmd = Command::new(bin("berthctl")?);
         cmd.arg("--address")
             .arg(&self.address)
             .args(args)
             .env_remove("BERTH_NAMESPACE")
             .env_remove("CONTAINERD_NAMESPACE");
-        cmd.output().context("running berthctl")
+        Ok(cmd)
     }
 
     /// The socket's permission bits.

@@ -1,6 +1,7 @@
-//! `berthctl images pull|push|ls|check|rm|tag|label` (and top-level
-//! `pull`/`push`): pulls and pushes run in berthd through the Transfer
-//! service, with progress streamed back and drawn per layer.
+//! `berthctl images pull|push|import|export|ls|check|rm|tag|label` (and
+//! top-level `pull`/`push`): pulls, pushes, imports and exports run in
+//! berthd through the Transfer service, with progress streamed back and
+//! drawn per layer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
@@ -79,6 +80,10 @@ pub(crate) struct PushArgs {
 enum Command {
     /// Pull an image from a registry (in berthd) and unpack it.
     Pull(PullArgs),
+    /// Import an image archive (OCI layout or `docker save`) through berthd.
+    Import(super::image_archive::ImportArgs),
+    /// Export images as an OCI layout archive (also loadable by `docker load`).
+    Export(super::image_archive::ExportArgs),
     /// Push an image to a registry (from berthd).
     Push(PushArgs),
     /// List images.
@@ -123,7 +128,7 @@ enum Command {
     },
 }
 
-fn any<M: Message + Name>(m: &M) -> prost_types::Any {
+pub(crate) fn any<M: Message + Name>(m: &M) -> prost_types::Any {
     prost_types::Any {
         type_url: M::full_name(),
         value: m.encode_to_vec(),
@@ -135,13 +140,17 @@ fn images(c: &Client) -> ImagesClient<clients::Chan> {
 }
 
 /// A stream the daemon sends progress (or auth questions) on.
-struct OpenStream {
-    id: String,
-    to_daemon: mpsc::Sender<prost_types::Any>,
-    from_daemon: tonic::Streaming<prost_types::Any>,
+pub(crate) struct OpenStream {
+    /// The id transfers name it by.
+    pub(crate) id: String,
+    /// What berthctl sends.
+    pub(crate) to_daemon: mpsc::Sender<prost_types::Any>,
+    /// What berthd sends.
+    pub(crate) from_daemon: tonic::Streaming<prost_types::Any>,
 }
 
-async fn open_stream(c: &Client, purpose: &str) -> anyhow::Result<OpenStream> {
+/// Opens a stream (`StreamInit`) and waits for berthd's acknowledgement.
+pub(crate) async fn open_stream(c: &Client, purpose: &str) -> anyhow::Result<OpenStream> {
     let id = format!(
         "berthctl-{purpose}-{}-{}",
         std::process::id(),
@@ -328,7 +337,7 @@ fn bar(progress: i64, total: i64) -> String {
 }
 
 /// Runs a transfer while drawing its progress.
-async fn transfer(
+pub(crate) async fn transfer(
     c: &Client,
     source: prost_types::Any,
     destination: prost_types::Any,
@@ -367,19 +376,17 @@ async fn transfer(
     }
 }
 
-fn normalized(reference: &str) -> anyhow::Result<String> {
+pub(crate) fn normalized(reference: &str) -> anyhow::Result<String> {
     Ok(Reference::parse_normalized(reference)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .to_string())
 }
 
-/// `pull`.
-pub(crate) async fn pull(global: &Global, args: PullArgs) -> anyhow::Result<()> {
-    let name = normalized(&args.reference)?;
-    let client = global.connect().await?;
-    let platforms = args
-        .platform
-        .iter()
+/// `--platform` values as API platforms.
+pub(crate) fn platforms_of<'a>(
+    specs: impl Iterator<Item = &'a String>,
+) -> anyhow::Result<Vec<berth_api::containerd::types::Platform>> {
+    specs
         .map(|p| {
             let p = Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {p:?}: {e}"))?;
             Ok(berth_api::containerd::types::Platform {
@@ -390,7 +397,14 @@ pub(crate) async fn pull(global: &Global, args: PullArgs) -> anyhow::Result<()> 
                 os_features: Vec::new(),
             })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// `pull`.
+pub(crate) async fn pull(global: &Global, args: PullArgs) -> anyhow::Result<()> {
+    let name = normalized(&args.reference)?;
+    let client = global.connect().await?;
+    let platforms = platforms_of(args.platform.iter())?;
     let source = tt::OciRegistry {
         reference: name.clone(),
         resolver: Some(resolver(&client, &args.registry).await?),
@@ -498,12 +512,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Pull(a) => return pull(global, a).await,
         Command::Push(a) => return push(global, a).await,
+        Command::Import(a) => return super::image_archive::import(global, a).await,
+        Command::Export(a) => return super::image_archive::export(global, a).await,
         _ => {}
     }
     let client = global.connect().await?;
     let mut svc = images(&client);
     match args.command {
-        Command::Pull(_) | Command::Push(_) => unreachable!("handled above"),
+        Command::Pull(_) | Command::Push(_) | Command::Import(_) | Command::Export(_) => {
+            unreachable!("handled above")
+        }
         Command::Ls { quiet, filters } => {
             let mut list = svc
                 .list(pb::ListImagesRequest { filters })

@@ -4,6 +4,7 @@ mod bench_api;
 mod containers;
 mod content;
 mod events;
+mod image_archive;
 mod images;
 mod leases;
 mod namespaces;

@@ -5,13 +5,17 @@
 //! A client opens a `Streaming.Stream`, sends `StreamInit{id}`, gets an
 //! acknowledgement, then calls `Transfer` naming that id as its progress
 //! stream (and optionally an auth stream for credentials). Supported pairs:
-//! registry → image store (pull, unpacking when asked) and image store →
-//! registry (push).
+//! registry → image store (pull, unpacking when asked), image store →
+//! registry (push), import stream → image store (import of an OCI layout or
+//! `docker save` archive) and image store → export stream (export as an OCI
+//! layout).
 
+mod archive;
 mod blob;
 mod progress;
 mod pull;
 mod push;
+mod stream;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -270,22 +274,7 @@ impl Transfer for TransferService {
                     .domain()
                     .to_string();
                 let registry = registry_options(&self.streams, &source, &host).await?;
-                let unpack = dest.unpacks.first().map(|u| {
-                    if u.snapshotter.is_empty() {
-                        DEFAULT_SNAPSHOTTER.to_string()
-                    } else {
-                        u.snapshotter.clone()
-                    }
-                });
-                let mut platforms: Vec<Platform> = dest.platforms.iter().map(platform_of).collect();
-                if platforms.is_empty() {
-                    platforms = dest
-                        .unpacks
-                        .iter()
-                        .filter_map(|u| u.platform.as_ref())
-                        .map(platform_of)
-                        .collect();
-                }
+                let (unpack, platforms) = (unpack_of(&dest), platforms_of(&dest));
                 let req = PullRequest {
                     namespace: ns,
                     reference: source.reference,
@@ -342,9 +331,187 @@ impl Transfer for TransferService {
                 .await?;
                 Ok(Response::new(()))
             }
+            ("ImageImportStream", "ImageStore") => {
+                let source: ttypes::ImageImportStream =
+                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = decode(
+                    r.destination.as_ref().unwrap_or(&Default::default()),
+                    "destination",
+                )?;
+                self.import(ns, source, dest, progress).await?;
+                Ok(Response::new(()))
+            }
+            ("ImageStore", "ImageExportStream") => {
+                let source: ttypes::ImageStore =
+                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageExportStream = decode(
+                    r.destination.as_ref().unwrap_or(&Default::default()),
+                    "destination",
+                )?;
+                self.export(ns, source, dest).await?;
+                Ok(Response::new(()))
+            }
             (s, d) => Err(Status::unimplemented(format!(
-                "transfer from {s:?} to {d:?} is not supported (berthd does registry → image store and image store → registry)"
+                "transfer from {s:?} to {d:?} is not supported (berthd does registry → image store, image store → registry, import stream → image store and image store → export stream)"
             ))),
         }
+    }
+}
+
+/// The snapshotter an image store asks to unpack into, if any.
+fn unpack_of(dest: &ttypes::ImageStore) -> Option<String> {
+    dest.unpacks.first().map(|u| {
+        if u.snapshotter.is_empty() {
+            DEFAULT_SNAPSHOTTER.to_string()
+        } else {
+            u.snapshotter.clone()
+        }
+    })
+}
+
+/// The platforms an image store wants (its own, else its unpacks').
+fn platforms_of(dest: &ttypes::ImageStore) -> Vec<Platform> {
+    let mut platforms: Vec<Platform> = dest.platforms.iter().map(platform_of).collect();
+    if platforms.is_empty() {
+        platforms = dest
+            .unpacks
+            .iter()
+            .filter_map(|u| u.platform.as_ref())
+            .map(platform_of)
+            .collect();
+    }
+    platforms
+}
+
+impl TransferService {
+    fn open_stream(&self, id: &str, what: &str) -> Result<OpenStream, Status> {
+        self.streams.take(id).ok_or_else(|| {
+            Status::not_found(format!(
+                "{what} stream {id:?} is not open: open it with Streaming.Stream (StreamInit) before the transfer"
+            ))
+        })
+    }
+
+    /// Reads an archive from the client's stream into `dest`'s images.
+    #[tracing::instrument(name = "import", skip_all, fields(namespace = %ns))]
+    async fn import(
+        &self,
+        ns: String,
+        source: ttypes::ImageImportStream,
+        dest: ttypes::ImageStore,
+        progress: Progress,
+    ) -> Result<(), Status> {
+        let reader = stream::receive(self.open_stream(&source.stream, "import")?);
+        let store = self.puller.store.clone();
+        let prefix = format!("{ns}-import-{}", uuid::Uuid::new_v4().simple());
+        let index_name = (!dest.name.is_empty()).then(|| dest.name.clone());
+        progress.event("importing", "archive", 0, 0, None);
+        let imported = tokio::task::spawn_blocking(move || {
+            archive::import(&store, reader, &prefix, index_name.as_deref())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("import task: {e}")))??;
+        tracing::info!(
+            images = imported.images.len(),
+            blobs = imported.blobs_written,
+            "archive read"
+        );
+        let (unpack, platforms) = (unpack_of(&dest), platforms_of(&dest));
+        for (name, root) in imported.images {
+            let req = PullRequest {
+                namespace: ns.clone(),
+                reference: name.clone(),
+                platforms: platforms.clone(),
+                all_platforms: dest.all_metadata,
+                unpack: unpack.clone(),
+                registry: RegistryOptions::default(),
+                labels: dest.labels.clone().into_iter().collect(),
+            };
+            self.puller
+                .fetch_and_record(
+                    &req,
+                    &name,
+                    &root,
+                    Arc::new(pull::ArchiveOnly),
+                    None,
+                    progress.clone(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `source`'s images to the client's stream as an OCI layout.
+    #[tracing::instrument(name = "export", skip_all, fields(namespace = %ns))]
+    async fn export(
+        &self,
+        ns: String,
+        source: ttypes::ImageStore,
+        dest: ttypes::ImageExportStream,
+    ) -> Result<(), Status> {
+        let stream = self.open_stream(&dest.stream, "export")?;
+        let names: Vec<String> = std::iter::once(source.name.clone())
+            .chain(source.extra_references.iter().map(|r| r.name.clone()))
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Err(Status::invalid_argument(
+                "export needs at least one image name",
+            ));
+        }
+        let db = self.puller.db.clone();
+        let (ns2, names2) = (ns.clone(), names.clone());
+        let records = tokio::task::spawn_blocking(move || {
+            names2
+                .iter()
+                .map(|n| db.images().get(&ns2, n))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(crate::services::namespaces::to_status)?;
+        let mut images = Vec::new();
+        for (name, image) in names.into_iter().zip(records) {
+            let digest = berth_content::Digest::parse(&image.target.digest)
+                .map_err(|e| Status::internal(format!("image {name}: target: {e}")))?;
+            let root = berth_images::Descriptor::new(
+                image.target.media_type.clone(),
+                digest,
+                u64::try_from(image.target.size).unwrap_or(0),
+            );
+            images.push((name, root));
+        }
+        let platforms: Vec<Platform> = dest.platforms.iter().map(platform_of).collect();
+        let matcher = if platforms.is_empty() {
+            berth_images::Matcher::host()
+        } else {
+            berth_images::Matcher::ordered(platforms)
+        };
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let store = self.puller.store.clone();
+        let all = dest.all_platforms;
+        let writer = tokio::task::spawn_blocking(move || {
+            archive::export(
+                &store,
+                &images,
+                &matcher,
+                all,
+                stream::ChannelWriter::new(tx),
+            )
+        });
+        let mut sender = stream::StreamSender::new(stream);
+        let mut sent = Ok(());
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = sender.send(&chunk).await {
+                sent = Err(e);
+                break;
+            }
+        }
+        // The writer fails once nobody receives; its error says why first.
+        drop(rx);
+        writer
+            .await
+            .map_err(|e| Status::internal(format!("export task: {e}")))??;
+        sent
     }
 }

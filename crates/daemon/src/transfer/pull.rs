@@ -164,7 +164,8 @@ struct Job {
     lease: String,
     fetcher: Arc<dyn Fetcher>,
     progress: Progress,
-    source_label: (String, String),
+    /// `containerd.io/distribution.source.<host>` = repository, for pulls.
+    source_label: Option<(String, String)>,
 }
 
 impl Puller {
@@ -184,7 +185,25 @@ impl Puller {
         let root = Descriptor::new(root.media_type, root.digest, root.size);
         progress.event("resolved", &name, 0, 0, Some(api_desc(&root)));
         let fetcher: Arc<dyn Fetcher> = registry.fetcher(&resolved).map_err(remote_status)?.into();
+        let source = (
+            format!("containerd.io/distribution.source.{}", reference.domain()),
+            reference.path().to_string(),
+        );
+        self.fetch_and_record(&req, &name, &root, fetcher, Some(source), progress)
+            .await
+    }
 
+    /// Everything of `root` that `req` asks for, from `fetcher` where the
+    /// store lacks it, unpacked when asked; then the image record `name`.
+    pub(crate) async fn fetch_and_record(
+        &self,
+        req: &PullRequest,
+        name: &str,
+        root: &Descriptor,
+        fetcher: Arc<dyn Fetcher>,
+        source_label: Option<(String, String)>,
+        progress: Progress,
+    ) -> Result<Pulled, Status> {
         let lease = format!("berth-pull-{}", uuid::Uuid::new_v4().simple());
         let expire = humantime_rfc3339(SystemTime::now() + LEASE_EXPIRY);
         {
@@ -205,18 +224,15 @@ impl Puller {
             lease: lease.clone(),
             fetcher,
             progress: progress.clone(),
-            source_label: (
-                format!("containerd.io/distribution.source.{}", reference.domain()),
-                reference.path().to_string(),
-            ),
+            source_label,
         };
-        let result = job.run(&name, &root, &req).await;
+        let result = job.run(name, root, req).await;
         // The image (or nothing) now holds what the lease held.
         let (db, ns) = (self.db.clone(), req.namespace.clone());
         let _ = blocking(move || db.leases().delete(&ns, &lease).map_err(meta_status)).await;
         let downloaded = result?;
-        let image = self.record_image(&req, &name, &root).await?;
-        progress.event("saved", &name, 0, 0, Some(api_desc(&root)));
+        let image = self.record_image(req, name, root).await?;
+        progress.event("saved", name, 0, 0, Some(api_desc(root)));
         Ok(Pulled { image, downloaded })
     }
 
@@ -392,7 +408,8 @@ impl Job {
                 }
                 let (tx, rx) = watch::channel(BlobState::Pending);
                 states.insert(layer.digest.clone(), rx);
-                let mut labels = BTreeMap::from([self.source_label.clone()]);
+                let mut labels: BTreeMap<String, String> =
+                    self.source_label.clone().into_iter().collect();
                 if let Some(diff_id) = config.rootfs.diff_ids.get(i) {
                     labels.insert(LABEL_UNCOMPRESSED.to_string(), diff_id.to_string());
                 }
@@ -512,7 +529,9 @@ impl Job {
         bytes: Vec<u8>,
         mut labels: BTreeMap<String, String>,
     ) -> Result<(), Status> {
-        labels.insert(self.source_label.0.clone(), self.source_label.1.clone());
+        if let Some((k, v)) = &self.source_label {
+            labels.insert(k.clone(), v.clone());
+        }
         let (store, digest) = (self.p.store.clone(), desc.digest.clone());
         let ref_ = format!("{}-pull-{}", self.ns, desc.digest);
         blocking(move || {
@@ -890,5 +909,27 @@ mod tests {
             humantime_rfc3339(SystemTime::UNIX_EPOCH),
             "1970-01-01T00:00:00Z"
         );
+    }
+}
+
+/// The fetcher of an import: everything is in the content store already,
+/// so a blob that is not is missing from the archive.
+#[derive(Debug)]
+pub(crate) struct ArchiveOnly;
+
+#[async_trait::async_trait]
+impl Fetcher for ArchiveOnly {
+    async fn fetch_from(
+        &self,
+        desc: &berth_remotes::Descriptor,
+        _offset: u64,
+    ) -> berth_remotes::Result<berth_remotes::ByteStream> {
+        Err(berth_remotes::Error::NotFound {
+            what: format!(
+                "{} (not in the archive: an archive must hold every blob of the platforms it is imported for; export with --all-platforms, or import for the archive's platform)",
+                desc.digest
+            ),
+            errors: Default::default(),
+        })
     }
 }

@@ -1,0 +1,475 @@
+//! Image archives: OCI image layouts and `docker save` archives read into
+//! the content store (import), and images written out as an OCI layout that
+//! `docker load` also understands (export).
+//!
+//! Import streams: every blob is verified against its digest as it is
+//! written, so a corrupt archive stores nothing under a wrong name; the
+//! small index files are kept in memory and read at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Read, Write};
+
+use berth_content::Digest;
+use berth_content::local::LocalStore;
+use berth_images::manifest::{self, Descriptor, Index, Manifest};
+use berth_images::{Matcher, Reference, media};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+/// Largest index file (`index.json`, `manifest.json`) an archive may carry.
+const MAX_INDEX_FILE: u64 = 4 << 20;
+/// containerd's annotation naming the image an index entry is.
+const IMAGE_NAME: &str = "io.containerd.image.name";
+/// The OCI annotation with the entry's reference (or just its tag).
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// What an archive held.
+#[derive(Debug, Default)]
+pub(crate) struct Imported {
+    /// The images it names: (normalised name, root descriptor).
+    pub(crate) images: Vec<(String, Descriptor)>,
+    /// Blobs written into the store (already present ones not counted).
+    pub(crate) blobs_written: u64,
+}
+
+/// One entry of a `docker save` archive's `manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+fn bad_archive(what: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("image archive: {what}"))
+}
+
+fn store_err(e: berth_content::Error) -> Status {
+    Status::internal(format!("content store: {e}"))
+}
+
+/// `./a//b` → `a/b`.
+fn clean(path: &str) -> String {
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Writes `r` into the store; with `expected`, verified against it.
+fn ingest(
+    store: &LocalStore,
+    ref_: &str,
+    r: &mut dyn Read,
+    size: u64,
+    expected: Option<&Digest>,
+) -> Result<(Digest, bool), Status> {
+    let mut w = match store.open_writer(ref_, Some(size), expected) {
+        Ok(w) => w,
+        Err(berth_content::Error::AlreadyExists(_)) => {
+            io::copy(r, &mut io::sink()).map_err(bad_archive)?;
+            return Ok((
+                expected
+                    .cloned()
+                    .ok_or_else(|| Status::internal("no digest"))?,
+                false,
+            ));
+        }
+        Err(e) => return Err(store_err(e)),
+    };
+    // Start over whatever an earlier, interrupted import left.
+    berth_content::Writer::truncate(&mut w, 0).map_err(store_err)?;
+    // (LocalWriter's own `commit` takes it by value, hence the trait calls.)
+    let mut buf = vec![0_u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(bad_archive)?;
+        if n == 0 {
+            break;
+        }
+        berth_content::Writer::write(&mut w, &buf[..n]).map_err(store_err)?;
+    }
+    let digest = berth_content::Writer::digest(&w);
+    match w.commit(size, expected, Default::default()) {
+        Ok(()) => Ok((digest, true)),
+        Err(berth_content::Error::AlreadyExists(_)) => Ok((digest, false)),
+        Err(berth_content::Error::FailedPrecondition(m)) => Err(bad_archive(format!(
+            "{ref_}: {m}; the archive is corrupt and nothing of this blob was kept"
+        ))),
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+/// Reads an archive (plain or gzip-compressed tar) into `store`; the
+/// images are named by `io.containerd.image.name`, a full
+/// `org.opencontainers.image.ref.name`, or docker's `RepoTags`, and the
+/// whole index by `index_name` if given.
+pub(crate) fn import(
+    store: &LocalStore,
+    reader: impl Read,
+    ref_prefix: &str,
+    index_name: Option<&str>,
+) -> Result<Imported, Status> {
+    let mut reader = io::BufReader::with_capacity(1 << 20, reader);
+    let gzip = reader
+        .fill_buf()
+        .map_err(bad_archive)?
+        .starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::bufread::GzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut out = Imported::default();
+    let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+    // Path in the archive → the blob it holds.
+    let mut files: HashMap<String, (Digest, u64)> = HashMap::new();
+    let mut links: Vec<(String, String)> = Vec::new();
+    let mut n = 0_u64;
+    for entry in archive.entries().map_err(bad_archive)? {
+        let mut entry = entry.map_err(|e| bad_archive(format!("not a tar stream: {e}")))?;
+        let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        let size = entry.size();
+        match entry.header().entry_type() {
+            tar::EntryType::Symlink => {
+                // docker save links identical layers to one copy.
+                if let Ok(Some(target)) = entry.link_name() {
+                    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                    let joined = format!("{dir}/{}", target.display());
+                    let mut parts: Vec<&str> = Vec::new();
+                    for p in joined.split('/') {
+                        match p {
+                            "" | "." => {}
+                            ".." => {
+                                parts.pop();
+                            }
+                            p => parts.push(p),
+                        }
+                    }
+                    links.push((path, parts.join("/")));
+                }
+                continue;
+            }
+            t if !t.is_file() => continue,
+            _ => {}
+        }
+        n += 1;
+        let ref_ = format!("{ref_prefix}-{n}");
+        match path.as_str() {
+            "index.json" | "manifest.json" | "oci-layout" | "repositories" => {
+                if size > MAX_INDEX_FILE {
+                    return Err(bad_archive(format!(
+                        "{path} is {size} bytes, more than the {MAX_INDEX_FILE} an index may have"
+                    )));
+                }
+                let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                entry.read_to_end(&mut data).map_err(bad_archive)?;
+                small.insert(path, data);
+            }
+            p if p.starts_with("blobs/") => {
+                let name = p.trim_start_matches("blobs/").replacen('/', ":", 1);
+                let digest = Digest::parse(&name)
+                    .map_err(|e| bad_archive(format!("{p} is not named by a digest: {e}")))?;
+                let (d, written) = ingest(store, &ref_, &mut entry, size, Some(&digest))?;
+                out.blobs_written += u64::from(written);
+                files.insert(path, (d, size));
+            }
+            p if p.ends_with("/json") || p.ends_with("/VERSION") => {
+                // docker's legacy per-layer metadata: not content.
+            }
+            _ => {
+                let (d, written) = ingest(store, &ref_, &mut entry, size, None)?;
+                out.blobs_written += u64::from(written);
+                files.insert(path, (d, size));
+            }
+        }
+    }
+    for (link, target) in links {
+        if let Some(blob) = files.get(&target).cloned() {
+            files.insert(link, blob);
+        }
+    }
+
+    if let Some(index) = small.get("index.json") {
+        let desc = Descriptor::new(media::OCI_INDEX, Digest::of(index), index.len() as u64);
+        let parsed = manifest::parse_index(&desc, index)
+            .map_err(|e| bad_archive(format!("index.json: {e}")))?;
+        if let Some(name) = index_name {
+            berth_content::write_blob(
+                store,
+                &format!("{ref_prefix}-index"),
+                index,
+                &desc.digest,
+                Default::default(),
+            )
+            .or_else(|e| match e {
+                berth_content::Error::AlreadyExists(_) => Ok(()),
+                e => Err(e),
+            })
+            .map_err(store_err)?;
+            out.images.push((normalized(name)?, desc));
+        }
+        for m in parsed.manifests {
+            let name = m.annotations.get(IMAGE_NAME).or_else(|| {
+                m.annotations
+                    .get(REF_NAME)
+                    .filter(|r| r.contains(['/', ':', '@']))
+            });
+            let Some(name) = name else {
+                if index_name.is_none() {
+                    tracing::info!(digest = %m.digest, "archive entry without an image name skipped");
+                }
+                continue;
+            };
+            let mut root = Descriptor::new(m.media_type.clone(), m.digest.clone(), m.size);
+            root.platform = None;
+            out.images.push((normalized(name)?, root));
+        }
+    } else if let Some(list) = small.get("manifest.json") {
+        let entries: Vec<DockerEntry> =
+            serde_json::from_slice(list).map_err(|e| bad_archive(format!("manifest.json: {e}")))?;
+        for (i, e) in entries.iter().enumerate() {
+            let lookup = |p: &str| {
+                files.get(&clean(p)).cloned().ok_or_else(|| {
+                    bad_archive(format!(
+                        "manifest.json names {p}, which the archive does not hold"
+                    ))
+                })
+            };
+            let (config, config_size) = lookup(&e.config)?;
+            let mut layers = Vec::new();
+            for l in &e.layers {
+                let (digest, size) = lookup(l)?;
+                let mut head = [0_u8; 2];
+                let gz = store
+                    .open_reader(&digest)
+                    .ok()
+                    .and_then(|r| berth_content::ReaderAt::read_at(&r, &mut head, 0).ok())
+                    == Some(2)
+                    && head == [0x1f, 0x8b];
+                let mt = if gz {
+                    media::DOCKER_LAYER_GZIP
+                } else {
+                    media::DOCKER_LAYER
+                };
+                layers.push(Descriptor::new(mt, digest, size));
+            }
+            let m = Manifest {
+                schema_version: 2,
+                media_type: Some(media::DOCKER_MANIFEST.to_string()),
+                artifact_type: None,
+                config: Descriptor::new(media::DOCKER_CONFIG, config, config_size),
+                layers,
+                subject: None,
+                annotations: BTreeMap::new(),
+            };
+            let bytes = serde_json::to_vec(&m).map_err(|e| Status::internal(e.to_string()))?;
+            let digest = Digest::of(&bytes);
+            berth_content::write_blob(
+                store,
+                &format!("{ref_prefix}-m{i}"),
+                &bytes,
+                &digest,
+                Default::default(),
+            )
+            .or_else(|e| match e {
+                berth_content::Error::AlreadyExists(_) => Ok(()),
+                e => Err(e),
+            })
+            .map_err(store_err)?;
+            let root = Descriptor::new(media::DOCKER_MANIFEST, digest, bytes.len() as u64);
+            for tag in e.repo_tags.iter().flatten() {
+                out.images.push((normalized(tag)?, root.clone()));
+            }
+            if let (Some(name), true) = (index_name, i == 0) {
+                out.images.push((normalized(name)?, root.clone()));
+            }
+        }
+    } else {
+        return Err(bad_archive(
+            "neither index.json (OCI layout) nor manifest.json (docker save) found; is this an image archive?",
+        ));
+    }
+    if out.images.is_empty() {
+        return Err(bad_archive(
+            "no image in the archive has a name; give one with --index-name",
+        ));
+    }
+    Ok(out)
+}
+
+fn normalized(name: &str) -> Result<String, Status> {
+    Reference::parse_normalized(name)
+        .map(|r| r.to_string())
+        .map_err(|e| bad_archive(format!("image name {name:?}: {e}")))
+}
+
+/// Reads a small blob (manifest, index) whole.
+fn read_small(store: &LocalStore, d: &Descriptor) -> Result<Vec<u8>, Status> {
+    manifest::check_size(d).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    std::fs::read(store.blob_path(&d.digest))
+        .map_err(|e| Status::not_found(format!("{}: not in the content store ({e})", d.digest)))
+}
+
+/// Writes `images` (name, root) as one OCI layout tar to `out`, with the
+/// manifests `matcher` selects from each index (all with `all_platforms`),
+/// and a docker-compatible `manifest.json` for single-manifest images.
+pub(crate) fn export(
+    store: &LocalStore,
+    images: &[(String, Descriptor)],
+    matcher: &Matcher,
+    all_platforms: bool,
+    out: impl Write,
+) -> Result<(), Status> {
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut index = Index {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.to_string()),
+        artifact_type: None,
+        manifests: Vec::new(),
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let mut docker: Vec<DockerEntry> = Vec::new();
+    let mut add = |d: &Descriptor, blobs: &mut Vec<Descriptor>| {
+        if seen.insert(d.digest.clone()) {
+            blobs.push(d.clone());
+        }
+    };
+    for (name, root) in images {
+        let mut chosen: Vec<(Descriptor, Manifest)> = Vec::new();
+        if media::is_index(&root.media_type) {
+            let bytes = read_small(store, root)?;
+            let idx =
+                manifest::parse_index(root, &bytes).map_err(|e| Status::internal(e.to_string()))?;
+            for m in idx
+                .manifests
+                .iter()
+                .filter(|m| media::is_manifest(&m.media_type))
+            {
+                let wanted =
+                    all_platforms || m.platform.as_ref().is_none_or(|p| matcher.matches(p));
+                let local = store.blob_path(&m.digest).exists();
+                if !wanted || (!local && !all_platforms) {
+                    continue;
+                }
+                let bytes = read_small(store, m)?;
+                chosen.push((
+                    m.clone(),
+                    manifest::parse_manifest(m, &bytes)
+                        .map_err(|e| Status::internal(e.to_string()))?,
+                ));
+            }
+            if chosen.is_empty() {
+                return Err(Status::not_found(format!(
+                    "{name}: no manifest for the wanted platform is in the content store; pull it first or export with --all-platforms"
+                )));
+            }
+            add(root, &mut blobs);
+        } else {
+            let bytes = read_small(store, root)?;
+            chosen.push((
+                root.clone(),
+                manifest::parse_manifest(root, &bytes)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            ));
+        }
+        for (d, m) in &chosen {
+            for b in std::iter::once(&m.config).chain(&m.layers) {
+                if !store.blob_path(&b.digest).exists() {
+                    return Err(Status::not_found(format!(
+                        "{name}: blob {} of manifest {} is not in the content store; pull the image again",
+                        b.digest, d.digest
+                    )));
+                }
+                add(b, &mut blobs);
+            }
+            add(d, &mut blobs);
+        }
+        let path =
+            |d: &Descriptor| format!("blobs/{}/{}", d.digest.algorithm().as_str(), d.digest.hex());
+        if let [(_, m)] = chosen.as_slice() {
+            docker.push(DockerEntry {
+                config: path(&m.config),
+                repo_tags: Some(vec![name.clone()]),
+                layers: m.layers.iter().map(path).collect(),
+            });
+        }
+        let mut entry = root.clone();
+        entry
+            .annotations
+            .insert(IMAGE_NAME.to_string(), name.clone());
+        if let Ok(r) = Reference::parse_normalized(name) {
+            if let Some(tag) = r.tag() {
+                entry
+                    .annotations
+                    .insert(REF_NAME.to_string(), tag.to_string());
+            }
+        }
+        index.manifests.push(entry);
+    }
+
+    let mut tar = tar::Builder::new(out);
+    let put = |tar: &mut tar::Builder<_>, path: &str, size: u64, data: &mut dyn Read| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o444);
+        h.set_size(size);
+        tar.append_data(&mut h, path, data)
+            .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for b in &blobs {
+        let alg = b.digest.algorithm().as_str().to_string();
+        if dirs.insert(alg.clone()) {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            tar.append_data(&mut h, format!("blobs/{alg}/"), io::empty())
+                .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))?;
+        }
+        let mut file = std::fs::File::open(store.blob_path(&b.digest))
+            .map_err(|e| Status::not_found(format!("{}: {e}", b.digest)))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .len();
+        put(
+            &mut tar,
+            &format!("blobs/{alg}/{}", b.digest.hex()),
+            size,
+            &mut file,
+        )?;
+    }
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    put(
+        &mut tar,
+        "oci-layout",
+        layout.len() as u64,
+        &mut &layout[..],
+    )?;
+    let index = serde_json::to_vec(&index).map_err(|e| Status::internal(e.to_string()))?;
+    put(
+        &mut tar,
+        "index.json",
+        index.len() as u64,
+        &mut index.as_slice(),
+    )?;
+    if !docker.is_empty() {
+        let list = serde_json::to_vec(&docker).map_err(|e| Status::internal(e.to_string()))?;
+        put(
+            &mut tar,
+            "manifest.json",
+            list.len() as u64,
+            &mut list.as_slice(),
+        )?;
+    }
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))
+}
