@@ -9,10 +9,13 @@
 //! - `run`: `ctr run --rm ... true` latency; 20 sequential `run -d`;
 //!   daemon and shim RSS (both daemons run the same runc on the same
 //!   busybox root filesystem, `--rootfs`).
-//! - `pull`, `unpack`: the ~250 MB 6-layer test image through ctr's
-//!   client-side pull (from a local registry) and import.
+//! - `pull`, `unpack`: the ~250 MB 6-layer test image from a local
+//!   registry (berthd: `berthctl pull`, daemon-side; containerd 1.6: `ctr
+//!   pull`, client-side), and imported again with the content local
+//!   (`berthctl images import` / `ctr images import`).
 //! - `stress`: `berthctl stress` (containerd-stress's loop through the API)
-//!   at concurrency 2 and 8, and its exec variant at 2: containers/s.
+//!   at concurrency 2 and 8, at 8 again while `/v1/metrics` is scraped every
+//!   100 ms (both daemons serve metrics), and its exec variant at 2.
 //! - `memory`: fresh daemons; RSS idle (one image imported), with 20 and
 //!   with 100 running `sleep` containers; RSS and PSS per shim.
 //! - `api`: Version, Containers.List (1000 records) and Content.Info calls/s
@@ -70,6 +73,8 @@ struct Daemon {
     bin: PathBuf,
     /// The daemon's `--root`.
     root: PathBuf,
+    /// Port of its Prometheus endpoint on 127.0.0.1.
+    metrics_port: u16,
 }
 
 impl Daemon {
@@ -171,6 +176,7 @@ fn spawn_daemon(
     dir: &Path,
     address: PathBuf,
     bin: &Path,
+    metrics_port: u16,
 ) -> Result<Daemon> {
     let state = dir.join("state");
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
@@ -188,6 +194,7 @@ fn spawn_daemon(
         address,
         bin: bin.to_path_buf(),
         root: dir.join("root"),
+        metrics_port,
     };
     wait_for_socket(&d.address, &mut child, name)?;
     Ok(d)
@@ -196,8 +203,13 @@ fn spawn_daemon(
 fn start_berthd(dir: &Path, bin: &Path) -> Result<Daemon> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let address = dir.join("berthd.sock");
+    let port = free_port()?;
+    let config = dir.join("config.toml");
+    std::fs::write(&config, metrics_config(port)).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin.join("berthd"));
-    cmd.arg("--root")
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--root")
         .arg(dir.join("root"))
         .arg("--state")
         .arg(dir.join("state"))
@@ -205,17 +217,21 @@ fn start_berthd(dir: &Path, bin: &Path) -> Result<Daemon> {
         .arg(&address)
         .arg("--log-level")
         .arg("warn");
-    spawn_daemon("berthd", cmd, dir, address, bin)
+    spawn_daemon("berthd", cmd, dir, address, bin, port)
 }
 
 fn start_containerd(dir: &Path, bin: &Path) -> Result<Daemon> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let address = dir.join("containerd.sock");
     let config = dir.join("config.toml");
+    let port = free_port()?;
     // Only what the scenarios use: CRI and the extra snapshotters off.
     std::fs::write(
         &config,
-        "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n",
+        format!(
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n{}",
+            metrics_config(port)
+        ),
     )
     .map_err(|e| e.to_string())?;
     let mut cmd = Command::new("/usr/bin/containerd");
@@ -229,7 +245,64 @@ fn start_containerd(dir: &Path, bin: &Path) -> Result<Daemon> {
         .arg(&config)
         .arg("--log-level")
         .arg("warn");
-    spawn_daemon("containerd", cmd, dir, address, bin)
+    spawn_daemon("containerd", cmd, dir, address, bin, port)
+}
+
+/// A TCP port free right now on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Config (version 2, both daemons read it) serving metrics on `port`.
+fn metrics_config(port: u16) -> String {
+    format!("version = 2\n[metrics]\n  address = \"127.0.0.1:{port}\"\n")
+}
+
+/// Scrapes `port`'s `/v1/metrics` every 100 ms until dropped; counts scrapes.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Scraper {
+    fn start(port: u16) -> Scraper {
+        use std::io::Write as _;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = c.write_all(
+                        b"GET /v1/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                    );
+                    let mut body = Vec::new();
+                    if c.read_to_end(&mut body).is_ok() && body.starts_with(b"HTTP/1.1 200") {
+                        scrapes += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            scrapes
+        });
+        Scraper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops scraping; the number of successful scrapes.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn busybox_rootfs(dir: &Path) -> Result<()> {
@@ -667,9 +740,9 @@ fn reset_image(d: &Daemon, name: &str, content: bool) {
 
 /// `pull`: the ~250 MB 6-layer image from a local registry, fresh content
 /// each run; `unpack`: the same image re-imported with its content already
-/// local (so the time is mostly unpacking). berthd pulls daemon-side
-/// (`berthctl pull`), containerd 1.6 client-side (`ctr pull`); both import
-/// with `ctr`.
+/// local (so the time is mostly unpacking). berthd pulls and imports
+/// daemon-side (`berthctl pull`, `berthctl images import`), containerd 1.6
+/// client-side (`ctr pull`, `ctr images import`).
 fn scenario_images(
     berth: &Daemon,
     containerd: &Daemon,
@@ -686,7 +759,11 @@ fn scenario_images(
             Better::Lower,
         )
     } else {
-        Row::new("unpack 250 MB, content local", "s", Better::Lower)
+        Row::new(
+            "unpack 250 MB, content local (berthctl import vs ctr import)",
+            "s",
+            Better::Lower,
+        )
     }
     .goal(Goal::AtMost(0.33));
     for _ in 0..ROUNDS {
@@ -702,7 +779,13 @@ fn scenario_images(
                 }
             } else {
                 reset_image(d, name, false);
-                timed(d.ctr(&["images", "import", &big.archive]))?
+                // Again each daemon's fastest path: berthd imports
+                // daemon-side (Transfer), ctr 1.6 client-side.
+                if d.is_berth() {
+                    timed(d.berthctl(&["images", "import", &big.archive]))?
+                } else {
+                    timed(d.ctr(&["images", "import", &big.archive]))?
+                }
             };
             row.push(d, t.as_secs_f64());
         }
@@ -725,14 +808,16 @@ fn scenario_stress(
     for d in [berth, containerd] {
         d.ensure_busybox("default", &archive)?;
     }
-    let configs: [(&str, usize, bool); 3] = [
-        ("stress c=2", 2, false),
-        ("stress c=8", 8, false),
-        ("stress exec c=2", 2, true),
+    // (name, concurrency, exec variant, scraped every 100 ms)
+    let configs: [(&str, usize, bool, bool); 4] = [
+        ("stress c=2", 2, false, false),
+        ("stress c=8", 8, false, false),
+        ("stress c=8 scraped /100ms", 8, false, true),
+        ("stress exec c=2", 2, true, false),
     ];
     let mut rates: Vec<Row> = configs
         .iter()
-        .map(|(name, _, exec)| {
+        .map(|(name, _, exec, _)| {
             let (metric, unit) = if *exec {
                 (format!("{name} (execs/s)"), "/s")
             } else {
@@ -748,7 +833,7 @@ fn scenario_stress(
         .collect();
     let mut p50s: Vec<Row> = configs
         .iter()
-        .map(|(name, _, _)| Row::new(format!("{name} p50 per iteration"), "ms", Better::Lower))
+        .map(|(name, _, _, _)| Row::new(format!("{name} p50 per iteration"), "ms", Better::Lower))
         .collect();
     let stress = |d: &Daemon, c: usize, exec: bool, duration: &str| {
         let c = c.to_string();
@@ -762,9 +847,13 @@ fn scenario_stress(
         stress(d, 2, false, "2s")?;
     }
     for _ in 0..ROUNDS {
-        for (i, (_, c, exec)) in configs.iter().enumerate() {
+        for (i, (_, c, exec, scraped)) in configs.iter().enumerate() {
             for d in [berth, containerd] {
+                let scraper = scraped.then(|| Scraper::start(d.metrics_port));
                 let v = stress(d, *c, *exec, STRESS_DURATION)?;
+                if scraper.map(Scraper::finish) == Some(0) {
+                    return Err(format!("{}: /v1/metrics never answered", d.name));
+                }
                 rates[i].push(d, v["per_second"].as_f64().unwrap_or(0.0));
                 p50s[i].push(d, v["p50_ms"].as_f64().unwrap_or(0.0));
             }

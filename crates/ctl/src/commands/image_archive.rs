@@ -75,6 +75,10 @@ async fn send_archive(
         let want = buf.len().min(usize::try_from(window).unwrap_or(buf.len()));
         let n = input.read(&mut buf[..want]).await?;
         if n == 0 {
+            // End our side, then wait for berthd to end its: dropping the
+            // response early would reset the stream and lose queued data.
+            drop(to_daemon);
+            while from_daemon.message().await?.is_some() {}
             return Ok(sent);
         }
         to_daemon

@@ -159,6 +159,7 @@ impl TransferService {
         exchange: Arc<Exchange>,
         state: &std::path::Path,
         streams: Streams,
+        staging: HashMap<String, std::path::PathBuf>,
     ) -> TransferService {
         TransferService {
             puller: Puller {
@@ -169,6 +170,7 @@ impl TransferService {
                 tmp_mounts: state
                     .join("io.containerd.transfer.v1.local")
                     .join("tmpmounts"),
+                staging,
             },
             streams,
             pull_bytes: None,
@@ -512,6 +514,8 @@ impl TransferService {
         writer
             .await
             .map_err(|e| Status::internal(format!("export task: {e}")))??;
-        sent
+        sent?;
+        sender.finish().await;
+        Ok(())
     }
 }

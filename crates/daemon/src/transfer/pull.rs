@@ -65,6 +65,11 @@ pub(crate) struct Puller {
     pub(crate) snapshotters: Arc<Snapshotters>,
     pub(crate) exchange: Arc<Exchange>,
     pub(crate) tmp_mounts: PathBuf,
+    /// Per snapshotter whose layers apply independently of their parents
+    /// (overlayfs: a layer is its own upper directory), a directory on the
+    /// same filesystem as its snapshots where layers are applied in
+    /// parallel before being moved into their snapshots.
+    pub(crate) staging: HashMap<String, PathBuf>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -155,6 +160,55 @@ fn direct_target(mounts: &[berth_snapshots::Mount]) -> Option<(PathBuf, Whiteout
         }
         _ => None,
     }
+}
+
+/// Where a layer is applied.
+enum ApplyTarget {
+    /// A snapshot's mounts (written directly when they allow it).
+    Mounts(Vec<berth_snapshots::Mount>),
+    /// A staging directory, with overlay whiteouts.
+    Staged(PathBuf),
+}
+
+/// Layers being applied into staging directories, by layer index.
+#[derive(Default)]
+struct Staged {
+    tasks: Vec<Option<tokio::task::JoinHandle<Result<PathBuf, Status>>>>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Staged {
+    /// Stops what still runs and removes every staging directory left.
+    async fn abort(&mut self) {
+        for task in self.tasks.drain(..).flatten() {
+            task.abort();
+            let _ = task.await;
+        }
+        for dir in self.dirs.drain(..) {
+            if dir.exists() {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            }
+        }
+    }
+}
+
+/// Moves an applied staging directory into the (empty) upper directory of
+/// a freshly created overlay snapshot.
+fn move_into(dir: &Path, mounts: &[berth_snapshots::Mount]) -> Result<(), Status> {
+    let Some((upper, Whiteouts::Overlay)) = direct_target(mounts) else {
+        return Err(Status::internal(
+            "a staged layer needs an overlay snapshot to move into",
+        ));
+    };
+    std::fs::remove_dir(&upper)
+        .and_then(|()| std::fs::rename(dir, &upper))
+        .map_err(|e| {
+            Status::internal(format!(
+                "moving the applied layer {} into {}: {e}",
+                dir.display(),
+                upper.display()
+            ))
+        })
 }
 
 /// One pull in progress.
@@ -728,15 +782,81 @@ impl Job {
         }
         let chains = manifest::chain_ids(diff_ids);
         let snapshots = &self.p.snapshotters;
+        let mut missing = Vec::with_capacity(chains.len());
+        for chain in &chains {
+            missing.push(
+                snapshots
+                    .stat(&self.ns, snapshotter, chain.as_str())
+                    .await
+                    .is_err(),
+            );
+        }
+        // Layers above the first start applying at once, each into its own
+        // staging directory, as their bytes arrive; below, they are moved
+        // into their snapshots in order.
+        let mut staged = Staged::default();
+        if let Some(root) = self.p.staging.get(snapshotter) {
+            for (i, layer) in m.layers.iter().enumerate() {
+                if i == 0 || !missing[i] {
+                    staged.tasks.push(None);
+                    continue;
+                }
+                let dir = root.join(uuid::Uuid::new_v4().simple().to_string());
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    staged.abort().await;
+                    return Err(Status::internal(format!("{}: {e}", dir.display())));
+                }
+                let job = self.clone_for_task();
+                let (layer, diff_id, states) = (layer.clone(), diff_ids[i].clone(), states.clone());
+                staged.dirs.push(dir.clone());
+                staged.tasks.push(Some(tokio::spawn(async move {
+                    let compression = compression(&layer.media_type)?;
+                    job.apply(
+                        ApplyTarget::Staged(dir),
+                        &layer,
+                        compression,
+                        &diff_id,
+                        &states,
+                    )
+                    .await
+                })));
+            }
+        }
+        let result = self
+            .unpack_in_order(
+                snapshotter,
+                m,
+                &chains,
+                &missing,
+                &mut staged,
+                diff_ids,
+                states,
+            )
+            .await;
+        staged.abort().await;
+        result
+    }
+
+    /// The sequential part of [`Job::unpack`]: snapshots created and
+    /// committed in order, each layer applied into it or moved in from its
+    /// staging directory.
+    #[allow(clippy::too_many_arguments)]
+    async fn unpack_in_order(
+        &self,
+        snapshotter: &str,
+        m: &Manifest,
+        chains: &[Digest],
+        missing: &[bool],
+        staged: &mut Staged,
+        diff_ids: &[Digest],
+        states: &HashMap<Digest, watch::Receiver<BlobState>>,
+    ) -> Result<Digest, Status> {
+        let snapshots = &self.p.snapshotters;
         let mut parent: Option<&Digest> = None;
         for (i, layer) in m.layers.iter().enumerate() {
             let chain = &chains[i];
             let name = format!("layer-{}", layer.digest);
-            if snapshots
-                .stat(&self.ns, snapshotter, chain.as_str())
-                .await
-                .is_ok()
-            {
+            if !missing[i] {
                 parent = Some(chain);
                 continue;
             }
@@ -756,9 +876,23 @@ impl Job {
                 .map_err(crate::services::snapshots::to_status)?;
             self.progress
                 .event("unpacking", &name, 0, layer.size, Some(api_desc(layer)));
-            let applied = self
-                .apply(&mounts, layer, compression, &diff_ids[i], states)
-                .await;
+            let applied = match staged.tasks.get_mut(i).and_then(Option::take) {
+                Some(task) => match task.await {
+                    Ok(Ok(dir)) => move_into(&dir, &mounts),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(Status::internal(format!("layer apply task: {e}"))),
+                },
+                None => self
+                    .apply(
+                        ApplyTarget::Mounts(mounts.clone()),
+                        layer,
+                        compression,
+                        &diff_ids[i],
+                        states,
+                    )
+                    .await
+                    .map(drop),
+            };
             let applied = match applied {
                 Ok(()) => self.wait_downloaded(layer, states).await,
                 Err(e) => Err(e),
@@ -830,14 +964,16 @@ impl Job {
         }
     }
 
+    /// Applies `layer` (as it downloads, or from the store) at `target`;
+    /// returns the staging directory for [`ApplyTarget::Staged`].
     async fn apply(
         &self,
-        mounts: &[berth_snapshots::Mount],
+        target: ApplyTarget,
         layer: &Descriptor,
         compression: archive::Compression,
         diff_id: &Digest,
         states: &HashMap<Digest, watch::Receiver<BlobState>>,
-    ) -> Result<(), Status> {
+    ) -> Result<PathBuf, Status> {
         let mut rx = states
             .get(&layer.digest)
             .cloned()
@@ -849,7 +985,6 @@ impl Job {
             .clone();
         let store = self.p.store.clone();
         let (digest, size, expected) = (layer.digest.clone(), layer.size, diff_id.to_string());
-        let mounts = mounts.to_vec();
         let scratch = self
             .p
             .tmp_mounts
@@ -880,8 +1015,12 @@ impl Job {
                     BlobState::Pending => Err(Status::internal("layer download not started")),
                 }
             };
+            let mounts = match target {
+                ApplyTarget::Staged(dir) => return run(&dir, Whiteouts::Overlay).map(|()| dir),
+                ApplyTarget::Mounts(mounts) => mounts,
+            };
             if let Some((target, whiteouts)) = direct_target(&mounts) {
-                return run(&target, whiteouts);
+                return run(&target, whiteouts).map(|()| target);
             }
             std::fs::create_dir_all(&scratch)
                 .map_err(|e| Status::internal(format!("{}: {e}", scratch.display())))?;
@@ -891,7 +1030,7 @@ impl Job {
             let unmounted = guard.unmount();
             let _ = std::fs::remove_dir(&scratch);
             unmounted.map_err(|e| Status::internal(format!("unmounting the snapshot: {e}")))?;
-            result
+            result.map(|()| scratch)
         })
         .await
     }

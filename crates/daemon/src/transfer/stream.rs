@@ -141,6 +141,22 @@ impl StreamSender {
         }
         Ok(())
     }
+
+    /// Ends the daemon's side and waits (a while) for the client to end
+    /// its own: dropping the client's half first would reset the stream and
+    /// could discard data still queued for the client.
+    pub(crate) async fn finish(self) {
+        let OpenStream {
+            to_client,
+            from_client,
+        } = self.stream;
+        drop(to_client);
+        let drain = async {
+            let mut incoming = from_client.lock().await;
+            while let Ok(Some(_)) = incoming.message().await {}
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drain).await;
+    }
 }
 
 /// A blocking writer whose bytes go, in chunks, to an async consumer (the
