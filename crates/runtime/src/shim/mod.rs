@@ -16,6 +16,7 @@
 //!   `Shutdown` once its container is deleted.
 
 mod args;
+mod direct;
 mod events;
 mod oom;
 mod reaper;

@@ -90,6 +90,8 @@ struct Container {
     execs: HashMap<String, Process>,
     runc: Runc,
     rootfs_mounted: bool,
+    /// Start and delete may skip runc (see [`super::direct`]).
+    direct: bool,
 }
 
 impl Container {
@@ -313,6 +315,7 @@ impl Service {
                 execs: HashMap::new(),
                 runc: runc.clone(),
                 rootfs_mounted: !mounts.is_empty(),
+                direct: !runc.systemd_cgroup && !super::direct::has_hooks(&bundle),
             });
         }
         let pid_file = bundle.join("init.pid");
@@ -424,8 +427,8 @@ impl Service {
     async fn do_start(&self, r: api::StartRequest) -> Reply<api::StartResponse> {
         let (runc, bundle) = self.runc(&r.id)?;
         if r.exec_id.is_empty() {
-            let pid = self.with_container(&r.id, |c| match c.init.status {
-                Status::Created => Ok(c.init.pid),
+            let (pid, direct) = self.with_container(&r.id, |c| match c.init.status {
+                Status::Created => Ok((c.init.pid, c.direct)),
                 s => Err(err(
                     Category::FailedPrecondition,
                     format!(
@@ -435,9 +438,18 @@ impl Service {
                     ),
                 )),
             })?;
-            runc.start(&r.id)
-                .await
-                .map_err(|e| err(Category::Unknown, e.to_string()))?;
+            let started = if direct {
+                super::direct::start(&runc.root, &r.id, pid)
+                    .await
+                    .map_err(|e| err(Category::Unknown, format!("starting {:?}: {e}", r.id)))?
+            } else {
+                false
+            };
+            if !started {
+                runc.start(&r.id)
+                    .await
+                    .map_err(|e| err(Category::Unknown, e.to_string()))?;
+            }
             self.with_container(&r.id, |c| {
                 if c.init.status == Status::Created {
                     c.init.status = Status::Running;
@@ -518,13 +530,14 @@ impl Service {
                 })
             });
         }
-        let (runc, bundle, status, pid, mounted) = self.with_container(&r.id, |c| {
+        let (runc, bundle, status, pid, mounted, direct) = self.with_container(&r.id, |c| {
             Ok((
                 c.runc.clone(),
                 c.bundle.clone(),
                 c.init.status,
                 c.init.pid,
                 c.rootfs_mounted,
+                c.direct,
             ))
         })?;
         if matches!(status, Status::Running | Status::Paused) {
@@ -533,9 +546,22 @@ impl Service {
                 format!("task {:?} is running; kill it before deleting", r.id),
             ));
         }
-        if let Err(e) = runc.delete(&r.id, status == Status::Created).await {
-            // Gone already is fine: delete must be idempotent for cleanup.
-            tracing::warn!(id = %r.id, error = %e, "runc delete");
+        let deleted = if direct && status == Status::Stopped {
+            match super::direct::delete(&runc.root, &r.id).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(id = %r.id, error = %e, "deleting without runc; asking runc");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !deleted {
+            if let Err(e) = runc.delete(&r.id, status == Status::Created).await {
+                // Gone already is fine: delete must be idempotent for cleanup.
+                tracing::warn!(id = %r.id, error = %e, "runc delete");
+            }
         }
         if mounted {
             if let Err(e) = berth_snapshots::mount::unmount_all(bundle.join("rootfs")) {
