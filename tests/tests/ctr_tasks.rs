@@ -87,7 +87,9 @@ fn out_of_memory_is_an_event(shim: Shim) -> Result<()> {
         "oom",
         "/bin/sh",
         "-c",
-        "x=aaaaaaaa; while :; do x=$x$x; done",
+        // The pause lets a shim that watches for OOM only after start
+        // (Debian's) be listening before the kill.
+        "sleep 1; x=aaaaaaaa; while :; do x=$x$x; done",
     ])?;
     assert_eq!(
         out.status.code(),
