@@ -119,7 +119,9 @@ pub(crate) fn deps() -> Result<()> {
 /// statically (the flags reach the final crate only, so no dependency is
 /// rebuilt for them).
 pub(crate) fn build_release() -> Result<()> {
-    run(cargo().args(["build", "--release", "--bins"]))?;
+    // berthd and the shim are built by the static links below only: a plain
+    // build of them would undo those (other flags) and relink every time.
+    run(cargo().args(["build", "--release", "-p", "berth-ctl", "--bins"]))?;
     // The daemon and the shim are linked statically and not
     // position-independent: no shared libc pages to map, no relocations
     // to apply at start, so less resident memory per process.
@@ -163,6 +165,13 @@ fn test(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The optional OpenTelemetry export: checked and its test run once more
+    // with the feature (the rest of the suite is the default build).
+    let otel = ["-p", "berth-daemon", "--features", "otel"];
+    run(cargo()
+        .args(["clippy"])
+        .args(otel)
+        .args(["--all-targets", "--", "-D", "warnings"]))?;
     let nextest = Command::new("cargo-nextest")
         .arg("--version")
         .output()
@@ -172,9 +181,17 @@ fn test(extra: &[String]) -> Result<()> {
         // closing summary is nextest's count of every test.
         run(cargo().args(["test", "--workspace", "--doc"]))?;
         run(cargo()
+            .args(["nextest", "run"])
+            .args(otel)
+            .args(["--test", "otlp_export"]))?;
+        run(cargo()
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
             .args(extra))
     } else {
+        run(cargo()
+            .args(["test"])
+            .args(otel)
+            .args(["--test", "otlp_export"]))?;
         run(cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(extra))

@@ -28,6 +28,7 @@ pub mod config;
 mod error;
 pub mod http;
 pub mod metrics;
+pub mod otlp;
 pub mod plugins;
 mod server;
 pub mod services;

@@ -73,19 +73,75 @@ impl Cli {
     }
 }
 
-fn init_tracing(level: &str) {
+/// The slot the OpenTelemetry layer goes into once the config is read.
+#[cfg(feature = "otel")]
+type OtelSlot = Option<
+    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static>,
+>;
+
+/// Fills the [`OtelSlot`] later.
+#[cfg(feature = "otel")]
+type OtelHandle = tracing_subscriber::reload::Handle<OtelSlot, tracing_subscriber::Registry>;
+/// Without the `otel` feature there is nothing to fill in later.
+#[cfg(not(feature = "otel"))]
+struct OtelHandle;
+
+fn init_tracing(level: &str) -> OtelHandle {
     use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
     let level = if level.is_empty() { "info" } else { level };
     // The level applies to berth; the HTTP/2 stack stays quiet unless
     // BERTH_LOG asks for it explicitly.
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn"))
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    #[cfg(feature = "otel")]
+    {
+        let (slot, handle) = tracing_subscriber::reload::Layer::new(OtelSlot::None);
+        tracing_subscriber::registry()
+            .with(slot)
+            .with(filter)
+            .with(fmt)
+            .init();
+        handle
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        tracing_subscriber::registry().with(filter).with(fmt).init();
+        OtelHandle
+    }
+}
+
+/// Starts exporting spans if the config asks for it (inside the runtime).
+#[cfg(feature = "otel")]
+fn start_export(
+    config: &Config,
+    handle: &OtelHandle,
+) -> Result<Option<berth_daemon::otlp::Exporter>, String> {
+    let Some(otlp) = berth_daemon::otlp::config_of(config)? else {
+        return Ok(None);
+    };
+    let (layer, exporter) = berth_daemon::otlp::layer(&otlp)?;
+    handle
+        .modify(|slot| *slot = Some(Box::new(layer)))
+        .map_err(|e| format!("installing the OpenTelemetry layer: {e}"))?;
+    tracing::info!(endpoint = %otlp.endpoint, protocol = ?otlp.protocol, "exporting spans over OTLP");
+    Ok(Some(exporter))
+}
+
+/// Without the `otel` feature, a configured endpoint is only reported.
+#[cfg(not(feature = "otel"))]
+fn start_export(config: &Config, _: &OtelHandle) -> Result<Option<()>, String> {
+    if let Some(otlp) = berth_daemon::otlp::config_of(config)? {
+        tracing::warn!(
+            endpoint = %otlp.endpoint,
+            "this berthd is built without the otel feature: spans are not exported"
+        );
+    }
+    Ok(None)
 }
 
 fn main() -> ExitCode {
@@ -116,7 +172,7 @@ fn main() -> ExitCode {
         None => {}
     }
     // Tracing first, so config warnings (unknown sections) are shown.
-    init_tracing(cli.log_level.as_deref().unwrap_or(""));
+    let otel = init_tracing(cli.log_level.as_deref().unwrap_or(""));
     let config = match cli.load() {
         Ok(c) => c,
         Err(e) => {
@@ -135,7 +191,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(berth_daemon::run(config)) {
+    let result = runtime.block_on(async {
+        let exporter = start_export(&config, &otel)?;
+        let result = berth_daemon::run(config).await;
+        #[cfg(feature = "otel")]
+        if let Some(exporter) = exporter {
+            // Flushing blocks: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+        }
+        #[cfg(not(feature = "otel"))]
+        let _: Option<()> = exporter;
+        Ok::<_, String>(result)
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berthd: {e}");
