@@ -65,6 +65,8 @@ pub struct Daemon {
     pub state: PathBuf,
     /// How long the last start took until the socket accepted connections.
     pub startup: Duration,
+    /// The namespace `ctr` and `berthctl` use unless given `-n`.
+    pub namespace: String,
 }
 
 impl Daemon {
@@ -92,6 +94,7 @@ impl Daemon {
             child: None,
             config: config_path,
             startup: Duration::ZERO,
+            namespace: "default".to_string(),
         };
         d.spawn()?;
         Ok(d)
@@ -214,8 +217,19 @@ impl Daemon {
     /// Debian's `ctr -a <address>` with `args`.
     pub fn ctr(&self, args: &[&str]) -> Result<Output> {
         let mut cmd = Command::new(ctr_bin()?);
-        cmd.arg("--address").arg(&self.address).args(args);
+        cmd.arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .env("CONTAINERD_NAMESPACE", &self.namespace);
         cmd.output().context("running ctr")
+    }
+
+    /// This daemon with `ctr` and `berthctl` working in `namespace`: tests
+    /// running at once must not share a namespace and container id, since
+    /// `ctr`'s specs put containers in the cgroup `/<namespace>/<id>`.
+    pub fn in_namespace(mut self, namespace: &str) -> Daemon {
+        self.namespace = namespace.to_string();
+        self
     }
 
     /// `berthctl -a <address>` with `args`, run to completion.
@@ -231,7 +245,7 @@ impl Daemon {
         cmd.arg("--address")
             .arg(&self.address)
             .args(args)
-            .env_remove("BERTH_NAMESPACE")
+            .env("BERTH_NAMESPACE", &self.namespace)
             .env_remove("CONTAINERD_NAMESPACE");
         Ok(cmd)
     }

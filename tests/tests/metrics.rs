@@ -82,7 +82,7 @@ impl Metrics {
 
     /// The one value of `name` for container `id`.
     fn container(&self, name: &str, id: &str) -> Result<f64> {
-        self.one(name, &[("container_id", id), ("namespace", "default")])
+        self.one(name, &[("container_id", id)])
     }
 
     fn one(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
@@ -142,24 +142,28 @@ fn wait_running(d: &Daemon, ids: &[&str]) -> Result<()> {
 
 #[test]
 fn metrics_and_debug_endpoints_with_three_containers_on_berths_shim() -> Result<()> {
-    metrics_and_debug_endpoints_with_three_containers("")
+    metrics_and_debug_endpoints_with_three_containers("", "berth-shim")
 }
 
 #[test]
 fn metrics_and_debug_endpoints_with_three_containers_on_debians_shim() -> Result<()> {
     metrics_and_debug_endpoints_with_three_containers(
         "[plugins.\"io.containerd.runtime.v2.task\".shims]\n  \"io.containerd.runc.v2\" = \"/usr/bin/containerd-shim-runc-v2\"\n",
+        "debian-shim",
     )
 }
 
-/// The scenario, with `shims` (a config fragment) choosing the shim.
-fn metrics_and_debug_endpoints_with_three_containers(shims: &str) -> Result<()> {
+/// The scenario, with `shims` (a config fragment) choosing the shim; the
+/// containers run in `namespace` (the two variants run at once with the
+/// same container ids, so they must not share cgroups).
+fn metrics_and_debug_endpoints_with_three_containers(shims: &str, namespace: &str) -> Result<()> {
     let (metrics_port, debug_port) = (free_port()?, free_port()?);
     let d = Daemon::start_with_config(Some(&format!(
         "version = 2\n\
          [metrics]\n  address = \"127.0.0.1:{metrics_port}\"\n  grpc_histogram = true\n\
          [debug]\n  address = \"127.0.0.1:{debug_port}\"\n{shims}"
-    )))?;
+    )))?
+    .in_namespace(namespace);
 
     // A pull's worth of content: the image's blobs go through content ingests.
     let before = Metrics::scrape(metrics_port)?;
@@ -269,6 +273,14 @@ fn metrics_and_debug_endpoints_with_three_containers(shims: &str) -> Result<()> 
         "container_cpu_usage_usec_microseconds"
     };
     let per_second = if v1 { 1e9 } else { 1e6 };
+    let labelled = second.find(cpu_family, &[("container_id", CPU)]);
+    assert!(
+        !labelled.is_empty()
+            && labelled
+                .iter()
+                .all(|s| s.labels.get("namespace") == Some(namespace)),
+        "{cpu_family} of {CPU} is labelled with namespace {namespace}: {labelled:?}"
+    );
     let burned =
         (second.container(cpu_family, CPU)? - first.container(cpu_family, CPU)?) / per_second;
     assert!(

@@ -86,22 +86,24 @@ pub async fn run_with(
 
     let grpc_path = config.grpc.address.clone();
     let ttrpc_path = ttrpc_address(&grpc_path);
-    let grpc_listener = match crate::socket::listen(&grpc_path, config.grpc.uid, config.grpc.gid) {
-        Ok(l) => l,
-        Err(e) => {
-            stop_endpoints(endpoints);
-            return Err(e.into());
-        }
-    };
+    // The ttrpc socket first: once the gRPC socket appears, clients (and
+    // shims) find both.
     let ttrpc_listener =
         match crate::socket::listen(&ttrpc_path, config.ttrpc.uid, config.ttrpc.gid) {
             Ok(l) => l,
             Err(e) => {
                 stop_endpoints(endpoints);
-                let _ = std::fs::remove_file(&grpc_path);
                 return Err(e.into());
             }
         };
+    let grpc_listener = match crate::socket::listen(&grpc_path, config.grpc.uid, config.grpc.gid) {
+        Ok(l) => l,
+        Err(e) => {
+            stop_endpoints(endpoints);
+            let _ = std::fs::remove_file(&ttrpc_path);
+            return Err(e.into());
+        }
+    };
 
     let mut ttrpc_server = ttrpc::asynchronous::Server::new()
         .add_listener(ttrpc_listener.into())
