@@ -52,7 +52,7 @@ const API_CONTAINERS: usize = 1000;
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
 /// Cargo's target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| {

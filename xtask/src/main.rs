@@ -155,6 +155,7 @@ pub(crate) fn cargo() -> Command {
 /// The whole suite: one build, style checks, every test.
 fn test(extra: &[String]) -> Result<()> {
     deps()?;
+    warn_if_disk_low();
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["build", "--workspace", "--all-targets"]))?;
     run(cargo().args([
@@ -195,6 +196,33 @@ fn test(extra: &[String]) -> Result<()> {
         run(cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(extra))
+    }
+}
+
+/// Space a clean build of every target and a test run need, with margin.
+const DISK_NEEDED: u64 = 4 << 30;
+
+/// Says so up front when the build would run out of disk: the linker then
+/// dies of SIGBUS with a message that does not mention space.
+fn warn_if_disk_low() {
+    let mut dir = bench::target_dir();
+    while !dir.exists() {
+        if !dir.pop() {
+            return;
+        }
+    }
+    let Ok(stat) = nix::sys::statvfs::statvfs(&dir) else {
+        return;
+    };
+    let free = stat.blocks_available() * stat.fragment_size();
+    if free < DISK_NEEDED {
+        eprintln!(
+            "xtask: warning: only {} MiB free under {}; a clean build and the suite need about {} MiB. \
+             Free space (cargo clean, old target dirs) or point CARGO_TARGET_DIR at a larger disk.",
+            free >> 20,
+            dir.display(),
+            DISK_NEEDED >> 20
+        );
     }
 }
 
