@@ -26,6 +26,7 @@
 
 pub mod config;
 mod error;
+pub mod heap;
 pub mod http;
 pub mod metrics;
 pub mod otlp;

@@ -145,6 +145,7 @@ fn start_export(config: &Config, _: &OtelHandle) -> Result<Option<()>, String> {
 }
 
 fn main() -> ExitCode {
+    berth_daemon::heap::limit_arenas();
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Config {

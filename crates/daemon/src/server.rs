@@ -123,12 +123,18 @@ pub async fn run_with(
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "berthd successfully booted"
     );
+    // Loading plugins (descriptor decoding, database opening) leaves free
+    // heap behind that the daemon would otherwise keep while idle.
+    crate::heap::trim();
 
     // Graceful shutdown waits for open calls; long-lived ones (an `events`
     // subscription) would hold it forever, so they get a short grace period.
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let layer = crate::metrics::grpc::MetricsLayer::new(metrics.map(|m| m.grpc.clone()));
+    let trimmer = crate::heap::HeapTrimmer::new();
+    let trimming = trimmer.spawn();
     let grpc = tonic::transport::Server::builder()
+        .layer(trimmer.layer())
         .layer(layer)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(UnixListenerStream::new(grpc_listener), async move {
@@ -153,6 +159,7 @@ pub async fn run_with(
         }
     };
     tracing::info!("shutting down");
+    trimming.abort();
     stop_endpoints(endpoints);
     if let Err(e) = ttrpc_server.shutdown().await {
         tracing::warn!(error = %e, "ttrpc server shutdown");

@@ -131,7 +131,7 @@ impl Containers for ContainersService {
     ) -> Result<Response<pb::GetContainerResponse>, Status> {
         let ns = namespace_of(&r)?;
         let id = r.into_inner().id;
-        let c = with_db(&self.db, move |db| db.containers().get(&ns, &id)).await?;
+        let c = super::read_db(&self.db, |db| db.containers().get(&ns, &id))?;
         Ok(Response::new(pb::GetContainerResponse {
             container: Some(container_to_proto(c)),
         }))

@@ -202,13 +202,7 @@ impl Content for ContentService {
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let ns = super::namespace_of(&request)?;
         let digest = parse_digest(&request.into_inner().digest)?.to_string();
-        let db = self.db.clone();
-        let record = blocking(move || {
-            db.content()
-                .info(&ns, &digest)
-                .map_err(super::namespaces::to_status)
-        })
-        .await?;
+        let record = super::read_db(&self.db, |db| db.content().info(&ns, &digest))?;
         Ok(Response::new(InfoResponse {
             info: Some(wire_info(record)),
         }))

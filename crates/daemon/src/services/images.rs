@@ -78,7 +78,7 @@ impl Images for ImagesService {
     ) -> Result<Response<pb::GetImageResponse>, Status> {
         let ns = namespace_of(&r)?;
         let name = r.into_inner().name;
-        let image = with_db(&self.db, move |db| db.images().get(&ns, &name)).await?;
+        let image = super::read_db(&self.db, |db| db.images().get(&ns, &name))?;
         Ok(Response::new(pb::GetImageResponse {
             image: Some(image_to_proto(image)),
         }))

@@ -35,6 +35,19 @@ pub fn namespace_of<T>(request: &Request<T>) -> Result<String, Status> {
     Ok(ns.to_string())
 }
 
+/// Runs a one-record metadata read on the calling worker, mapping its error.
+///
+/// A read transaction over redb's cache takes a few microseconds; handing
+/// it to the blocking pool (a thread wake-up and a context switch each
+/// way) took longer than the read and dominated small calls such as
+/// `Content.Info`. Scans and writes (fsync) still go through [`with_db`].
+pub fn read_db<T>(
+    db: &berth_metadata::Db,
+    f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T>,
+) -> Result<T, Status> {
+    f(db).map_err(namespaces::to_status)
+}
+
 /// Runs a blocking metadata call off the async workers, mapping its error.
 pub async fn with_db<T: Send + 'static>(
     db: &berth_metadata::Db,
