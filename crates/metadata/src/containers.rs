@@ -4,12 +4,11 @@
 //!
 //! # Encoding
 //!
-//! `containers` table, key `(namespace, id)`, value JSON: `{"labels": {..},
-//! "image": "..", "runtime": {"name": "..", "options": <any>}, "spec":
-//! <any>, "snapshotter": "..", "snapshot_key": "..", "extensions": {"k":
-//! <any>}, "sandbox": "..", "created": <ns>, "updated": <ns>}` where
-//! `<any>` is `{"type_url": "..", "value": "<base64>"}`. The collector reads
-//! `snapshotter`, `snapshot_key` and `labels`.
+//! `containers` table, key `(namespace, id)`, value a protobuf message
+//! (labels, image, runtime, spec, snapshotter, snapshot key, extensions,
+//! sandbox, times); records written by earlier versions are JSON and are
+//! still read. The collector reads `snapshotter`, `snapshot_key`
+//! and `labels`.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -19,6 +18,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing::debug;
 
+use crate::container_codec;
 use crate::content::{apply_label_paths, collect_labels};
 use crate::db::Db;
 use crate::error::{DbContext, Error, Result};
@@ -109,8 +109,19 @@ impl ContainerRecord {
         timestamp::from_nanos(self.updated)
     }
 
-    fn decode(ns: &str, id: &str, bytes: &[u8]) -> Result<ContainerRecord> {
-        let mut r: ContainerRecord = serde_json::from_slice(bytes).map_err(|e| {
+    /// Creation and update times, ns since the epoch.
+    pub(crate) fn times(&self) -> (i64, i64) {
+        (self.created, self.updated)
+    }
+
+    /// Sets the creation and update times, ns since the epoch.
+    pub(crate) fn set_times(&mut self, created: i64, updated: i64) {
+        self.created = created;
+        self.updated = updated;
+    }
+
+    pub(crate) fn decode(ns: &str, id: &str, bytes: &[u8]) -> Result<ContainerRecord> {
+        let mut r = container_codec::decode(bytes).map_err(|e| {
             Error::DataLoss(format!(
                 "container record {id:?} in namespace {ns:?}: cannot decode: {e}"
             ))
@@ -120,8 +131,7 @@ impl ContainerRecord {
     }
 
     fn encode(&self) -> Vec<u8> {
-        // Strings, integers and maps of them always serialise.
-        serde_json::to_vec(self).unwrap_or_default()
+        container_codec::encode(self)
     }
 }
 
@@ -358,6 +368,45 @@ mod tests {
             snapshot_key: id.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn json_records_of_older_databases_are_read_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("m.redb")).unwrap();
+        let s = db.containers();
+        let created = s.create("ns", container("new")).unwrap();
+        // A record as earlier versions wrote it.
+        let mut old = created.clone();
+        old.id = "old".into();
+        old.labels.insert("k".into(), "v".into());
+        let raw = |id: &str| -> Vec<u8> {
+            db.view(|txn| {
+                let t = txn.open_table(schema::CONTAINERS).context("open")?;
+                Ok(t.get(("ns", id)).context("get")?.unwrap().value().to_vec())
+            })
+            .unwrap()
+        };
+        db.update(|txn| {
+            namespaces::create_if_missing(txn, "ns")?;
+            open(txn)?
+                .insert(("ns", "old"), serde_json::to_vec(&old).unwrap().as_slice())
+                .context("insert")?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(raw("old").first(), Some(&b'{'));
+        assert_ne!(raw("new").first(), Some(&b'{'));
+        assert_eq!(s.get("ns", "old").unwrap(), old);
+        let ids: Vec<String> = s.list("ns").unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["new", "old"]);
+        // An update writes the current encoding.
+        let mut u = old.clone();
+        u.image = "img".into();
+        let updated = s.update("ns", u, &["image".into()]).unwrap();
+        assert_ne!(raw("old").first(), Some(&b'{'));
+        assert_eq!(s.get("ns", "old").unwrap(), updated);
+        assert_eq!(updated.labels.get("k").map(String::as_str), Some("v"));
     }
 
     #[test]

@@ -231,17 +231,6 @@ struct TargetView {
     digest: String,
 }
 
-/// The fields of a container record the collector reads.
-#[derive(Deserialize)]
-struct ContainerView {
-    #[serde(default)]
-    snapshotter: String,
-    #[serde(default)]
-    snapshot_key: String,
-    #[serde(default)]
-    labels: Labels,
-}
-
 /// The fields of a snapshot record the collector reads.
 #[derive(Deserialize)]
 struct SnapshotView {
@@ -322,8 +311,7 @@ fn image_refs(ns: &str, name: &str, bytes: &[u8]) -> Result<Refs> {
 
 /// A container record's references.
 fn container_refs(ns: &str, id: &str, bytes: &[u8]) -> Result<Refs> {
-    let view: ContainerView = serde_json::from_slice(bytes)
-        .map_err(|e| undecodable(&format!("container {id:?} in namespace {ns:?}"), e))?;
+    let view = crate::containers::ContainerRecord::decode(ns, id, bytes)?;
     let direct = (!view.snapshotter.is_empty() && !view.snapshot_key.is_empty())
         .then(|| Node::snapshot(ns, &view.snapshotter, &view.snapshot_key));
     Ok(Refs {

@@ -50,6 +50,7 @@
 //! [`Error::AlreadyExists`], ...) plus storage failures; turning them into
 //! gRPC codes is the RPC layer's job.
 
+mod container_codec;
 pub mod containers;
 pub mod content;
 mod db;
