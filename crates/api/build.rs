@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use prost_build::{Service, ServiceGenerator};
 
@@ -26,12 +28,25 @@ const CGROUP_PROTOS: &[&str] = &[
 
 /// Wraps tonic's generator: skips the ttrpc-only packages and gates the
 /// output behind the `grpc` feature so a build without tonic never names it.
-struct GrpcGenerator(Box<dyn ServiceGenerator>);
+/// Also notes every gRPC method and its streaming kind (see `methods.rs`).
+struct GrpcGenerator(Box<dyn ServiceGenerator>, Rc<RefCell<Vec<String>>>);
 
 impl ServiceGenerator for GrpcGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
         if TTRPC_PACKAGES.contains(&service.package.as_str()) {
             return;
+        }
+        for m in &service.methods {
+            let kind = match (m.client_streaming, m.server_streaming) {
+                (false, false) => "unary",
+                (true, false) => "client_stream",
+                (false, true) => "server_stream",
+                (true, true) => "bidi_stream",
+            };
+            self.1.borrow_mut().push(format!(
+                "    (\"{}.{}/{}\", \"{kind}\"),\n",
+                service.package, service.proto_name, m.proto_name
+            ));
         }
         let mut out = String::new();
         self.0.generate(service, &mut out);
@@ -149,16 +164,24 @@ fn main() {
         .build_server(true)
         .build_transport(true)
         .service_generator();
+    let methods = Rc::new(RefCell::new(Vec::new()));
     let mut config = prost_build::Config::new();
     config
         .out_dir(&grpc_dir)
-        .service_generator(Box::new(GrpcGenerator(tonic)))
+        .service_generator(Box::new(GrpcGenerator(tonic, methods.clone())))
         .enable_type_names()
         .file_descriptor_set_path(out_dir.join("descriptor.bin"))
         .protoc_arg("--experimental_allow_proto3_optional");
     config
         .compile_protos(&files, &includes)
         .unwrap_or_else(|e| panic!("compiling protos: {e}"));
+    let mut table = String::from("&[\n");
+    for line in methods.borrow().iter() {
+        table.push_str(line);
+    }
+    table.push_str("]\n");
+    std::fs::write(out_dir.join("methods.rs"), table)
+        .unwrap_or_else(|e| panic!("writing methods.rs: {e}"));
 
     // Pass 2: the ttrpc packages with their ttrpc bindings. Only those
     // packages' files are used; the types they import resolve through

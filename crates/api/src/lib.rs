@@ -49,6 +49,11 @@ pub const CGROUPS_V2_METRICS_URL: &str = "io.containerd.cgroups.v2.Metrics";
 /// The encoded `FileDescriptorSet` of every berth `.proto` file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
+/// Every gRPC method of the API (`package.Service/Method`) with its kind:
+/// `unary`, `client_stream`, `server_stream` or `bidi_stream`. Made at
+/// build time, so servers need not decode [`FILE_DESCRIPTOR_SET`].
+pub const GRPC_METHODS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
 /// gRPC metadata key carrying the namespace of a call.
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 /// gRPC metadata key carrying the lease a call's new objects belong to.

@@ -86,7 +86,7 @@ impl HeapTrimmer {
 }
 
 /// Arenas malloc may use; see [`limit_arenas`].
-pub const ARENAS: i32 = 2;
+pub const ARENAS: i32 = 1;
 
 /// Caps malloc's arenas at [`ARENAS`] (glibc otherwise makes up to eight
 /// per core, one per thread that meets contention). Freed memory is

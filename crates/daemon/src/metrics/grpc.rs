@@ -127,28 +127,10 @@ impl GrpcMetrics {
 /// `service/method` -> `unary`, `client_stream`, `server_stream` or
 /// `bidi_stream`, for every method of berth's API.
 fn call_types() -> HashMap<String, &'static str> {
-    use prost::Message;
-    let Ok(set) = prost_types::FileDescriptorSet::decode(berth_api::FILE_DESCRIPTOR_SET) else {
-        return HashMap::new();
-    };
-    let mut out = HashMap::new();
-    for file in &set.file {
-        for svc in &file.service {
-            for m in &svc.method {
-                let kind = match (m.client_streaming(), m.server_streaming()) {
-                    (false, false) => "unary",
-                    (true, false) => "client_stream",
-                    (false, true) => "server_stream",
-                    (true, true) => "bidi_stream",
-                };
-                out.insert(
-                    format!("{}.{}/{}", file.package(), svc.name(), m.name()),
-                    kind,
-                );
-            }
-        }
-    }
-    out
+    berth_api::GRPC_METHODS
+        .iter()
+        .map(|(method, kind)| ((*method).to_string(), *kind))
+        .collect()
 }
 
 /// containerd's (go-grpc) name of a gRPC status code number.
