@@ -9,4 +9,5 @@
 pub mod cgroups;
 pub mod manager;
 pub mod shim;
+pub mod spawn;
 pub mod spec;

@@ -18,6 +18,8 @@ use std::time::Duration;
 use berth_api::containerd::task::v2 as shim;
 use tokio::sync::Mutex;
 
+use crate::spawn::HelperCommand;
+
 /// How long a shim may take to start, or to answer a connect.
 const SHIM_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -318,8 +320,9 @@ impl ShimManager {
         namespace: &str,
         id: &str,
         bundle: &Path,
-    ) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(binary);
+    ) -> HelperCommand {
+        // Not std's Command: from a static berthd it would fork (spawn.rs).
+        let mut cmd = HelperCommand::new(binary);
         cmd.arg("-namespace")
             .arg(namespace)
             .arg("-address")
@@ -332,9 +335,7 @@ impl ShimManager {
             .env("TTRPC_ADDRESS", &self.config.ttrpc_address)
             .env("GRPC_ADDRESS", &self.config.grpc_address)
             .env("NAMESPACE", namespace)
-            .env("MAX_SHIM_VERSION", "2")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(false);
+            .env("MAX_SHIM_VERSION", "2");
         cmd
     }
 
