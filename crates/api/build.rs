@@ -29,7 +29,7 @@ const CGROUP_PROTOS: &[&str] = &[
 /// Wraps tonic's generator: skips the ttrpc-only packages and gates the
 /// output behind the `grpc` feature so a build without tonic never names it.
 /// Also notes every gRPC method and its streaming kind (see `methods.rs`).
-struct GrpcGenerator(Box<dyn ServiceGenerator>, Rc<RefCell<Vec<String>>>);
+struct GrpcGenerator(Box<dyn ServiceGenerator>, Rc<RefCell<String>>);
 
 impl ServiceGenerator for GrpcGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
@@ -43,7 +43,7 @@ impl ServiceGenerator for GrpcGenerator {
                 (false, true) => "server_stream",
                 (true, true) => "bidi_stream",
             };
-            self.1.borrow_mut().push(format!(
+            self.1.borrow_mut().push_str(&format!(
                 "    (\"{}.{}/{}\", \"{kind}\"),\n",
                 service.package, service.proto_name, m.proto_name
             ));
@@ -164,7 +164,7 @@ fn main() {
         .build_server(true)
         .build_transport(true)
         .service_generator();
-    let methods = Rc::new(RefCell::new(Vec::new()));
+    let methods = Rc::new(RefCell::new(String::new()));
     let mut config = prost_build::Config::new();
     config
         .out_dir(&grpc_dir)
@@ -175,13 +175,11 @@ fn main() {
     config
         .compile_protos(&files, &includes)
         .unwrap_or_else(|e| panic!("compiling protos: {e}"));
-    let mut table = String::from("&[\n");
-    for line in methods.borrow().iter() {
-        table.push_str(line);
-    }
-    table.push_str("]\n");
-    std::fs::write(out_dir.join("methods.rs"), table)
-        .unwrap_or_else(|e| panic!("writing methods.rs: {e}"));
+    std::fs::write(
+        out_dir.join("methods.rs"),
+        format!("&[\n{}]\n", methods.borrow()),
+    )
+    .unwrap_or_else(|e| panic!("writing methods.rs: {e}"));
 
     // Pass 2: the ttrpc packages with their ttrpc bindings. Only those
     // packages' files are used; the types they import resolve through

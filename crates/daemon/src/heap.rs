@@ -12,10 +12,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tower::util::MapRequestLayer;
 
 /// How long no call may start before the heap is trimmed.
 pub const QUIET: Duration = Duration::from_millis(200);
@@ -78,10 +78,12 @@ impl HeapTrimmer {
     }
 
     /// A tower layer that calls [`HeapTrimmer::touch`] for every request.
-    pub fn layer(&self) -> HeapTrimLayer {
-        HeapTrimLayer {
-            trimmer: self.clone(),
-        }
+    pub fn layer<R>(&self) -> MapRequestLayer<impl Fn(R) -> R + Clone + use<R>> {
+        let trimmer = self.clone();
+        MapRequestLayer::new(move |req| {
+            trimmer.touch();
+            req
+        })
     }
 }
 
@@ -118,48 +120,6 @@ pub fn trim() -> bool {
     #[cfg(not(target_env = "gnu"))]
     {
         false
-    }
-}
-
-/// The layer [`HeapTrimmer::layer`] makes.
-#[derive(Debug, Clone)]
-pub struct HeapTrimLayer {
-    trimmer: HeapTrimmer,
-}
-
-impl<S> tower::Layer<S> for HeapTrimLayer {
-    type Service = HeapTrimService<S>;
-
-    fn layer(&self, inner: S) -> HeapTrimService<S> {
-        HeapTrimService {
-            inner,
-            trimmer: self.trimmer.clone(),
-        }
-    }
-}
-
-/// The service a [`HeapTrimLayer`] wraps.
-#[derive(Debug, Clone)]
-pub struct HeapTrimService<S> {
-    inner: S,
-    trimmer: HeapTrimmer,
-}
-
-impl<S, R> tower::Service<R> for HeapTrimService<S>
-where
-    S: tower::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: R) -> S::Future {
-        self.trimmer.touch();
-        self.inner.call(req)
     }
 }
 

@@ -123,7 +123,7 @@ pub async fn run_with(
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "berthd successfully booted"
     );
-    // Loading plugins (descriptor decoding, database opening) leaves free
+    // Loading plugins (opening databases, reading config) leaves free
     // heap behind that the daemon would otherwise keep while idle.
     crate::heap::trim();
 

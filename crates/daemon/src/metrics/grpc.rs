@@ -56,7 +56,7 @@ pub struct GrpcMetrics {
     handled: Family<HandledLabels, Counter>,
     handling: Option<LatencyFamily>,
     /// `service/method` -> call type, from berth's descriptor set.
-    types: Arc<HashMap<String, &'static str>>,
+    types: Arc<HashMap<&'static str, &'static str>>,
 }
 
 impl GrpcMetrics {
@@ -126,11 +126,8 @@ impl GrpcMetrics {
 
 /// `service/method` -> `unary`, `client_stream`, `server_stream` or
 /// `bidi_stream`, for every method of berth's API.
-fn call_types() -> HashMap<String, &'static str> {
-    berth_api::GRPC_METHODS
-        .iter()
-        .map(|(method, kind)| ((*method).to_string(), *kind))
-        .collect()
+fn call_types() -> HashMap<&'static str, &'static str> {
+    berth_api::GRPC_METHODS.iter().copied().collect()
 }
 
 /// containerd's (go-grpc) name of a gRPC status code number.

@@ -26,6 +26,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::blocking;
 use super::events::to_timestamp;
 use super::gc::Collector;
 use super::namespaces::pack;
@@ -184,15 +185,6 @@ impl ContentService {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
-}
-
-/// Runs blocking store or DB work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("blocking task failed: {e}")))?
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

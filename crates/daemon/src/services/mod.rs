@@ -48,14 +48,20 @@ pub fn read_db<T>(
     f(db).map_err(namespaces::to_status)
 }
 
+/// Runs blocking store, file or DB work off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("background task failed: {e}")))?
+}
+
 /// Runs a blocking metadata call off the async workers, mapping its error.
 pub async fn with_db<T: Send + 'static>(
     db: &berth_metadata::Db,
     f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T> + Send + 'static,
 ) -> Result<T, Status> {
     let db = db.clone();
-    tokio::task::spawn_blocking(move || f(&db))
-        .await
-        .map_err(|e| Status::internal(format!("metadata task failed: {e}")))?
-        .map_err(namespaces::to_status)
+    blocking(move || f(&db).map_err(namespaces::to_status)).await
 }

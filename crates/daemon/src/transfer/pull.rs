@@ -30,6 +30,7 @@ use tonic::Status;
 
 use super::blob::{BlobState, TailReader};
 use super::progress::Progress;
+use crate::services::blocking;
 use crate::services::namespaces::pack;
 use crate::snapshotters::Snapshotters;
 
@@ -108,14 +109,6 @@ fn meta_status(e: berth_metadata::Error) -> Status {
 
 fn image_status(e: berth_images::Error) -> Status {
     Status::invalid_argument(e.to_string())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
 }
 
 fn api_desc(d: &Descriptor) -> ApiDescriptor {
@@ -683,15 +676,8 @@ impl Job {
             .await?
         };
         let Some((mut writer, file)) = opened else {
-            state.send_replace(BlobState::Done);
-            self.progress.event(
-                "exists",
-                &name,
-                layer.size,
-                layer.size,
-                Some(api_desc(layer)),
-            );
-            self.record(&layer.digest, layer.size, labels).await?;
+            self.layer_stored(layer, labels, state, "exists", &name)
+                .await?;
             return Ok(0);
         };
         let file = Arc::new(file);
@@ -751,16 +737,25 @@ impl Job {
                 .map_err(|e| Status::data_loss(format!("layer {digest}: {e}; nothing was stored")))
         })
         .await?;
-        state.send_replace(BlobState::Done);
-        self.progress.event(
-            "complete",
-            &name,
-            layer.size,
-            layer.size,
-            Some(api_desc(layer)),
-        );
-        self.record(&layer.digest, layer.size, labels).await?;
+        self.layer_stored(layer, labels, state, "complete", &name)
+            .await?;
         Ok(fetched)
+    }
+
+    /// A layer's blob is in the store: says so to the appliers and in the
+    /// progress (`event`), and records it in the namespace.
+    async fn layer_stored(
+        &self,
+        layer: &Descriptor,
+        labels: BTreeMap<String, String>,
+        state: &watch::Sender<BlobState>,
+        event: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        state.send_replace(BlobState::Done);
+        self.progress
+            .event(event, name, layer.size, layer.size, Some(api_desc(layer)));
+        self.record(&layer.digest, layer.size, labels).await
     }
 
     /// Unpacks `m`'s layers in order into snapshots named by chain ID, each
