@@ -98,9 +98,18 @@ fn whiteouts_and_opaque_dirs_hide_lower_files() -> Result<()> {
         })
         .map(|w| w[0].to_string())
         .ok_or_else(|| anyhow::anyhow!("no top snapshot in:\n{snapshots}"))?;
-    ok(d.ctr(&["snapshot", "view", "look", &top])?)?;
+    // One call creates the view and prints its mounts: the `run --rm` above
+    // deleted a container and a snapshot, so a collection is due, and a
+    // view held by no lease may be collected before a second call.
     let target = d.scratch("look");
-    let lines = ok(d.ctr(&["snapshot", "mounts", &target.display().to_string(), "look"])?)?;
+    let lines = ok(d.ctr(&[
+        "snapshot",
+        "view",
+        "--target",
+        &target.display().to_string(),
+        "look",
+        &top,
+    ])?)?;
     let listing = in_mount_namespace(&mount_script(
         &lines,
         &target,
