@@ -230,7 +230,7 @@ fn warn_if_disk_low() {
 fn up() -> Result<()> {
     deps()?;
     build_release()?;
-    let bin = workspace_root().join("target/release");
+    let bin = bench::target_dir().join("release");
     let berthd = bin.join("berthd");
     let berthctl = bin.join("berthctl");
     let socket = "/run/berth/berthd.sock";
