@@ -115,6 +115,25 @@ fn diff_then_apply_reproduces_the_upper_tree() {
             && names.contains(&".wh.gone-dir".to_string()),
         "{names:?}"
     );
+    // Directory entries are named with a trailing slash, as containerd
+    // writes them (the raw header bytes, not the tar crate's parsed path).
+    let raw: Vec<(tar::EntryType, String)> = tar::Archive::new(layer.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            (e.header().entry_type(), name)
+        })
+        .collect();
+    let dirs: Vec<&String> = raw
+        .iter()
+        .filter(|(t, _)| t.is_dir())
+        .map(|(_, n)| n)
+        .collect();
+    assert!(!dirs.is_empty(), "{raw:?}");
+    assert!(dirs.iter().all(|n| n.ends_with('/')), "{dirs:?}");
+    assert!(dirs.contains(&&"etc/".to_string()), "{dirs:?}");
 }
 
 #[test]

@@ -232,7 +232,11 @@ impl<W: Write> Walk<W> {
         let ft = m.file_type();
         let result = if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
-            self.tar.append_data(&mut h, rel, io::empty())
+            // Directory entries end in `/`, as containerd's and Docker's
+            // layer writers name them (`etc/`, not `etc`).
+            let mut name = rel.as_os_str().to_owned();
+            name.push("/");
+            self.tar.append_data(&mut h, Path::new(&name), io::empty())
         } else if ft.is_symlink() {
             h.set_entry_type(tar::EntryType::Symlink);
             let target = fs::read_link(&full).map_err(io_err(rel))?;
