@@ -21,6 +21,16 @@ pub(crate) struct Global {
     /// Attach what this command creates to this lease.
     #[arg(long, global = true, env = "BERTH_LEASE")]
     pub(crate) lease: Option<String>,
+    /// Output format of list, info and event commands.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub(crate) format: crate::json::Format,
+}
+
+impl Global {
+    /// Whether output is to be JSON.
+    pub(crate) fn json(&self) -> bool {
+        self.format == crate::json::Format::Json
+    }
 }
 
 impl Global {
@@ -87,6 +97,7 @@ mod tests {
             address: String::new(),
             namespace: ns.map(str::to_string),
             lease: None,
+            format: crate::json::Format::Table,
         };
         // Env mutation is unsafe in edition 2024; check against whatever
         // the environment holds instead.

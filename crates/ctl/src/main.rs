@@ -4,6 +4,7 @@
 mod commands;
 mod context;
 mod format;
+mod json;
 mod stdio;
 mod table;
 

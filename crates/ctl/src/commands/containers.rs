@@ -77,6 +77,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .into_inner()
                 .containers;
             list.sort_by(|a, b| a.id.cmp(&b.id));
+            if global.json() {
+                // The same records `containers info` prints, spec decoded.
+                let all: Vec<serde_json::Value> = list.iter().map(info_json).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
             if quiet {
                 for c in list {
                     println!("{}", c.id);

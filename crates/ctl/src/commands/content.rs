@@ -91,6 +91,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 infos.extend(batch.info);
             }
             infos.sort_by(|a, b| a.digest.cmp(&b.digest));
+            if global.json() {
+                return crate::json::print_list(&infos);
+            }
             if quiet {
                 for i in infos {
                     println!("{}", i.digest);
@@ -195,6 +198,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .into_inner()
                 .statuses;
             statuses.sort_by(|a, b| a.r#ref.cmp(&b.r#ref));
+            if global.json() {
+                return crate::json::print_list(&statuses);
+            }
             if quiet {
                 for s in statuses {
                     println!("{}", s.r#ref);

@@ -1,9 +1,7 @@
 //! `berthctl events`: streams daemon events until interrupted.
 
-use berth_api::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use berth_api::containerd::services::events::v1::SubscribeRequest;
 use berth_api::containerd::services::events::v1::events_client::EventsClient;
-use prost::Message;
 
 use crate::context::Global;
 
@@ -11,19 +9,6 @@ use crate::context::Global;
 pub(crate) struct Args {
     /// Filters (containerd filter syntax on `topic`, `namespace`), OR'd.
     filters: Vec<String>,
-}
-
-/// A readable form of an event payload: decoded for known types, else its type.
-fn describe(any: &prost_types::Any) -> String {
-    fn show<M: Message + Default + std::fmt::Debug>(bytes: &[u8]) -> String {
-        M::decode(bytes).map_or_else(|e| format!("<undecodable: {e}>"), |m| format!("{m:?}"))
-    }
-    match any.type_url.rsplit('/').next().unwrap_or_default() {
-        "containerd.events.NamespaceCreate" => show::<NamespaceCreate>(&any.value),
-        "containerd.events.NamespaceUpdate" => show::<NamespaceUpdate>(&any.value),
-        "containerd.events.NamespaceDelete" => show::<NamespaceDelete>(&any.value),
-        other => format!("<{other}, {} bytes>", any.value.len()),
-    }
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
@@ -41,8 +26,22 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .and_then(|t| std::time::SystemTime::try_from(t).ok())
             .map(|t| humantime::format_rfc3339_nanos(t).to_string())
             .unwrap_or_default();
-        let event = envelope.event.as_ref().map(describe).unwrap_or_default();
-        println!("{ts} {} {} {event}", envelope.namespace, envelope.topic);
+        // The payload decoded from its type, as ctr prints it (JSON).
+        let event = envelope
+            .event
+            .as_ref()
+            .map_or(serde_json::Value::Null, crate::json::any);
+        if global.json() {
+            let line = serde_json::json!({
+                "timestamp": ts,
+                "namespace": envelope.namespace,
+                "topic": envelope.topic,
+                "event": event,
+            });
+            println!("{line}");
+        } else {
+            println!("{ts} {} {} {event}", envelope.namespace, envelope.topic);
+        }
     }
     Ok(())
 }

@@ -529,6 +529,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .into_inner()
                 .images;
             list.sort_by(|a, b| a.name.cmp(&b.name));
+            if global.json() {
+                return crate::json::print_list(&list);
+            }
             if quiet {
                 for i in list {
                     println!("{}", i.name);

@@ -88,6 +88,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Command::Ls { quiet, filters } => {
             let mut leases = svc.list(ListRequest { filters }).await?.into_inner().leases;
             leases.sort_by(|a, b| a.id.cmp(&b.id));
+            if global.json() {
+                return crate::json::print_list(&leases);
+            }
             if quiet {
                 for l in leases {
                     println!("{}", l.id);

@@ -69,6 +69,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .into_inner()
                 .namespaces;
             namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+            if global.json() {
+                return crate::json::print_list(&namespaces);
+            }
             if quiet {
                 for ns in namespaces {
                     println!("{}", ns.name);

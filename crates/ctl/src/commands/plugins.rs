@@ -41,6 +41,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .plugins;
+    if global.json() {
+        return crate::json::print_list(&plugins);
+    }
     if quiet {
         for p in plugins {
             println!("{}", p.id);

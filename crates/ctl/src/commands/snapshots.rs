@@ -26,7 +26,11 @@ pub(crate) struct Args {
 enum Command {
     /// List snapshots.
     #[command(visible_alias = "list")]
-    Ls,
+    Ls {
+        /// Print only keys.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Show disk usage of snapshots (all, or the keys given).
     Usage {
         /// Print sizes in bytes.
@@ -230,9 +234,19 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let mut svc = SnapshotsClient::with_interceptor(client.channel(), client.interceptor());
     let sn = args.snapshotter;
     match args.command {
-        Command::Ls => {
+        Command::Ls { quiet } => {
+            let infos = list_all(&mut svc, &sn).await?;
+            if global.json() {
+                return crate::json::print_list(&infos);
+            }
+            if quiet {
+                for i in infos {
+                    println!("{}", i.name);
+                }
+                return Ok(());
+            }
             let mut rows = vec![vec!["KEY".into(), "PARENT".into(), "KIND".into()]];
-            for i in list_all(&mut svc, &sn).await? {
+            for i in infos {
                 rows.push(vec![
                     i.name.clone(),
                     i.parent.clone(),

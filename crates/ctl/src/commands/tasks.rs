@@ -216,6 +216,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .into_inner()
                 .tasks;
             list.sort_by(|a, b| a.id.cmp(&b.id));
+            if global.json() {
+                return crate::json::print_list(&list);
+            }
             if quiet {
                 for t in list {
                     println!("{}", t.id);
@@ -260,6 +263,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .await?
                 .into_inner()
                 .processes;
+            if global.json() {
+                return crate::json::print_list(&procs);
+            }
             let mut rows = vec![vec!["PID".into(), "INFO".into()]];
             for p in procs {
                 rows.push(vec![p.pid.to_string(), "-".into()]);
