@@ -1,6 +1,8 @@
 //! Running containers: OCI runtime specs, the shim manager and berth's shim.
 //!
 //! - [`spec`]: containerd's default Linux spec and composable options.
+//! - [`user`]: an image's `User` resolved through its `/etc/passwd` and
+//!   `/etc/group`.
 //! - [`manager`]: starting, connecting to and reconnecting to shims.
 //! - [`shim`]: berth's shim `containerd-shim-berth-v2` (runc, shim v2 ttrpc).
 //! - [`cgroups`]: a container's cgroup (v1 or v2) read into containerd's
@@ -11,3 +13,4 @@ pub mod manager;
 pub mod shim;
 pub mod spawn;
 pub mod spec;
+pub mod user;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use berth_api::containerd::services::leases::v1::leases_client::LeasesClient;
 use berth_api::containerd::services::leases::v1::{CreateRequest, DeleteRequest, ListRequest};
 
@@ -50,6 +50,43 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+}
+
+/// Creates a lease that expires in a day, for what one command creates
+/// (ctr's `WithLease`): held until the command has made its records refer
+/// to what it created, so a collection in between cannot take it.
+pub(crate) async fn temporary(client: &berth_api::client::Client) -> anyhow::Result<String> {
+    let mut svc = LeasesClient::with_interceptor(client.channel(), client.interceptor());
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let id = format!("berthctl-{nanos}-{}", std::process::id());
+    let at = SystemTime::now() + Duration::from_secs(24 * 3600);
+    let labels = [(
+        EXPIRE_LABEL.to_string(),
+        humantime::format_rfc3339_seconds(at).to_string(),
+    )]
+    .into();
+    svc.create(CreateRequest {
+        id: id.clone(),
+        labels,
+    })
+    .await
+    .context("creating a lease for the command")?;
+    Ok(id)
+}
+
+/// Deletes lease `id` (without waiting for a collection).
+pub(crate) async fn release(client: &berth_api::client::Client, id: &str) {
+    let mut svc = LeasesClient::with_interceptor(client.channel(), client.interceptor());
+    let req = DeleteRequest {
+        id: id.to_string(),
+        sync: false,
+    };
+    if let Err(e) = svc.delete(req).await {
+        eprintln!("berthctl: releasing lease {id}: {}", e.message());
+    }
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ mod content;
 mod events;
 mod image_archive;
 mod images;
-mod leases;
+pub(crate) mod leases;
 mod namespaces;
 mod plugins;
 mod run;
@@ -45,7 +45,7 @@ pub(crate) enum Command {
     #[command(visible_alias = "lease")]
     Leases(leases::Args),
     /// Run a container from an image (or, with --rootfs, a directory).
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Manage containers.
     #[command(visible_alias = "container", visible_alias = "c")]
     Containers(containers::Args),
@@ -85,7 +85,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Content(args) => content::run(&cli.global, args).await,
         Command::Leases(args) => leases::run(&cli.global, args).await,
         Command::Snapshots(args) => snapshots::run(&cli.global, args).await,
-        Command::Run(args) => run::run(&cli.global, args).await,
+        Command::Run(args) => run::run(&cli.global, *args).await,
         Command::Containers(args) => containers::run(&cli.global, args).await,
         Command::Tasks(args) => tasks::run(&cli.global, args).await,
         Command::Stress(args) => stress::run(&cli.global, args).await,

@@ -35,15 +35,76 @@ pub(crate) struct Args {
     /// Environment variables `KEY=value`.
     #[arg(long = "env")]
     env: Vec<String>,
+    /// Files of `KEY=value` lines (`#` comments and blank lines skipped).
+    #[arg(long = "env-file")]
+    env_files: Vec<std::path::PathBuf>,
+    /// Container labels `key=value`.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Spec annotations `key=value`.
+    #[arg(long = "annotation")]
+    annotations: Vec<String>,
     /// Extra mounts: `type=bind,src=/host,dst=/ctr,options=rbind:ro`.
     #[arg(long = "mount")]
     mounts: Vec<String>,
     /// Share the host's network namespace.
     #[arg(long)]
     net_host: bool,
-    /// Runtime name.
+    /// Join an existing namespace: `type:path` (e.g. `network:/proc/1/ns/net`).
+    #[arg(long = "with-ns")]
+    with_ns: Vec<String>,
+    /// User: `uid`, `name`, `uid:gid` or `name:group` (names from the
+    /// image's /etc/passwd and /etc/group).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory of the process.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Hostname of the container.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Every capability, no masked paths, all devices allowed.
+    #[arg(long)]
+    privileged: bool,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Add capabilities (`NET_ADMIN`, `CAP_SYS_TIME`, `ALL`).
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop capabilities.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Memory limit in bytes.
+    #[arg(long)]
+    memory_limit: Option<i64>,
+    /// CPUs' worth of time (`1.5`).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    /// CPUs to run on (`0-1,3`).
+    #[arg(long, default_value = "")]
+    cpuset_cpus: String,
+    /// Memory nodes to use.
+    #[arg(long, default_value = "")]
+    cpuset_mems: String,
+    /// Cgroup path (default `/<namespace>/<id>`).
+    #[arg(long)]
+    cgroup: Option<String>,
+    /// Runtime name (or an absolute path to a shim binary).
     #[arg(long, default_value = "io.containerd.runc.v2")]
     runtime: String,
+    /// The runc binary the runc shim uses.
+    #[arg(long)]
+    runc_binary: Option<String>,
+    /// runc's state root.
+    #[arg(long)]
+    runc_root: Option<String>,
+    /// Let runc manage cgroups through systemd.
+    #[arg(long)]
+    runc_systemd_cgroup: bool,
     /// Snapshotter for the root filesystem.
     #[arg(long, env = "CONTAINERD_SNAPSHOTTER", default_value = "overlayfs")]
     snapshotter: String,
@@ -57,6 +118,85 @@ pub(crate) struct Args {
     /// Command and arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// `KEY=value` lines of an env file, as ctr reads them.
+fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading env file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The runc options the `--runc-*` flags ask for, as the runtime's
+/// `Any` (`containerd.runc.v1.Options`), or none.
+fn runc_options(args: &Args) -> Option<prost_types::Any> {
+    if args.runc_binary.is_none() && args.runc_root.is_none() && !args.runc_systemd_cgroup {
+        return None;
+    }
+    let options = berth_api::containerd::runc::v1::Options {
+        binary_name: args.runc_binary.clone().unwrap_or_default(),
+        root: args.runc_root.clone().unwrap_or_default(),
+        systemd_cgroup: args.runc_systemd_cgroup,
+        ..Default::default()
+    };
+    Some(prost_types::Any {
+        type_url: "containerd.runc.v1.Options".to_string(),
+        value: prost::Message::encode_to_vec(&options),
+    })
+}
+
+/// `m` made read-only for a look inside, as containerd's read-only temporary
+/// mounts do: an overlay's upper directory becomes its top lower one (no
+/// `upperdir`/`workdir`, so the task's own overlay mount is undisturbed);
+/// anything else gets `ro`.
+fn readonly_mount(m: &Mount) -> berth_snapshots::Mount {
+    let mut options: Vec<String> = Vec::new();
+    if m.r#type == "overlay" {
+        let (mut upper, mut lower) = (None, None);
+        for o in &m.options {
+            if let Some(u) = o.strip_prefix("upperdir=") {
+                upper = Some(u.to_string());
+            } else if let Some(l) = o.strip_prefix("lowerdir=") {
+                lower = Some(l.to_string());
+            } else if !o.starts_with("workdir=") && o != "rw" {
+                options.push(o.clone());
+            }
+        }
+        let lowers: Vec<String> = upper.into_iter().chain(lower).collect();
+        options.push(format!("lowerdir={}", lowers.join(":")));
+    } else {
+        options.extend(m.options.iter().filter(|o| o.as_str() != "rw").cloned());
+    }
+    options.push("ro".to_string());
+    berth_snapshots::Mount {
+        kind: m.r#type.clone(),
+        source: m.source.clone(),
+        target: m.target.clone(),
+        options,
+    }
+}
+
+/// Resolves `user` through the files of the root filesystem `mounts`
+/// describe, mounted read-only on a temporary directory for the lookup
+/// (as containerd's `WithUser` does).
+fn resolve_user_in_mounts(
+    user: &str,
+    mounts: &[Mount],
+) -> anyhow::Result<berth_runtime::user::ResolvedUser> {
+    let dir = tempfile::tempdir().context("creating a temporary mount point")?;
+    let mounts: Vec<berth_snapshots::Mount> = mounts.iter().map(readonly_mount).collect();
+    let guard = berth_snapshots::mount::MountGuard::mount(&mounts, dir.path())
+        .context("mounting the root filesystem to look up the user")?;
+    let resolved = berth_runtime::user::resolve(user, guard.target());
+    guard
+        .unmount()
+        .context("unmounting the root filesystem after the user lookup")?;
+    Ok(resolved?)
 }
 
 fn parse_mount(s: &str) -> anyhow::Result<oci_spec::runtime::Mount> {
@@ -120,19 +260,42 @@ pub(crate) async fn image_parts(
     client: &berth_api::client::Client,
     name: &str,
 ) -> anyhow::Result<(ImageProcess, String)> {
-    let mut images = ImagesClient::with_interceptor(client.channel(), client.interceptor());
-    let image = images
-        .get(ipb::GetImageRequest {
-            name: name.to_string(),
-        })
-        .await
+    let (process, chain, _) = find_image(client, name).await?;
+    Ok((process, chain))
+}
+
+/// [`image_parts`], and the name of the image record found (`name`, or
+/// its normalised form).
+async fn find_image(
+    client: &berth_api::client::Client,
+    name: &str,
+) -> anyhow::Result<(ImageProcess, String, String)> {
+    let images = ImagesClient::with_interceptor(client.channel(), client.interceptor());
+    let get = |name: String| {
+        let mut images = images.clone();
+        async move { images.get(ipb::GetImageRequest { name }).await }
+    };
+    // The name as given first (as ctr looks it up), then its normalised
+    // form (`busybox` -> `docker.io/library/busybox:latest`), as pull
+    // stores it.
+    let mut found = get(name.to_string()).await;
+    if matches!(&found, Err(e) if e.code() == tonic::Code::NotFound) {
+        if let Ok(full) = berth_images::reference::Reference::parse(name) {
+            let full = full.to_string();
+            if full != name {
+                found = get(full).await;
+            }
+        }
+    }
+    let image = found
         .map_err(|e| anyhow::anyhow!("image {name:?}: {} (pull it first)", e.message()))?
         .into_inner()
         .image
         .unwrap_or_default();
-    image_parts_for(client, &image.target.unwrap_or_default())
+    let (process, chain) = image_parts_for(client, &image.target.unwrap_or_default())
         .await
-        .with_context(|| format!("image {name:?}"))
+        .with_context(|| format!("image {name:?}"))?;
+    Ok((process, chain, image.name))
 }
 
 /// [`image_parts`] of an image given by its target descriptor.
@@ -204,6 +367,21 @@ pub(crate) async fn image_parts_for(
     Ok((process, chain))
 }
 
+/// Removes the snapshot `key` this run prepared (none when empty); a
+/// failure leaves it to garbage collection, so it is not reported.
+async fn remove_snapshot(client: &berth_api::client::Client, snapshotter: &str, key: &str) {
+    if key.is_empty() {
+        return;
+    }
+    let mut snapshots = SnapshotsClient::with_interceptor(client.channel(), client.interceptor());
+    let _ = snapshots
+        .remove(spb::RemoveSnapshotRequest {
+            snapshotter: snapshotter.to_string(),
+            key: key.to_string(),
+        })
+        .await;
+}
+
 /// The mounts of prepared snapshots, as a task's `rootfs`.
 pub(crate) fn mounts_to_proto(m: Vec<spb::PrepareSnapshotResponse>) -> Vec<Mount> {
     m.into_iter().flat_map(|r| r.mounts).collect()
@@ -211,14 +389,35 @@ pub(crate) fn mounts_to_proto(m: Vec<spb::PrepareSnapshotResponse>) -> Vec<Mount
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let client = global.connect().await?;
+    if global.lease.is_some() {
+        return run_leased(global, &client, args).await;
+    }
+    // As ctr: what the run creates is held by a lease until the container
+    // record refers to it.
+    let lease = crate::commands::leases::temporary(&client).await?;
+    let result = run_leased(global, &client.clone().with_lease(lease.clone()), args).await;
+    crate::commands::leases::release(&client, &lease).await;
+    result
+}
+
+async fn run_leased(
+    global: &Global,
+    client: &berth_api::client::Client,
+    args: Args,
+) -> anyhow::Result<()> {
+    let client = client.clone();
     let ns = global.namespace();
     let mut opts: Vec<SpecOpt> = Vec::new();
     let mut snapshot_key = String::new();
     let mut rootfs_mounts = Vec::new();
     let mut image_name = String::new();
+    // Where the user named by the image or --user is looked up.
+    let mut image_user = String::new();
+    let rootfs_dir;
     if args.rootfs {
         let path = std::fs::canonicalize(&args.image)
             .with_context(|| format!("root filesystem {:?}", args.image))?;
+        rootfs_dir = Some(path.clone());
         opts.push(Box::new(move |s: &mut oci_spec::runtime::Spec| {
             s.set_root(Some(
                 oci_spec::runtime::RootBuilder::default()
@@ -229,7 +428,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             Ok(())
         }));
     } else {
-        let (process, chain) = image_parts(&client, &args.image).await?;
+        rootfs_dir = None;
+        let (mut process, chain, found) = find_image(&client, &args.image).await?;
+        // The user is resolved below, against the image's own files.
+        image_user = std::mem::take(&mut process.user);
         opts.push(spec::with_image_config(process));
         let mut snapshots =
             SnapshotsClient::with_interceptor(client.channel(), client.interceptor());
@@ -251,13 +453,31 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .into_inner();
         rootfs_mounts = mounts_to_proto(vec![prepared]);
         snapshot_key = args.id.clone();
-        image_name = args.image.clone();
+        image_name = found;
     }
+    let user = args.user.clone().unwrap_or(image_user);
+    let resolved = match &rootfs_dir {
+        Some(dir) => berth_runtime::user::resolve(&user, dir).map_err(anyhow::Error::from),
+        None => resolve_user_in_mounts(&user, &rootfs_mounts),
+    };
+    let resolved = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            remove_snapshot(&client, &args.snapshotter, &snapshot_key).await;
+            return Err(e.context(format!("user {user:?}")));
+        }
+    };
+    opts.push(spec::with_resolved_user(resolved));
     if !args.args.is_empty() {
         opts.push(spec::with_process_args(args.args.clone()));
     }
-    if !args.env.is_empty() {
-        opts.push(spec::with_env(args.env.clone()));
+    let mut env = Vec::new();
+    for f in &args.env_files {
+        env.extend(read_env_file(f)?);
+    }
+    env.extend(args.env.iter().cloned());
+    if !env.is_empty() {
+        opts.push(spec::with_env(env));
     }
     if args.tty {
         opts.push(spec::with_tty(true));
@@ -273,6 +493,57 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     if args.net_host {
         opts.push(spec::with_host_namespace(LinuxNamespaceType::Network));
     }
+    for ns_arg in &args.with_ns {
+        let (typ, path) = ns_arg
+            .split_once(':')
+            .with_context(|| format!("--with-ns {ns_arg:?}: expected type:path"))?;
+        opts.push(spec::with_namespace_path(spec::namespace_type(typ)?, path));
+    }
+    if let Some(cwd) = &args.cwd {
+        opts.push(spec::with_cwd(cwd.clone()));
+    }
+    if let Some(h) = &args.hostname {
+        opts.push(spec::with_hostname(h.clone()));
+    }
+    if args.privileged {
+        opts.push(spec::with_privileged());
+    }
+    if !args.cap_add.is_empty() || !args.cap_drop.is_empty() {
+        opts.push(spec::with_capabilities(
+            args.cap_add.clone(),
+            args.cap_drop.clone(),
+        ));
+    }
+    if args.read_only {
+        opts.push(spec::with_readonly_rootfs());
+    }
+    if let Some(m) = args.memory_limit {
+        opts.push(spec::with_memory_limit(m));
+    }
+    if let Some(c) = args.cpus {
+        opts.push(spec::with_cpus(c));
+    }
+    if let Some(s) = args.cpu_shares {
+        opts.push(spec::with_cpu_shares(s));
+    }
+    if !args.cpuset_cpus.is_empty() || !args.cpuset_mems.is_empty() {
+        opts.push(spec::with_cpuset(
+            args.cpuset_cpus.clone(),
+            args.cpuset_mems.clone(),
+        ));
+    }
+    if let Some(c) = &args.cgroup {
+        opts.push(spec::with_cgroups_path(c.clone()));
+    }
+    if !args.annotations.is_empty() {
+        let annotations = crate::format::parse_labels(&args.annotations);
+        opts.push(Box::new(move |s: &mut oci_spec::runtime::Spec| {
+            let mut all = s.annotations().clone().unwrap_or_default();
+            all.extend(annotations);
+            s.set_annotations(Some(all));
+            Ok(())
+        }));
+    }
     let spec = spec::generate(&args.id, &ns, opts)?;
     let mut containers = clients::containers(&client);
     containers
@@ -282,8 +553,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 image: image_name,
                 runtime: Some(cpb::container::Runtime {
                     name: args.runtime.clone(),
-                    options: None,
+                    options: runc_options(&args),
                 }),
+                labels: crate::format::parse_labels(&args.labels),
                 spec: Some(prost_types::Any {
                     type_url: SPEC_TYPE_URL.to_string(),
                     value: serde_json::to_vec(&spec)?,
@@ -315,16 +587,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 id: args.id.clone(),
             })
             .await?;
-        if !snapshot_key.is_empty() {
-            let mut snapshots =
-                SnapshotsClient::with_interceptor(client.channel(), client.interceptor());
-            let _ = snapshots
-                .remove(spb::RemoveSnapshotRequest {
-                    snapshotter: args.snapshotter,
-                    key: snapshot_key,
-                })
-                .await;
-        }
+        remove_snapshot(&client, &args.snapshotter, &snapshot_key).await;
     }
     let status = status?;
     if status != 0 {

@@ -22,6 +22,14 @@
 
 use std::path::PathBuf;
 
+mod resources;
+mod security;
+
+pub use resources::{with_cgroups_path, with_cpu_shares, with_cpus, with_cpuset};
+pub use security::{
+    namespace_type, with_capabilities, with_namespace_path, with_privileged, with_readonly_rootfs,
+};
+
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
@@ -140,19 +148,22 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// containerd's default Linux spec for container `id` in `namespace`.
 pub fn default_spec(id: &str, namespace_name: &str) -> Result<Spec, SpecError> {
     let caps = default_capabilities();
+    let mut capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .permitted(caps.clone())
+        .effective(caps)
+        .build()?;
+    // containerd sets no inheritable or ambient capabilities; oci-spec's
+    // defaults would add three, which then outlive any `--cap-drop`.
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(0_u32).gid(0_u32).build()?)
         .cwd("/")
         .env(vec![DEFAULT_PATH.to_owned()])
         .no_new_privileges(true)
-        .capabilities(
-            LinuxCapabilitiesBuilder::default()
-                .bounding(caps.clone())
-                .permitted(caps.clone())
-                .effective(caps)
-                .build()?,
-        )
+        .capabilities(capabilities)
         .rlimits(vec![
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
@@ -224,7 +235,7 @@ pub fn generate(id: &str, namespace_name: &str, opts: Vec<SpecOpt>) -> Result<Sp
     Ok(spec)
 }
 
-fn process_mut(spec: &mut Spec) -> &mut oci_spec::runtime::Process {
+pub(crate) fn process_mut(spec: &mut Spec) -> &mut oci_spec::runtime::Process {
     spec.process_mut().get_or_insert_with(Default::default)
 }
 
@@ -366,12 +377,17 @@ pub struct ImageProcess {
     pub cmd: Vec<String>,
     /// `WorkingDir`.
     pub working_dir: String,
-    /// `User` as numeric `uid[:gid]` (names need the image's /etc/passwd: not resolved here).
+    /// `User`: `uid`, `name`, `uid:gid` or `name:group` (see
+    /// [`crate::user::resolve`] for names).
     pub user: String,
 }
 
 /// Takes the process from an image config, as containerd's `WithImageConfig`:
-/// env appended to the defaults, args = entrypoint + cmd, cwd, numeric user.
+/// env appended to the defaults, args = entrypoint + cmd, cwd, and a
+/// numeric user (`uid:gid`, or `uid` with gid 0). A user given by name
+/// needs the image's `/etc/passwd`: this option then fails; resolve it
+/// with [`crate::user::resolve`] and apply [`with_resolved_user`] instead
+/// (after this option).
 pub fn with_image_config(image: ImageProcess) -> SpecOpt {
     Box::new(move |spec| {
         with_env(image.env)(spec)?;
@@ -383,17 +399,32 @@ pub fn with_image_config(image: ImageProcess) -> SpecOpt {
             process_mut(spec).set_cwd(PathBuf::from(image.working_dir));
         }
         if !image.user.is_empty() {
-            let mut parts = image.user.splitn(2, ':');
-            let uid = parts.next().unwrap_or_default();
-            let gid = parts.next().unwrap_or(uid);
+            let (uid, gid) = image.user.split_once(':').unwrap_or((&image.user, "0"));
             let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
                 return Err(SpecError::Invalid(format!(
-                    "image user {:?} is not numeric uid[:gid]; named users are not resolved",
+                    "image user {:?} names a user or group: resolve it through the image's \
+                     /etc/passwd (berth_runtime::user::resolve) and apply with_resolved_user",
                     image.user
                 )));
             };
             with_user(uid, gid)(spec)?;
         }
+        Ok(())
+    })
+}
+
+/// Runs the process as a user resolved through an image's files: uid,
+/// gid and supplementary groups.
+pub fn with_resolved_user(user: crate::user::ResolvedUser) -> SpecOpt {
+    Box::new(move |spec| {
+        let additional = (!user.additional_gids.is_empty()).then_some(user.additional_gids);
+        process_mut(spec).set_user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(additional.unwrap_or_default())
+                .build()?,
+        );
         Ok(())
     })
 }
@@ -406,6 +437,16 @@ mod tests {
     fn default_spec_matches_containerd_in_substance() {
         let s = default_spec("c1", "default").unwrap();
         let json = serde_json::to_value(&s).unwrap();
+        let caps = &json["process"]["capabilities"];
+        assert!(
+            caps.get("inheritable").is_none() && caps.get("ambient").is_none(),
+            "{caps}"
+        );
+        assert_eq!(
+            caps["bounding"].as_array().map(Vec::len),
+            Some(14),
+            "{caps}"
+        );
         assert_eq!(json["root"]["path"], "rootfs");
         assert_eq!(json["linux"]["cgroupsPath"], "/default/c1");
         let dests: Vec<&str> = json["mounts"]
