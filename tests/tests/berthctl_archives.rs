@@ -74,7 +74,7 @@ fn import_export_round_trip_across_namespaces() -> Result<()> {
         std::fs::read(&exported)?,
         "the export is deterministic"
     );
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -126,7 +126,7 @@ fn docker_save_archives_import_and_run() -> Result<()> {
         "from docker save",
     ])?)?;
     assert_eq!(out, "from docker save\n");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -166,5 +166,5 @@ fn bad_archives_are_refused_and_leave_nothing() -> Result<()> {
         !d.scratch("none.tar").exists(),
         "no partial archive is left"
     );
-    Ok(())
+    d.finish()
 }

@@ -100,7 +100,8 @@ fn berthctl_push_then_pull_into_a_fresh_daemon() -> Result<()> {
     );
     ok(target.berthctl(&["images", "rm", "example.com/copy:1"])?)?;
     assert!(!ok(target.ctr(&["images", "ls", "-q"])?)?.contains("example.com/copy:1"));
-    Ok(())
+    source.finish()?;
+    target.finish()
 }
 
 #[test]
@@ -117,5 +118,5 @@ fn pull_errors_name_the_problem() -> Result<()> {
     );
     // Nothing half-made is left as an image.
     assert_eq!(ok(d.ctr(&["images", "ls", "-q"])?)?, "");
-    Ok(())
+    d.finish()
 }

@@ -148,7 +148,7 @@ fn ctr_content_ingest_get_ls_label_rm() -> Result<()> {
     assert!(!ls.contains(&digest) && ls.contains(&other_digest), "{ls}");
     let err = fails(d.ctr(&["content", "get", &digest])?)?;
     assert!(err.contains("not found"), "{err}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn digest_mismatch_is_rejected_and_nothing_committed() -> Result<()> {
     // The ingest stays, resumable or abortable.
     let active = ok(d.ctr(&["content", "active"])?)?;
     assert!(active.contains("bad"), "{active}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn kill9_mid_ingest_resumes_from_offset() -> Result<()> {
     assert!(ls.contains(&digest), "{ls}");
     let active = ok(d.ctr(&["content", "active"])?)?;
     assert!(!active.contains("big"), "{active}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -308,7 +308,7 @@ fn concurrent_writers_one_wins_other_is_told_locked() -> Result<()> {
     ok(third.wait_with_output()?)?;
     let got = d.ctr(&["content", "get", &digest])?;
     assert!(got.stdout == blob, "blob corrupted");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -352,7 +352,7 @@ fn gc_removes_unreferenced_blobs_but_not_leased_ones() -> Result<()> {
     );
     let ls = ok(d.ctr(&["leases", "ls", "-q"])?)?;
     assert!(!ls.contains("keep"), "{ls}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -387,5 +387,5 @@ fn content_delete_publishes_event() -> Result<()> {
         }
     }
     assert!(seen, "no /content/delete event");
-    Ok(())
+    d.finish()
 }

@@ -57,7 +57,7 @@ fn import_and_run_busybox_with_ctr_and_berthctl() -> Result<()> {
         "image env and --env: {env}"
     );
     assert_eq!(ok(d.ctr(&["containers", "ls", "-q"])?)?, "");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn whiteouts_and_opaque_dirs_hide_lower_files() -> Result<()> {
         "{listing}"
     );
     assert!(listing.lines().any(|l| l == "kept"), "{listing}");
-    Ok(())
+    d.finish()
 }
 
 /// Push through one berthd and pull through a fresh one, both with Debian's
@@ -160,7 +160,8 @@ fn ctr_push_then_pull_from_a_local_registry() -> Result<()> {
     );
     let seen = ok(target.ctr(&["run", "--rm", &reference, "p1", "ls", "/data"])?)?;
     assert_eq!(seen, "kept\nnew\n");
-    Ok(())
+    source.finish()?;
+    target.finish()
 }
 
 /// `ctr images export` then `import` into another namespace round-trips.
@@ -199,7 +200,7 @@ fn export_then_import_into_another_namespace() -> Result<()> {
         "round-trip",
     ])?)?;
     assert_eq!(hello, "round-trip\n");
-    Ok(())
+    d.finish()
 }
 
 /// `ctr snapshot diff` computes a layer (Diff.Diff) from an active
@@ -252,5 +253,5 @@ fn snapshot_diff_computes_a_layer_of_the_changes() -> Result<()> {
         content.contains("containerd.io/uncompressed=sha256:"),
         "{content}"
     );
-    Ok(())
+    d.finish()
 }

@@ -465,5 +465,5 @@ fn metrics_and_debug_endpoints_with_three_containers(shims: &str, namespace: &st
     for id in ids {
         ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", id])?)?;
     }
-    Ok(())
+    d.finish()
 }
