@@ -623,18 +623,28 @@ pub fn skip(reason: &str) {
 /// it must see is a marker published after it started, so every event of
 /// a call made after [`subscribe`] returns is seen.
 pub fn subscribe(d: &Daemon) -> Result<Watcher> {
+    subscribe_at(&d.address)
+}
+
+/// [`subscribe`] to any containerd-compatible daemon at `address`.
+pub fn subscribe_at(address: &Path) -> Result<Watcher> {
+    let ctr = |args: &[&str]| -> Result<String> {
+        ok(Command::new(ctr_bin()?)
+            .arg("--address")
+            .arg(address)
+            .args(args)
+            .output()?)
+    };
     let mut events = Command::new(ctr_bin()?);
-    events.arg("--address").arg(&d.address).arg("events");
+    events.arg("--address").arg(address).arg("events");
     let watcher = Watcher::spawn(events)?;
     let marker = format!("subscribed-{}", std::process::id());
-    // Namespaces publish /namespaces/create and /namespaces/delete; the
-    // delete carries the name, and whatever arrives is read in order.
-    ok(d.ctr(&["namespaces", "create", &marker])?)?;
-    ok(d.ctr(&["namespaces", "rm", &marker])?)?;
     let mut tries = 0;
     loop {
-        // The subscription may start after the first pair: publish again
-        // until one reaches it (bounded, a hang becomes a failure).
+        // The subscription may start after a marker was published: publish
+        // again until one reaches it (bounded: a hang becomes a failure).
+        ctr(&["namespaces", "create", &marker])?;
+        ctr(&["namespaces", "rm", &marker])?;
         if watcher
             .wait_for(&[&marker], Duration::from_millis(200))
             .is_ok()
@@ -642,10 +652,8 @@ pub fn subscribe(d: &Daemon) -> Result<Watcher> {
             return Ok(watcher);
         }
         tries += 1;
-        if tries > 100 {
+        if tries > 150 {
             bail!("ctr events never saw the marker {marker}");
         }
-        ok(d.ctr(&["namespaces", "create", &marker])?)?;
-        ok(d.ctr(&["namespaces", "rm", &marker])?)?;
     }
 }
