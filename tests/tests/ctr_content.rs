@@ -1,6 +1,7 @@
 //! Content store and leases through Debian's `ctr` and `berthctl`.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -295,19 +296,33 @@ fn concurrent_writers_one_wins_other_is_told_locked() -> Result<()> {
         .stdin
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-    std::thread::sleep(Duration::from_millis(300));
+    // The first writer still holds the ref: the third cannot be done.
     assert!(
         third.try_wait()?.is_none(),
-        "ctr should be waiting for the lock"
+        "ctr finished while the ref was locked"
     );
     first_in.write_all(&blob[1 << 20..])?;
     drop(first_in);
     ok(first.wait_with_output()?)?;
+    let committed = std::fs::metadata(blob_path(&d, &digest))?;
+    // ctr may stop reading once it learns the blob exists.
     let _ = third_in.write_all(&blob);
     drop(third_in);
     ok(third.wait_with_output()?)?;
     let got = d.ctr(&["content", "get", &digest])?;
     assert!(got.stdout == blob, "blob corrupted");
+    // No second copy: the first writer's file is the blob, and no ingest
+    // of the third is left behind.
+    let now = std::fs::metadata(blob_path(&d, &digest))?;
+    assert_eq!(
+        (now.ino(), now.mtime(), now.mtime_nsec()),
+        (committed.ino(), committed.mtime(), committed.mtime_nsec()),
+        "the blob was written again"
+    );
+    assert_eq!(
+        ok(d.ctr(&["content", "active"])?)?.lines().skip(1).count(),
+        0
+    );
     d.finish()
 }
 
