@@ -593,9 +593,11 @@ pub fn wait_pid_gone(pid: i32, hang: Duration) -> Result<()> {
     }
 }
 
-/// Where skipped tests are recorded for `cargo xtask test` to print.
+/// Where skipped tests are recorded for `cargo xtask test` to print:
+/// `BERTH_SKIP_LOG` (set by xtask), else beside the binaries.
 pub fn skip_log() -> PathBuf {
-    bin_dir().join("berth-test-skips.log")
+    std::env::var_os("BERTH_SKIP_LOG")
+        .map_or_else(|| bin_dir().join("berth-test-skips.log"), PathBuf::from)
 }
 
 /// Marks the running test as skipped for `reason`: prints `SKIP: <test>:

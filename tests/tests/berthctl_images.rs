@@ -30,10 +30,7 @@ fn berthctl_push_then_pull_into_a_fresh_daemon() -> Result<()> {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     let target = Daemon::start()?;
-    let mut events = std::process::Command::new(berth_tests::ctr_bin()?);
-    events.arg("--address").arg(&target.address).arg("events");
-    let watcher = berth_tests::Watcher::spawn(events)?;
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let watcher = berth_tests::subscribe(&target)?;
     let out = target.berthctl(&["pull", "--plain-http", &reference])?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stdout = ok(out)?;
