@@ -52,10 +52,15 @@ pub fn ctr_bin() -> Result<PathBuf> {
 }
 
 /// A `berthd` running on a temporary root, killed when dropped.
+///
+/// Tests end with [`Daemon::finish`], which fails if anything the test
+/// started is left over; dropping without it (a failing test) cleans up
+/// silently.
 #[derive(Debug)]
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    finished: bool,
     config: Option<PathBuf>,
     /// gRPC socket path.
     pub address: PathBuf,
@@ -92,6 +97,7 @@ impl Daemon {
             state: dir.path().join("state"),
             dir,
             child: None,
+            finished: false,
             config: config_path,
             startup: Duration::ZERO,
             namespace: "default".to_string(),
@@ -256,14 +262,152 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// What this daemon's tasks left behind right now: shim processes
+    /// started with its address, runc state under its runc root, mounts
+    /// under its temporary directory and task bundles. Empty when clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for pid in shims_of(&self.address) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            left.push(format!("shim process {pid}: {}", cmdline.trim()));
+        }
+        for (ns, id) in runc_containers(&self.state) {
+            left.push(format!("runc state of {ns}/{id}"));
+        }
+        for m in mounts_under(self.dir.path()) {
+            left.push(format!("mount {m}"));
+        }
+        let bundles = self.state.join("io.containerd.runtime.v2.task");
+        for (ns, id) in two_levels(&bundles) {
+            left.push(format!("task bundle {ns}/{id}"));
+        }
+        left
+    }
+
+    /// Fails (naming them) if this daemon's tasks left anything behind.
+    /// berthd keeps running.
+    pub fn assert_clean(&self) -> Result<()> {
+        let left = self.leftovers();
+        if !left.is_empty() {
+            bail!(
+                "left behind by the test's containers:\n  {}\nberthd log:\n{}",
+                left.join("\n  "),
+                tail(&self.log(), 60)
+            );
+        }
+        Ok(())
+    }
+
+    /// Ends the test: stops berthd with SIGTERM, then fails if it did not
+    /// exit cleanly or if shims, runc state, mounts or bundles are left
+    /// (they are removed either way).
+    pub fn finish(mut self) -> Result<()> {
+        self.finished = true;
+        let status = if self.child.is_some() {
+            Some(self.stop()?)
+        } else {
+            None
+        };
+        let left = self.leftovers();
+        cleanup_runtime(&self.state, &self.address, self.dir.path());
+        if !left.is_empty() {
+            bail!(
+                "left behind by the test's containers (now cleaned up):\n  {}\nberthd log:\n{}",
+                left.join("\n  "),
+                tail(&self.log(), 60)
+            );
+        }
+        if let Some(status) = status {
+            if !status.success() {
+                bail!(
+                    "berthd exited with {status} on SIGTERM:\n{}",
+                    tail(&self.log(), 60)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A test that ends without finish() failed (or panicked): tidy up
+        // without hiding its own error.
+        let _ = self.finished;
         cleanup_runtime(&self.state, &self.address, self.dir.path());
     }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `(a, b)` for every `dir/a/b`.
+fn two_levels(dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    if let Ok(first) = std::fs::read_dir(dir) {
+        for a in first.flatten() {
+            if let Ok(second) = std::fs::read_dir(a.path()) {
+                for b in second.flatten() {
+                    found.push((
+                        a.file_name().to_string_lossy().into_owned(),
+                        b.file_name().to_string_lossy().into_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Containers runc keeps state for under `state/runc/<namespace>`.
+fn runc_containers(state: &Path) -> Vec<(String, String)> {
+    two_levels(&state.join("runc"))
+}
+
+/// PIDs of shim processes started with `-address <address>`.
+pub fn shims_of(address: &Path) -> Vec<i32> {
+    let needle = address.display().to_string();
+    let mut pids = Vec::new();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.contains(&needle) && args.iter().any(|a| a == "-address") {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Mount points under `dir`, deepest first.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut targets: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|t| t.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    targets
 }
 
 /// Stops everything a daemon's tasks left running: containers in runc
@@ -288,36 +432,14 @@ pub fn cleanup_runtime(state: &Path, address: &Path, dir: &Path) {
             }
         }
     }
-    let needle = address.display().to_string();
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for p in procs.flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.contains(&needle) && args.iter().any(|a| a == "-address") {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+    for pid in shims_of(address) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
-    let prefix = dir.display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut targets: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&prefix))
-        .collect();
-    // Deepest first.
-    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    for t in targets {
-        let _ = Command::new("umount").arg("-l").arg(t).status();
+    for t in mounts_under(dir) {
+        let _ = Command::new("umount").arg("-l").arg(&t).status();
     }
 }
 
@@ -450,4 +572,90 @@ pub fn mount_script(mount_lines: &str, target: &Path, then: &str) -> String {
     }
     script.push_str(then);
     script
+}
+
+/// Waits until process `pid` has exited (or is a zombie), failing after
+/// `hang`: a bound that turns a hang into a failure, not a timing
+/// expectation. The process need not be our child, so this watches /proc.
+pub fn wait_pid_gone(pid: i32, hang: Duration) -> Result<()> {
+    let deadline = Instant::now() + hang;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+        if stat.is_empty() || matches!(state, Some("Z" | "X")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("process {pid} still runs {hang:?} later");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Where skipped tests are recorded for `cargo xtask test` to print:
+/// `BERTH_SKIP_LOG` (set by xtask), else beside the binaries.
+pub fn skip_log() -> PathBuf {
+    std::env::var_os("BERTH_SKIP_LOG")
+        .map_or_else(|| bin_dir().join("berth-test-skips.log"), PathBuf::from)
+}
+
+/// Marks the running test as skipped for `reason`: prints `SKIP: <test>:
+/// <reason>` and records it in [`skip_log`], which `cargo xtask test`
+/// prints after the run so skips are visible in CI. The caller returns
+/// `Ok(())` right after.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    let line = format!("SKIP: {test}: {reason}");
+    eprintln!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_log())
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// A `ctr events` subscription that is known to be live: the first event
+/// it must see is a marker published after it started, so every event of
+/// a call made after [`subscribe`] returns is seen.
+pub fn subscribe(d: &Daemon) -> Result<Watcher> {
+    subscribe_at(&d.address)
+}
+
+/// [`subscribe`] to any containerd-compatible daemon at `address`.
+pub fn subscribe_at(address: &Path) -> Result<Watcher> {
+    let ctr = |args: &[&str]| -> Result<String> {
+        ok(Command::new(ctr_bin()?)
+            .arg("--address")
+            .arg(address)
+            .args(args)
+            .output()?)
+    };
+    let mut events = Command::new(ctr_bin()?);
+    events.arg("--address").arg(address).arg("events");
+    let watcher = Watcher::spawn(events)?;
+    let marker = format!("subscribed-{}", std::process::id());
+    let mut tries = 0;
+    loop {
+        // The subscription may start after a marker was published: publish
+        // again until one reaches it (bounded: a hang becomes a failure).
+        ctr(&["namespaces", "create", &marker])?;
+        ctr(&["namespaces", "rm", &marker])?;
+        if watcher
+            .wait_for(&[&marker], Duration::from_millis(200))
+            .is_ok()
+        {
+            return Ok(watcher);
+        }
+        tries += 1;
+        if tries > 150 {
+            bail!("ctr events never saw the marker {marker}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ fn berthctl_version_and_plugins() -> Result<()> {
     );
     let out = ok(d.berthctl(&["plugins", "ls", "-q", "id==version"])?)?;
     assert_eq!(out.trim(), "version");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -43,7 +43,7 @@ fn berthctl_namespaces_round_trip() -> Result<()> {
     let out = d.berthctl(&["namespaces", "rm", "y"])?;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -73,5 +73,5 @@ fn berthctl_events_with_filter() -> Result<()> {
         !out.contains("/namespaces/create"),
         "filter let a create event through:\n{out}"
     );
-    Ok(())
+    d.finish()
 }

@@ -30,10 +30,7 @@ fn berthctl_push_then_pull_into_a_fresh_daemon() -> Result<()> {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     let target = Daemon::start()?;
-    let mut events = std::process::Command::new(berth_tests::ctr_bin()?);
-    events.arg("--address").arg(&target.address).arg("events");
-    let watcher = berth_tests::Watcher::spawn(events)?;
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let watcher = berth_tests::subscribe(&target)?;
     let out = target.berthctl(&["pull", "--plain-http", &reference])?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stdout = ok(out)?;
@@ -100,7 +97,8 @@ fn berthctl_push_then_pull_into_a_fresh_daemon() -> Result<()> {
     );
     ok(target.berthctl(&["images", "rm", "example.com/copy:1"])?)?;
     assert!(!ok(target.ctr(&["images", "ls", "-q"])?)?.contains("example.com/copy:1"));
-    Ok(())
+    source.finish()?;
+    target.finish()
 }
 
 #[test]
@@ -117,5 +115,5 @@ fn pull_errors_name_the_problem() -> Result<()> {
     );
     // Nothing half-made is left as an image.
     assert_eq!(ok(d.ctr(&["images", "ls", "-q"])?)?, "");
-    Ok(())
+    d.finish()
 }

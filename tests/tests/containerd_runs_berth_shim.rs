@@ -2,35 +2,54 @@
 //! resolves to `containerd-shim-berth-v2`, which must speak shim v2 well
 //! enough for containerd's own task service and events.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use berth_tests::{Containerd, busybox_rootfs, fails, ok};
 
 const RUNTIME: &str = "io.containerd.berth.v2";
 
-fn wait_for_status(c: &Containerd, id: &str, status: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ls = ok(c.ctr(&["tasks", "ls"])?)?;
-        if ls.lines().any(|l| l.starts_with(id) && l.contains(status)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("task {id} never reached {status}:\n{ls}\n{}", c.log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// A bound that turns a hang into a failure.
+const HANG: Duration = Duration::from_secs(30);
+
+/// The status `ctr tasks ls` shows for `id` right now.
+fn assert_status(c: &Containerd, id: &str, status: &str) -> Result<()> {
+    let ls = ok(c.ctr(&["tasks", "ls"])?)?;
+    let now = ls
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2));
+    if now != Some(status) {
+        bail!(
+            "task {id} is {now:?}, expected {status}:\n{ls}\n{}",
+            c.log()
+        );
     }
+    Ok(())
 }
 
-/// Command lines of the berth shims serving `namespace`.
-fn berth_shims(namespace: &str) -> Result<Vec<String>> {
+/// PIDs and command lines of the berth shims serving `namespace`.
+fn berth_shims(namespace: &str) -> Result<Vec<(i32, String)>> {
     Ok(std::fs::read_dir("/proc")?
         .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|cmd| String::from_utf8_lossy(&cmd).replace('\0', " "))
-        .filter(|cmd| cmd.contains("containerd-shim-berth-v2") && cmd.contains(namespace))
+        .filter_map(|p| {
+            let pid = p.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")))
+        })
+        .filter(|(_, cmd)| cmd.contains("containerd-shim-berth-v2") && cmd.contains(namespace))
         .collect())
+}
+
+/// The shim of task `id` exits after containerd's Shutdown, which the call
+/// that just returned made: wait for its pid (bounded only against hangs).
+fn assert_shim_exits(c: &Containerd, id: &str) -> Result<()> {
+    for (pid, cmd) in berth_shims(&c.namespace)? {
+        if cmd.contains(&format!("-id {id} ")) {
+            berth_tests::wait_pid_gone(pid, HANG)?;
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -48,25 +67,21 @@ fn containerd_runs_containers_through_berths_shim() -> Result<()> {
 
     // Output, exit status and --rm through containerd and our shim.
     assert_eq!(ok(run("--rm", &["i1", "/bin/echo", "hello"])?)?, "hello\n");
+    assert_shim_exits(&c, "i1")?;
     let out = run("--rm", &["i2", "/bin/sh", "-c", "echo err >&2; exit 7"])?;
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_shim_exits(&c, "i2")?;
 
     // A detached task: the shim really is ours, exec works, kill reports 137.
     ok(run("-d", &["i3", "/bin/sleep", "300"])?)?;
-    wait_for_status(&c, "i3", "RUNNING")?;
-    // The shims of the --rm runs exit right after their Shutdown answer.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let shims = berth_shims(&c.namespace)?;
-        if shims.len() == 1 && shims[0].contains("-id i3 ") {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("want exactly one berth shim (for i3), got: {shims:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_status(&c, "i3", "RUNNING")?;
+    let shims = berth_shims(&c.namespace)?;
+    assert!(
+        shims.len() == 1 && shims[0].1.contains("-id i3 "),
+        "want exactly one berth shim (for i3), got: {shims:?}"
+    );
+    let i3_shim = shims[0].0;
     let hello = ok(c.ctr(&[
         "tasks",
         "exec",
@@ -81,23 +96,24 @@ fn containerd_runs_containers_through_berths_shim() -> Result<()> {
     let ps = ok(c.ctr(&["tasks", "ps", "i3"])?)?;
     assert!(ps.lines().count() >= 2, "{ps}");
     ok(c.ctr(&["tasks", "pause", "i3"])?)?;
-    wait_for_status(&c, "i3", "PAUSED")?;
+    assert_status(&c, "i3", "PAUSED")?;
     ok(c.ctr(&["tasks", "resume", "i3"])?)?;
-    wait_for_status(&c, "i3", "RUNNING")?;
+    assert_status(&c, "i3", "RUNNING")?;
     let err = fails(c.ctr(&["tasks", "rm", "i3"])?)?;
     assert!(err.contains("running"), "{err}");
+    let watcher = berth_tests::subscribe_at(&c.address)?;
     ok(c.ctr(&["tasks", "kill", "-s", "SIGKILL", "i3"])?)?;
-    wait_for_status(&c, "i3", "STOPPED")?;
-    let rm = ok(c.ctr(&["tasks", "rm", "i3"])?)?;
-    assert!(rm.is_empty() || rm.contains("137"), "{rm}");
+    watcher.wait_for(&["/tasks/exit", "\"exit_status\":137"], HANG)?;
+    assert_status(&c, "i3", "STOPPED")?;
+    // ctr reports a non-zero exit status on stderr as it deletes the task.
+    let rm = c.ctr(&["tasks", "rm", "i3"])?;
+    assert!(rm.status.success(), "{rm:?}");
+    let stderr = String::from_utf8_lossy(&rm.stderr);
+    assert!(stderr.contains("exit code 137"), "{stderr}");
+    berth_tests::wait_pid_gone(i3_shim, HANG)?;
     ok(c.ctr(&["containers", "rm", "i3"])?)?;
     assert_eq!(ok(c.ctr(&["tasks", "ls", "-q"])?)?, "");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !berth_shims(&c.namespace)?.is_empty() {
-        if Instant::now() > deadline {
-            bail!("the shim did not exit after its task was deleted");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let left = berth_shims(&c.namespace)?;
+    assert!(left.is_empty(), "shims left: {left:?}");
     Ok(())
 }

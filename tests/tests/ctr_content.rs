@@ -1,6 +1,7 @@
 //! Content store and leases through Debian's `ctr` and `berthctl`.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -148,7 +149,7 @@ fn ctr_content_ingest_get_ls_label_rm() -> Result<()> {
     assert!(!ls.contains(&digest) && ls.contains(&other_digest), "{ls}");
     let err = fails(d.ctr(&["content", "get", &digest])?)?;
     assert!(err.contains("not found"), "{err}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -180,7 +181,7 @@ fn digest_mismatch_is_rejected_and_nothing_committed() -> Result<()> {
     // The ingest stays, resumable or abortable.
     let active = ok(d.ctr(&["content", "active"])?)?;
     assert!(active.contains("bad"), "{active}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -251,7 +252,7 @@ fn kill9_mid_ingest_resumes_from_offset() -> Result<()> {
     assert!(ls.contains(&digest), "{ls}");
     let active = ok(d.ctr(&["content", "active"])?)?;
     assert!(!active.contains("big"), "{active}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -295,20 +296,34 @@ fn concurrent_writers_one_wins_other_is_told_locked() -> Result<()> {
         .stdin
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-    std::thread::sleep(Duration::from_millis(300));
+    // The first writer still holds the ref: the third cannot be done.
     assert!(
         third.try_wait()?.is_none(),
-        "ctr should be waiting for the lock"
+        "ctr finished while the ref was locked"
     );
     first_in.write_all(&blob[1 << 20..])?;
     drop(first_in);
     ok(first.wait_with_output()?)?;
+    let committed = std::fs::metadata(blob_path(&d, &digest))?;
+    // ctr may stop reading once it learns the blob exists.
     let _ = third_in.write_all(&blob);
     drop(third_in);
     ok(third.wait_with_output()?)?;
     let got = d.ctr(&["content", "get", &digest])?;
     assert!(got.stdout == blob, "blob corrupted");
-    Ok(())
+    // No second copy: the first writer's file is the blob, and no ingest
+    // of the third is left behind.
+    let now = std::fs::metadata(blob_path(&d, &digest))?;
+    assert_eq!(
+        (now.ino(), now.mtime(), now.mtime_nsec()),
+        (committed.ino(), committed.mtime(), committed.mtime_nsec()),
+        "the blob was written again"
+    );
+    assert_eq!(
+        ok(d.ctr(&["content", "active"])?)?.lines().skip(1).count(),
+        0
+    );
+    d.finish()
 }
 
 #[test]
@@ -352,7 +367,7 @@ fn gc_removes_unreferenced_blobs_but_not_leased_ones() -> Result<()> {
     );
     let ls = ok(d.ctr(&["leases", "ls", "-q"])?)?;
     assert!(!ls.contains("keep"), "{ls}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -387,5 +402,5 @@ fn content_delete_publishes_event() -> Result<()> {
         }
     }
     assert!(seen, "no /content/delete event");
-    Ok(())
+    d.finish()
 }

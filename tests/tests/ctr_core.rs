@@ -14,7 +14,7 @@ fn ctr_version_reports_server() -> Result<()> {
     assert!(out.contains("+berth."), "{out}");
     // The UUID printed comes from Introspection.Server.
     assert!(out.contains("UUID:"), "{out}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn ctr_plugins_ls_lists_services() -> Result<()> {
     let out = ok(d.ctr(&["plugins", "ls", "type==io.containerd.grpc.v1"])?)?;
     assert!(out.contains("namespaces"), "{out}");
     assert!(!out.contains("io.containerd.metadata.v1"), "{out}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn ctr_namespaces_create_label_ls_rm() -> Result<()> {
     ok(d.ctr(&["namespaces", "rm", "x"])?)?;
     let out = ok(d.ctr(&["namespaces", "ls", "-q"])?)?;
     assert!(!out.lines().any(|l| l == "x"), "{out}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn ctr_rejects_invalid_namespace_name() -> Result<()> {
         err.contains("invalid argument") || err.contains("InvalidArgument"),
         "{err}"
     );
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -120,5 +120,5 @@ fn ctr_events_sees_namespace_events() -> Result<()> {
         .find(|l| l.contains("/namespaces/create") && l.contains(&name))
         .unwrap_or_default();
     assert!(create.contains(&format!("\"name\":\"{name}\"")), "{out}");
-    Ok(())
+    d.finish()
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use berth_tests::{Daemon, Watcher, bin, fails, in_mount_namespace, mount_script, ok};
+use berth_tests::{Daemon, bin, fails, in_mount_namespace, mount_script, ok, subscribe};
 
 fn ctr_sn(d: &Daemon, sn: &str, args: &[&str]) -> Result<std::process::Output> {
     let mut all = vec!["snapshot", "--snapshotter", sn];
@@ -110,7 +110,7 @@ fn lifecycle(sn: &str) -> Result<()> {
     ok(c(&["rm", "ctr-1", "look"])?)?;
     ok(c(&["rm", "top", "base"])?)?;
     assert_eq!(ok(c(&["ls"])?)?.lines().count(), 1);
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -126,24 +126,41 @@ fn native_snapshots_through_ctr() -> Result<()> {
 #[test]
 fn namespaces_have_their_own_keys_and_events_are_published() -> Result<()> {
     let d = Daemon::start()?;
-    let mut events = Command::new(berth_tests::ctr_bin()?);
-    events.arg("--address").arg(&d.address).arg("events");
-    let watcher = Watcher::spawn(events)?;
-    std::thread::sleep(Duration::from_millis(1000));
+    let watcher = subscribe(&d)?;
     ok(d.ctr(&["-n", "one", "snapshot", "prepare", "k"])?)?;
     ok(d.ctr(&["-n", "two", "snapshot", "prepare", "k"])?)?;
     ok(d.ctr(&["-n", "one", "snapshot", "commit", "K", "k"])?)?;
     ok(d.ctr(&["-n", "two", "snapshot", "rm", "k"])?)?;
     let seen = watcher.wait_for(
         &["/snapshot/prepare", "/snapshot/commit", "/snapshot/remove"],
-        Duration::from_secs(10),
+        Duration::from_secs(30),
     )?;
-    assert!(seen.contains("one") && seen.contains("two"), "{seen}");
+    // Each event carries the namespace it happened in.
+    let topics_in = |ns: &str| -> Vec<&str> {
+        // `<time> <namespace> <topic> <event>`; the time has spaces.
+        seen.lines()
+            .filter_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let t = words.iter().position(|w| w.starts_with("/snapshot/"))?;
+                (t > 0 && words[t - 1] == ns).then_some(words[t])
+            })
+            .collect()
+    };
+    assert_eq!(
+        topics_in("one"),
+        ["/snapshot/prepare", "/snapshot/commit"],
+        "{seen}"
+    );
+    assert_eq!(
+        topics_in("two"),
+        ["/snapshot/prepare", "/snapshot/remove"],
+        "{seen}"
+    );
     let one = ok(d.ctr(&["-n", "one", "snapshot", "ls"])?)?;
     let two = ok(d.ctr(&["-n", "two", "snapshot", "ls"])?)?;
     assert!(one.contains("K ") && !one.contains("k "), "{one}");
     assert_eq!(two.lines().count(), 1, "{two}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -168,7 +185,7 @@ fn restart_keeps_every_snapshot() -> Result<()> {
         assert_eq!(seen.trim(), "kept");
         ok(ctr_sn(&d, sn, &["commit", "B", "b"])?)?;
     }
-    Ok(())
+    d.finish()
 }
 
 /// Commits racing a SIGKILL: afterwards each snapshot is wholly active
@@ -180,13 +197,17 @@ fn kill9_during_commits_leaves_old_or_new_state() -> Result<()> {
     for i in 0..N {
         ok(d.ctr(&["snapshot", "prepare", &format!("k{i}")])?)?;
     }
+    // Each landed commit leaves a marker, so the kill can wait for one.
+    let landed = d.scratch("landed");
+    std::fs::create_dir_all(&landed)?;
     let mut script = String::new();
     let ctr = berth_tests::ctr_bin()?;
     for i in 0..N {
         script.push_str(&format!(
-            "{} -a {} snapshot commit n{i} k{i} || true\n",
+            "{} -a {} snapshot commit n{i} k{i} && touch {}/{i}\n",
             ctr.display(),
-            d.address.display()
+            d.address.display(),
+            landed.display()
         ));
     }
     let mut committer = Command::new("sh")
@@ -194,14 +215,19 @@ fn kill9_during_commits_leaves_old_or_new_state() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    // Let some commits land, then crash in the middle of the stream.
-    std::thread::sleep(Duration::from_millis(250));
+    // Once a commit landed, crash in the middle of the stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&landed)?.next().is_none() {
+        if std::time::Instant::now() > deadline {
+            bail!("no commit landed:\n{}", d.log());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     d.kill9()?;
     let _ = committer.kill();
     let _ = committer.wait();
+    // berthd finishes or rolls back interrupted commits before it serves.
     d.restart()?;
-    // Recovery runs in the background right after startup.
-    std::thread::sleep(Duration::from_millis(300));
     let ls = ok(d.ctr(&["snapshot", "ls"])?)?;
     let kind_of = |name: &str| {
         ls.lines()
@@ -221,8 +247,10 @@ fn kill9_during_commits_leaves_old_or_new_state() -> Result<()> {
         // Either way it now works as a parent.
         ok(d.ctr(&["snapshot", "view", &format!("v{i}"), &name])?)?;
     }
+    // At least the commit whose marker the kill waited for is kept.
+    assert!(committed >= 1, "no commit survived the kill:\n{ls}");
     eprintln!("{committed} of {N} commits landed before the kill");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -256,7 +284,7 @@ fn garbage_collection_removes_unreferenced_snapshots_from_the_driver() -> Result
         "driver directories left: {:?}",
         std::fs::read_dir(&dirs)?.collect::<Vec<_>>()
     );
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -314,7 +342,7 @@ fn berthctl_snapshot_commands() -> Result<()> {
     ok(b(&["snapshot", "rm", "v", "A"])?)?;
     // The same commands on ctr's side see the result.
     assert_eq!(ok(d.ctr(&["snapshot", "ls"])?)?.lines().count(), 1);
-    Ok(())
+    d.finish()
 }
 
 /// A snapshotter served by another process, declared in config.toml.
@@ -374,5 +402,5 @@ fn proxy_snapshotter_is_used_like_a_builtin() -> Result<()> {
     // The proxy's own store holds the namespaced names.
     assert!(ok(ctr_sn(&d, "overlayfs", &["ls"])?)?.lines().count() == 1);
     ok(ctr_sn(&d, "mysnap", &["rm", "b", "A"])?)?;
-    Ok(())
+    d.finish()
 }

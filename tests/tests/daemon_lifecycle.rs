@@ -14,7 +14,7 @@ fn starts_without_config_and_socket_is_0660() -> Result<()> {
     assert!(std::path::Path::new(&ttrpc).exists(), "no ttrpc socket");
     // Reported, not asserted: machines are shared and noisy.
     eprintln!("startup to a served socket: {:?}", d.startup);
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -50,7 +50,7 @@ fn unknown_sections_are_ignored() -> Result<()> {
         "unknown section not logged:\n{}",
         d.log()
     );
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn disabled_plugins_are_not_loaded() -> Result<()> {
         err.to_lowercase().contains("unimplemented") || err.contains("not implemented"),
         "{err}"
     );
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn second_daemon_on_live_socket_fails_clearly() -> Result<()> {
     assert!(err.contains("in use by another running daemon"), "{err}");
     // The first daemon is unharmed.
     ok(d.ctr(&["version"])?)?;
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn kill9_restart_keeps_namespaces_and_labels() -> Result<()> {
     // The server uuid is stable across restarts.
     let uuid = |s: &str| s.lines().find(|l| l.contains("UUID")).map(str::to_string);
     assert_eq!(uuid(&uuid_before), uuid(&ok(d.ctr(&["version"])?)?));
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn sigterm_removes_sockets() -> Result<()> {
         !d.address.exists(),
         "socket left behind after clean shutdown"
     );
-    Ok(())
+    d.finish()
 }
 
 #[test]

@@ -24,7 +24,7 @@ fn stress(d: &Daemon, extra: &[&str]) -> Result<serde_json::Value> {
 }
 
 /// Nothing the stress run made is left: only the image's committed snapshot.
-fn assert_clean(d: &Daemon) -> Result<()> {
+fn assert_clean(d: Daemon) -> Result<()> {
     assert_eq!(ok(d.ctr(&["containers", "ls", "-q"])?)?, "");
     assert_eq!(ok(d.ctr(&["tasks", "ls", "-q"])?)?, "");
     assert_eq!(ok(d.ctr(&["leases", "ls", "-q"])?)?, "");
@@ -36,7 +36,8 @@ fn assert_clean(d: &Daemon) -> Result<()> {
             .all(|l| l.contains("Committed") && !l.contains("stress-")),
         "{snapshots}"
     );
-    Ok(())
+    // No shim, runc state, mount or bundle either.
+    d.finish()
 }
 
 #[test]
@@ -46,8 +47,11 @@ fn stress_runs_containers_and_cleans_up() -> Result<()> {
     assert_eq!(report["mode"], "containers");
     assert!(report["iterations"].as_u64().unwrap_or(0) > 0, "{report}");
     assert_eq!(report["failures"], 0, "{report}");
-    assert!(report["p95_ms"].as_f64() >= report["p50_ms"].as_f64());
-    assert_clean(&d)
+    let (Some(p50), Some(p95)) = (report["p50_ms"].as_f64(), report["p95_ms"].as_f64()) else {
+        panic!("no latency percentiles reported: {report}");
+    };
+    assert!(p50 > 0.0 && p95 >= p50, "{report}");
+    assert_clean(d)
 }
 
 #[test]
@@ -57,7 +61,7 @@ fn stress_exec_variant_cleans_up() -> Result<()> {
     assert_eq!(report["mode"], "exec");
     assert!(report["iterations"].as_u64().unwrap_or(0) > 0, "{report}");
     assert_eq!(report["failures"], 0, "{report}");
-    assert_clean(&d)
+    assert_clean(d)
 }
 
 #[test]
@@ -73,5 +77,5 @@ fn stress_without_the_image_fails_clearly() -> Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("none:latest"), "{err}");
-    Ok(())
+    d.finish()
 }

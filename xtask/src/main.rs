@@ -173,6 +173,37 @@ fn test(extra: &[String]) -> Result<()> {
         .args(["clippy"])
         .args(otel)
         .args(["--all-targets", "--", "-D", "warnings"]))?;
+    // Tests that skip say why in this file; it is printed after the run so
+    // skips are visible in CI rather than passing silently.
+    let skips = bench::target_dir().join("berth-test-skips.log");
+    let _ = std::fs::remove_file(&skips);
+    let result = run_tests(extra, &skips);
+    report_skips(&skips);
+    result
+}
+
+/// Prints every skip the tests recorded in `skips`.
+fn report_skips(skips: &std::path::Path) {
+    let text = std::fs::read_to_string(skips).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        eprintln!("xtask: no test was skipped");
+        return;
+    }
+    eprintln!("xtask: {} skipped test(s):", lines.len());
+    for l in lines {
+        eprintln!("  {l}");
+    }
+}
+
+/// Runs the doctests, the otel test and the workspace suite.
+fn run_tests(extra: &[String], skips: &std::path::Path) -> Result<()> {
+    let otel = ["-p", "berth-daemon", "--features", "otel"];
+    let cargo = || {
+        let mut c = cargo();
+        c.env("BERTH_SKIP_LOG", skips);
+        c
+    };
     let nextest = Command::new("cargo-nextest")
         .arg("--version")
         .output()

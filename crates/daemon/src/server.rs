@@ -53,7 +53,13 @@ pub async fn run_with(
     // Plugin init is synchronous and may block briefly (opening the DB).
     let mut registrations = registrations;
     registrations.extend(plugins::builtins::proxy_registrations(&config));
-    let plugins = tokio::task::block_in_place(|| plugins::init_all(&registrations, &config))?;
+    let plugins::Initialised { plugins, startup } =
+        tokio::task::block_in_place(|| plugins::init_all_staged(&registrations, &config))?;
+    // Recovery (interrupted snapshot commits, shims that outlived the last
+    // berthd) finishes before the sockets exist: a client that connects
+    // right after a restart sees the recovered state, as with containerd.
+    futures::future::join_all(startup).await;
+    tracing::debug!(elapsed = ?started.elapsed(), "recovery finished");
 
     let mut routes = tonic::service::RoutesBuilder::default();
     let mut ttrpc_methods = std::collections::HashMap::new();

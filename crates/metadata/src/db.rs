@@ -365,8 +365,26 @@ mod tests {
     fn reopen_keeps_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
-        drop(Db::open(&path).unwrap());
-        drop(Db::open(&path).unwrap());
+        let db = Db::open(&path).unwrap();
+        db.namespaces().create("kept", [("team", "a")]).unwrap();
+        drop(db);
+        assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
+        let db = Db::open(&path).unwrap();
+        assert!(
+            db.namespaces().exists("kept").unwrap(),
+            "data survives a reopen"
+        );
+        drop(db);
+        assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
+    }
+
+    /// The schema version recorded in the file at `path`, read without Db.
+    fn stored_version(path: &Path) -> Option<u64> {
+        use redb::ReadableTable;
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(schema::META).unwrap();
+        meta.get(SCHEMA_VERSION_KEY).unwrap().map(|v| v.value())
     }
 
     fn write_version(path: &Path, version: u64) {

@@ -571,20 +571,51 @@ impl ShimManager {
                 }
             }
         };
+        // A berthd killed between starting berth's shim and the shim's
+        // `start` writing the address file leaves a live shim without one;
+        // its address is derived from the daemon, namespace and id.
+        let address = if address.is_empty() && binary.file_name() == Some(BERTH_SHIM.as_ref()) {
+            crate::shim::socket_address(
+                &self.config.grpc_address.display().to_string(),
+                namespace,
+                id,
+            )
+        } else {
+            address
+        };
         if !address.is_empty() {
             if let Ok(shim) = self.connect(namespace, id, bundle, &binary, &address).await {
                 let req = shim::ConnectRequest { id: id.to_string() };
-                let alive = shim
+                let connected = shim
                     .client
                     .connect(context_for(namespace, Some(SHIM_TIMEOUT)), &req)
-                    .await
-                    .is_ok();
-                if alive {
-                    self.shims
-                        .lock()
-                        .await
-                        .insert((namespace.to_string(), id.to_string()), Arc::new(shim));
-                    return true;
+                    .await;
+                match connected {
+                    Ok(c) if c.task_pid != 0 => {
+                        self.shims
+                            .lock()
+                            .await
+                            .insert((namespace.to_string(), id.to_string()), Arc::new(shim));
+                        return true;
+                    }
+                    Ok(_) => {
+                        // The shim lives but its task was never created: the
+                        // daemon died mid-Create (the shim may still wait for
+                        // stdio FIFOs whose client died with it). Nobody can
+                        // start or kill such a task: stop the shim and clean up.
+                        tracing::info!(namespace, id, "shim has no created task; stopping it");
+                        let req = shim::ShutdownRequest {
+                            id: id.to_string(),
+                            now: true,
+                        };
+                        let _ = shim
+                            .client
+                            .shutdown(context(Duration::from_secs(2)), &req)
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::info!(namespace, id, error = %e, "shim does not answer Connect")
+                    }
                 }
             }
         }

@@ -319,18 +319,34 @@ mod tests {
         cmd.arg("-c")
             .arg(format!("echo $$ > {}; exec sleep 60", pidfile.display()));
         let call = cmd.output();
-        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(500), call).await;
-        assert!(timed_out.is_err());
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // Killed and reaped: the pid disappears.
-        let gone = (0..100).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            !Path::new(&format!("/proc/{pid}")).exists()
-        });
-        assert!(gone, "helper {pid} still exists");
+        // Drop the call once the helper has written its pid (it never ends
+        // by itself); the bound only turns a hang into a failure.
+        let written = async {
+            loop {
+                let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+                if let Some(pid) = text.strip_suffix('\n').and_then(|p| p.parse::<i32>().ok()) {
+                    return pid;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        let hang = std::time::Duration::from_secs(30);
+        let pid = tokio::time::timeout(hang, async {
+            tokio::select! {
+                out = call => panic!("the helper ended by itself: {out:?}"),
+                pid = written => pid,
+            }
+        })
+        .await
+        .expect("the helper never wrote its pid");
+        // Killed and reaped: the pid disappears (bounded only against hangs).
+        let deadline = std::time::Instant::now() + hang;
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "helper {pid} still exists"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

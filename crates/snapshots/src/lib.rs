@@ -347,6 +347,25 @@ pub fn inherited_labels(labels: &Labels) -> Labels {
         .collect()
 }
 
+/// Reports a skipped unit test: printed, and recorded where `cargo xtask
+/// test` collects skips (`BERTH_SKIP_LOG`) so CI shows it.
+#[cfg(test)]
+pub(crate) fn test_skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("SKIP: berth-snapshots {test}: {reason}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("BERTH_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -485,7 +485,7 @@ mod tests {
     #[test]
     fn unmounting_a_plain_directory_is_a_no_op() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: umount(2) needs root");
+            crate::test_skip("umount(2) needs root");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

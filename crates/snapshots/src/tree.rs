@@ -424,7 +424,7 @@ mod tests {
             rustix::fs::XattrFlags::empty(),
         );
         if set.is_err() {
-            eprintln!("skipping: {} has no user xattrs", dir.path().display());
+            crate::test_skip(&format!("{} has no user xattrs", dir.path().display()));
             return;
         }
         copy_tree(&src, &dst).unwrap();

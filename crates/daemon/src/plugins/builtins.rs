@@ -276,10 +276,14 @@ fn snapshots_layer(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let layer = Arc::new(Snapshotters::new(drivers, (*db).clone(), exchange));
     gc.add_sweeper(layer.clone());
     // Finish what a crash interrupted, then drop what no record refers to.
+    // Recovery before serving: until it ran, an interrupted commit's key
+    // would be listed Active and a retried commit refused.
     let startup = layer.clone();
-    tokio::spawn(async move {
+    ctx.before_serving(async move {
         startup.recover().await;
-        startup.reconcile_all().await;
+        // Removing orphans takes each driver's exclusive lock, so calls
+        // may run meanwhile.
+        tokio::spawn(async move { startup.reconcile_all().await });
     });
     Ok(layer)
 }
@@ -314,7 +318,9 @@ fn shim_manager(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
         Arc::new(berth_runtime::manager::ShimManager::new(config).map_err(PluginError::failed)?);
     let reconnect = manager.clone();
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    tokio::spawn(async move {
+    // Reconnect before serving: a client that lists or kills tasks right
+    // after a restart (Docker's live-restore, kubelet) must find them.
+    ctx.before_serving(async move {
         let (_, dead) = reconnect.reconnect_all().await;
         // A task whose shim died with it exited unseen: say so, as containerd does.
         let now = std::time::SystemTime::now();

@@ -7,8 +7,8 @@ pub mod builtins;
 mod registry;
 
 pub use registry::{
-    InitContext, InitFn, Instance, Plugin, PluginError, Registration, RegistryError, init_all,
-    sort, types,
+    InitContext, InitFn, Initialised, Instance, Plugin, PluginError, Registration, RegistryError,
+    StartupWork, init_all, init_all_staged, sort, types,
 };
 
 use std::collections::HashMap;

@@ -77,7 +77,41 @@ pub struct InitContext<'a> {
     pub exports: BTreeMap<String, String>,
     /// Capabilities advertised through Introspection.
     pub capabilities: Vec<String>,
+    /// Work that must finish before berthd serves (see [`InitContext::before_serving`]).
+    startup: Pending,
     plugins: &'a [Plugin],
+}
+
+/// The recovery work plugins asked for so far.
+#[derive(Default)]
+struct Pending(Vec<StartupWork>);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} startup tasks", self.0.len())
+    }
+}
+
+/// Recovery a plugin must finish before the daemon accepts calls.
+pub type StartupWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// What [`init_all`] built: the plugins and the recovery to await before serving.
+pub struct Initialised {
+    /// Every plugin, initialised or failed.
+    pub plugins: Vec<Plugin>,
+    /// Recovery work (finishing interrupted commits, reconnecting shims):
+    /// the daemon awaits all of it before it creates its sockets, so no
+    /// client sees the state from before recovery.
+    pub startup: Vec<StartupWork>,
+}
+
+impl std::fmt::Debug for Initialised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Initialised")
+            .field("plugins", &self.plugins)
+            .field("startup", &self.startup.len())
+            .finish()
+    }
 }
 
 impl InitContext<'_> {
@@ -100,6 +134,12 @@ impl InitContext<'_> {
     /// Every plugin initialised or failed so far (for Introspection).
     pub fn all(&self) -> &[Plugin] {
         self.plugins
+    }
+
+    /// Runs `work` once every plugin is built and before the daemon serves
+    /// (containerd, too, recovers its state before it accepts calls).
+    pub fn before_serving(&mut self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.startup.0.push(Box::pin(work));
     }
 }
 
@@ -213,7 +253,17 @@ pub fn init_all(
     registrations: &[Registration],
     config: &Config,
 ) -> Result<Vec<Plugin>, RegistryError> {
+    Ok(init_all_staged(registrations, config)?.plugins)
+}
+
+/// [`init_all`], also returning the recovery work plugins asked to finish
+/// before the daemon serves.
+pub fn init_all_staged(
+    registrations: &[Registration],
+    config: &Config,
+) -> Result<Initialised, RegistryError> {
     let mut plugins: Vec<Plugin> = Vec::new();
+    let mut startup: Vec<StartupWork> = Vec::new();
     for r in sort(registrations)? {
         let uri = r.uri();
         if is_disabled(&r, &config.disabled_plugins) {
@@ -228,11 +278,15 @@ pub fn init_all(
             section: config.plugin_section(&uri),
             exports: BTreeMap::new(),
             capabilities: Vec::new(),
+            startup: Pending::default(),
             plugins: &plugins,
         };
         let started = std::time::Instant::now();
         let instance = (r.init)(&mut ctx);
         let (exports, capabilities) = (ctx.exports, ctx.capabilities);
+        if instance.is_ok() {
+            startup.extend(ctx.startup.0);
+        }
         match &instance {
             Ok(_) => tracing::debug!(plugin = %uri, elapsed = ?started.elapsed(), "plugin loaded"),
             Err(PluginError::Skipped(why)) => tracing::info!(plugin = %uri, %why, "plugin skipped"),
@@ -255,7 +309,7 @@ pub fn init_all(
             instance,
         });
     }
-    Ok(plugins)
+    Ok(Initialised { plugins, startup })
 }
 
 #[cfg(test)]

@@ -15,8 +15,16 @@ const ATTEMPTS: u32 = 5;
 /// Queues events for the daemon.
 #[derive(Debug, Clone)]
 pub(crate) struct Publisher {
-    tx: mpsc::UnboundedSender<Envelope>,
+    tx: mpsc::UnboundedSender<Item>,
     namespace: String,
+}
+
+/// What the forwarding task is given: an event, or a flush to answer once
+/// every event before it was forwarded (or dropped).
+#[derive(Debug)]
+enum Item {
+    Event(Envelope),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Publisher {
@@ -40,13 +48,26 @@ impl Publisher {
             topic: topic.to_string(),
             event: Some(event),
         };
-        let _ = self.tx.send(envelope);
+        let _ = self.tx.send(Item::Event(envelope));
+    }
+
+    /// Waits until every event queued so far was forwarded (or dropped),
+    /// at most `timeout`: a shim that exits must not lose `/tasks/exit`.
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Item::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
     }
 }
 
-async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Envelope>) {
+async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
     if address.is_empty() {
-        while rx.recv().await.is_some() {}
+        while let Some(item) = rx.recv().await {
+            if let Item::Flush(done) = item {
+                let _ = done.send(());
+            }
+        }
         return;
     }
     let address = if address.contains("://") {
@@ -55,7 +76,14 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Envelope>)
         format!("unix://{address}")
     };
     let mut client: Option<fwd::EventsClient> = None;
-    while let Some(envelope) = rx.recv().await {
+    while let Some(item) = rx.recv().await {
+        let envelope = match item {
+            Item::Event(e) => e,
+            Item::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let topic = envelope.topic.clone();
         let req = fwd::ForwardRequest {
             envelope: Some(envelope),

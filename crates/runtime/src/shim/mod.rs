@@ -186,8 +186,9 @@ fn serve(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the event loop: {e}"))?;
     let served = runtime.block_on(serve_async(args));
-    // Threads blocked opening a FIFO nobody opened must not keep us alive.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Threads blocked opening a FIFO nobody opened must not keep us alive:
+    // the shim exits as soon as it answered Shutdown.
+    runtime.shutdown_background();
     served
 }
 
@@ -221,6 +222,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
         args.namespace.clone(),
     );
+    let events = publisher.clone();
     let service = Arc::new(service::Service::new(
         args.namespace.clone(),
         reaper.clone(),
@@ -253,10 +255,15 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     }
 
     shutdown.notified().await;
-    // Let the Shutdown reply reach the caller before the socket goes.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // No new connections; the events already queued (`/tasks/exit`) reach
+    // the daemon before the process goes.
     let _ = std::fs::remove_file(path);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.shutdown()).await;
+    events.flush(std::time::Duration::from_secs(2)).await;
+    // Let the Shutdown reply be written; the caller's connection is not
+    // waited for (containerd keeps it open until it sees the shim exit).
+    tokio::task::yield_now().await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    drop(server);
     Ok(())
 }
 

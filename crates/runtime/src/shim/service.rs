@@ -601,7 +601,17 @@ impl Service {
     async fn do_kill(&self, r: api::KillRequest) -> Reply<()> {
         let (runc, _) = self.runc(&r.id)?;
         if r.exec_id.is_empty() {
-            let stopped = self.with_container(&r.id, |c| Ok(c.init.status == Status::Stopped))?;
+            let (stopped, pid) = self.with_container(&r.id, |c| {
+                Ok((c.init.status == Status::Stopped, c.init.pid))
+            })?;
+            if pid == 0 {
+                // Still being created: there is nothing to signal, and an OK
+                // here would promise an exit that never comes.
+                return Err(err(
+                    Category::FailedPrecondition,
+                    format!("container {:?} is still being created", r.id),
+                ));
+            }
             if stopped && !r.all {
                 return Err(not_found(&format!(
                     "process of {:?} (already finished)",
