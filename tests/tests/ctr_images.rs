@@ -98,18 +98,17 @@ fn whiteouts_and_opaque_dirs_hide_lower_files() -> Result<()> {
         })
         .map(|w| w[0].to_string())
         .ok_or_else(|| anyhow::anyhow!("no top snapshot in:\n{snapshots}"))?;
-    // One call creates the view and prints its mounts: the `run --rm` above
-    // deleted a container and a snapshot, so a collection is due, and a
-    // view held by no lease may be collected before a second call.
+    // The `run --rm` above deleted a container and its snapshot: like
+    // containerd, berthd collects at its next tick after a deletion, and a
+    // view no lease holds, made before that tick, goes with it (containerd
+    // 1.6 loses such a view too). A `sync` lease deletion finishes a
+    // collection; after it only a new deletion schedules one, so the view
+    // made next stays between two separate calls.
+    ok(d.ctr(&["leases", "create", "--id", "settle"])?)?;
+    ok(d.ctr(&["leases", "rm", "--sync", "settle"])?)?;
+    ok(d.ctr(&["snapshot", "view", "look", &top])?)?;
     let target = d.scratch("look");
-    let lines = ok(d.ctr(&[
-        "snapshot",
-        "view",
-        "--target",
-        &target.display().to_string(),
-        "look",
-        &top,
-    ])?)?;
+    let lines = ok(d.ctr(&["snapshot", "mounts", &target.display().to_string(), "look"])?)?;
     let listing = in_mount_namespace(&mount_script(
         &lines,
         &target,
@@ -127,6 +126,33 @@ fn whiteouts_and_opaque_dirs_hide_lower_files() -> Result<()> {
 
 /// Push through one berthd and pull through a fresh one, both with Debian's
 /// `ctr` (client-side), against Debian's `docker-registry` on 127.0.0.1.
+/// `images rm --sync` returns after a collection that removed what only
+/// the image held: its blobs and its snapshots.
+#[test]
+fn image_delete_with_sync_collects_before_returning() -> Result<()> {
+    let d = daemon()?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    import(&d, &layout, "busybox.tar")?;
+    let blob = |digest: &str| {
+        d.root
+            .join("io.containerd.content.v1.content/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    assert!(blob(&layout.root.digest).exists());
+    let snapshots = ok(d.ctr(&["snapshot", "ls"])?)?;
+    assert!(snapshots.contains(&layout.diff_ids[0]), "{snapshots}");
+    ok(d.ctr(&["images", "rm", "--sync", "docker.io/library/busybox:latest"])?)?;
+    assert!(
+        !blob(&layout.root.digest).exists(),
+        "the image's root blob survived a sync delete"
+    );
+    let content = ok(d.ctr(&["content", "ls", "-q"])?)?;
+    assert_eq!(content.trim(), "", "blobs left after a sync delete");
+    let snapshots = ok(d.ctr(&["snapshot", "ls"])?)?;
+    assert!(!snapshots.contains(&layout.diff_ids[0]), "{snapshots}");
+    Ok(())
+}
+
 #[test]
 fn ctr_push_then_pull_from_a_local_registry() -> Result<()> {
     let registry = berth_tests::Registry::start()?;

@@ -76,6 +76,10 @@ pub async fn run_with(
         }
     }
 
+    // containerd's startup collection, done before anyone can connect.
+    if let Some(gc) = find::<crate::services::gc::Collector>(&plugins, types::GC) {
+        gc.startup().await;
+    }
     let metrics = find::<crate::metrics::Metrics>(&plugins, types::INTERNAL);
     let sources = crate::http::Sources {
         metrics: metrics.clone(),

@@ -342,6 +342,7 @@ impl ContainerStore {
             {
                 return Err(not_found(id));
             }
+            self.db.mark_dirty();
             Ok(())
         })?;
         debug!(namespace = ns, id, "deleted container");

@@ -259,6 +259,7 @@ impl ContentStore {
             {
                 return Err(not_found(digest));
             }
+            self.db.mark_dirty();
             let elsewhere = held_anywhere(&table, digest)?;
             if !elsewhere {
                 txn.open_table(schema::RELEASED_CONTENT)

@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
@@ -39,7 +40,16 @@ struct Inner {
     /// that writes have created or changed since the mark's snapshot (see
     /// [`Db::track`]). `None` when no collection is running.
     tracked: Mutex<Option<HashSet<Node>>>,
+    /// Deletions (of records that may have held references) since the
+    /// last collection began: containerd's `dirty` counter.
+    dirty: AtomicU64,
+    /// Called after each committed write with whether `dirty` is set.
+    on_mutation: RwLock<Vec<MutationCallback>>,
 }
+
+/// A function told of every committed write; its argument says whether a
+/// deletion happened since the last garbage collection began.
+pub type MutationCallback = Arc<dyn Fn(bool) + Send + Sync>;
 
 impl fmt::Debug for Db {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,6 +90,8 @@ impl Db {
                 path,
                 gc: Mutex::new(()),
                 tracked: Mutex::new(None),
+                dirty: AtomicU64::new(0),
+                on_mutation: RwLock::new(Vec::new()),
             }),
         })
     }
@@ -135,6 +147,30 @@ impl Db {
         gc::collect(self, now)
     }
 
+    /// Registers `f` to be called after every committed write (not the
+    /// collector's own), with whether a deletion happened since the last
+    /// collection began: what a garbage-collection scheduler counts
+    /// (containerd's `RegisterMutationCallback`).
+    pub fn on_mutation(&self, f: MutationCallback) {
+        self.inner
+            .on_mutation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(f);
+    }
+
+    /// Whether a deletion happened since the last collection began.
+    pub fn is_dirty(&self) -> bool {
+        self.inner.dirty.load(Ordering::SeqCst) > 0
+    }
+
+    /// Notes, inside a write transaction, that it deletes a record that may
+    /// have held references (an image, container, lease, lease resource,
+    /// content or snapshot record): the next collection has work to do.
+    pub(crate) fn mark_dirty(&self) {
+        self.inner.dirty.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Runs `f` in a read transaction: a consistent snapshot, never blocked by writers.
     pub(crate) fn view<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
         let txn = self
@@ -158,6 +194,9 @@ impl Db {
             .begin_write()
             .context("begin write transaction")?;
         *self.tracked() = Some(HashSet::new());
+        // This collection sees every deletion committed so far; only later
+        // ones make the next collection needed.
+        self.inner.dirty.store(0, Ordering::SeqCst);
         let read = self.inner.db.begin_read().context("begin read transaction");
         if read.is_err() {
             *self.tracked() = None;
@@ -210,7 +249,28 @@ impl Db {
     /// aborting (writing nothing) if it returns `Err`.
     ///
     /// Writers are serialised, so keep `f` short: no I/O beyond the database.
+    /// After a commit, every [`Db::on_mutation`] callback is called.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let out = self.update_unobserved(f)?;
+        let dirty = self.is_dirty();
+        let callbacks = self
+            .inner
+            .on_mutation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for callback in callbacks {
+            callback(dirty);
+        }
+        Ok(out)
+    }
+
+    /// [`Db::update`] without telling the mutation callbacks: the
+    /// collector's own writes, which must not schedule another collection.
+    pub(crate) fn update_unobserved<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
         let txn = self
             .inner
             .db
@@ -310,6 +370,28 @@ mod tests {
     #[test]
     fn db_is_clone_send_sync() {
         assert_shareable::<Db>();
+    }
+
+    #[test]
+    fn writes_report_whether_a_deletion_happened_since_the_last_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("meta.db")).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        db.on_mutation(Arc::new(move |dirty| log.lock().unwrap().push(dirty)));
+        let leases = db.leases();
+        leases.create("ns", "a", crate::Labels::new()).unwrap();
+        leases.create("ns", "b", crate::Labels::new()).unwrap();
+        leases.delete("ns", "a").unwrap();
+        // A failed deletion commits nothing and reports nothing.
+        assert!(leases.delete("ns", "nope").is_err());
+        leases.create("ns", "c", crate::Labels::new()).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [false, false, true, true]);
+        // A collection resets the flag and reports nothing itself.
+        db.collect_garbage(SystemTime::now()).unwrap();
+        assert!(!db.is_dirty());
+        leases.create("ns", "d", crate::Labels::new()).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [false, false, true, true, false]);
     }
 
     #[test]

@@ -632,7 +632,7 @@ pub(crate) fn sweep(db: &Db, marked: Marked) -> Result<GcReport> {
         let batch: Vec<(Node, Vec<u8>)> = candidates.by_ref().take(SWEEP_BATCH).collect();
         let last = candidates.peek().is_none();
         let began = Instant::now();
-        db.update(|txn| {
+        db.update_unobserved(|txn| {
             // Under the write lock: no write slips between this and the commit.
             let tracked = if last {
                 db.take_tracked()

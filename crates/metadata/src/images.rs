@@ -283,6 +283,7 @@ impl ImageStore {
                 )));
             }
             table.remove((ns, name)).context("remove image")?;
+            self.db.mark_dirty();
             Ok(())
         })?;
         debug!(namespace = ns, name, "deleted image");

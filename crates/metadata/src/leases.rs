@@ -345,6 +345,7 @@ impl LeaseStore {
             if leases.remove((ns, id)).context("remove lease")?.is_none() {
                 return Err(not_found(id));
             }
+            self.db.mark_dirty();
             clear_resources(txn, ns, id)
         })?;
         debug!(namespace = ns, lease = id, "deleted lease");
@@ -404,6 +405,7 @@ impl LeaseStore {
                 .context("open table lease_resources")?
                 .remove((ns, id, resource.kind.as_str(), resource.id.as_str()))
                 .context("remove lease resource")?;
+            self.db.mark_dirty();
             Ok(())
         })?;
         debug!(namespace = ns, lease = id, kind = %resource.kind, resource = %resource.id, "removed lease resource");

@@ -68,7 +68,7 @@ mod timestamp;
 
 pub use containers::{AnyValue, ContainerRecord, ContainerStore, Runtime};
 pub use content::{ContentRecord, ContentStore};
-pub use db::Db;
+pub use db::{Db, MutationCallback};
 pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use images::{ImageRecord, ImageStore, Target};

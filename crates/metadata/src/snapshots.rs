@@ -464,6 +464,7 @@ impl SnapshotStore {
                 }
             }
             table.remove((ns, sn, key)).context("remove snapshot")?;
+            self.db.mark_dirty();
             Ok(stored.record(key))
         })
     }

@@ -418,9 +418,8 @@ fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
 fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
     Ok(Arc::new(GrpcService::new(ContainersServer::new(
-        services::containers::ContainersService::new((*db).clone(), exchange, (*gc).clone()),
+        services::containers::ContainersService::new((*db).clone(), exchange),
     ))))
 }
 
@@ -435,9 +434,8 @@ fn images_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 
 fn snapshots_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
     Ok(Arc::new(GrpcService::new(SnapshotsServer::new(
-        services::snapshots::SnapshotsService::new(layer, (*gc).clone()),
+        services::snapshots::SnapshotsService::new(layer),
     ))))
 }
 
@@ -468,8 +466,58 @@ fn gc_scheduler(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         collector.set_metrics(m);
     }
-    collector.start();
+    let config = services::gc::scheduler::SchedulerConfig::from_section(ctx.section)
+        .map_err(PluginError::failed)?;
+    ctx.exports.extend([
+        (
+            "PauseThreshold".to_string(),
+            config.pause_threshold.to_string(),
+        ),
+        (
+            "DeletionThreshold".to_string(),
+            config.deletion_threshold.to_string(),
+        ),
+        (
+            "MutationThreshold".to_string(),
+            config.mutation_threshold.to_string(),
+        ),
+        (
+            "ScheduleDelay".to_string(),
+            go_duration_string(config.schedule_delay),
+        ),
+    ]);
+    collector.start(config);
     Ok(Arc::new(collector))
+}
+
+/// A duration as Go's `time.Duration.String` writes it ("0s", "100ms",
+/// "1.5s", "1m30s"), for the exports containerd shows.
+fn go_duration_string(d: std::time::Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    let trim = |v: f64| {
+        let s = format!("{v:.9}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", trim(nanos as f64 / 1e3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", trim(nanos as f64 / 1e6));
+    }
+    let secs = d.as_secs();
+    let (h, m) = (secs / 3600, (secs % 3600) / 60);
+    let s = trim((secs % 60) as f64 + f64::from(d.subsec_nanos()) / 1e9);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
 }
 
 fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

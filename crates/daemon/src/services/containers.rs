@@ -10,7 +10,6 @@ use berth_events::Exchange;
 use berth_metadata::{AnyValue, ContainerRecord, Db, Runtime};
 use tonic::{Request, Response, Status};
 
-use super::gc::Collector;
 use super::namespaces::pack;
 use super::{namespace_of, with_db};
 
@@ -19,13 +18,12 @@ use super::{namespace_of, with_db};
 pub struct ContainersService {
     db: Db,
     exchange: Arc<Exchange>,
-    gc: Collector,
 }
 
 impl ContainersService {
-    /// A service over `db`, publishing on `exchange`, collecting with `gc` after deletions.
-    pub fn new(db: Db, exchange: Arc<Exchange>, gc: Collector) -> ContainersService {
-        ContainersService { db, exchange, gc }
+    /// A service over `db`, publishing on `exchange`.
+    pub fn new(db: Db, exchange: Arc<Exchange>) -> ContainersService {
+        ContainersService { db, exchange }
     }
 
     fn publish(&self, ns: &str, topic: &str, event: prost_types::Any) {
@@ -227,8 +225,6 @@ impl Containers for ContainersService {
         let (ns2, id2) = (ns.clone(), id.clone());
         with_db(&self.db, move |db| db.containers().delete(&ns2, &id2)).await?;
         self.publish(&ns, "/containers/delete", pack(&ev::ContainerDelete { id }));
-        // Its snapshot may be unreferenced now.
-        self.gc.schedule();
         Ok(Response::new(()))
     }
 }

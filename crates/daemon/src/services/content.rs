@@ -272,8 +272,6 @@ impl Content for ContentService {
         {
             tracing::warn!(error = %e, "cannot publish /content/delete");
         }
-        // The file goes when the collector finds no namespace holds it.
-        self.gc.schedule();
         Ok(Response::new(()))
     }
 

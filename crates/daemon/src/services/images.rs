@@ -171,10 +171,10 @@ impl Images for ImagesService {
         })
         .await?;
         self.publish(&ns, "/images/delete", pack(&pb::ImageDelete { name }));
+        // The DB told the scheduler of the deletion; `sync` waits for a
+        // collection (containerd's ScheduleAndWait; its error is Unknown).
         if sync {
-            self.gc.collect().await.map_err(Status::internal)?;
-        } else {
-            self.gc.schedule();
+            self.gc.schedule_and_wait().await.map_err(Status::unknown)?;
         }
         Ok(Response::new(()))
     }

@@ -81,13 +81,13 @@ impl Leases for LeasesService {
         let req = request.into_inner();
         self.blocking(move |db| db.leases().delete(&ns, &req.id))
             .await?;
+        // The DB told the scheduler of the deletion; `sync` waits for a
+        // collection (containerd's ScheduleAndWait; its error is Unknown).
         if req.sync {
             self.gc
-                .collect()
+                .schedule_and_wait()
                 .await
-                .map_err(|e| Status::internal(format!("garbage collection failed: {e}")))?;
-        } else {
-            self.gc.schedule();
+                .map_err(|e| Status::unknown(format!("garbage collection failed: {e}")))?;
         }
         Ok(Response::new(()))
     }
@@ -132,7 +132,6 @@ impl Leases for LeasesService {
         let r = resource(req.resource)?;
         self.blocking(move |db| db.leases().delete_resource(&ns, &req.id, r))
             .await?;
-        self.gc.schedule();
         Ok(Response::new(()))
     }
 

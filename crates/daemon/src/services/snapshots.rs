@@ -11,7 +11,6 @@ use tonic::{Request, Response, Status};
 
 use super::content::lease_of;
 use super::namespace_of;
-use crate::services::gc::Collector;
 use crate::snapshotters::{Error, Snapshotters};
 
 /// The gRPC status for a namespaced snapshot error.
@@ -28,13 +27,12 @@ pub fn to_status(e: Error) -> Status {
 #[derive(Debug, Clone)]
 pub struct SnapshotsService {
     snapshotters: Arc<Snapshotters>,
-    gc: Collector,
 }
 
 impl SnapshotsService {
-    /// A service over `snapshotters`, scheduling `gc` after removals.
-    pub fn new(snapshotters: Arc<Snapshotters>, gc: Collector) -> SnapshotsService {
-        SnapshotsService { snapshotters, gc }
+    /// A service over `snapshotters`.
+    pub fn new(snapshotters: Arc<Snapshotters>) -> SnapshotsService {
+        SnapshotsService { snapshotters }
     }
 }
 
@@ -158,8 +156,6 @@ impl Snapshots for SnapshotsService {
             .remove(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
             .map_err(to_status)?;
-        // What only this snapshot referenced may be garbage now.
-        self.gc.schedule();
         Ok(Response::new(()))
     }
 

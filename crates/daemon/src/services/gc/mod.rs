@@ -1,10 +1,16 @@
-//! The garbage collector's scheduler: collects on demand and shortly after
-//! deletions.
+//! The garbage collector: runs collections when its [`scheduler`] says.
+//!
+//! Differs from containerd on purpose in one point: the startup collection
+//! runs before berthd serves (see [`Collector::startup`]) instead of
+//! `startup_delay` after the plugin starts, while clients may already be
+//! connected; so nothing a client makes can be taken by it.
 //!
 //! The metadata DB decides what is unreachable in one read transaction and
 //! removes the records in one short write transaction; the blob files are
 //! deleted here afterwards, outside any transaction, so writers never wait
 //! on file deletion.
+
+pub mod scheduler;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,11 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use berth_content::local::LocalStore;
 use berth_content::{Digest, Manager};
 use berth_metadata::Db;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 
-/// Delay between a deletion and the collection it schedules, so a burst of
-/// deletions is collected once.
-const SCHEDULE_DELAY: Duration = Duration::from_millis(100);
+use scheduler::{Collect, Collecting, Scheduler, SchedulerConfig};
 
 /// Something that removes, after a collection, what the collection's
 /// removed records referred to outside the metadata DB (driver snapshots).
@@ -38,6 +42,9 @@ pub struct Collection {
     pub snapshots_removed: usize,
     /// Wall time of the whole collection.
     pub duration: Duration,
+    /// Time of the metadata phase (mark and sweep), what the scheduler's
+    /// pause threshold measures.
+    pub metadata_duration: Duration,
 }
 
 struct Inner {
@@ -47,7 +54,9 @@ struct Inner {
     /// anyone who records a blob it found already stored (dedupe): a file
     /// is never deleted between "the blob is there" and "a namespace holds it".
     files: std::sync::RwLock<()>,
-    wake: Notify,
+    scheduler: std::sync::OnceLock<Scheduler<Collection>>,
+    /// Whether the config asks for a startup collection.
+    startup: std::sync::atomic::AtomicBool,
     running: Mutex<()>,
     sweepers: std::sync::Mutex<Vec<Arc<dyn Sweeper>>>,
     metrics: std::sync::OnceLock<crate::metrics::Handle>,
@@ -67,13 +76,14 @@ impl std::fmt::Debug for Collector {
 
 impl Collector {
     /// A collector over `db` and `store`; call [`Collector::start`] inside a
-    /// tokio runtime to collect after deletions.
+    /// tokio runtime to collect as scheduled.
     pub fn new(db: Db, store: Arc<LocalStore>) -> Collector {
         Collector {
             inner: Arc::new(Inner {
                 db,
                 store,
-                wake: Notify::new(),
+                scheduler: std::sync::OnceLock::new(),
+                startup: std::sync::atomic::AtomicBool::new(false),
                 files: std::sync::RwLock::new(()),
                 running: Mutex::new(()),
                 sweepers: std::sync::Mutex::new(Vec::new()),
@@ -82,18 +92,46 @@ impl Collector {
         }
     }
 
-    /// Starts the background task that runs scheduled collections.
-    pub fn start(&self) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                me.inner.wake.notified().await;
-                tokio::time::sleep(SCHEDULE_DELAY).await;
-                if let Err(e) = me.collect().await {
-                    tracing::warn!(error = %e, "scheduled garbage collection failed");
-                }
-            }
-        });
+    /// Starts the scheduler (once; later calls do nothing) and has the DB
+    /// report every write to it.
+    pub fn start(&self, config: SchedulerConfig) {
+        if self.inner.scheduler.get().is_some() {
+            return;
+        }
+        // The scheduler's task holds only a weak handle, so dropping every
+        // Collector ends it.
+        self.inner.startup.store(
+            config.startup_delay > Duration::ZERO,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let weak = Arc::downgrade(&self.inner);
+        let scheduler = Scheduler::spawn(config, Runner(weak));
+        if self.inner.scheduler.set(scheduler.clone()).is_ok() {
+            self.inner
+                .db
+                .on_mutation(Arc::new(move |dirty| scheduler.mutated(dirty)));
+        }
+    }
+
+    /// The startup collection (if `startup_delay` is not 0): the server
+    /// awaits it before serving. Ticks after it collect only after a
+    /// deletion (or `mutation_threshold` writes), as in containerd.
+    pub async fn startup(&self) {
+        if !self.inner.startup.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.schedule_and_wait().await {
+            tracing::error!(error = %e, "startup garbage collection failed");
+        }
+    }
+
+    /// Asks for a collection and waits for one that begins after this call
+    /// (what `sync` deletions do); collects directly if not started.
+    pub async fn schedule_and_wait(&self) -> Result<Collection, String> {
+        match self.inner.scheduler.get() {
+            Some(s) => s.schedule_and_wait().await,
+            None => self.collect().await,
+        }
     }
 
     /// Runs `f` while no blob file can be deleted; used when recording a
@@ -119,11 +157,6 @@ impl Collector {
     /// Records every collection's run and duration into `metrics` (set once).
     pub fn set_metrics(&self, metrics: crate::metrics::Handle) {
         let _ = self.inner.metrics.set(metrics);
-    }
-
-    /// Asks for a collection soon (after a deletion).
-    pub fn schedule(&self) {
-        self.inner.wake.notify_one();
     }
 
     /// Collects now and returns what was removed. Collections never overlap.
@@ -187,6 +220,7 @@ impl Collector {
             leases_expired: report.removed_leases.len(),
             snapshots_removed: report.removed_snapshots.len(),
             duration: started.elapsed(),
+            metadata_duration: report.duration,
         };
         tracing::info!(
             blobs = collection.blobs_deleted,
@@ -200,5 +234,21 @@ impl Collector {
             m.observe_gc(collection.duration);
         }
         Ok(collection)
+    }
+}
+
+/// What the scheduler runs: a collection, if the collector still exists.
+struct Runner(std::sync::Weak<Inner>);
+
+impl Collect<Collection> for Runner {
+    fn collect(&self) -> Collecting<'_, Collection> {
+        Box::pin(async move {
+            let inner = self
+                .0
+                .upgrade()
+                .ok_or_else(|| "the collector was dropped".to_string())?;
+            let c = Collector { inner }.collect().await?;
+            Ok((c.metadata_duration, c))
+        })
     }
 }
