@@ -203,3 +203,102 @@ fn existing_wide_directories_are_made_private_on_start() -> Result<()> {
     }
     Ok(())
 }
+
+/// berthd whose root is a `size` tmpfs of its own (unmounted with the daemon).
+fn daemon_on_tmpfs(size: &str, namespace: &str) -> Result<Daemon> {
+    let d = Daemon::start_prepared(None, |d| {
+        std::fs::create_dir_all(&d.root)?;
+        ok(Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
+            .arg(&d.root)
+            .output()?)?;
+        Ok(())
+    })?;
+    Ok(d.in_namespace(namespace))
+}
+
+/// Writes `path` until the filesystem is full; the error must be ENOSPC.
+fn fill(path: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    let chunk = vec![0xa5_u8; 64 * 1024];
+    // Bounded: the tmpfs is a few MiB.
+    for _ in 0..4096 {
+        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
+            anyhow::ensure!(e.raw_os_error() == Some(28), "filling: {e}");
+            return Ok(());
+        }
+    }
+    anyhow::bail!("{} never filled up", path.display())
+}
+
+/// `ctr namespaces create name` with 64 labels of ~4 KiB: a metadata write
+/// that needs new pages in the database file.
+fn big_namespace(d: &Daemon, name: &str) -> Result<std::process::Output> {
+    let value = "v".repeat(4000);
+    let labels: Vec<String> = (0..64).map(|i| format!("l{i}={value}")).collect();
+    let mut args = vec!["namespaces", "create", name];
+    args.extend(labels.iter().map(String::as_str));
+    d.ctr(&args)
+}
+
+#[test]
+fn a_full_disk_is_reported_and_writes_work_again_once_space_is_freed() -> Result<()> {
+    let d = daemon_on_tmpfs("24m", "h7-full")?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let archive = d.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    ok(d.ctr(&["images", "import", &archive.display().to_string()])?)?;
+    ok(d.ctr(&["namespaces", "create", "before-full"])?)?;
+    let image = "docker.io/library/busybox:latest";
+    let parent = ok(d.ctr(&["snapshot", "ls"])?)?;
+    let parent = parent
+        .lines()
+        .find(|l| l.contains("Committed"))
+        .and_then(|l| l.split_whitespace().next())
+        .context("the image's committed snapshot")?
+        .to_string();
+
+    let filler = d.root.join("filler");
+    fill(&filler)?;
+    // Metadata writes that grow the file fail, with a clear error; bounded
+    // (each asks for ~256 KiB more and nothing is free).
+    let mut failure = None;
+    for i in 0..8 {
+        let out = big_namespace(&d, &format!("grow-{i}"))?;
+        if !out.status.success() {
+            failure = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let failure = failure.context("no metadata write failed on a full disk")?;
+    assert!(
+        failure.contains("metadata db") && failure.contains("No space left on device"),
+        "{failure}"
+    );
+    // Still full: still failing, and logged once for the whole episode.
+    fails(big_namespace(&d, "still-full")?)?;
+    let log = d.log();
+    assert_eq!(
+        log.matches("I/O error on the metadata database").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("free space on its filesystem"), "{log}");
+
+    // Space freed: everything works without a restart.
+    std::fs::remove_file(&filler)?;
+    ok(big_namespace(&d, "after-full")?)?;
+    let namespaces = ok(d.ctr(&["namespaces", "ls", "-q"])?)?;
+    assert!(
+        namespaces.contains("before-full") && namespaces.contains("after-full"),
+        "{namespaces}"
+    );
+    ok(d.ctr(&["snapshot", "prepare", "work", &parent])?)?;
+    ok(d.ctr(&["snapshot", "commit", "done", "work"])?)?;
+    let hello = ok(d.ctr(&["run", "--rm", image, "after-full", "echo", "hello"])?)?;
+    assert_eq!(hello, "hello\n");
+    Ok(())
+}
