@@ -82,6 +82,16 @@ impl Daemon {
 
     /// Starts berthd with `config` written to a file (if given).
     pub fn start_with_config(config: Option<&str>) -> Result<Daemon> {
+        Daemon::start_prepared(config, |_| Ok(()))
+    }
+
+    /// Starts berthd with `config` (if given) after `prepare` ran on the
+    /// not yet started daemon (say, to mount a filesystem on its root;
+    /// mounts under its directory are unmounted when it is dropped).
+    pub fn start_prepared(
+        config: Option<&str>,
+        prepare: impl FnOnce(&Daemon) -> Result<()>,
+    ) -> Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("berth-e2e").tempdir()?;
         let config_path = match config {
             Some(text) => {
@@ -102,6 +112,7 @@ impl Daemon {
             startup: Duration::ZERO,
             namespace: "default".to_string(),
         };
+        prepare(&d)?;
         d.spawn()?;
         Ok(d)
     }

@@ -31,6 +31,7 @@ pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod plugins;
+pub mod private;
 mod server;
 pub mod services;
 pub mod snapshotters;

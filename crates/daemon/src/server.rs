@@ -47,14 +47,20 @@ pub async fn run_with(
 ) -> Result<()> {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    for dir in [&config.root, &config.state] {
-        make_private_dir(dir)?;
-    }
+    // As containerd: root is private (0700); state is only traversable
+    // (0711) so each plugin can decide what lies beneath it. Both are reset
+    // when they already exist, in case an older berth left them wider.
+    make_private_dir(&config.root, 0o700)?;
+    make_private_dir(&config.state, 0o711)?;
     // Plugin init is synchronous and may block briefly (opening the DB).
     let mut registrations = registrations;
     registrations.extend(plugins::builtins::proxy_registrations(&config));
     let plugins::Initialised { plugins, startup } =
         tokio::task::block_in_place(|| plugins::init_all_staged(&registrations, &config))?;
+    // Plugin directories (metadata DB, blobs, bundles) hold secrets under
+    // well-known names: none may be listable or readable by other users.
+    crate::private::restrict_children(&config.root);
+    crate::private::restrict_children(&config.state);
     // Recovery (interrupted snapshot commits, shims that outlived the last
     // berthd) finishes before the sockets exist: a client that connects
     // right after a restart sees the recovered state, as with containerd.
@@ -270,16 +276,20 @@ fn remove_sockets(grpc: &Path, ttrpc: &Path) {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0711 if missing.
-fn make_private_dir(dir: &Path) -> Result<()> {
+/// Creates `dir` (and parents) with `mode`, and sets `mode` on it if it
+/// already existed.
+fn make_private_dir(dir: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o711)
+        .mode(mode)
         .create(dir)
-        .map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
 }
 
 async fn shutdown_signal(

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::SystemTime;
 
-use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
+use berth_redb::RecoveringDb;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use tracing::{debug, info, warn};
 
 use crate::content::ContentStore;
@@ -32,7 +33,9 @@ pub struct Db {
 }
 
 struct Inner {
-    db: Database,
+    /// Reopened by itself after an I/O error (a full disk), so one failed
+    /// write never leaves the daemon unable to write until a restart.
+    db: RecoveringDb,
     path: PathBuf,
     /// Held for a whole garbage collection, so collections never overlap.
     gc: Mutex<()>,
@@ -77,10 +80,7 @@ impl Db {
 
         // New files use redb's v3 file format, which later redb majors read
         // without an upgrade step.
-        let db = Database::builder()
-            .create_with_file_format_v3(true)
-            .create(&path)
-            .context("open database file")?;
+        let db = RecoveringDb::open(&path, "metadata").context("open database file")?;
         init_schema(&db, &path)?;
         debug!(path = %path.display(), "opened metadata database");
 
@@ -292,7 +292,7 @@ impl Db {
 }
 
 /// Checks or records the schema version and creates any missing table, in one transaction.
-fn init_schema(db: &Database, path: &Path) -> Result<()> {
+fn init_schema(db: &RecoveringDb, path: &Path) -> Result<()> {
     let mut txn = db.begin_write().context("begin write transaction")?;
     // Creating tables and the version record is idempotent: if this commit
     // is lost in a crash, the next open simply does it again. Skipping the
@@ -507,7 +507,7 @@ mod tests {
         let path = dir.path().join("meta.db");
         // A version 1 file: the version record, and none of the v2 tables.
         {
-            let db = Database::create(&path).unwrap();
+            let db = redb::Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
             txn.open_table(schema::META)
                 .unwrap()

@@ -71,6 +71,21 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the database failed because its disk (or a quota) is full:
+    /// the RPC boundary reports that as "resource exhausted".
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Db { source, .. } => berth_redb::is_storage_full(source),
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Results of metadata operations.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -11,6 +11,7 @@
 //! cleans up after the dead.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +198,58 @@ fn follow_log(namespace: &str, id: &str, bundle: &Path) {
     });
 }
 
+/// Creates a task bundle as containerd does: the namespace directory
+/// traversable (0711), the bundle itself private (0700: its `config.json`
+/// holds the container's environment), `rootfs` 0711.
+fn create_bundle(bundle: &Path) -> std::io::Result<()> {
+    if let Some(ns) = bundle.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(ns)?;
+    }
+    let exists_ok = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    };
+    exists_ok(std::fs::DirBuilder::new().mode(0o700).create(bundle))?;
+    // A bundle left behind by a dead task keeps whatever mode it had.
+    std::fs::set_permissions(bundle, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    exists_ok(
+        std::fs::DirBuilder::new()
+            .mode(0o711)
+            .create(bundle.join("rootfs")),
+    )
+}
+
+/// Gives existing namespace directories 0711 and bundles 0700 (an older
+/// berth created them 0755).
+fn restrict_bundles(state: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %p.display(), error = %e, "cannot restrict bundle permissions");
+        }
+    };
+    let Ok(namespaces) = std::fs::read_dir(state) else {
+        return;
+    };
+    for ns in namespaces.flatten() {
+        if !ns.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        set(&ns.path(), 0o711);
+        let Ok(bundles) = std::fs::read_dir(ns.path()) else {
+            continue;
+        };
+        for b in bundles.flatten() {
+            if b.file_type().is_ok_and(|t| t.is_dir()) {
+                set(&b.path(), 0o700);
+            }
+        }
+    }
+}
+
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -214,7 +267,12 @@ pub struct ShimManager {
 impl ShimManager {
     /// A manager with `config`; creates its state directory.
     pub fn new(config: ManagerConfig) -> Result<ShimManager, Error> {
-        std::fs::create_dir_all(&config.state).map_err(io(&config.state))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&config.state)
+            .map_err(io(&config.state))?;
+        restrict_bundles(&config.state);
         Ok(ShimManager {
             config,
             shims: Mutex::new(HashMap::new()),
@@ -284,9 +342,7 @@ impl ShimManager {
             // Left by a task whose shim died: clean it up first.
             self.cleanup_dead(namespace, id, &bundle, &binary).await;
         }
-        tokio::fs::create_dir_all(bundle.join("rootfs"))
-            .await
-            .map_err(io(&bundle))?;
+        create_bundle(&bundle).map_err(io(&bundle))?;
         let config = bundle.join("config.json");
         tokio::fs::write(&config, spec).await.map_err(io(&config))?;
         tokio::fs::write(bundle.join("runtime"), runtime)

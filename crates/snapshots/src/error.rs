@@ -70,6 +70,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the disk (or a quota) is full: reported as "resource exhausted".
+    pub fn is_storage_full(&self) -> bool {
+        let full = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        };
+        match self {
+            Error::Io { source, .. } => full(source),
+            Error::Db { source, .. } => berth_redb::is_storage_full(source),
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io {

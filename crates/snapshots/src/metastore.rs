@@ -43,7 +43,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
+use berth_redb::RecoveringDb;
+use redb::{DatabaseError, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -103,7 +104,8 @@ pub struct Snapshot {
 
 /// The record store of one driver root: a redb file.
 pub struct MetaStore {
-    db: Database,
+    /// Reopened by itself after an I/O error (a full disk).
+    db: RecoveringDb,
     path: PathBuf,
 }
 
@@ -125,19 +127,16 @@ impl MetaStore {
         let path = path.as_ref().to_path_buf();
         // redb's v3 file format is the one later redb majors read without an
         // upgrade step (the metadata crate makes the same choice).
-        let db = Database::builder()
-            .create_with_file_format_v3(true)
-            .create(&path)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => Error::Unavailable(format!(
-                    "snapshot metadata {} is open already (another snapshotter on this root?)",
-                    path.display()
-                )),
-                e => Error::Db {
-                    context: format!("open {}", path.display()),
-                    source: Box::new(e.into()),
-                },
-            })?;
+        let db = RecoveringDb::open(&path, "snapshot").map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => Error::Unavailable(format!(
+                "snapshot metadata {} is open already (another snapshotter on this root?)",
+                path.display()
+            )),
+            e => Error::Db {
+                context: format!("open {}", path.display()),
+                source: Box::new(e.into()),
+            },
+        })?;
 
         let txn = db.begin_write().context("begin write transaction")?;
         {
@@ -814,7 +813,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.redb");
         {
-            let db = Database::create(&path).unwrap();
+            let db = redb::Database::create(&path).unwrap();
             let tx = db.begin_write().unwrap();
             tx.open_table(META)
                 .unwrap()

@@ -132,6 +132,7 @@ pub fn category(e: &Error) -> Category {
         Error::InvalidArgument(_) => Category::InvalidArgument,
         Error::FailedPrecondition(_) => Category::FailedPrecondition,
         Error::Unavailable(_) => Category::Unavailable,
+        e if e.is_storage_full() => Category::ResourceExhausted,
         Error::Io { .. } | Error::Mount { .. } | Error::Db { .. } => Category::Unknown,
     }
 }

@@ -360,6 +360,7 @@ fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
     let tmp = services::diff::tmp_mounts(&ctx.config.state);
+    crate::private::create_private_dir(&tmp);
     Ok(Arc::new(GrpcService::new(DiffServer::new(
         services::diff::DiffService::new(store, (*db).clone(), tmp),
     ))))

@@ -28,6 +28,9 @@ pub fn to_status(e: berth_metadata::Error) -> Status {
         E::FailedPrecondition(_) | E::SchemaVersion { .. } => Status::failed_precondition(message),
         E::NotImplemented(_) => Status::unimplemented(message),
         E::DataLoss(_) => Status::data_loss(message),
+        // containerd reports a full disk as an unknown error; berth names
+        // it, so a client can tell "free space" from a bug.
+        e if e.is_storage_full() => Status::resource_exhausted(message),
         _ => Status::internal(message),
     }
 }

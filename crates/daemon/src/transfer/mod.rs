@@ -161,15 +161,17 @@ impl TransferService {
         streams: Streams,
         staging: HashMap<String, std::path::PathBuf>,
     ) -> TransferService {
+        let tmp_mounts = state
+            .join("io.containerd.transfer.v1.local")
+            .join("tmpmounts");
+        crate::private::create_private_dir(&tmp_mounts);
         TransferService {
             puller: Puller {
                 store,
                 db,
                 snapshotters,
                 exchange,
-                tmp_mounts: state
-                    .join("io.containerd.transfer.v1.local")
-                    .join("tmpmounts"),
+                tmp_mounts,
                 staging,
             },
             streams,

@@ -1,0 +1,304 @@
+//! Hardening: private state, recovery from a full disk, refusing a second
+//! daemon on one root, and bad command-line and label input.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use berth_tests::{Daemon, fails, ok, testimages};
+
+/// The unprivileged user the permission checks run as.
+const NOBODY: &str = "65534";
+
+/// `setpriv` dropping to `nobody` with no supplementary groups, then `program`.
+fn as_nobody(program: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        NOBODY,
+        "--regid",
+        NOBODY,
+        "--clear-groups",
+        "--",
+        program,
+    ]);
+    cmd
+}
+
+/// Every path under `dir` (not following symlinks), with a type letter:
+/// `d` directory, `s` socket, `p` FIFO, `l` symlink, `f` anything else.
+fn walk(dir: &Path, out: &mut Vec<(char, PathBuf)>) -> Result<()> {
+    let md = std::fs::symlink_metadata(dir)?;
+    let t = md.file_type();
+    let kind = if t.is_dir() {
+        'd'
+    } else if t.is_socket() {
+        's'
+    } else if t.is_fifo() {
+        'p'
+    } else if t.is_symlink() {
+        'l'
+    } else {
+        'f'
+    };
+    out.push((kind, dir.to_path_buf()));
+    if kind == 'd' {
+        for e in std::fs::read_dir(dir)? {
+            walk(&e?.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Which of `paths` `nobody` can list (directories), read (files), or
+/// open at all (sockets, FIFOs): one line each.
+fn reachable_by_nobody(paths: &[(char, PathBuf)]) -> Result<String> {
+    // Files are really opened; FIFOs would block on open, so they and
+    // sockets (connecting needs write permission) are checked with access(2).
+    let script = r#"
+while IFS= read -r line; do
+  kind=${line%% *}; p=${line#* }
+  case $kind in
+    d) ls "$p" >/dev/null 2>&1 && echo "listable: $p" ;;
+    f) cat "$p" </dev/null >/dev/null 2>&1 && echo "readable: $p" ;;
+    s|p) { [ -r "$p" ] || [ -w "$p" ]; } && echo "openable: $p" ;;
+  esac
+done
+true
+"#;
+    let mut child = as_nobody("/bin/busybox")
+        .args(["sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running setpriv (util-linux) and /bin/busybox (busybox-static)")?;
+    let list: String = paths
+        .iter()
+        .filter(|(k, _)| *k != 'l')
+        .map(|(k, p)| format!("{k} {}\n", p.display()))
+        .collect();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(list.as_bytes())?;
+    }
+    ok(child.wait_with_output()?)
+}
+
+#[test]
+fn other_users_can_read_nothing_under_root_and_state() -> Result<()> {
+    let d = Daemon::start()?.in_namespace("h7-private");
+    // The test's temporary directory is 0700: open it up, so only berthd's
+    // own modes stand between `nobody` and its files.
+    let top = d.root.parent().context("root has a parent")?;
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755))?;
+
+    // Blobs, snapshots, a metadata record holding a secret, and a running
+    // task's bundle (config.json with the same secret) and mounted rootfs.
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let archive = d.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    ok(d.ctr(&["images", "import", &archive.display().to_string()])?)?;
+    ok(d.ctr(&[
+        "run",
+        "-d",
+        "--env",
+        "SECRET=hunter2",
+        "docker.io/library/busybox:latest",
+        "private",
+        "sleep",
+        "300",
+    ])?)?;
+
+    let mut paths = Vec::new();
+    walk(&d.root, &mut paths)?;
+    walk(&d.state, &mut paths)?;
+    let bundle_config = paths
+        .iter()
+        .any(|(_, p)| p.ends_with("h7-private/private/config.json"));
+    let meta_db = paths.iter().any(|(_, p)| p.ends_with("meta.redb"));
+    let reachable = reachable_by_nobody(&paths);
+    let sockets = [
+        d.address.clone(),
+        PathBuf::from(format!("{}.ttrpc", d.address.display())),
+    ];
+    let connect = as_nobody("/usr/bin/ctr")
+        .arg("--address")
+        .arg(&d.address)
+        .arg("version")
+        .output();
+
+    let _ = d.ctr(&["tasks", "kill", "-s", "KILL", "private"]);
+    let _ = d.ctr(&["tasks", "delete", "-f", "private"]);
+    let _ = d.ctr(&["containers", "delete", "private"]);
+
+    assert!(bundle_config && meta_db, "the walk missed files: {paths:?}");
+    let reachable = reachable?;
+    assert_eq!(reachable, "", "other users can reach berth's files");
+    for s in &sockets {
+        assert!(s.exists(), "{} missing", s.display());
+    }
+    let err = fails(connect?)?;
+    assert!(err.contains("permission denied"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn existing_wide_directories_are_made_private_on_start() -> Result<()> {
+    let mut d = Daemon::start()?.in_namespace("h7-upgrade");
+    let rootfs = d.scratch("rootfs");
+    berth_tests::busybox_rootfs(&rootfs)?;
+    // A task that lives on across the restart, so its bundle stays.
+    ok(d.ctr(&[
+        "run",
+        "-d",
+        "--rootfs",
+        &rootfs.display().to_string(),
+        "kept",
+        "/bin/sleep",
+        "300",
+    ])?)?;
+    d.stop()?;
+    // An older berth left every directory 0755.
+    let mut paths = Vec::new();
+    walk(&d.root, &mut paths)?;
+    walk(&d.state, &mut paths)?;
+    for (k, p) in &paths {
+        if *k == 'd' && !p.starts_with(&rootfs) {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    let restarted = d.restart();
+    let mode = |p: &Path| -> Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+    let bundle = d
+        .state
+        .join("io.containerd.runtime.v2.task/h7-upgrade/kept");
+    let modes = (|| -> Result<Vec<(PathBuf, u32)>> {
+        let mut v = vec![
+            (d.root.clone(), mode(&d.root)?),
+            (d.state.clone(), mode(&d.state)?),
+            (bundle.clone(), mode(&bundle)?),
+        ];
+        for e in std::fs::read_dir(&d.root)?.chain(std::fs::read_dir(&d.state)?) {
+            let p = e?.path();
+            if p.is_dir() {
+                let m = mode(&p)?;
+                v.push((p, m));
+            }
+        }
+        Ok(v)
+    })();
+    let _ = d.ctr(&["tasks", "kill", "-s", "KILL", "kept"]);
+    let _ = d.ctr(&["tasks", "delete", "-f", "kept"]);
+    let _ = d.ctr(&["containers", "delete", "kept"]);
+    restarted?;
+    let modes = modes?;
+    assert_eq!(modes[0].1, 0o700, "root");
+    assert_eq!(modes[1].1, 0o711, "state");
+    assert_eq!(modes[2].1, 0o700, "bundle");
+    for (p, m) in &modes[3..] {
+        assert_eq!(m & 0o066, 0, "{} is {m:o}", p.display());
+    }
+    Ok(())
+}
+
+/// berthd whose root is a `size` tmpfs of its own (unmounted with the daemon).
+fn daemon_on_tmpfs(size: &str, namespace: &str) -> Result<Daemon> {
+    let d = Daemon::start_prepared(None, |d| {
+        std::fs::create_dir_all(&d.root)?;
+        ok(Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
+            .arg(&d.root)
+            .output()?)?;
+        Ok(())
+    })?;
+    Ok(d.in_namespace(namespace))
+}
+
+/// Writes `path` until the filesystem is full; the error must be ENOSPC.
+fn fill(path: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    let chunk = vec![0xa5_u8; 64 * 1024];
+    // Bounded: the tmpfs is a few MiB.
+    for _ in 0..4096 {
+        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
+            anyhow::ensure!(e.raw_os_error() == Some(28), "filling: {e}");
+            return Ok(());
+        }
+    }
+    anyhow::bail!("{} never filled up", path.display())
+}
+
+/// `ctr namespaces create name` with 64 labels of ~4 KiB: a metadata write
+/// that needs new pages in the database file.
+fn big_namespace(d: &Daemon, name: &str) -> Result<std::process::Output> {
+    let value = "v".repeat(4000);
+    let labels: Vec<String> = (0..64).map(|i| format!("l{i}={value}")).collect();
+    let mut args = vec!["namespaces", "create", name];
+    args.extend(labels.iter().map(String::as_str));
+    d.ctr(&args)
+}
+
+#[test]
+fn a_full_disk_is_reported_and_writes_work_again_once_space_is_freed() -> Result<()> {
+    let d = daemon_on_tmpfs("24m", "h7-full")?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let archive = d.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    ok(d.ctr(&["images", "import", &archive.display().to_string()])?)?;
+    ok(d.ctr(&["namespaces", "create", "before-full"])?)?;
+    let image = "docker.io/library/busybox:latest";
+    let parent = ok(d.ctr(&["snapshot", "ls"])?)?;
+    let parent = parent
+        .lines()
+        .find(|l| l.contains("Committed"))
+        .and_then(|l| l.split_whitespace().next())
+        .context("the image's committed snapshot")?
+        .to_string();
+
+    let filler = d.root.join("filler");
+    fill(&filler)?;
+    // Metadata writes that grow the file fail, with a clear error; bounded
+    // (each asks for ~256 KiB more and nothing is free).
+    let mut failure = None;
+    for i in 0..8 {
+        let out = big_namespace(&d, &format!("grow-{i}"))?;
+        if !out.status.success() {
+            failure = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let failure = failure.context("no metadata write failed on a full disk")?;
+    assert!(
+        failure.contains("metadata db") && failure.contains("No space left on device"),
+        "{failure}"
+    );
+    // Still full: still failing, and logged once for the whole episode.
+    fails(big_namespace(&d, "still-full")?)?;
+    let log = d.log();
+    assert_eq!(
+        log.matches("I/O error on the metadata database").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("free space on its filesystem"), "{log}");
+
+    // Space freed: everything works without a restart.
+    std::fs::remove_file(&filler)?;
+    ok(big_namespace(&d, "after-full")?)?;
+    let namespaces = ok(d.ctr(&["namespaces", "ls", "-q"])?)?;
+    assert!(
+        namespaces.contains("before-full") && namespaces.contains("after-full"),
+        "{namespaces}"
+    );
+    ok(d.ctr(&["snapshot", "prepare", "work", &parent])?)?;
+    ok(d.ctr(&["snapshot", "commit", "done", "work"])?)?;
+    let hello = ok(d.ctr(&["run", "--rm", image, "after-full", "echo", "hello"])?)?;
+    assert_eq!(hello, "hello\n");
+    Ok(())
+}
