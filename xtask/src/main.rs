@@ -28,6 +28,24 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("tmux", "/usr/bin/tmux"),
     ("openssl", "/usr/bin/openssl"),
+    // containerd 1.6's own .proto files (and the ones they import), which
+    // berth-api's upstream_protos test compares berth's protos with.
+    (
+        "golang-github-containerd-containerd-dev",
+        "/usr/share/gocode/src/github.com/containerd/containerd/api/services/tasks/v1/tasks.proto",
+    ),
+    (
+        "golang-github-containerd-cgroups-dev",
+        "/usr/share/gocode/src/github.com/containerd/cgroups/stats/v1/metrics.proto",
+    ),
+    (
+        "golang-github-gogo-protobuf-dev",
+        "/usr/share/gocode/src/github.com/gogo/protobuf/gogoproto/gogo.proto",
+    ),
+    (
+        "golang-github-gogo-googleapis-dev",
+        "/usr/share/gocode/src/github.com/gogo/googleapis/google/rpc/status.proto",
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -52,6 +52,7 @@ impl Cgroup {
                 max: get("max"),
                 oom: get("oom"),
                 oom_kill: get("oom_kill"),
+                oom_group_kill: get("oom_group_kill"),
             });
         }
         let io_stat = dir.join("io.stat");
@@ -68,6 +69,10 @@ impl Cgroup {
                 Ok(pb::HugeTlbStat {
                     current: read_u64(&dir.join(format!("hugetlb.{size}.current")), 0)?,
                     max: read_u64(&dir.join(format!("hugetlb.{size}.max")), u64::MAX)?,
+                    failcnt: read_keyed(&dir.join(format!("hugetlb.{size}.events")))?
+                        .get("max")
+                        .copied()
+                        .unwrap_or(0),
                     pagesize: size,
                 })
             })
@@ -119,6 +124,10 @@ fn memory_stat(dir: &Path) -> Result<pb::MemoryStat, Error> {
             .max(get("workingset_refault_anon") + get("workingset_refault_file")),
         workingset_activate: get("workingset_activate")
             .max(get("workingset_activate_anon") + get("workingset_activate_file")),
+        workingset_refault_anon: get("workingset_refault_anon"),
+        workingset_refault_file: get("workingset_refault_file"),
+        workingset_activate_anon: get("workingset_activate_anon"),
+        workingset_activate_file: get("workingset_activate_file"),
         workingset_nodereclaim: get("workingset_nodereclaim"),
         pgrefill: get("pgrefill"),
         pgscan: get("pgscan"),
@@ -225,8 +234,14 @@ mod tests {
         w("pids.max", "max\n");
         w("memory.current", "1048576\n");
         w("memory.max", "max\n");
-        w("memory.stat", "anon 4096\nfile 8192\npgfault 3\n");
-        w("memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n");
+        w(
+            "memory.stat",
+            "anon 4096\nfile 8192\npgfault 3\nworkingset_refault_anon 5\nworkingset_refault_file 6\n",
+        );
+        w(
+            "memory.events",
+            "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 4\n",
+        );
         w(
             "io.stat",
             "8:0 rbytes=4096 wbytes=512 rios=1 wios=2 dbytes=0 dios=0\n",
@@ -251,7 +266,16 @@ mod tests {
         let mem = m.memory.unwrap();
         assert_eq!((mem.usage, mem.usage_limit), (1_048_576, u64::MAX));
         assert_eq!((mem.anon, mem.file, mem.pgfault), (4096, 8192, 3));
-        assert_eq!(m.memory_events.unwrap().oom_kill, 1);
+        assert_eq!(
+            (
+                mem.workingset_refault_anon,
+                mem.workingset_refault_file,
+                mem.workingset_refault
+            ),
+            (5, 6, 11)
+        );
+        let events = m.memory_events.unwrap();
+        assert_eq!((events.oom_kill, events.oom_group_kill), (1, 4));
         let io = m.io.unwrap();
         assert_eq!(io.usage.len(), 1);
         assert_eq!(
