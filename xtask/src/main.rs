@@ -28,6 +28,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("tmux", "/usr/bin/tmux"),
     ("openssl", "/usr/bin/openssl"),
+    (
+        "python3-grpcio",
+        "/usr/lib/python3/dist-packages/grpc/__init__.py",
+    ),
 ];
 
 fn main() -> ExitCode {
