@@ -33,6 +33,7 @@ pub mod otlp;
 pub mod plugins;
 mod server;
 pub mod services;
+pub mod size_errors;
 pub mod snapshotters;
 pub mod socket;
 pub mod transfer;
