@@ -330,13 +330,13 @@ impl Daemon {
                 tail(&self.log(), 60)
             );
         }
-        if let Some(status) = status {
-            if !status.success() {
-                bail!(
-                    "berthd exited with {status} on SIGTERM:\n{}",
-                    tail(&self.log(), 60)
-                );
-            }
+        if let Some(status) = status
+            && !status.success()
+        {
+            bail!(
+                "berthd exited with {status} on SIGTERM:\n{}",
+                tail(&self.log(), 60)
+            );
         }
         Ok(())
     }

@@ -46,6 +46,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "golang-github-gogo-googleapis-dev",
         "/usr/share/gocode/src/github.com/gogo/googleapis/google/rpc/status.proto",
     ),
+    (
+        "python3-grpcio",
+        "/usr/lib/python3/dist-packages/grpc/__init__.py",
+    ),
 ];
 
 fn main() -> ExitCode {

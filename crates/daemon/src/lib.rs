@@ -34,6 +34,7 @@ pub mod plugins;
 pub mod private;
 mod server;
 pub mod services;
+pub mod size_errors;
 pub mod snapshotters;
 pub mod socket;
 pub mod transfer;

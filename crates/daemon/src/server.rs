@@ -152,6 +152,7 @@ pub async fn run_with(
     let grpc = tonic::transport::Server::builder()
         .layer(trimmer.layer())
         .layer(layer)
+        .layer(crate::size_errors::layer())
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(UnixListenerStream::new(grpc_listener), async move {
             shutdown.await;

@@ -462,8 +462,7 @@ mod tests {
 
     /// The schema version recorded in the file at `path`, read without Db.
     fn stored_version(path: &Path) -> Option<u64> {
-        use redb::ReadableTable;
-        let db = Database::open(path).unwrap();
+        let db = redb::Database::open(path).unwrap();
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(schema::META).unwrap();
         meta.get(SCHEMA_VERSION_KEY).unwrap().map(|v| v.value())

@@ -31,7 +31,15 @@ use crate::services;
 use crate::snapshotters::{SnapshotterPlugin, Snapshotters};
 
 /// Largest gRPC message accepted or sent (content chunks are 1 MiB).
-const MAX_MESSAGE: usize = 16 << 20;
+/// Applies `[grpc] max_recv_message_size` / `max_send_message_size`
+/// (containerd's defaults: 16 MiB each) to a generated tonic server.
+macro_rules! sized {
+    ($ctx:expr, $server:expr) => {
+        $server
+            .max_decoding_message_size($ctx.config.grpc.max_recv_message_size)
+            .max_encoding_message_size($ctx.config.grpc.max_send_message_size)
+    };
+}
 
 /// Every built-in registration, in no particular order.
 pub fn registrations() -> Vec<Registration> {
@@ -351,8 +359,13 @@ fn tasks_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let manager = ctx.get::<berth_runtime::manager::ShimManager>(types::RUNTIME)?;
     let runc_root = ctx.config.state.join("runc");
-    Ok(Arc::new(GrpcService::new(TasksServer::new(
-        services::tasks::TasksService::new((*db).clone(), manager, runc_root),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        TasksServer::new(services::tasks::TasksService::new(
+            (*db).clone(),
+            manager,
+            runc_root
+        ),)
     ))))
 }
 
@@ -361,8 +374,9 @@ fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let tmp = services::diff::tmp_mounts(&ctx.config.state);
     crate::private::create_private_dir(&tmp);
-    Ok(Arc::new(GrpcService::new(DiffServer::new(
-        services::diff::DiffService::new(store, (*db).clone(), tmp),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        DiffServer::new(services::diff::DiffService::new(store, (*db).clone(), tmp),)
     ))))
 }
 
@@ -372,8 +386,9 @@ fn streaming_manager(_ctx: &mut InitContext<'_>) -> Result<Instance, PluginError
 
 fn streaming_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let streams = ctx.get::<crate::transfer::Streams>(types::STREAMING)?;
-    Ok(Arc::new(GrpcService::new(StreamingServer::new(
-        crate::transfer::StreamingService::new((*streams).clone()),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        StreamingServer::new(crate::transfer::StreamingService::new((*streams).clone()),)
     ))))
 }
 
@@ -413,14 +428,21 @@ fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         service = service.with_pull_bytes(m.pull_bytes.clone());
     }
-    Ok(Arc::new(GrpcService::new(TransferServer::new(service))))
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        TransferServer::new(service)
+    ))))
 }
 
 fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    Ok(Arc::new(GrpcService::new(ContainersServer::new(
-        services::containers::ContainersService::new((*db).clone(), exchange),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        ContainersServer::new(services::containers::ContainersService::new(
+            (*db).clone(),
+            exchange
+        ),)
     ))))
 }
 
@@ -428,15 +450,21 @@ fn images_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     let gc = ctx.get::<services::gc::Collector>(types::GC)?;
-    Ok(Arc::new(GrpcService::new(ImagesServer::new(
-        services::images::ImagesService::new((*db).clone(), exchange, (*gc).clone()),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        ImagesServer::new(services::images::ImagesService::new(
+            (*db).clone(),
+            exchange,
+            (*gc).clone()
+        ),)
     ))))
 }
 
 fn snapshots_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
-    Ok(Arc::new(GrpcService::new(SnapshotsServer::new(
-        services::snapshots::SnapshotsService::new(layer),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        SnapshotsServer::new(services::snapshots::SnapshotsService::new(layer),)
     ))))
 }
 
@@ -531,18 +559,21 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         service = service.with_pull_bytes(m.pull_bytes.clone());
     }
-    Ok(Arc::new(GrpcService::new(
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
         ContentServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-    )))
+    ))))
 }
 
 fn leases_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let gc = ctx.get::<services::gc::Collector>(types::GC)?;
-    Ok(Arc::new(GrpcService::new(LeasesServer::new(
-        services::leases::LeasesService::new((*db).clone(), (*gc).clone()),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        LeasesServer::new(services::leases::LeasesService::new(
+            (*db).clone(),
+            (*gc).clone()
+        ),)
     ))))
 }
 
@@ -554,9 +585,10 @@ fn metadata(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     Ok(Arc::new(db))
 }
 
-fn version(_: &mut InitContext<'_>) -> Result<Instance, PluginError> {
-    Ok(Arc::new(GrpcService::new(VersionServer::new(
-        services::version::VersionService,
+fn version(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        VersionServer::new(services::version::VersionService,)
     ))))
 }
 
@@ -569,15 +601,20 @@ fn healthcheck(_: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 fn namespaces(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    Ok(Arc::new(GrpcService::new(NamespacesServer::new(
-        services::namespaces::NamespacesService::new((*db).clone(), exchange),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        NamespacesServer::new(services::namespaces::NamespacesService::new(
+            (*db).clone(),
+            exchange
+        ),)
     ))))
 }
 
 fn events(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    Ok(Arc::new(GrpcService::new(EventsServer::new(
-        services::events::EventsService::new(exchange),
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        EventsServer::new(services::events::EventsService::new(exchange),)
     ))))
 }
 
@@ -607,5 +644,8 @@ fn introspection(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
                 ctx.root.display()
             ))
         })?;
-    Ok(Arc::new(GrpcService::new(IntrospectionServer::new(svc))))
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        IntrospectionServer::new(svc)
+    ))))
 }

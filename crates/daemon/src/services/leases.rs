@@ -45,6 +45,24 @@ fn wire(l: Lease) -> WireLease {
     }
 }
 
+/// A lease id as containerd's `leases.WithRandomID` makes one: the
+/// nanoseconds of the current second, a dash, and 3 random bytes in
+/// URL-safe base64 (`417703021-Xw3d`).
+fn random_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let random = uuid::Uuid::new_v4();
+    let b = random.as_bytes();
+    let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+    let text: String = [18, 12, 6, 0]
+        .iter()
+        .map(|shift| char::from(ALPHABET[((n >> shift) & 63) as usize]))
+        .collect();
+    format!("{nanos}-{text}")
+}
+
 fn resource(r: Option<WireResource>) -> Result<Resource, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("request has no resource"))?;
     if r.id.is_empty() || r.r#type.is_empty() {
@@ -63,9 +81,10 @@ impl Leases for LeasesService {
         request: Request<CreateRequest>,
     ) -> Result<Response<CreateResponse>, Status> {
         let ns = super::namespace_of(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         if req.id.is_empty() {
-            return Err(Status::invalid_argument("lease id must not be empty"));
+            // containerd's server picks one (ctr 2.x `leases create` sends none).
+            req.id = random_id();
         }
         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
         let lease = self
@@ -153,5 +172,27 @@ impl Leases for LeasesService {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_id;
+
+    #[test]
+    fn random_ids_have_containerds_shape() {
+        let id = random_id();
+        let (nanos, tail) = id.split_once('-').unwrap_or_default();
+        assert!(
+            nanos.parse::<u32>().is_ok_and(|n| n < 1_000_000_000),
+            "{id}"
+        );
+        assert_eq!(tail.len(), 4, "{id}");
+        assert!(
+            tail.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+            "{id}"
+        );
+        assert_ne!(random_id(), random_id());
     }
 }

@@ -109,6 +109,9 @@ impl Namespaces for NamespacesService {
         &self,
         request: Request<CreateNamespaceRequest>,
     ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        // containerd publishes in the caller's namespace, not the new one,
+        // and fails the call (after creating) when the caller names none.
+        let caller = super::namespace_of(&request);
         let ns = request
             .into_inner()
             .namespace
@@ -119,8 +122,10 @@ impl Namespaces for NamespacesService {
             .blocking(move |db| db.namespaces().create(&name, labels))
             .await?;
         let labels = created.labels;
+        let caller = caller
+            .map_err(|e| Status::unknown(format!("failed publishing event: {}", e.message())))?;
         self.publish(
-            &ns.name,
+            &caller,
             "/namespaces/create",
             &NamespaceCreate {
                 name: ns.name.clone(),
@@ -136,6 +141,8 @@ impl Namespaces for NamespacesService {
         &self,
         request: Request<UpdateNamespaceRequest>,
     ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        // Published in the caller's namespace, as containerd does.
+        let caller = super::namespace_of(&request);
         let req = request.into_inner();
         let ns = req
             .namespace
@@ -173,8 +180,10 @@ impl Namespaces for NamespacesService {
                 Ok(updated.labels)
             })
             .await?;
+        let caller = caller
+            .map_err(|e| Status::unknown(format!("failed publishing event: {}", e.message())))?;
         self.publish(
-            &ns.name,
+            &caller,
             "/namespaces/update",
             &NamespaceUpdate {
                 name: ns.name.clone(),
