@@ -108,14 +108,14 @@ pub async fn run_with(
         match crate::socket::listen(&ttrpc_path, config.ttrpc.uid, config.ttrpc.gid) {
             Ok(l) => l,
             Err(e) => {
-                stop_endpoints(endpoints);
+                stop_endpoints(endpoints).await;
                 return Err(e.into());
             }
         };
     let grpc_listener = match crate::socket::listen(&grpc_path, config.grpc.uid, config.grpc.gid) {
         Ok(l) => l,
         Err(e) => {
-            stop_endpoints(endpoints);
+            stop_endpoints(endpoints).await;
             let _ = std::fs::remove_file(&ttrpc_path);
             return Err(e.into());
         }
@@ -125,7 +125,7 @@ pub async fn run_with(
         .add_listener(ttrpc_listener.into())
         .register_service(ttrpc_methods);
     if let Err(e) = ttrpc_server.start().await {
-        stop_endpoints(endpoints);
+        stop_endpoints(endpoints).await;
         remove_sockets(&grpc_path, &ttrpc_path);
         return Err(Error::Serve {
             server: "ttrpc",
@@ -177,7 +177,7 @@ pub async fn run_with(
     };
     tracing::info!("shutting down");
     trimming.abort();
-    stop_endpoints(endpoints);
+    stop_endpoints(endpoints).await;
     if let Err(e) = ttrpc_server.shutdown().await {
         tracing::warn!(error = %e, "ttrpc server shutdown");
     }
@@ -231,7 +231,7 @@ async fn start_endpoints(config: &Config, sources: &crate::http::Sources) -> Res
         let listener = match Listener::bind(what, address).await {
             Ok(l) => l,
             Err(e) => {
-                stop_endpoints(started);
+                stop_endpoints(started).await;
                 return Err(Error::Serve {
                     server: "http",
                     message: e.to_string(),
@@ -251,9 +251,13 @@ async fn start_endpoints(config: &Config, sources: &crate::http::Sources) -> Res
     Ok(started)
 }
 
-fn stop_endpoints(endpoints: Vec<Endpoint>) {
+/// Stops the endpoints and waits until their tasks are gone, so their
+/// listeners are closed when this returns (an aborted task is dropped only
+/// when the runtime next polls it).
+async fn stop_endpoints(endpoints: Vec<Endpoint>) {
     for (task, socket) in endpoints {
         task.abort();
+        let _ = task.await;
         if let Some(p) = socket {
             let _ = std::fs::remove_file(p);
         }
