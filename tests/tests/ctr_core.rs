@@ -80,7 +80,7 @@ fn ctr_rejects_invalid_namespace_name() -> Result<()> {
     let d = Daemon::start()?;
     let err = fails(d.ctr(&["namespaces", "create", "bad name!"])?)?;
     assert!(
-        err.contains("invalid argument") || err.contains("InvalidArgument"),
+        err.contains("bad name!") && err.contains("invalid argument"),
         "{err}"
     );
     d.finish()
