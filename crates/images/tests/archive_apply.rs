@@ -440,7 +440,7 @@ fn oversized_pax_header_is_refused() {
     f.set_path("f").unwrap();
     f.set_cksum();
     raw.extend_from_slice(f.as_bytes());
-    raw.extend_from_slice(&[b'x']);
+    raw.extend_from_slice(b"x");
     raw.resize(raw.len().div_ceil(512) * 512 + 1024, 0);
     let (_d, root) = sandbox();
     let e = apply(

@@ -380,7 +380,6 @@ mod tests {
 
     /// The schema version recorded in the file at `path`, read without Db.
     fn stored_version(path: &Path) -> Option<u64> {
-        use redb::ReadableTable;
         let db = Database::open(path).unwrap();
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(schema::META).unwrap();

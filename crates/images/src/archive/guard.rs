@@ -10,7 +10,9 @@
 use std::io::{self, Read};
 
 /// Tar's block size.
-const BLOCK: u64 = 512;
+const BLOCK: usize = 512;
+/// The same, for sizes.
+const BLOCK_U64: u64 = 512;
 
 /// Where in the stream the guard is.
 #[derive(Debug)]
@@ -29,7 +31,7 @@ pub(crate) struct HeaderGuard<R> {
     inner: R,
     limit: u64,
     state: State,
-    block: [u8; BLOCK as usize],
+    block: [u8; BLOCK],
     /// Data (padded) of a sparse entry, which follows its extension blocks.
     sparse_data: u64,
 }
@@ -41,7 +43,7 @@ impl<R: Read> HeaderGuard<R> {
             inner,
             limit,
             state: State::Header(0),
-            block: [0; BLOCK as usize],
+            block: [0; BLOCK],
             sparse_data: 0,
         }
     }
@@ -60,7 +62,7 @@ impl<R: Read> HeaderGuard<R> {
                     };
                 }
                 State::Header(have) | State::Sparse(have) => {
-                    let n = (BLOCK as usize - have).min(data.len());
+                    let n = (BLOCK - have).min(data.len());
                     self.block[have..have + n].copy_from_slice(&data[..n]);
                     data = &data[n..];
                     let have = have + n;
@@ -70,7 +72,7 @@ impl<R: Read> HeaderGuard<R> {
                     } else {
                         State::Header(have)
                     };
-                    if have == BLOCK as usize {
+                    if have == BLOCK {
                         self.state = if sparse {
                             self.after_sparse_block()
                         } else {
@@ -101,7 +103,7 @@ impl<R: Read> HeaderGuard<R> {
                 ),
             ));
         }
-        let padded = size.div_ceil(BLOCK) * BLOCK;
+        let padded = size.div_ceil(BLOCK_U64) * BLOCK_U64;
         // GNU sparse entries may be followed by extension blocks.
         if kind == b'S' && b[482] != 0 {
             self.sparse_data = padded;
