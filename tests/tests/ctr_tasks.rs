@@ -306,7 +306,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         let session = format!("berth-tty-{}-{tool}", std::process::id());
         let id = format!("tty-{tool}");
         let command = format!(
-            "{} --address {} --namespace {} run -t --rm --rootfs {rootfs} {id} /bin/sh; sleep 5",
+            "{} --address {} --namespace {} run -t --rm --rootfs {rootfs} {id} /bin/sh; tmux wait-for -S {session}-done; sleep 5",
             bin.display(),
             d.address.display(),
             d.namespace
@@ -375,13 +375,16 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         ok(std::process::Command::new("tmux")
             .args(["send-keys", "-t", &session, "exit", "Enter"])
             .output()?)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ok(d.ctr(&["containers", "ls", "-q"])?)?.contains(&id) {
-            if Instant::now() > deadline {
-                bail!("{tool}: --rm did not remove {id}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // The client has returned once tmux is signalled; --rm has removed
+        // the container by then.
+        ok(std::process::Command::new("timeout")
+            .args(["30", "tmux", "wait-for", &format!("{session}-done")])
+            .output()?)?;
+        let left = ok(d.ctr(&["containers", "ls", "-q"])?)?;
+        assert!(
+            !left.contains(&id),
+            "{tool}: --rm did not remove {id}: {left}"
+        );
     }
     d.finish()
 }
