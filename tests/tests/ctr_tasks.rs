@@ -306,7 +306,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         let session = format!("berth-tty-{}-{tool}", std::process::id());
         let id = format!("tty-{tool}");
         let command = format!(
-            "{} --address {} --namespace {} run -t --rm --rootfs {rootfs} {id} /bin/sh; tmux wait-for -S {session}-done; sleep 5",
+            "{} --address {} --namespace {} run -t --rm --rootfs {rootfs} {id} /bin/sh; tmux -L {session} wait-for -S {session}-done; sleep 5",
             bin.display(),
             d.address.display(),
             d.namespace
@@ -315,12 +315,14 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         impl Drop for Session {
             fn drop(&mut self) {
                 let _ = std::process::Command::new("tmux")
-                    .args(["kill-session", "-t", &self.0])
+                    .args(["-L", &self.0, "kill-server"])
                     .status();
             }
         }
         ok(std::process::Command::new("tmux")
             .args([
+                "-L",
+                &session,
                 "new-session",
                 "-d",
                 "-s",
@@ -335,7 +337,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         let _session = Session(session.clone());
         let capture = || -> Result<String> {
             ok(std::process::Command::new("tmux")
-                .args(["capture-pane", "-t", &session, "-p"])
+                .args(["-L", &session, "capture-pane", "-t", &session, "-p"])
                 .output()?)
         };
         let wait_for = |needle: &str| -> Result<String> {
@@ -354,7 +356,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         wait_for("/ #")?;
         let send = |keys: &str| -> Result<String> {
             ok(std::process::Command::new("tmux")
-                .args(["send-keys", "-t", &session, keys, "Enter"])
+                .args(["-L", &session, "send-keys", "-t", &session, keys, "Enter"])
                 .output()?)
         };
         send("echo tty-$((6*7))")?;
@@ -373,12 +375,19 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
             }
         }
         ok(std::process::Command::new("tmux")
-            .args(["send-keys", "-t", &session, "exit", "Enter"])
+            .args(["-L", &session, "send-keys", "-t", &session, "exit", "Enter"])
             .output()?)?;
         // The client has returned once tmux is signalled; --rm has removed
         // the container by then.
         ok(std::process::Command::new("timeout")
-            .args(["30", "tmux", "wait-for", &format!("{session}-done")])
+            .args([
+                "30",
+                "tmux",
+                "-L",
+                &session,
+                "wait-for",
+                &format!("{session}-done"),
+            ])
             .output()?)?;
         let left = ok(d.ctr(&["containers", "ls", "-q"])?)?;
         assert!(
