@@ -92,6 +92,46 @@ impl Containerd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
+
+    /// What the test's containers left: shims started with this
+    /// containerd's address, runc state of the test namespace, mounts under
+    /// the temporary directory. Empty when clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = crate::shims_of(&self.address)
+            .into_iter()
+            .map(|pid| format!("shim process {pid}"))
+            .collect();
+        let runc_root = PathBuf::from("/run/containerd/runc").join(&self.namespace);
+        if let Ok(ids) = std::fs::read_dir(&runc_root) {
+            for id in ids.flatten() {
+                left.push(format!(
+                    "runc state of {}",
+                    id.file_name().to_string_lossy()
+                ));
+            }
+        }
+        let prefix = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for target in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if target.starts_with(&prefix) {
+                left.push(format!("mount {target}"));
+            }
+        }
+        left
+    }
+
+    /// Ends the test: fails, naming them, if the test's containers left
+    /// anything (cleaned up on drop either way).
+    pub fn finish(self) -> Result<()> {
+        let left = self.leftovers();
+        if !left.is_empty() {
+            bail!(
+                "left behind by the test's containers:\n  {}",
+                left.join("\n  ")
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Containerd {

@@ -60,7 +60,6 @@ pub fn ctr_bin() -> Result<PathBuf> {
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
-    finished: bool,
     config: Option<PathBuf>,
     /// gRPC socket path.
     pub address: PathBuf,
@@ -107,7 +106,6 @@ impl Daemon {
             state: dir.path().join("state"),
             dir,
             child: None,
-            finished: false,
             config: config_path,
             startup: Duration::ZERO,
             namespace: "default".to_string(),
@@ -315,7 +313,6 @@ impl Daemon {
     /// exit cleanly or if shims, runc state, mounts or bundles are left
     /// (they are removed either way).
     pub fn finish(mut self) -> Result<()> {
-        self.finished = true;
         let status = if self.child.is_some() {
             Some(self.stop()?)
         } else {
@@ -330,9 +327,7 @@ impl Daemon {
                 tail(&self.log(), 60)
             );
         }
-        if let Some(status) = status
-            && !status.success()
-        {
+        if let Some(status) = status.filter(|s| !s.success()) {
             bail!(
                 "berthd exited with {status} on SIGTERM:\n{}",
                 tail(&self.log(), 60)
@@ -349,8 +344,7 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         // A test that ends without finish() failed (or panicked): tidy up
-        // without hiding its own error.
-        let _ = self.finished;
+        // silently, without hiding its own error.
         cleanup_runtime(&self.state, &self.address, self.dir.path());
     }
 }

@@ -115,5 +115,5 @@ fn containerd_runs_containers_through_berths_shim() -> Result<()> {
     assert_eq!(ok(c.ctr(&["tasks", "ls", "-q"])?)?, "");
     let left = berth_shims(&c.namespace)?;
     assert!(left.is_empty(), "shims left: {left:?}");
-    Ok(())
+    c.finish()
 }

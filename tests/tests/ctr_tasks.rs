@@ -306,7 +306,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         let session = format!("berth-tty-{}-{tool}", std::process::id());
         let id = format!("tty-{tool}");
         let command = format!(
-            "{} --address {} --namespace {} run -t --rm --rootfs {rootfs} {id} /bin/sh; sleep 5",
+            "{} --address {} --namespace {} run -t --rm --rootfs {rootfs} {id} /bin/sh; tmux -L {session} wait-for -S {session}-done; sleep 5",
             bin.display(),
             d.address.display(),
             d.namespace
@@ -315,12 +315,14 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         impl Drop for Session {
             fn drop(&mut self) {
                 let _ = std::process::Command::new("tmux")
-                    .args(["kill-session", "-t", &self.0])
+                    .args(["-L", &self.0, "kill-server"])
                     .status();
             }
         }
         ok(std::process::Command::new("tmux")
             .args([
+                "-L",
+                &session,
                 "new-session",
                 "-d",
                 "-s",
@@ -335,7 +337,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         let _session = Session(session.clone());
         let capture = || -> Result<String> {
             ok(std::process::Command::new("tmux")
-                .args(["capture-pane", "-t", &session, "-p"])
+                .args(["-L", &session, "capture-pane", "-t", &session, "-p"])
                 .output()?)
         };
         let wait_for = |needle: &str| -> Result<String> {
@@ -354,7 +356,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         wait_for("/ #")?;
         let send = |keys: &str| -> Result<String> {
             ok(std::process::Command::new("tmux")
-                .args(["send-keys", "-t", &session, keys, "Enter"])
+                .args(["-L", &session, "send-keys", "-t", &session, keys, "Enter"])
                 .output()?)
         };
         send("echo tty-$((6*7))")?;
@@ -373,15 +375,25 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
             }
         }
         ok(std::process::Command::new("tmux")
-            .args(["send-keys", "-t", &session, "exit", "Enter"])
+            .args(["-L", &session, "send-keys", "-t", &session, "exit", "Enter"])
             .output()?)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ok(d.ctr(&["containers", "ls", "-q"])?)?.contains(&id) {
-            if Instant::now() > deadline {
-                bail!("{tool}: --rm did not remove {id}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // The client has returned once tmux is signalled; --rm has removed
+        // the container by then.
+        ok(std::process::Command::new("timeout")
+            .args([
+                "30",
+                "tmux",
+                "-L",
+                &session,
+                "wait-for",
+                &format!("{session}-done"),
+            ])
+            .output()?)?;
+        let left = ok(d.ctr(&["containers", "ls", "-q"])?)?;
+        assert!(
+            !left.contains(&id),
+            "{tool}: --rm did not remove {id}: {left}"
+        );
     }
     d.finish()
 }
@@ -418,7 +430,7 @@ fn dead_shims_are_cleaned_up_at_restart(shim: Shim) -> Result<()> {
 /// shim, and nothing is left once the tasks are removed.
 fn kill9_during_starts_leaves_no_orphans(shim: Shim) -> Result<()> {
     let (mut d, rootfs) = daemon(shim)?;
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 4;
     const BATCH: usize = 6;
     for round in 0..ROUNDS {
         let ids: Vec<String> = (0..BATCH).map(|i| format!("c{round}-{i}")).collect();
@@ -433,11 +445,23 @@ fn kill9_during_starts_leaves_no_orphans(shim: Shim) -> Result<()> {
                 .stderr(std::process::Stdio::null());
             runs.push(cmd.spawn()?);
         }
-        // Kill once the first shim exists: the batch is then mid-start.
+        // Kill at a different point of the batch each round: once the
+        // first shim exists, once half of them do, once all do, and once a
+        // `ctr run -d` has returned (so at least one task runs).
         let deadline = Instant::now() + HANG;
-        while berth_tests::shims_of(&d.address).is_empty() {
+        loop {
+            let shims = berth_tests::shims_of(&d.address).len();
+            let ready = match round {
+                0 => shims >= 1,
+                1 => shims >= BATCH / 2,
+                2 => shims >= BATCH,
+                _ => runs.iter_mut().any(|r| matches!(r.try_wait(), Ok(Some(_)))),
+            };
+            if ready {
+                break;
+            }
             if Instant::now() > deadline {
-                bail!("no shim started:\n{}", d.log());
+                bail!("round {round}: the batch never got there:\n{}", d.log());
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -456,8 +480,10 @@ fn kill9_during_starts_leaves_no_orphans(shim: Shim) -> Result<()> {
             let [id, pid, status] = cols[..] else {
                 bail!("unexpected tasks ls line {line:?}");
             };
+            // STOPPED: its process exited (while berthd was down); the
+            // task is still there to be deleted, with its exit status.
             assert!(
-                pid != "0" && (status == "RUNNING" || status == "CREATED"),
+                pid != "0" && matches!(status, "RUNNING" | "CREATED" | "STOPPED"),
                 "round {round}: task {id} is {status} with pid {pid}:\n{ls}"
             );
             tasks.push(id.to_string());
@@ -479,7 +505,16 @@ fn kill9_during_starts_leaves_no_orphans(shim: Shim) -> Result<()> {
         assert_eq!(shim_ids, tasks, "round {round}: shims vs tasks:\n{ls}");
         // Every task left is controllable: it exits on SIGKILL and goes.
         for id in &tasks {
-            if status_of(&d, id)? == "CREATED" {
+            let status = status_of(&d, id)?;
+            if status == "STOPPED" {
+                let rm = d.ctr(&["tasks", "rm", id])?;
+                eprintln!(
+                    "round {round}: {id} had stopped: {}",
+                    String::from_utf8_lossy(&rm.stderr).trim()
+                );
+                assert!(rm.status.success(), "{rm:?}");
+                continue;
+            } else if status == "CREATED" {
                 // A created task's init waits for Start; kill reaches it too.
                 let watcher = subscribe(&d)?;
                 ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", id])?)?;
@@ -529,5 +564,5 @@ with_shims! {
     berthctl_runs_and_manages_tasks: Berth;
     run_with_a_terminal_in_tmux: Berth;
     dead_shims_are_cleaned_up_at_restart: Berth, Debian;
-    kill9_during_starts_leaves_no_orphans: Berth;
+    kill9_during_starts_leaves_no_orphans: Berth, Debian;
 }

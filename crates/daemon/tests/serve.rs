@@ -140,7 +140,7 @@ async fn ttrpc_forward_reaches_grpc_subscribers() {
         .await
         .unwrap_err();
     assert!(
-        format!("{err:?}").contains("InvalidArgument") || format!("{err:?}").contains("topic"),
+        format!("{err:?}").contains("InvalidArgument") && format!("{err:?}").contains("topic"),
         "{err:?}"
     );
     served.shutdown().await;
@@ -366,10 +366,7 @@ async fn containers_and_images_through_grpc_and_ctr() {
         ls.contains("web") && ls.contains("db") && ls.contains("io.containerd.runc.v2"),
         "{ls}"
     );
-    assert!(
-        info.contains("\"ociVersion\": \"1.1.0\"") || info.contains("ociVersion"),
-        "{info}"
-    );
+    assert!(info.contains("\"ociVersion\": \"1.1.0\""), "{info}");
     assert!(labels.contains("tier=front"), "{labels}");
     assert!(
         images_ls.contains("docker.io/library/busybox:latest") && images_ls.contains(&digest),

@@ -276,7 +276,12 @@ pub fn apply(
     let mut buf = vec![0_u8; 1 << 20];
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        // The tar parser buffers extension headers whole before this loop
+        // sees them: the guard refuses oversized ones as they stream in.
+        let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(
+            &mut hashing,
+            MAX_HEADER_DATA,
+        ));
         archive.set_preserve_permissions(true);
         let iter = archive.entries().map_err(|e| ApplyError::Malformed {
             offset: 0,
@@ -287,20 +292,7 @@ pub fn apply(
                 offset: 0,
                 message: e.to_string(),
             })?;
-            let header_size = entry.header().entry_size().unwrap_or(0);
             let kind = entry.header().entry_type();
-            if (kind.is_pax_global_extensions()
-                || kind.is_pax_local_extensions()
-                || kind.is_gnu_longname())
-                && header_size > MAX_HEADER_DATA
-            {
-                return Err(ApplyError::Malformed {
-                    offset: 0,
-                    message: format!(
-                        "extended header of {header_size} bytes is over the {MAX_HEADER_DATA}-byte limit"
-                    ),
-                });
-            }
             let raw_path = entry.path().map_err(|e| ApplyError::Malformed {
                 offset: 0,
                 message: format!("unreadable entry name: {e}"),

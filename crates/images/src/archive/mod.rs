@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod diff;
+mod guard;
 
 pub use apply::{ApplyError, ApplyStats, Compression, Whiteouts, apply};
 pub use diff::{DiffError, DiffStats, write_diff, write_layer};
