@@ -25,12 +25,20 @@ impl Containerd {
     /// Starts `/usr/bin/containerd` with CRI off and berth's binaries first
     /// on its PATH.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with_config("")
+    }
+
+    /// Like [`Containerd::start`], with `extra` appended to the config file
+    /// (top-level sections such as `[metrics]`).
+    pub fn start_with_config(extra: &str) -> Result<Containerd> {
         let dir = tempfile::Builder::new().prefix("berth-ctrd").tempdir()?;
         let address = dir.path().join("containerd.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
-            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n",
+            format!(
+                "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n{extra}"
+            ),
         )?;
         let path = format!(
             "{}:{}",

@@ -270,6 +270,7 @@ async fn scrape(sources: &Sources) -> Result<String, String> {
                 Ok(stats) => tasks.push(TaskStats {
                     namespace: p.namespace,
                     id: p.id,
+                    runtime: p.runtime,
                     stats,
                 }),
                 Err(e) => {

@@ -118,6 +118,9 @@ pub struct Shim {
     pub address: String,
     /// The shim binary.
     pub binary: PathBuf,
+    /// The runtime name the task was created with (from the bundle's
+    /// `runtime` file), if known.
+    pub runtime: Option<String>,
     /// The ttrpc task client.
     pub client: shim::TaskClient,
 }
@@ -454,12 +457,18 @@ impl ShimManager {
                 .await
                 .map_err(|_| fail("timed out".into()))?
                 .map_err(|e| fail(e.to_string()))?;
+        let runtime = tokio::fs::read_to_string(bundle.join("runtime"))
+            .await
+            .ok()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
         Ok(Shim {
             namespace: namespace.to_string(),
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             address: address.to_string(),
             binary: binary.to_path_buf(),
+            runtime,
             client: shim::TaskClient::new(client),
         })
     }

@@ -20,6 +20,9 @@ pub struct TaskStats {
     pub namespace: String,
     /// The task (container) id.
     pub id: String,
+    /// The runtime it was created with: containerd labels a task's
+    /// families with it (`runtime`), berth also after a restart.
+    pub runtime: Option<String>,
     /// What its shim reported.
     pub stats: Stats,
 }
@@ -334,12 +337,8 @@ fn v1_families() -> Vec<Family<v1::Metrics>> {
             kernel_tcp,
             usage
         ),
-        one!(
-            "memory_oom",
-            "The number of times a container has been OOM killed",
-            U::Total,
-            |m| m.memory_oom_control.map(|o| o.oom_kill)
-        ),
+        // No `memory_oom` on cgroup v1: containerd declares it there, but
+        // its OOM collector is never given a task, so it never exports it.
         Family {
             name: "hugetlb_usage",
             help: "The hugetlb usage",
@@ -605,7 +604,7 @@ struct Output {
     samples: Vec<(Vec<(String, String)>, f64)>,
 }
 
-fn gather<M>(out: &mut Vec<Output>, families: &[Family<M>], ns: &str, id: &str, m: &M) {
+fn gather<M>(out: &mut Vec<Output>, families: &[Family<M>], task: &TaskStats, m: &M) {
     for fam in families {
         let values = (fam.values)(m);
         if values.is_empty() {
@@ -638,9 +637,12 @@ fn gather<M>(out: &mut Vec<Output>, families: &[Family<M>], ns: &str, id: &str, 
         };
         for (extra, value) in values {
             let mut labels = vec![
-                ("container_id".to_string(), id.to_string()),
-                ("namespace".to_string(), ns.to_string()),
+                ("container_id".to_string(), task.id.clone()),
+                ("namespace".to_string(), task.namespace.clone()),
             ];
+            if let Some(r) = &task.runtime {
+                labels.push(("runtime".to_string(), r.clone()));
+            }
             labels.extend(fam.labels.iter().map(|l| (*l).to_string()).zip(extra));
             out[idx].samples.push((labels, value));
         }
@@ -664,8 +666,8 @@ impl Collector {
         let mut out = Vec::new();
         for t in &self.tasks {
             match &t.stats {
-                Stats::V1(m) => gather(&mut out, &f1, &t.namespace, &t.id, m),
-                Stats::V2(m) => gather(&mut out, &f2, &t.namespace, &t.id, m),
+                Stats::V1(m) => gather(&mut out, &f1, t, m),
+                Stats::V2(m) => gather(&mut out, &f2, t, m),
             }
         }
         out
@@ -755,23 +757,25 @@ mod tests {
             TaskStats {
                 namespace: "default".into(),
                 id: "a".into(),
+                runtime: Some("io.containerd.runc.v2".into()),
                 stats: Stats::V1(v1_stats()),
             },
             TaskStats {
                 namespace: "k8s.io".into(),
                 id: "b".into(),
+                runtime: None,
                 stats: Stats::V1(v1_stats()),
             },
         ]);
         for line in [
-            "container_cpu_total_nanoseconds{container_id=\"a\",namespace=\"default\"} 1500.0",
+            "container_cpu_total_nanoseconds{container_id=\"a\",namespace=\"default\",runtime=\"io.containerd.runc.v2\"} 1500.0",
             "container_cpu_total_nanoseconds{container_id=\"b\",namespace=\"k8s.io\"} 1500.0",
-            "container_per_cpu_nanoseconds{container_id=\"a\",namespace=\"default\",cpu=\"1\"} 800.0",
-            "container_memory_usage_usage_bytes{container_id=\"a\",namespace=\"default\"} 8192.0",
-            "container_memory_rss_bytes{container_id=\"a\",namespace=\"default\"} 4096.0",
-            "container_pids_current{container_id=\"a\",namespace=\"default\"} 2",
-            "container_memory_usage_failcnt_total{container_id=\"a\",namespace=\"default\"} 0.0",
-            "container_blkio_io_service_bytes_recursive_bytes{container_id=\"a\",namespace=\"default\",op=\"Read\",device=\"/dev/vda\",major=\"254\",minor=\"0\"} 4096.0",
+            "container_per_cpu_nanoseconds{container_id=\"a\",namespace=\"default\",runtime=\"io.containerd.runc.v2\",cpu=\"1\"} 800.0",
+            "container_memory_usage_usage_bytes{container_id=\"a\",namespace=\"default\",runtime=\"io.containerd.runc.v2\"} 8192.0",
+            "container_memory_rss_bytes{container_id=\"a\",namespace=\"default\",runtime=\"io.containerd.runc.v2\"} 4096.0",
+            "container_pids_current{container_id=\"a\",namespace=\"default\",runtime=\"io.containerd.runc.v2\"} 2",
+            "container_memory_usage_failcnt_total{container_id=\"a\",namespace=\"default\",runtime=\"io.containerd.runc.v2\"} 0.0",
+            "container_blkio_io_service_bytes_recursive_bytes{container_id=\"a\",namespace=\"default\",runtime=\"io.containerd.runc.v2\",op=\"Read\",device=\"/dev/vda\",major=\"254\",minor=\"0\"} 4096.0",
         ] {
             let name = line.split('{').next().unwrap();
             let found = text.lines().any(|l| {
@@ -813,6 +817,7 @@ mod tests {
         let text = encode(vec![TaskStats {
             namespace: "default".into(),
             id: "c".into(),
+            runtime: None,
             stats: Stats::V2(m),
         }]);
         assert!(

@@ -3,7 +3,8 @@
 //! Families, as containerd's go-grpc-prometheus names them:
 //! `grpc_server_started_total` and `grpc_server_handled_total` (labels
 //! `grpc_type`, `grpc_service`, `grpc_method`, and `grpc_code` for handled),
-//! and with `[metrics] grpc_histogram = true` the latency histogram
+//! `grpc_server_msg_received_total` and `grpc_server_msg_sent_total` (each
+//! message of a call, counted from the gRPC framing of the bodies), and with `[metrics] grpc_histogram = true` the latency histogram
 //! `grpc_server_handling_seconds`. A call is handled when its response
 //! ends (trailers sent, or the stream dropped), so streaming calls count
 //! their whole life.
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Buf;
 use http_body::{Body, Frame};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +56,8 @@ type LatencyFamily = Family<CallLabels, Histogram, fn() -> Histogram>;
 pub struct GrpcMetrics {
     started: Family<CallLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
+    received: Family<CallLabels, Counter>,
+    sent: Family<CallLabels, Counter>,
     handling: Option<LatencyFamily>,
     /// `service/method` -> call type, from berth's descriptor set.
     types: Arc<HashMap<&'static str, &'static str>>,
@@ -65,6 +69,8 @@ impl GrpcMetrics {
         GrpcMetrics {
             started: Family::default(),
             handled: Family::default(),
+            received: Family::default(),
+            sent: Family::default(),
             handling: histogram
                 .then(|| Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
             types: Arc::new(call_types()),
@@ -82,6 +88,16 @@ impl GrpcMetrics {
             "grpc_server_handled",
             "Total number of RPCs completed on the server, regardless of success or failure",
             self.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Total number of RPC stream messages received on the server",
+            self.received.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_sent",
+            "Total number of gRPC stream messages sent by the server",
+            self.sent.clone(),
         );
         if let Some(h) = &self.handling {
             registry.register_with_unit(
@@ -189,7 +205,9 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, B, RB> tower::Service<http::Request<B>> for MetricsService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<tonic::body::BoxBody>, Response = http::Response<RB>>,
+    B: Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     RB: Body + Unpin + Send + 'static,
@@ -213,6 +231,15 @@ where
             m.started.get_or_create(&labels).inc();
             (m.clone(), labels)
         });
+        let received = call
+            .as_ref()
+            .map(|(m, labels)| m.received.get_or_create(labels).clone());
+        let req = req.map(|inner| {
+            tonic::body::boxed(CountedBody {
+                inner,
+                counter: received.map(|c| (c, Frames::default())),
+            })
+        });
         let fut = self.inner.call(req).instrument(span);
         Box::pin(async move {
             let resp = fut.await?;
@@ -222,6 +249,9 @@ where
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .map(code_name);
+            let sent = call
+                .as_ref()
+                .map(|(m, labels)| (m.sent.get_or_create(labels).clone(), Frames::default()));
             let observer = call.map(|(metrics, labels)| Observer {
                 metrics,
                 labels,
@@ -229,7 +259,11 @@ where
                 code: header_code,
                 done: false,
             });
-            Ok(resp.map(|inner| ObservedBody { inner, observer }))
+            Ok(resp.map(|inner| ObservedBody {
+                inner,
+                observer,
+                sent,
+            }))
         })
     }
 }
@@ -270,6 +304,7 @@ impl Drop for Observer {
 pub struct ObservedBody<B> {
     inner: B,
     observer: Option<Observer>,
+    sent: Option<(Counter, Frames)>,
 }
 
 impl<B: Body + Unpin> Body for ObservedBody<B> {
@@ -285,6 +320,11 @@ impl<B: Body + Unpin> Body for ObservedBody<B> {
         if let Some(obs) = this.observer.as_mut() {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(data), Some((counter, frames))) =
+                        (frame.data_ref(), this.sent.as_mut())
+                    {
+                        counter.inc_by(frames.feed(data.chunk()));
+                    }
                     if let Some(trailers) = frame.trailers_ref() {
                         let code = trailers
                             .get("grpc-status")
@@ -296,6 +336,88 @@ impl<B: Body + Unpin> Body for ObservedBody<B> {
                 Poll::Ready(Some(Err(_))) => obs.finish(Some("Internal"), "Internal"),
                 Poll::Ready(None) => obs.finish(None, "OK"),
                 Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts whole gRPC messages (a 5-byte header: flag and big-endian
+/// length, then the body) in a byte stream that arrives in pieces.
+#[derive(Debug, Default)]
+pub struct Frames {
+    /// Header bytes seen of the current message (0..=5).
+    header: usize,
+    /// The length being read from the header.
+    len: u32,
+    /// Body bytes still to come.
+    remaining: u64,
+}
+
+impl Frames {
+    /// Takes the next bytes; returns how many messages they completed.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut done = 0;
+        while !data.is_empty() {
+            if self.header < 5 {
+                if self.header > 0 {
+                    self.len = (self.len << 8) | u32::from(data[0]);
+                }
+                self.header += 1;
+                data = &data[1..];
+                if self.header == 5 {
+                    self.remaining = u64::from(self.len);
+                    if self.remaining == 0 {
+                        done += 1;
+                        *self = Frames::default();
+                    }
+                }
+            } else {
+                let take = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                data = &data[take..];
+                self.remaining -= take as u64;
+                if self.remaining == 0 {
+                    done += 1;
+                    *self = Frames::default();
+                }
+            }
+        }
+        done
+    }
+}
+
+/// A request body whose gRPC messages are counted as they are read.
+#[derive(Debug)]
+pub struct CountedBody<B> {
+    inner: B,
+    counter: Option<(Counter, Frames)>,
+}
+
+impl<B: Body + Unpin> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some((counter, frames))) =
+            (&polled, this.counter.as_mut())
+        {
+            if let Some(data) = frame.data_ref() {
+                counter.inc_by(frames.feed(data.chunk()));
             }
         }
         polled
@@ -326,6 +448,15 @@ mod tests {
             t["containerd.services.content.v1.Content/Write"],
             "bidi_stream"
         );
+    }
+
+    #[test]
+    fn frames_are_counted_across_pieces() {
+        let mut f = Frames::default();
+        // An empty message, then a 3-byte one split over three pieces.
+        assert_eq!(f.feed(&[0, 0, 0, 0, 0, 0, 0, 0]), 1);
+        assert_eq!(f.feed(&[0, 3, 1]), 0);
+        assert_eq!(f.feed(&[2, 3, 0, 0, 0, 0, 1, 9]), 2);
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct TaskProbe {
     pub namespace: String,
     /// The task (container) id.
     pub id: String,
+    /// The runtime it was created with, if known.
+    pub runtime: Option<String>,
     /// Its init process id (0 if unknown).
     pub pid: u32,
     /// Its status as containerd names it (`RUNNING`, `STOPPED`, ...).
@@ -137,6 +139,7 @@ pub async fn probe(s: &Shim, with_stats: bool) -> TaskProbe {
     let mut p = TaskProbe {
         namespace: s.namespace.clone(),
         id: s.id.clone(),
+        runtime: s.runtime.clone(),
         pid: 0,
         status: TaskStatus::Unknown.as_str_name().to_string(),
         stats: None,

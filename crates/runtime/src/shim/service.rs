@@ -398,9 +398,11 @@ impl Service {
                 .await
                 .map_err(|e| err(Category::Internal, e.to_string()))?
                 .map_err(io_err)?;
-            let console = stdio::copy_console(master, paths).map_err(io_err)?;
+            let (console, close) = stdio::copy_console(master, paths).map_err(io_err)?;
             self.with_container(id, |c| {
-                c.process_mut(exec_id)?.console = Some(console);
+                let p = c.process_mut(exec_id)?;
+                p.console = Some(console);
+                p.stdin_close = close;
                 Ok(())
             })?;
             return Ok(());

@@ -6,8 +6,10 @@
 //!   blocks on a client that has not opened its end yet) and handed to the
 //!   process, so no copy runs and the client sees end-of-file when the
 //!   process and its children close it. `file://PATH` appends to a file.
-//! - stdin: a pipe, fed from the FIFO by a copy the shim can stop
-//!   (`CloseIO`), so the process sees end-of-file when the client says so.
+//! - stdin: a pipe, fed from the FIFO by a copy. As in containerd, the
+//!   shim holds a writer of the FIFO until `CloseIO`, so clients can detach
+//!   and re-attach; the process sees end-of-file after `CloseIO` once every
+//!   client has closed its end.
 //! - terminal: runc hands the pty master over a console socket; the shim
 //!   copies between it and the FIFOs and keeps it to resize the window.
 
@@ -57,14 +59,6 @@ pub(crate) fn open_output(uri: &str) -> io::Result<Option<OwnedFd>> {
     Ok(Some(f.into()))
 }
 
-/// Opens a FIFO for reading, waiting (on a blocking thread) for a writer.
-async fn open_fifo_reader(path: String) -> io::Result<pipe::Receiver> {
-    let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-        .await
-        .map_err(io::Error::other)??;
-    pipe::Receiver::from_file(file)
-}
-
 /// A process's stdin: the read end to give the process, and the switch
 /// that ends the stream (`CloseIO`).
 #[derive(Debug)]
@@ -79,42 +73,48 @@ pub(crate) fn stdin_pipe(path: &str) -> io::Result<Option<StdinPipe>> {
         return Ok(None);
     }
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let tx = pipe::Sender::from_owned_fd(writer)?;
+    let close = copy_stdin(path, tx)?;
+    Ok(Some(StdinPipe { reader, close }))
+}
+
+/// Copies the client's stdin FIFO at `path` into `to` until the stream
+/// ends; returns the switch that ends it (`CloseIO`).
+///
+/// As containerd's shim does, the FIFO is opened without waiting for a
+/// client, and the shim holds a writer of its own: a client may close its
+/// end and open it again (detach and re-attach) without ending the stream.
+/// `CloseIO` (or the process going away) drops that writer, so the process
+/// sees end-of-file once every client writer is closed too.
+fn copy_stdin<W>(path: &str, mut to: W) -> io::Result<oneshot::Sender<()>>
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut fifo = pipe::OpenOptions::new().open_receiver(path)?;
+    let hold = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
     let (close, mut closed) = oneshot::channel::<()>();
-    let path = path.to_string();
     tokio::spawn(async move {
-        let Ok(mut tx) = pipe::Sender::from_owned_fd(writer) else {
-            return;
-        };
-        let mut fifo = tokio::select! {
-            f = open_fifo_reader(path) => match f {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open the stdin FIFO");
-                    return;
-                }
-            },
-            _ = &mut closed => return,
-        };
+        let mut hold = Some(hold);
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             tokio::select! {
                 n = fifo.read(&mut buf) => match n {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => if tx.write_all(&buf[..n]).await.is_err() { break },
-                },
-                _ = &mut closed => {
-                    // Pass on what the client wrote before it closed.
-                    while let Ok(n) = fifo.try_read(&mut buf) {
-                        if n == 0 || tx.write_all(&buf[..n]).await.is_err() {
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
                             break;
                         }
                     }
-                    break;
-                }
+                },
+                _ = &mut closed, if hold.is_some() => hold = None,
             }
         }
     });
-    Ok(Some(StdinPipe { reader, close }))
+    Ok(close)
 }
 
 /// A listening socket runc sends a new process's pty master to.
@@ -175,8 +175,11 @@ fn receive_fd(listener: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd
 }
 
 /// Copies between a pty master and the client's FIFOs; returns the master,
-/// kept for resizing.
-pub(crate) fn copy_console(master: OwnedFd, paths: &StdioPaths) -> io::Result<std::fs::File> {
+/// kept for resizing, and the switch that ends stdin (`CloseIO`).
+pub(crate) fn copy_console(
+    master: OwnedFd,
+    paths: &StdioPaths,
+) -> io::Result<(std::fs::File, Option<oneshot::Sender<()>>)> {
     let master = std::fs::File::from(master);
     if !paths.stdout.is_empty() {
         let mut from = tokio::fs::File::from_std(master.try_clone()?);
@@ -189,22 +192,13 @@ pub(crate) fn copy_console(master: OwnedFd, paths: &StdioPaths) -> io::Result<st
             let _ = tokio::io::copy(&mut from, &mut to).await;
         });
     }
-    if !paths.stdin.is_empty() {
-        let mut to = tokio::fs::File::from_std(master.try_clone()?);
-        let path = paths.stdin.clone();
-        tokio::spawn(async move {
-            if let Ok(mut from) = open_fifo_reader(path).await {
-                let mut buf = vec![0u8; 8 * 1024];
-                while let Ok(n) = from.read(&mut buf).await {
-                    if n == 0 || to.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    let _ = to.flush().await;
-                }
-            }
-        });
-    }
-    Ok(master)
+    let close = if paths.stdin.is_empty() {
+        None
+    } else {
+        let to = tokio::fs::File::from_std(master.try_clone()?);
+        Some(copy_stdin(&paths.stdin, to)?)
+    };
+    Ok((master, close))
 }
 
 /// Sets a pty's window size.
