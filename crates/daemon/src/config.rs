@@ -461,3 +461,48 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs"]
         assert!(Config::load(p, true).is_err());
     }
 }
+
+/// A positive duration from a config value: a number of seconds, or a
+/// string of a number with a unit `ms`, `s`, `m` or `h` (`"30s"`, `"5m"`).
+pub fn parse_duration(v: &toml::Value) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let d = match v {
+        toml::Value::Integer(n) => Duration::from_secs(u64::try_from(*n).ok()?),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit())?;
+            let (n, unit) = s.split_at(split);
+            let n: u64 = n.parse().ok()?;
+            match unit {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n.checked_mul(60)?),
+                "h" => Duration::from_secs(n.checked_mul(3600)?),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse() {
+        let p = |s: &str| parse_duration(&toml::Value::String(s.into()));
+        assert_eq!(p("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(p("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(p("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration(&toml::Value::Integer(7)),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(p("soon"), None);
+        assert_eq!(p("0s"), None);
+        assert_eq!(p("5"), None);
+    }
+}

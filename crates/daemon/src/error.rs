@@ -23,6 +23,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another berthd holds the lock on this root or state directory.
+    #[error(
+        "{dir} is in use by another berthd{holder} (it holds the lock on {lock}); \
+         stop it, or give this daemon its own --root and --state"
+    )]
+    InUse {
+        /// The root or state directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// ` (pid N)` when the lock file names its holder.
+        holder: String,
+    },
     /// A server failed while serving.
     #[error("{server} server failed: {message}")]
     Serve {

@@ -28,6 +28,7 @@ pub mod config;
 mod error;
 pub mod heap;
 pub mod http;
+pub mod lock;
 pub mod metrics;
 pub mod otlp;
 pub mod plugins;

@@ -13,8 +13,9 @@ struct Cli {
     /// Path to the configuration file.
     #[arg(short = 'c', long, global = true, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
-    /// Log level: trace, debug, info, warn, error.
-    #[arg(short = 'l', long, global = true)]
+    /// Log level: trace, debug, info, warn, error (also containerd's
+    /// warning, fatal, panic).
+    #[arg(short = 'l', long, global = true, value_parser = parse_level)]
     log_level: Option<String>,
     /// gRPC socket path.
     #[arg(short = 'a', long, global = true)]
@@ -85,6 +86,32 @@ type OtelHandle = tracing_subscriber::reload::Handle<OtelSlot, tracing_subscribe
 /// Without the `otel` feature there is nothing to fill in later.
 #[cfg(not(feature = "otel"))]
 struct OtelHandle;
+
+/// containerd's (logrus') level names, as the tracing level they mean.
+const LEVELS: &[(&str, &str)] = &[
+    ("trace", "trace"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warn", "warn"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("fatal", "error"),
+    ("panic", "error"),
+];
+
+/// Checks a log level name (case-insensitive, as logrus), giving the
+/// tracing level; an unknown one is refused rather than logging nothing.
+fn parse_level(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    LEVELS
+        .iter()
+        .find(|(name, _)| *name == lower)
+        .map(|(_, level)| (*level).to_string())
+        .ok_or_else(|| {
+            let names: Vec<&str> = LEVELS.iter().map(|(n, _)| *n).collect();
+            format!("{s:?} is not a log level; use one of {}", names.join(", "))
+        })
+}
 
 fn init_tracing(level: &str) -> OtelHandle {
     use std::io::IsTerminal;
@@ -181,6 +208,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !config.debug.level.is_empty() {
+        if let Err(e) = parse_level(&config.debug.level) {
+            eprintln!("berthd: [debug] level in the config: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berthd")

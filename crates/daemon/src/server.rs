@@ -52,6 +52,11 @@ pub async fn run_with(
     // when they already exist, in case an older berth left them wider.
     make_private_dir(&config.root, 0o700)?;
     make_private_dir(&config.state, 0o711)?;
+    // Before any plugin opens a database or looks for shims.
+    let _locks = (
+        crate::lock::lock(&config.root)?,
+        crate::lock::lock(&config.state)?,
+    );
     // Plugin init is synchronous and may block briefly (opening the DB).
     let mut registrations = registrations;
     registrations.extend(plugins::builtins::proxy_registrations(&config));

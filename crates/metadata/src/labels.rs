@@ -1,9 +1,13 @@
 //! Validation of labels, the free-form `key=value` pairs on every object.
 //!
-//! containerd (`pkg/labels`) limits only the size: a key and its value
-//! together may take at most [`MAX_SIZE`] bytes. Keys and values are otherwise
-//! opaque here; conventions such as `containerd.io/gc.ref.*` are for the
-//! garbage collector to read.
+//! containerd (`pkg/labels`) limits the size: a key and its value together
+//! may take at most [`MAX_SIZE`] bytes. It also refuses an empty key with a
+//! value, though only by accident: bolt refuses the empty key ("key
+//! required", an Unknown error on the wire); berth says so as an invalid
+//! argument. An empty key with an empty value means "no label" and is
+//! dropped, as containerd drops every empty value. Keys and values are
+//! otherwise opaque here; conventions such as `containerd.io/gc.ref.*` are
+//! for the garbage collector to read.
 
 use std::collections::BTreeMap;
 
@@ -18,14 +22,22 @@ pub const MAX_SIZE: usize = 4096;
 /// How much of an oversized key the error message quotes, in characters.
 const QUOTED_KEY_CHARS: usize = 10;
 
-/// Checks one label; [`Error::InvalidArgument`] if key plus value exceed [`MAX_SIZE`] bytes.
+/// Checks one label; [`Error::InvalidArgument`] if key plus value exceed
+/// [`MAX_SIZE`] bytes, or the key is empty and the value is not.
 ///
 /// ```
 /// use berth_metadata::labels;
 /// assert!(labels::validate("io.example/owner", "ops").is_ok());
 /// assert!(labels::validate("big", &"x".repeat(5000)).is_err());
+/// assert!(labels::validate("", "x").is_err());
 /// ```
 pub fn validate(key: &str, value: &str) -> Result<()> {
+    if key.is_empty() && !value.is_empty() {
+        let short: String = value.chars().take(QUOTED_KEY_CHARS).collect();
+        return Err(Error::InvalidArgument(format!(
+            "label key must not be empty (value {short:?}); key required"
+        )));
+    }
     if key.len() + value.len() > MAX_SIZE {
         // Quote only the start of the key: it may itself be huge.
         let short: String = key.chars().take(QUOTED_KEY_CHARS).collect();
@@ -65,8 +77,18 @@ mod tests {
 
     #[test]
     fn empty_key_and_value_are_allowed() {
-        // containerd checks size only; emptiness is the stores' business.
+        // An empty value means "no label": the stores drop it.
         assert!(validate("", "").is_ok());
+    }
+
+    #[test]
+    fn empty_key_with_a_value_is_refused() {
+        let err = validate("", "x").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        assert!(
+            err.to_string().contains("label key must not be empty"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! form `<id>/fs`: see [`crate::overlay`] for the depth this allows.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::thread;
 use std::time::Duration;
@@ -42,16 +43,15 @@ pub fn max_mount_data() -> usize {
 
 /// Mounts `mounts` on `root`, in order; each on `root/<mount.target>`.
 ///
-/// On failure the mounts already made are unmounted again, and the error
-/// names the failing mount.
+/// A target is resolved inside `root` as if `root` were `/` (`openat2`
+/// with `RESOLVE_IN_ROOT`): a symlink in the tree (say `tmp/x -> /etc`)
+/// can never put a mount on the host's path. On failure the mounts already
+/// made are unmounted again, and the error names the failing mount.
 pub fn mount_all(mounts: &[Mount], root: impl AsRef<Path>) -> Result<()> {
     let root = root.as_ref();
     let mut done: Vec<PathBuf> = Vec::new();
     for m in mounts {
-        let result = target_of(root, &m.target).and_then(|target| {
-            mount_one(m, &target)?;
-            Ok(target)
-        });
+        let result = mount_in_root(m, root);
         match result {
             Ok(target) => done.push(target),
             Err(e) => {
@@ -65,6 +65,45 @@ pub fn mount_all(mounts: &[Mount], root: impl AsRef<Path>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Performs `m` on `root` (no target) or on its target resolved inside
+/// `root`; returns the real path it is mounted on.
+fn mount_in_root(m: &Mount, root: &Path) -> Result<PathBuf> {
+    let rel = relative_target(&m.target)?;
+    if rel.as_os_str().is_empty() {
+        mount_one(m, root, root)?;
+        return Ok(root.to_path_buf());
+    }
+    let (fd, real) = open_in_root(root, rel)?;
+    // The mount goes on the directory the descriptor holds, never on a
+    // path resolved again (which a symlink swapped in could redirect).
+    let via_fd = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    mount_one(m, &via_fd, &real)?;
+    Ok(real)
+}
+
+/// Opens `rel` inside `root` (symlinks resolved as if `root` were `/`),
+/// as an `O_PATH` descriptor, with the real path it names.
+fn open_in_root(root: &Path, rel: &Path) -> Result<(OwnedFd, PathBuf)> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(root, e.into()))?;
+    let fd = rustix::fs::openat2(
+        &root_fd,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| Error::io(root.join(rel), e.into()))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| Error::io(root.join(rel), e))?;
+    Ok((fd, real))
 }
 
 /// Unmounts everything mounted on `target`, top first, until it is no longer
@@ -206,8 +245,9 @@ fn parse_options(options: &[String]) -> Parsed {
     p
 }
 
-/// `root/target`, refusing targets that climb out of `root`.
-fn target_of(root: &Path, target: &str) -> Result<PathBuf> {
+/// `target` relative to the mount root, refusing `..` (which
+/// `RESOLVE_IN_ROOT` would clamp silently: a caller asking for it is wrong).
+fn relative_target(target: &str) -> Result<&Path> {
     let rel = Path::new(target);
     if rel
         .components()
@@ -217,12 +257,13 @@ fn target_of(root: &Path, target: &str) -> Result<PathBuf> {
             "mount target {target:?} leaves the mount root"
         )));
     }
-    let rel = rel.strip_prefix("/").unwrap_or(rel);
-    Ok(root.join(rel))
+    Ok(rel.strip_prefix("/").unwrap_or(rel))
 }
 
-/// Performs one mount on `target`.
-fn mount_one(m: &Mount, target: &Path) -> Result<()> {
+/// Performs one mount on `target` (`real` names it in errors, and takes
+/// the flag changes that apply to the new mount rather than to what is
+/// under it).
+fn mount_one(m: &Mount, target: &Path, real: &Path) -> Result<()> {
     let p = parse_options(&m.options);
     let fstype = if m.kind.is_empty() {
         "none"
@@ -231,11 +272,11 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     };
     let err = |e: Errno| Error::Mount {
         fstype: fstype.to_owned(),
-        target: target.to_path_buf(),
+        target: real.to_path_buf(),
         source: io::Error::from(e),
     };
     let data = p.data.join(",");
-    debug!(fstype, source = %m.source, target = %target.display(), options = ?m.options, "mount");
+    debug!(fstype, source = %m.source, target = %real.display(), options = ?m.options, "mount");
 
     // A plain remount without new data only changes flags below.
     if !p.flags.contains(MsFlags::MS_REMOUNT) || !data.is_empty() {
@@ -252,10 +293,12 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
             .map_err(err)?;
         }
     }
+    // Later changes apply to the new mount: its real path leads to it,
+    // whereas the descriptor still holds the directory beneath.
     if !p.propagation.is_empty() {
         nix::mount::mount(
             None::<&str>,
-            target,
+            real,
             None::<&str>,
             p.propagation,
             None::<&str>,
@@ -266,7 +309,7 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     if p.flags.contains(MsFlags::MS_BIND | MsFlags::MS_RDONLY) {
         nix::mount::mount(
             None::<&str>,
-            target,
+            real,
             None::<&str>,
             p.flags | MsFlags::MS_REMOUNT,
             None::<&str>,
@@ -470,11 +513,55 @@ mod tests {
 
     #[test]
     fn targets_stay_under_the_root() {
-        let root = Path::new("/mnt/x");
-        assert_eq!(target_of(root, "").unwrap(), root);
-        assert_eq!(target_of(root, "/proc").unwrap(), root.join("proc"));
-        assert_eq!(target_of(root, "a/b").unwrap(), root.join("a/b"));
-        assert!(target_of(root, "../etc").unwrap_err().is_invalid_argument());
+        assert_eq!(relative_target("").unwrap(), Path::new(""));
+        assert_eq!(relative_target("/proc").unwrap(), Path::new("proc"));
+        assert_eq!(relative_target("a/b").unwrap(), Path::new("a/b"));
+        assert!(relative_target("../etc").unwrap_err().is_invalid_argument());
+    }
+
+    #[test]
+    fn a_symlinked_target_is_resolved_inside_the_root() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (root, host, src) = (
+            dir.path().join("root"),
+            dir.path().join("host-target"),
+            dir.path().join("src"),
+        );
+        for d in [&root.join("tmp"), &root.join("inside"), &host, &src] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(src.join("marker"), b"x").unwrap();
+        // An absolute link out of the tree, and one whose target exists
+        // inside it when read as if the root were `/`.
+        std::os::unix::fs::symlink(&host, root.join("tmp/x")).unwrap();
+        std::os::unix::fs::symlink("/inside", root.join("tmp/y")).unwrap();
+        let bind = |target: &str| Mount {
+            kind: "bind".into(),
+            source: src.display().to_string(),
+            target: target.into(),
+            options: vec!["rbind".into()],
+        };
+        // The escape through tmp/x lands nowhere: host-target's name inside
+        // the root does not exist.
+        let escaped = mount_all(&[bind("tmp/x")], &root);
+        let host_marked = host.join("marker").exists();
+        if escaped.is_ok() {
+            let _ = unmount(&host, MntFlags::MNT_DETACH);
+        }
+        assert!(
+            escaped.is_err(),
+            "mounted through a symlink out of the root"
+        );
+        assert!(!host_marked);
+        // tmp/y resolves to root/inside.
+        mount_all(&[bind("tmp/y")], &root).unwrap();
+        let inside = root.join("inside/marker").exists();
+        let _ = unmount(&root.join("inside"), MntFlags::MNT_DETACH);
+        assert!(inside);
+        assert!(!host.join("marker").exists());
     }
 
     #[test]

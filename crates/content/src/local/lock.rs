@@ -57,7 +57,7 @@ impl IngestLock {
         }
     }
 
-    fn try_acquire(dir: &Path, ref_: &str) -> Result<IngestLock> {
+    pub(crate) fn try_acquire(dir: &Path, ref_: &str) -> Result<IngestLock> {
         {
             let mut table = table();
             if let Some(since) = table.get(dir) {

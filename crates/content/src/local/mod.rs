@@ -71,7 +71,51 @@ pub(crate) struct Inner {
     labels_mu: Mutex<()>,
 }
 
+/// How long an ingest nobody writes to is kept (containerd's expiry of an
+/// ingest that no lease holds); [`LocalStore::abort_expired`] removes older ones.
+pub const INGEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 impl LocalStore {
+    /// Aborts every ingest last written more than `max_age` before `now`
+    /// that no writer holds (a failed or abandoned download that would
+    /// otherwise stay on disk for ever); returns their refs. The garbage
+    /// collector calls it with [`INGEST_EXPIRY`].
+    pub fn abort_expired(
+        &self,
+        max_age: std::time::Duration,
+        now: SystemTime,
+    ) -> Result<Vec<String>> {
+        let dir = &self.inner.ingest;
+        let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let mut aborted = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(Some(rec)) = read_record(&path) else {
+                continue;
+            };
+            let age = now.duration_since(rec.updated_at).unwrap_or_default();
+            if age <= max_age {
+                continue;
+            }
+            // A writer holding it is alive, however old its last write.
+            let Ok(lock) = IngestLock::try_acquire(&path, &rec.ref_) else {
+                continue;
+            };
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(ref_ = %rec.ref_, age = ?age, "aborted expired ingest");
+                    aborted.push(rec.ref_);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(ref_ = %rec.ref_, error = %e, "cannot abort expired ingest")
+                }
+            }
+            drop(lock);
+        }
+        Ok(aborted)
+    }
+
     /// Opens the store at `root`, creating its directories if needed.
     pub fn open(root: impl AsRef<Path>) -> Result<LocalStore> {
         let root = root.as_ref().to_owned();
@@ -676,6 +720,32 @@ mod tests {
         let (_store, dir) = store();
         assert!(dir.path().join("blobs").is_dir());
         assert!(dir.path().join("ingest").is_dir());
+    }
+
+    #[test]
+    fn expired_ingests_are_aborted_unless_held() {
+        let (store, _dir) = store();
+        let mut old = store.open_writer("ns/old", None, None).unwrap();
+        old.write(b"partial").unwrap();
+        drop(old);
+        let mut held = store.open_writer("ns/held", None, None).unwrap();
+        held.write(b"partial").unwrap();
+        let now = SystemTime::now();
+        // Young: kept.
+        assert!(store.abort_expired(INGEST_EXPIRY, now).unwrap().is_empty());
+        let later = now + INGEST_EXPIRY + std::time::Duration::from_secs(60);
+        assert_eq!(
+            store.abort_expired(INGEST_EXPIRY, later).unwrap(),
+            vec!["ns/old".to_string()]
+        );
+        let refs: Vec<String> = store
+            .list_statuses()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.ref_)
+            .collect();
+        assert_eq!(refs, vec!["ns/held".to_string()]);
+        drop(held);
     }
 
     #[test]

@@ -428,6 +428,16 @@ fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         service = service.with_pull_bytes(m.pull_bytes.clone());
     }
+    // Where containerd 2 keeps the transfer service's settings.
+    let local = ctx.config.plugin_section("io.containerd.transfer.v1.local");
+    if let Some(v) = local.and_then(|s| s.get("stall_timeout")) {
+        let limit = crate::config::parse_duration(v).ok_or_else(|| {
+            PluginError::failed(format!(
+                "stall_timeout = {v}: expected a duration such as \"30s\", \"5m\" or a number of seconds"
+            ))
+        })?;
+        service = service.with_stall_timeout(limit);
+    }
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
         TransferServer::new(service)

@@ -173,10 +173,18 @@ impl TransferService {
                 exchange,
                 tmp_mounts,
                 staging,
+                stall_timeout: pull::DEFAULT_STALL_TIMEOUT,
             },
             streams,
             pull_bytes: None,
         }
+    }
+
+    /// Gives up a pull whose registry sends nothing for `limit` (the
+    /// ingest is kept: a retry resumes it).
+    pub fn with_stall_timeout(mut self, limit: std::time::Duration) -> TransferService {
+        self.puller.stall_timeout = limit;
+        self
     }
 
     /// Counts the bytes every pull downloads into `counter` (`berth_pull_bytes`).

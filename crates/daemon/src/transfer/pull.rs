@@ -71,6 +71,72 @@ pub(crate) struct Puller {
     /// same filesystem as its snapshots where layers are applied in
     /// parallel before being moved into their snapshots.
     pub(crate) staging: HashMap<String, PathBuf>,
+    /// How long a registry may send nothing before the pull gives up
+    /// (`stall_timeout` of `[plugins."io.containerd.transfer.v1.local"]`).
+    pub(crate) stall_timeout: Duration,
+}
+
+/// The default of [`Puller::stall_timeout`].
+pub(crate) const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A spawned task that is aborted when dropped: a pull whose client went
+/// away (its future dropped) stops its downloads, releasing their ingests.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// Deletes a pull's lease when the pull ends, even when it is cancelled.
+struct LeaseGuard {
+    db: Db,
+    ns: String,
+    lease: String,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let (db, ns, lease) = (self.db.clone(), self.ns.clone(), self.lease.clone());
+        // Blocking DB work, off the async threads; a runtime shutting down
+        // leaves it to the lease's expiry.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn_blocking(move || {
+                if let Err(e) = db.leases().delete(&ns, &lease) {
+                    tracing::debug!(namespace = %ns, lease = %lease, error = %e, "cannot delete pull lease");
+                }
+            });
+        }
+    }
+}
+
+/// `fut`, failing with DeadlineExceeded if the registry is silent for
+/// `limit` (`what` names what was awaited).
+async fn within<T>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    fut: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "{}: the registry sent nothing for {}s; what was downloaded is kept and a retry \
+             resumes it (the limit is stall_timeout in [plugins.\"io.containerd.transfer.v1.local\"])",
+            what(),
+            limit.as_secs()
+        ))),
+    }
 }
 
 impl std::fmt::Debug for Puller {
@@ -170,6 +236,16 @@ struct Staged {
     dirs: Vec<PathBuf>,
 }
 
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // A cancelled pull: stop the appliers (their directories are
+        // cleared at the next start, see the transfer plugin).
+        for task in self.tasks.iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
 impl Staged {
     /// Stops what still runs and removes every staging directory left.
     async fn abort(&mut self) {
@@ -228,7 +304,10 @@ impl Puller {
         let name = reference.to_string();
         let registry = Registry::new(req.registry.clone()).map_err(remote_status)?;
         progress.event("resolving", &name, 0, 0, None);
-        let (resolved, root) = registry.resolve(&name).await.map_err(remote_status)?;
+        let (resolved, root) = within(self.stall_timeout, || format!("resolving {name}"), async {
+            registry.resolve(&name).await.map_err(remote_status)
+        })
+        .await?;
         let root = Descriptor::new(root.media_type, root.digest, root.size);
         progress.event("resolved", &name, 0, 0, Some(api_desc(&root)));
         let fetcher: Arc<dyn Fetcher> = registry.fetcher(&resolved).map_err(remote_status)?.into();
@@ -273,10 +352,15 @@ impl Puller {
             progress: progress.clone(),
             source_label,
         };
+        // The image (or nothing) holds what the lease held once the job
+        // ends; a cancelled pull drops the guard too.
+        let guard = LeaseGuard {
+            db: self.db.clone(),
+            ns: req.namespace.clone(),
+            lease: lease.clone(),
+        };
         let result = job.run(name, root, req).await;
-        // The image (or nothing) now holds what the lease held.
-        let (db, ns) = (self.db.clone(), req.namespace.clone());
-        let _ = blocking(move || db.leases().delete(&ns, &lease).map_err(meta_status)).await;
+        drop(guard);
         let downloaded = result?;
         let image = self.record_image(req, name, root).await?;
         progress.event("saved", name, 0, 0, Some(api_desc(root)));
@@ -462,13 +546,13 @@ impl Job {
                 }
                 let job = self.clone_for_task();
                 let layer = layer.clone();
-                downloads.push(tokio::spawn(async move {
+                downloads.push(AbortOnDrop(tokio::spawn(async move {
                     let r = job.download(&layer, labels, &tx).await;
                     if let Err(e) = &r {
                         tx.send_replace(BlobState::Failed(Arc::new(e.message().to_string())));
                     }
                     r
-                }));
+                })));
             }
         }
 
@@ -525,13 +609,17 @@ impl Job {
                 return Ok(data);
             }
         }
-        let mut stream = self
-            .fetcher
-            .fetch(&remote_desc(desc))
-            .await
-            .map_err(remote_status)?;
+        let stall = self.p.stall_timeout;
+        let what = || format!("fetching {}", desc.digest);
+        let mut stream = within(stall, what, async {
+            self.fetcher
+                .fetch(&remote_desc(desc))
+                .await
+                .map_err(remote_status)
+        })
+        .await?;
         let mut data = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
-        while let Some(chunk) = stream.next().await {
+        while let Some(chunk) = within(stall, what, async { Ok(stream.next().await) }).await? {
             data.extend_from_slice(&chunk.map_err(remote_status)?);
             if data.len() as u64 > desc.size {
                 return Err(Status::data_loss(format!(
@@ -651,7 +739,10 @@ impl Job {
         state: &watch::Sender<BlobState>,
     ) -> Result<u64, Status> {
         let name = format!("layer-{}", layer.digest);
-        let ref_ = format!("{}-pull-{}", self.ns, layer.digest);
+        // containerd's ref for a layer (remotes.MakeRefKey), in this
+        // namespace: `ctr content active` lists it, and a client pulling the
+        // same layer meanwhile shares (waits for) the ingest.
+        let ref_ = format!("{}/layer-{}", self.ns, layer.digest);
         let store = self.p.store.clone();
         let opened = {
             let (store, ref_, digest, size) = (
@@ -696,12 +787,16 @@ impl Job {
                 layer.size,
                 Some(api_desc(layer)),
             );
-            let mut stream = self
-                .fetcher
-                .fetch_from(&remote_desc(layer), written)
-                .await
-                .map_err(remote_status)?;
-            while let Some(chunk) = stream.next().await {
+            let stall = self.p.stall_timeout;
+            let what = || format!("downloading {}", layer.digest);
+            let mut stream = within(stall, what, async {
+                self.fetcher
+                    .fetch_from(&remote_desc(layer), written)
+                    .await
+                    .map_err(remote_status)
+            })
+            .await?;
+            while let Some(chunk) = within(stall, what, async { Ok(stream.next().await) }).await? {
                 let chunk = chunk.map_err(remote_status)?;
                 if written + chunk.len() as u64 > layer.size {
                     return Err(Status::data_loss(format!(

@@ -193,6 +193,12 @@ impl Collector {
                     Err(e) => tracing::warn!(digest = %d, error = %e, "gc: cannot delete blob"),
                 }
             }
+            // Ingests nobody finished (a failed pull's layer) expire as in
+            // containerd; the content store keeps the rule.
+            let expiry = berth_content::local::INGEST_EXPIRY;
+            if let Err(e) = store.abort_expired(expiry, std::time::SystemTime::now()) {
+                tracing::warn!(error = %e, "gc: cannot abort expired ingests");
+            }
             deleted
         })
         .await
