@@ -1,4 +1,19 @@
 //! `containerd.services.namespaces.v1.Namespaces`, backed by the metadata DB.
+//!
+//! Follows containerd 1.6's `services/namespaces` on the wire, quirks
+//! included, since its Go client depends on them (Docker Engine reads and
+//! labels `moby` before anything has created it):
+//! - `Get` of a namespace that does not exist answers its name with no
+//!   labels; `Update` of one creates it (see `berth_metadata::Namespaces`);
+//! - `Create` answers the request's namespace as given; `Update` answers an
+//!   empty namespace;
+//! - `/namespaces/create` and `/namespaces/update` are published in the
+//!   caller's namespace (its `containerd-namespace` header), carrying the
+//!   request's labels; `/namespaces/delete` in the deleted namespace;
+//! - a create or update without a namespace header is committed, then fails
+//!   with `Unknown` because its event cannot be published;
+//! - an update mask may name only `labels.<key>` paths; no mask replaces all
+//!   labels.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +29,8 @@ use berth_events::Exchange;
 use berth_metadata::Db;
 use prost::Name;
 use tonic::{Request, Response, Status};
+
+use super::namespace_of;
 
 /// Maps a metadata error to the status containerd would send.
 pub fn to_status(e: berth_metadata::Error) -> Status {
@@ -76,6 +93,12 @@ fn wire(name: String, labels: BTreeMap<String, String>) -> Namespace {
     }
 }
 
+/// The error containerd answers when a committed change's event cannot be
+/// published because the call named no namespace.
+fn unpublishable(header: Status) -> Status {
+    Status::unknown(format!("failed publishing event: {}", header.message()))
+}
+
 #[tonic::async_trait]
 impl Namespaces for NamespacesService {
     async fn get(
@@ -106,26 +129,26 @@ impl Namespaces for NamespacesService {
         &self,
         request: Request<CreateNamespaceRequest>,
     ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        let header = namespace_of(&request);
         let ns = request
             .into_inner()
             .namespace
             .ok_or_else(|| Status::invalid_argument("create request has no namespace"))?;
-        let labels: BTreeMap<String, String> = ns.labels.into_iter().collect();
+        let labels: BTreeMap<String, String> = ns.labels.clone().into_iter().collect();
         let name = ns.name.clone();
-        let created = self
-            .blocking(move |db| db.namespaces().create(&name, labels))
+        self.blocking(move |db| db.namespaces().create(&name, labels))
             .await?;
-        let labels = created.labels;
+        let caller = header.map_err(unpublishable)?;
         self.publish(
-            &ns.name,
+            &caller,
             "/namespaces/create",
             &NamespaceCreate {
                 name: ns.name.clone(),
-                labels: labels.clone().into_iter().collect(),
+                labels: ns.labels.clone(),
             },
         );
         Ok(Response::new(CreateNamespaceResponse {
-            namespace: Some(wire(ns.name, labels)),
+            namespace: Some(ns),
         }))
     }
 
@@ -133,53 +156,48 @@ impl Namespaces for NamespacesService {
         &self,
         request: Request<UpdateNamespaceRequest>,
     ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        let header = namespace_of(&request);
         let req = request.into_inner();
         let ns = req
             .namespace
             .ok_or_else(|| Status::invalid_argument("update request has no namespace"))?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        // Validate the mask before touching anything.
+        // Validate the mask before touching anything (containerd rolls the
+        // whole transaction back instead: the same outcome).
+        let mut changes = Vec::with_capacity(paths.len());
         for p in &paths {
-            if p != "labels" && !p.starts_with("labels.") {
+            let Some(key) = p.strip_prefix("labels.") else {
                 return Err(Status::invalid_argument(format!(
-                    "cannot update {p:?} field on namespace {:?}: only labels can be updated",
-                    ns.name
+                    "cannot update {p:?} field: only labels.<key> paths can be updated"
                 )));
-            }
+            };
+            // A key the request carries no value for is deleted.
+            let value = ns.labels.get(key).cloned().unwrap_or_default();
+            changes.push((key.to_owned(), value));
         }
         let name = ns.name.clone();
-        let given: BTreeMap<String, String> = ns.labels.into_iter().collect();
-        let labels = self
-            .blocking(move |db| {
-                let store = db.namespaces();
-                let updated = if paths.is_empty() || paths.iter().any(|p| p == "labels") {
-                    store.set_labels(&name, given)?
-                } else {
-                    // `labels.<key>`: set the key to the given value, or
-                    // delete it when the request carries none.
-                    let changes: Vec<(String, String)> = paths
-                        .iter()
-                        .map(|p| {
-                            let key = p["labels.".len()..].to_string();
-                            let value = given.get(&key).cloned().unwrap_or_default();
-                            (key, value)
-                        })
-                        .collect();
-                    store.update_labels(&name, changes)?
-                };
-                Ok(updated.labels)
-            })
-            .await?;
+        let given: BTreeMap<String, String> = ns.labels.clone().into_iter().collect();
+        self.blocking(move |db| {
+            let store = db.namespaces();
+            if changes.is_empty() {
+                store.set_labels(&name, given)
+            } else {
+                store.update_labels(&name, changes)
+            }
+        })
+        .await?;
+        let caller = header.map_err(unpublishable)?;
         self.publish(
-            &ns.name,
+            &caller,
             "/namespaces/update",
             &NamespaceUpdate {
-                name: ns.name.clone(),
-                labels: labels.clone().into_iter().collect(),
+                name: ns.name,
+                labels: ns.labels,
             },
         );
+        // containerd answers an empty namespace here, not the result.
         Ok(Response::new(UpdateNamespaceResponse {
-            namespace: Some(wire(ns.name, labels)),
+            namespace: Some(Namespace::default()),
         }))
     }
 
