@@ -231,7 +231,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     let on_exit = service.clone();
     tokio::spawn(async move {
         while let Some(exit) = exits.recv().await {
-            on_exit.on_exit(exit);
+            on_exit.on_exit(exit).await;
         }
     });
 
