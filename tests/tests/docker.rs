@@ -451,15 +451,79 @@ fn docker_containers_survive_berthd_kill9_and_restart() -> Result<()> {
     Ok(())
 }
 
+/// `ctr events` against a berthd, written to a file; killed when dropped.
+struct EventLog {
+    child: std::process::Child,
+    path: std::path::PathBuf,
+}
+
+impl EventLog {
+    /// Subscribes to every event of `berth` and waits until berthd has
+    /// the subscription.
+    fn start(berth: &Daemon, path: std::path::PathBuf) -> Result<EventLog> {
+        let subscribed = "event subscription started filters=[]";
+        let before = berth.log().matches(subscribed).count();
+        let child = Command::new(berth_tests::ctr_bin()?)
+            .arg("--address")
+            .arg(&berth.address)
+            .arg("events")
+            .stdout(std::fs::File::create(&path)?)
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let log = EventLog { child, path };
+        wait_until(Duration::from_secs(60), || {
+            Ok((berth.log().matches(subscribed).count() > before).then_some(()))
+        })
+        .context("ctr events did not subscribe")?;
+        Ok(log)
+    }
+
+    /// The topics of each container's task events in `namespace`, in order.
+    fn task_topics(&self, namespace: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let text = std::fs::read_to_string(&self.path)?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for line in text.lines() {
+            // `<date> <time> +0000 UTC <namespace> <topic> <json>`
+            let fields: Vec<&str> = line.splitn(7, ' ').collect();
+            let [_, _, _, _, ns, topic, json] = fields[..] else {
+                continue;
+            };
+            if ns != namespace || !topic.starts_with("/tasks/") {
+                continue;
+            }
+            let event: serde_json::Value = serde_json::from_str(json)?;
+            let id = event["container_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match out.iter_mut().find(|(c, _)| *c == id) {
+                Some((_, topics)) => topics.push(topic.to_string()),
+                None => out.push((id, vec![topic.to_string()])),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `docker run --rm` of a process that exits at once, with the CPUs busy:
 /// its exit must reach dockerd after its start (dockerd drops an exit it
-/// sees before it has recorded the start), so every run returns.
+/// sees before it has recorded the start), so every run returns; and berthd
+/// sends each container's events in containerd's order.
 #[test]
 fn docker_run_rm_under_cpu_load_always_returns() -> Result<()> {
+    const RUNS: usize = 20;
     let e = Env::start()?;
-    let _load = CpuLoad::start(2)?;
-    for i in 0..20 {
-        let code = i % 5;
+    let events = EventLog::start(&e.berth, e.docker.scratch("events.txt"))?;
+    let load = CpuLoad::start(2)?;
+    for i in 0..RUNS {
+        let code = i32::try_from(i % 5)?;
         let out = berth_tests::docker::run_bounded(
             e.docker.command(&[
                 "run",
@@ -474,6 +538,30 @@ fn docker_run_rm_under_cpu_load_always_returns() -> Result<()> {
         .with_context(|| format!("run {i}:\n{}", e.docker.log()))?;
         assert_eq!(out.status.code(), Some(code), "run {i}: {out:?}");
     }
+    drop(load);
     assert_eq!(e.docker.ok(&["ps", "-aq"])?, "");
+
+    // Every run's task events, as containerd sends them for `docker run`.
+    let runs = wait_until(Duration::from_secs(60), || {
+        let runs = events.task_topics(NAMESPACE)?;
+        let deleted = runs
+            .iter()
+            .filter(|(_, t)| t.last().is_some_and(|t| t == "/tasks/delete"))
+            .count();
+        Ok((deleted == RUNS).then_some(runs))
+    })
+    .context("a /tasks/delete for every run")?;
+    for (id, topics) in &runs {
+        assert_eq!(
+            topics,
+            &[
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "events of {id}"
+        );
+    }
     Ok(())
 }
