@@ -124,6 +124,8 @@ impl Dockerd {
             "--ip-forward=false".into(),
             "--ip-masq=false".into(),
             "--userland-proxy=false".into(),
+            // Running containers get a second to stop when dockerd does.
+            "--shutdown-timeout=1".into(),
             "--debug".into(),
         ];
         flags.extend(self.extra.iter().cloned());
