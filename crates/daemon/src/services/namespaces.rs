@@ -216,3 +216,140 @@ impl Namespaces for NamespacesService {
         Ok(Response::new(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> (tempfile::TempDir, NamespacesService, Arc<Exchange>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("meta.redb")).unwrap();
+        let exchange = Arc::new(Exchange::new());
+        (dir, NamespacesService::new(db, exchange.clone()), exchange)
+    }
+
+    fn request<T>(caller: Option<&str>, message: T) -> Request<T> {
+        let mut r = Request::new(message);
+        if let Some(c) = caller {
+            r.metadata_mut()
+                .insert(berth_api::NAMESPACE_HEADER, c.parse().unwrap());
+        }
+        r
+    }
+
+    fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+        Namespace {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn get_of_a_missing_namespace_answers_no_labels() {
+        let (_dir, svc, _) = service();
+        let got = svc
+            .get(request(
+                Some("default"),
+                GetNamespaceRequest {
+                    name: "moby".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.namespace, Some(namespace("moby", &[])));
+        // Reading created nothing.
+        let all = svc
+            .list(request(Some("default"), ListNamespacesRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(all.namespaces.is_empty());
+    }
+
+    #[tokio::test]
+    async fn update_creates_and_publishes_in_the_callers_namespace() {
+        let (_dir, svc, exchange) = service();
+        let mut events = exchange.subscribe(&[]).unwrap();
+        let answer = svc
+            .update(request(
+                Some("caller"),
+                UpdateNamespaceRequest {
+                    namespace: Some(namespace("moby", &[("k", "v")])),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["labels.k".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        // containerd answers an empty namespace.
+        assert_eq!(answer.namespace, Some(Namespace::default()));
+        let got = svc
+            .get(request(
+                Some("default"),
+                GetNamespaceRequest {
+                    name: "moby".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.namespace, Some(namespace("moby", &[("k", "v")])));
+        let envelope = events.recv().await.unwrap();
+        assert_eq!(envelope.namespace, "caller");
+        assert_eq!(envelope.topic, "/namespaces/update");
+    }
+
+    #[tokio::test]
+    async fn update_without_header_commits_then_fails_unknown() {
+        let (_dir, svc, _) = service();
+        let err = svc
+            .update(request(
+                None,
+                UpdateNamespaceRequest {
+                    namespace: Some(namespace("moby", &[("k", "v")])),
+                    update_mask: None,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unknown);
+        assert!(
+            err.message().starts_with("failed publishing event"),
+            "{err}"
+        );
+        let all = svc
+            .list(request(Some("default"), ListNamespacesRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(all.namespaces, [namespace("moby", &[("k", "v")])]);
+    }
+
+    #[tokio::test]
+    async fn update_refuses_the_bare_labels_path() {
+        let (_dir, svc, _) = service();
+        let err = svc
+            .update(request(
+                Some("default"),
+                UpdateNamespaceRequest {
+                    namespace: Some(namespace("moby", &[("k", "v")])),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["labels".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with(r#"cannot update "labels" field"#),
+            "{err}"
+        );
+    }
+}
