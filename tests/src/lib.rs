@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod containerd;
+pub mod docker;
 pub mod registry;
 pub mod testimages;
 

@@ -83,6 +83,56 @@ impl Layout {
         Ok(())
     }
 
+    /// Writes the image as a `docker save` archive at `path`, tagged
+    /// `repo_tag` (what Docker Engine 20.10's `docker load` reads: it does
+    /// not read OCI layouts). Layers are stored uncompressed, as `docker
+    /// save` writes them, so each `layer.tar` hashes to its diffID.
+    pub fn write_docker_archive(&self, path: &Path, repo_tag: &str) -> Result<()> {
+        let Some((_, manifest)) = self
+            .manifests
+            .iter()
+            .find(|(p, _)| p.as_str() == format!("linux/{}", host_arch()))
+        else {
+            bail!("the layout has no manifest for linux/{}", host_arch());
+        };
+        let manifest = read_json(self, &manifest.digest)?;
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .context("manifest without config digest")?;
+        let config_name = format!("{}.json", config_digest.trim_start_matches("sha256:"));
+        let mut b = tar::Builder::new(std::fs::File::create(path)?);
+        let mut append = |name: &str, data: &[u8]| -> Result<()> {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_size(data.len() as u64);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, data)?;
+            Ok(())
+        };
+        append(&config_name, &std::fs::read(self.blob(config_digest))?)?;
+        let mut layer_names = Vec::new();
+        for layer in manifest["layers"].as_array().into_iter().flatten() {
+            let digest = layer["digest"].as_str().context("layer without digest")?;
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(std::fs::File::open(self.blob(digest))?),
+                &mut raw,
+            )?;
+            let name = format!("{}/layer.tar", sha256(&raw).trim_start_matches("sha256:"));
+            append(&name, &raw)?;
+            layer_names.push(name);
+        }
+        let index = serde_json::json!([{
+            "Config": config_name,
+            "RepoTags": [repo_tag],
+            "Layers": layer_names,
+        }]);
+        append("manifest.json", &serde_json::to_vec(&index)?)?;
+        b.into_inner()?.sync_all()?;
+        Ok(())
+    }
+
     /// Every blob digest in the layout.
     pub fn blobs(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();

@@ -74,6 +74,21 @@ fn ctr_namespaces_create_label_ls_rm() -> Result<()> {
     d.finish()
 }
 
+/// containerd's Go client (Docker Engine's, ctr's) labels its namespace
+/// before anything created it: the label creates it, as in containerd.
+#[test]
+fn ctr_labelling_a_missing_namespace_creates_it() -> Result<()> {
+    let d = Daemon::start()?;
+    ok(d.ctr(&["namespaces", "label", "fresh", "k=v"])?)?;
+    let out = ok(d.ctr(&["namespaces", "ls"])?)?;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("fresh "))
+        .unwrap_or_default();
+    assert!(line.contains("k=v"), "{out}");
+    Ok(())
+}
+
 #[test]
 fn ctr_rejects_invalid_namespace_name() -> Result<()> {
     let d = Daemon::start()?;

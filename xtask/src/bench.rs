@@ -23,6 +23,9 @@
 //! - `limit`: this machine's floors, no daemon: bare `runc run` of a
 //!   bundle, plain HTTP download of the big image's blobs, sha256 and
 //!   gunzip of the same bytes.
+//! - `docker`: Docker Engine 20.10 on each daemon (`dockerd --containerd`,
+//!   set up as the end-to-end tests do): `docker run --rm busybox true`
+//!   latency, and the daemon's RSS with 50 running Docker containers.
 //!
 //! Everything started is registered in [`crate::cleanup`] and stopped by
 //! PID on exit, on error and on Ctrl-C.
@@ -1080,8 +1083,79 @@ fn scenario_limit(berth: &Daemon, ctx: &mut Ctx, s: &mut Summary) -> Result<()> 
     print_and_save("limit", &mut [runc_row, http, sha, gunzip], s)
 }
 
+/// Number of running Docker containers the `docker` scenario measures RSS with.
+const DOCKER_CONTAINERS: usize = 50;
+
+/// A dockerd on a daemon under test, registered for cleanup while it runs.
+struct DockerOn {
+    dockerd: berth_tests::docker::Dockerd,
+    pid: u32,
+}
+
+impl DockerOn {
+    fn start(d: &Daemon) -> Result<DockerOn> {
+        let dockerd =
+            berth_tests::docker::Dockerd::start(&d.address).map_err(|e| format!("{e:#}"))?;
+        let pid = dockerd.pid().unwrap_or_default();
+        cleanup::process(pid);
+        dockerd.load_busybox().map_err(|e| format!("{e:#}"))?;
+        Ok(DockerOn { dockerd, pid })
+    }
+
+    fn docker(&self, args: &[&str]) -> Command {
+        let mut c = self.dockerd.command(args);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    }
+}
+
+impl Drop for DockerOn {
+    fn drop(&mut self) {
+        // The Dockerd stops itself (by PID) and its containers.
+        cleanup::forget(self.pid);
+    }
+}
+
+/// `docker`: Docker Engine on berthd and on containerd, the same dockerd
+/// setup and image on both.
+fn scenario_docker(berth: &Daemon, containerd: &Daemon, s: &mut Summary) -> Result<()> {
+    let mut latency = Row::new("docker run --rm busybox true", "ms", Better::Lower);
+    let mut rss = Row::new(
+        format!("daemon RSS, {DOCKER_CONTAINERS} docker containers"),
+        "MB",
+        Better::Lower,
+    );
+    let dockers = [DockerOn::start(berth)?, DockerOn::start(containerd)?];
+    let pairs = [(berth, &dockers[0]), (containerd, &dockers[1])];
+    for (_, k) in pairs {
+        timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
+    }
+    for _ in 0..RUNS {
+        for (d, k) in pairs {
+            let t = timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
+            latency.push(d, t.as_secs_f64() * 1000.0);
+        }
+    }
+    for (d, k) in pairs {
+        for i in 0..DOCKER_CONTAINERS {
+            let name = format!("m{i}");
+            timed(k.docker(&["run", "-d", "--name", &name, "busybox", "sleep", "1000"]))?;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        rss.push(d, d.rss_kib() as f64 / 1024.0);
+        let names: Vec<String> = (0..DOCKER_CONTAINERS).map(|i| format!("m{i}")).collect();
+        let mut args = vec!["rm", "-f"];
+        args.extend(names.iter().map(String::as_str));
+        timed(k.docker(&args))?;
+    }
+    drop(dockers);
+    print_and_save("docker", &mut [latency, rss], s)
+}
+
 /// All scenarios, in the order they run.
-const ALL: [&str; 7] = ["run", "pull", "unpack", "stress", "memory", "api", "limit"];
+const ALL: [&str; 8] = [
+    "run", "pull", "unpack", "stress", "memory", "api", "limit", "docker",
+];
 
 /// Entry point of `cargo xtask bench`.
 pub(crate) fn bench(scenarios: &[String]) -> Result<()> {
@@ -1134,6 +1208,7 @@ fn bench_in(scenarios: &[String]) -> Result<()> {
             "memory" => scenario_memory(&mut ctx, &mut summary),
             "api" => scenario_api(&berth, &containerd, &mut ctx, &mut summary),
             "limit" => scenario_limit(&berth, &mut ctx, &mut summary),
+            "docker" => scenario_docker(&berth, &containerd, &mut summary),
             other => Err(format!("unknown scenario {other:?}")),
         };
         eprintln!("(scenario {s} took {:.0}s)", t.elapsed().as_secs_f64());

@@ -50,7 +50,17 @@ const PACKAGES: &[(&str, &str)] = &[
         "python3-grpcio",
         "/usr/lib/python3/dist-packages/grpc/__init__.py",
     ),
+    // Docker Engine 20.10, run by tests on berthd (`--containerd`).
+    ("docker.io", "/usr/sbin/dockerd"),
 ];
+
+/// Packages whose install starts a daemon on the default paths; tests use
+/// only their binaries, on temporary roots.
+const DAEMON_PACKAGES: &[&str] = &["containerd", "docker.io"];
+
+/// Debian's hook that lets `invoke-rc.d` / `deb-systemd-invoke` start a
+/// package's service; exit code 101 forbids it.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -126,15 +136,46 @@ pub(crate) fn deps() -> Result<()> {
     apt(&["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(missing.iter().copied());
-    apt(&args)?;
-    // Debian's containerd package starts its daemon; berth's tests never use
-    // it (only its `ctr` client), so keep it out of the way.
-    if missing.contains(&"containerd") {
-        let _ = Command::new("systemctl")
-            .args(["stop", "containerd"])
+    let daemons = missing.iter().any(|p| DAEMON_PACKAGES.contains(p));
+    // Keep the packages' daemons from starting at all, with or without an
+    // init system: a policy-rc.d that forbids every start, for the time of
+    // the install, unless the machine has one already.
+    let own_policy = daemons && !Path::new(POLICY_RC_D).exists();
+    if own_policy {
+        root_sh(
+            sudo,
+            &format!("printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}"),
+        )?;
+    }
+    let installed = apt(&args);
+    if own_policy {
+        root_sh(sudo, &format!("rm -f {POLICY_RC_D}"))?;
+    }
+    installed?;
+    // Under systemd, socket activation could still start dockerd: stop
+    // whatever the packages enabled. Without systemd this does nothing.
+    if daemons && Path::new("/run/systemd/system").exists() {
+        let mut cmd = Command::new(sudo.first().copied().unwrap_or("systemctl"));
+        if !sudo.is_empty() {
+            cmd.arg("systemctl");
+        }
+        let _ = cmd
+            .args([
+                "stop",
+                "docker.socket",
+                "docker.service",
+                "containerd.service",
+            ])
             .status();
     }
     Ok(())
+}
+
+/// Runs `script` with `sh -c` as root (through `sudo` when given).
+fn root_sh(sudo: &[&str], script: &str) -> Result<()> {
+    let mut all: Vec<&str> = sudo.to_vec();
+    all.extend_from_slice(&["sh", "-c", script]);
+    run(Command::new(all[0]).args(&all[1..]))
 }
 
 /// Builds the release binaries, then relinks berth's shim and berthd

@@ -11,13 +11,24 @@
 //! single atomic method instead: [`Namespaces::create`],
 //! [`Namespaces::update_labels`], [`Namespaces::set_labels`].
 //!
-//! Deliberate differences from containerd's bolt store, which the service
-//! layer can paper over if a client ever depends on them:
-//! - reading or labelling a namespace that does not exist is
-//!   [`Error::NotFound`] (containerd returns empty labels, and `SetLabel`
-//!   silently creates the namespace);
+//! Reading and labelling follow containerd's bolt store (`metadata/namespaces.go`),
+//! which clients rely on: containerd's Go client reads the namespace's labels
+//! when it connects and sets one with `SetLabel` (Docker Engine does both for
+//! `moby` on a fresh root), before anything has created the namespace:
+//! - reading the labels of a namespace that does not exist gives no labels,
+//!   not an error ([`Namespaces::labels`], [`Namespaces::get`]);
+//! - labelling a namespace that does not exist creates it
+//!   ([`Namespaces::set_label`], [`Namespaces::update_labels`], and
+//!   [`Namespaces::set_labels`] when it is given at least one label, even one
+//!   with an empty value).
+//!
+//! Deliberate differences from containerd's bolt store:
 //! - a label with an empty value is never stored, on create as on update
-//!   (empty means "absent" everywhere in containerd's label handling).
+//!   (empty means "absent" everywhere in containerd's label handling);
+//! - labelling creates a namespace only if its name is a valid identifier
+//!   ([`Error::InvalidArgument`] otherwise): containerd creates any name
+//!   there, but a namespace no `containerd-namespace` header can name holds
+//!   nothing and can only be listed.
 
 use redb::{ReadableTable, Table};
 use tracing::debug;
@@ -99,7 +110,8 @@ impl Namespaces {
         })
     }
 
-    /// Returns namespace `name` with its labels; [`Error::NotFound`] if it does not exist.
+    /// Returns namespace `name` with its labels; no labels if it does not
+    /// exist, as in containerd.
     pub fn get(&self, name: &str) -> Result<Namespace> {
         Ok(Namespace {
             name: name.to_owned(),
@@ -107,13 +119,10 @@ impl Namespaces {
         })
     }
 
-    /// Returns the labels of namespace `name`; [`Error::NotFound`] if it does not exist.
+    /// Returns the labels of namespace `name`; none if it does not exist,
+    /// as in containerd (its Go client reads them before creating anything).
     pub fn labels(&self, name: &str) -> Result<Labels> {
         self.db.view(|txn| {
-            let namespaces = txn
-                .open_table(schema::NAMESPACES)
-                .context("open table namespaces")?;
-            ensure_exists(&namespaces, name)?;
             let table = txn
                 .open_table(schema::NAMESPACE_LABELS)
                 .context("open table namespace_labels")?;
@@ -133,8 +142,9 @@ impl Namespaces {
 
     /// Sets label `key` of namespace `name` to `value`; an empty `value` deletes the label.
     ///
-    /// [`Error::NotFound`] if the namespace does not exist,
-    /// [`Error::InvalidArgument`] if the label is too large.
+    /// Creates the namespace if it does not exist, as containerd's `SetLabel`
+    /// does. [`Error::InvalidArgument`] if the label is too large or the
+    /// namespace is missing and `name` is not a valid identifier.
     pub fn set_label(&self, name: &str, key: &str, value: &str) -> Result<()> {
         self.update_labels(name, [(key, value)]).map(drop)
     }
@@ -143,7 +153,8 @@ impl Namespaces {
     ///
     /// Each `(key, value)` sets a label, or deletes it if `value` is empty;
     /// this is what an update with `labels.<key>` field paths needs. Either
-    /// every change is applied or, on error, none is.
+    /// every change is applied or, on error, none is. A missing namespace is
+    /// created if there is at least one change (see [`Namespaces::set_label`]).
     pub fn update_labels<K, V>(
         &self,
         name: &str,
@@ -159,10 +170,9 @@ impl Namespaces {
         }
 
         let labels = self.db.update(|txn| {
-            let namespaces = txn
-                .open_table(schema::NAMESPACES)
-                .context("open table namespaces")?;
-            ensure_exists(&namespaces, name)?;
+            if !changes.is_empty() {
+                create_if_missing(txn, name)?;
+            }
             let mut table = open_labels(txn)?;
             for (k, v) in &changes {
                 let (k, v) = (k.as_ref(), v.as_ref());
@@ -191,7 +201,9 @@ impl Namespaces {
     /// Replaces all labels of namespace `name` with `labels` atomically and returns the result.
     ///
     /// This is an update without field paths. Labels with empty values are
-    /// dropped. [`Error::NotFound`] if the namespace does not exist.
+    /// dropped. A missing namespace is created if `labels` holds at least one
+    /// pair, even one with an empty value: containerd sets (or deletes) each
+    /// given label, and each such call creates the namespace.
     pub fn set_labels<K, V>(
         &self,
         name: &str,
@@ -201,13 +213,13 @@ impl Namespaces {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let labels = collect_labels(labels)?;
+        let mut given = false;
+        let labels = collect_labels(labels.into_iter().inspect(|_| given = true))?;
 
         self.db.update(|txn| {
-            let namespaces = txn
-                .open_table(schema::NAMESPACES)
-                .context("open table namespaces")?;
-            ensure_exists(&namespaces, name)?;
+            if given {
+                create_if_missing(txn, name)?;
+            }
             let mut table = open_labels(txn)?;
             clear_labels(&mut table, name)?;
             for (k, v) in &labels {
@@ -598,24 +610,53 @@ mod tests {
     }
 
     #[test]
-    fn missing_namespace_is_not_found() {
+    fn missing_namespace_reads_empty_and_deletes_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let ns = open(dir.path()).namespaces();
-        let err = ns.get("nope").unwrap_err();
+        assert_eq!(
+            ns.get("nope").unwrap(),
+            Namespace {
+                name: "nope".into(),
+                labels: Labels::new(),
+            }
+        );
+        assert!(ns.labels("nope").unwrap().is_empty());
+        // Reading never creates.
+        assert!(!ns.exists("nope").unwrap());
+        let err = ns.delete("nope").unwrap_err();
         assert_eq!(err.to_string(), r#"namespace "nope": not found"#);
-        assert!(matches!(ns.labels("nope"), Err(Error::NotFound(_))));
-        assert!(matches!(
-            ns.set_label("nope", "a", "b"),
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            ns.set_labels("nope", [("a", "b")]),
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(ns.delete("nope"), Err(Error::NotFound(_))));
         // Names that could never exist are simply not found.
         assert!(matches!(ns.delete("../etc"), Err(Error::NotFound(_))));
-        assert!(!ns.exists("nope").unwrap());
+    }
+
+    #[test]
+    fn labelling_a_missing_namespace_creates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = open(dir.path()).namespaces();
+        ns.set_label("moby", "a", "b").unwrap();
+        assert_eq!(ns.labels("moby").unwrap(), labels(&[("a", "b")]));
+        // Deleting a label that is not there still creates the namespace.
+        ns.set_label("gone", "a", "").unwrap();
+        assert!(ns.exists("gone").unwrap());
+        assert!(ns.labels("gone").unwrap().is_empty());
+        let updated = ns.update_labels("upd", [("x", "1")]).unwrap();
+        assert_eq!(updated.labels, labels(&[("x", "1")]));
+        assert!(ns.exists("upd").unwrap());
+        // Replacing all labels creates it when any pair is given...
+        ns.set_labels("rep", [("e", "")]).unwrap();
+        assert!(ns.exists("rep").unwrap());
+        assert!(ns.labels("rep").unwrap().is_empty());
+        // ...and not when none is, nor does an update without changes.
+        ns.set_labels("none", NO_LABELS).unwrap();
+        ns.update_labels("none", NO_LABELS).unwrap();
+        assert!(!ns.exists("none").unwrap());
+        // A name no header could carry is refused, not created.
+        assert!(matches!(
+            ns.set_label("../etc", "a", "b"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(!ns.exists("../etc").unwrap());
+        assert_eq!(ns.list().unwrap(), ["gone", "moby", "rep", "upd"]);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!   unmounts the rootfs and prints a protobuf `DeleteResponse`.
 //! - no action: the long-lived shim. It is a child subreaper, so container
 //!   processes are reparented to it and their exits reaped by it; it runs on
-//!   one thread; it publishes task events to `TTRPC_ADDRESS`; it exits after
+//!   one thread; it publishes task events to `TTRPC_ADDRESS`, in the order
+//!   containerd's runc shim guarantees (a process's `/tasks/exit` never
+//!   before its `/tasks/create`, `/tasks/start` or `/tasks/exec-started`,
+//!   however fast it exits: Docker Engine depends on it); it exits after
 //!   `Shutdown` once its container is deleted.
 
 mod args;
@@ -233,7 +236,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     let on_exit = service.clone();
     tokio::spawn(async move {
         while let Some(exit) = exits.recv().await {
-            on_exit.on_exit(exit);
+            on_exit.on_exit(exit).await;
         }
     });
 

@@ -124,6 +124,16 @@ struct State {
     unclaimed: HashMap<u32, ExitInfo>,
 }
 
+/// An exit recorded in the state whose `/tasks/exit` is still to be sent.
+#[derive(Debug)]
+struct PendingExit {
+    container_id: String,
+    /// The container id for the init process, else the exec id.
+    id: String,
+    pid: u32,
+    info: ExitInfo,
+}
+
 /// The task service of one shim.
 #[derive(Debug)]
 pub(crate) struct Service {
@@ -131,6 +141,15 @@ pub(crate) struct Service {
     reaper: Arc<Reaper>,
     publisher: Publisher,
     state: Mutex<State>,
+    /// Orders events as containerd's runc shim does (its `eventSendMu`):
+    /// create and start hold it from launching the process until their
+    /// `/tasks/create`, `/tasks/start` or `/tasks/exec-started` is queued,
+    /// and an exit is queued only while holding it. A process that exits at
+    /// once must still be announced started first: Docker Engine handles an
+    /// exit only once it has recorded the pid the start reported, and takes
+    /// an exit that comes first for an unknown exec's and drops it (the
+    /// container then never stops).
+    event_order: tokio::sync::Mutex<()>,
     /// Signalled when the shim should exit.
     pub(crate) shutdown: Arc<Notify>,
 }
@@ -147,6 +166,7 @@ impl Service {
             reaper,
             publisher,
             state: Mutex::new(State::default()),
+            event_order: tokio::sync::Mutex::new(()),
             shutdown: Arc::new(Notify::new()),
         }
     }
@@ -167,17 +187,27 @@ impl Service {
         self.with_container(id, |c| Ok((c.runc.clone(), c.bundle.clone())))
     }
 
-    /// Records the exit of `exit.pid` and publishes it.
-    pub(crate) fn on_exit(&self, exit: Exit) {
+    /// Records the exit of `exit.pid` and publishes it, after the start
+    /// event of a start in progress (see [`Service::event_order`]).
+    pub(crate) async fn on_exit(&self, exit: Exit) {
+        // The state changes at once (Wait and State see the exit); only
+        // the event waits its turn.
+        if let Some(pending) = self.record_exit(exit) {
+            let _order = self.event_order.lock().await;
+            self.publish_exit(pending);
+        }
+    }
+
+    /// Records the exit of `exit.pid`; the exit to publish if it was a
+    /// known process.
+    fn record_exit(&self, exit: Exit) -> Option<PendingExit> {
         let pid = exit.pid.unsigned_abs();
         let info = ExitInfo {
             status: exit.status,
             at: exit.at,
         };
         let mut st = self.state();
-        let Some(c) = st.container.as_mut() else {
-            return;
-        };
+        let c = st.container.as_mut()?;
         let container_id = c.id.clone();
         let found = if c.init.pid == pid {
             c.init.set_exited(info);
@@ -192,49 +222,55 @@ impl Service {
                 })
         };
         match found {
-            Some(id) => self.publish_exit(&container_id, &id, pid, info),
+            Some(id) => Some(PendingExit {
+                container_id,
+                id,
+                pid,
+                info,
+            }),
             None => {
                 if st.unclaimed.len() > 1024 {
                     st.unclaimed.clear();
                 }
                 st.unclaimed.insert(pid, info);
+                None
             }
         }
     }
 
-    fn publish_exit(&self, container_id: &str, id: &str, pid: u32, info: ExitInfo) {
+    fn publish_exit(&self, e: PendingExit) {
         self.publisher.publish(
             "/tasks/exit",
             &ev::TaskExit {
-                container_id: container_id.to_string(),
-                id: id.to_string(),
-                pid,
-                exit_status: info.status,
-                exited_at: ts(info.at),
+                container_id: e.container_id,
+                id: e.id,
+                pid: e.pid,
+                exit_status: e.info.status,
+                exited_at: ts(e.info.at),
             },
         );
     }
 
     /// Sets the pid of a process runc started, applying an exit that
-    /// arrived before the pid was known.
-    fn set_pid(&self, id: &str, exec_id: &str, pid: u32) {
+    /// arrived before the pid was known; returns that exit, which the
+    /// caller publishes after its own create or start event.
+    fn set_pid(&self, id: &str, exec_id: &str, pid: u32) -> Option<PendingExit> {
         let mut st = self.state();
         let early = st.unclaimed.remove(&pid);
-        let Some(c) = st.container.as_mut().filter(|c| c.id == id) else {
-            return;
-        };
-        let Ok(p) = c.process_mut(exec_id) else {
-            return;
-        };
+        let c = st.container.as_mut().filter(|c| c.id == id)?;
+        let p = c.process_mut(exec_id).ok()?;
         p.pid = pid;
         if p.status == Status::Created {
             p.status = Status::Running;
         }
-        if let Some(info) = early {
-            p.set_exited(info);
-            let shown = if exec_id.is_empty() { id } else { exec_id };
-            self.publish_exit(id, shown, pid, info);
-        }
+        let info = early?;
+        p.set_exited(info);
+        Some(PendingExit {
+            container_id: id.to_owned(),
+            id: if exec_id.is_empty() { id } else { exec_id }.to_owned(),
+            pid,
+            info,
+        })
     }
 
     async fn do_create(&self, r: api::CreateTaskRequest) -> Reply<api::CreateTaskResponse> {
@@ -319,6 +355,7 @@ impl Service {
             });
         }
         let pid_file = bundle.join("init.pid");
+        let order = self.event_order.lock().await;
         let started = self
             .start_process(&r.id, "", &stdio_paths, |console, stdio| {
                 let runc = runc.clone();
@@ -340,7 +377,7 @@ impl Service {
         }
         let pid = read_pid(&pid_file)?;
         // The init process is "created" until Start, even though it exists.
-        self.set_pid(&r.id, "", pid);
+        let early_exit = self.set_pid(&r.id, "", pid);
         self.with_container(&r.id, |c| {
             if c.init.status == Status::Running {
                 c.init.status = Status::Created;
@@ -366,6 +403,10 @@ impl Service {
                 pid,
             },
         );
+        if let Some(exit) = early_exit {
+            self.publish_exit(exit);
+        }
+        drop(order);
         Ok(api::CreateTaskResponse { pid })
     }
 
@@ -428,6 +469,9 @@ impl Service {
 
     async fn do_start(&self, r: api::StartRequest) -> Reply<api::StartResponse> {
         let (runc, bundle) = self.runc(&r.id)?;
+        // Held until the start event is queued: an exit of the process
+        // meanwhile is announced after it (see `event_order`).
+        let _order = self.event_order.lock().await;
         if r.exec_id.is_empty() {
             let (pid, direct) = self.with_container(&r.id, |c| match c.init.status {
                 Status::Created => Ok((c.init.pid, c.direct)),
@@ -500,7 +544,7 @@ impl Service {
         launched?;
         let pid = read_pid(&pid_file)?;
         stdio::remove_quietly(&pid_file);
-        self.set_pid(&r.id, &r.exec_id, pid);
+        let early_exit = self.set_pid(&r.id, &r.exec_id, pid);
         self.publisher.publish(
             "/tasks/exec-started",
             &ev::TaskExecStarted {
@@ -509,6 +553,9 @@ impl Service {
                 pid,
             },
         );
+        if let Some(exit) = early_exit {
+            self.publish_exit(exit);
+        }
         Ok(api::StartResponse { pid })
     }
 
@@ -583,6 +630,8 @@ impl Service {
             status: 0,
             at: SystemTime::now(),
         });
+        // After the exit, which may still wait for its turn (the lock is fair).
+        let _order = self.event_order.lock().await;
         self.publisher.publish(
             "/tasks/delete",
             &ev::TaskDelete {
@@ -590,7 +639,8 @@ impl Service {
                 pid,
                 exit_status: exit.status,
                 exited_at: ts(exit.at),
-                id: r.id.clone(),
+                // containerd's runc shim leaves the process id empty here.
+                id: String::new(),
             },
         );
         Ok(api::DeleteResponse {
