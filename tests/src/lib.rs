@@ -51,6 +51,30 @@ pub fn ctr_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Path of the shared test tool `name` (`ctr-2.1.5`, `critest`, `crictl`):
+/// `<repo>/../shared/tools/<name>` as CI lays it out, else
+/// `$BERTH_SHARED_TOOLS/<name>`.
+pub fn shared_tool(name: &str) -> Result<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut tried = vec![repo.join("../shared/tools").join(name)];
+    if let Some(dir) = std::env::var_os("BERTH_SHARED_TOOLS") {
+        tried.push(PathBuf::from(dir).join(name));
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    bail!(
+        "{name} not found (looked at {}): put the shared tools beside the checkout as ../shared/tools, or set BERTH_SHARED_TOOLS to their directory",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// A `berthd` running on a temporary root, killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {
@@ -222,6 +246,23 @@ impl Daemon {
             .args(args)
             .env("CONTAINERD_NAMESPACE", &self.namespace);
         cmd.output().context("running ctr")
+    }
+
+    /// containerd 2.1.5's `ctr -a <address>` with `args` (see [`shared_tool`]).
+    pub fn ctr2(&self, args: &[&str]) -> Result<Output> {
+        self.ctr2_command(args)?
+            .output()
+            .context("running ctr 2.1.5")
+    }
+
+    /// containerd 2.1.5's `ctr -a <address>` with `args`, to spawn.
+    pub fn ctr2_command(&self, args: &[&str]) -> Result<Command> {
+        let mut cmd = Command::new(shared_tool("ctr-2.1.5")?);
+        cmd.arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .env("CONTAINERD_NAMESPACE", &self.namespace);
+        Ok(cmd)
     }
 
     /// This daemon with `ctr` and `berthctl` working in `namespace`: tests

@@ -545,12 +545,17 @@ fn introspection(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
         requires: vec!["*".to_string()],
         ..Default::default()
     });
-    let svc =
-        services::introspection::IntrospectionService::new(plugins, &ctx.root).map_err(|e| {
+    // The runtime plugin answers PluginInfo with options (RuntimeInfo).
+    let shims = ctx
+        .get::<berth_runtime::manager::ShimManager>(types::RUNTIME)
+        .ok();
+    let svc = services::introspection::IntrospectionService::new(plugins, &ctx.root)
+        .map_err(|e| {
             PluginError::failed(format!(
                 "cannot keep the server uuid in {}: {e}",
                 ctx.root.display()
             ))
-        })?;
+        })?
+        .with_runtime(shims);
     Ok(Arc::new(GrpcService::new(IntrospectionServer::new(svc))))
 }

@@ -283,7 +283,7 @@ impl Puller {
         Ok(Pulled { image, downloaded })
     }
 
-    async fn record_image(
+    pub(crate) async fn record_image(
         &self,
         req: &PullRequest,
         name: &str,
