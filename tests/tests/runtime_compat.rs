@@ -1,0 +1,198 @@
+//! Runtime behaviours containerd's clients rely on, driven by Debian's
+//! `ctr` 1.6: a runtime named by the absolute path of its shim (recorded
+//! in the bundle as `shim-binary-path`, used again after a restart), the
+//! legacy runtime names with their option types, containerd's error for a
+//! missing shim, and `[cgroup] path` moving the daemon itself.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use berth_tests::{Daemon, bin, busybox_rootfs, fails, ok};
+
+/// berthd in its own namespace, and a busybox root filesystem.
+fn daemon(namespace: &str, config: Option<&str>) -> Result<(Daemon, String)> {
+    let d = Daemon::start_with_config(config)?.in_namespace(namespace);
+    let rootfs = d.scratch("rootfs");
+    busybox_rootfs(&rootfs)?;
+    Ok((d, rootfs.display().to_string()))
+}
+
+/// The bundle of task `id` in the daemon's namespace.
+fn bundle(d: &Daemon, id: &str) -> PathBuf {
+    d.state
+        .join("io.containerd.runtime.v2.task")
+        .join(&d.namespace)
+        .join(id)
+}
+
+#[test]
+fn a_runtime_named_by_its_shim_path_survives_a_restart() -> Result<()> {
+    let (mut d, rootfs) = daemon("rt-abs-path", None)?;
+    let shim = bin("containerd-shim-berth-v2")?;
+    let shim = shim.display().to_string();
+    ok(d.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        &shim,
+        "--rootfs",
+        &rootfs,
+        "abs1",
+        "/bin/sleep",
+        "1000",
+    ])?)?;
+    let recorded = std::fs::read_to_string(bundle(&d, "abs1").join("shim-binary-path"))
+        .context("the bundle records the shim binary")?;
+    assert_eq!(recorded, shim);
+    let info = ok(d.ctr(&["containers", "info", "abs1"])?)?;
+    assert!(info.contains(&format!("\"Name\": \"{shim}\"")), "{info}");
+
+    d.restart()?;
+    let tasks = ok(d.ctr(&["tasks", "ls"])?)?;
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with("abs1") && l.contains("RUNNING")),
+        "reconnected through the recorded shim:\n{tasks}"
+    );
+    ok(d.ctr(&["tasks", "rm", "-f", "abs1"])?)?;
+    ok(d.ctr(&["containers", "rm", "abs1"])?)?;
+    Ok(())
+}
+
+#[test]
+fn a_missing_shim_fails_with_containerds_error() -> Result<()> {
+    let (d, rootfs) = daemon("rt-missing", None)?;
+    let err = fails(d.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.nope.v1",
+        "--rootfs",
+        &rootfs,
+        "gone1",
+        "/bin/true",
+    ])?)?;
+    assert!(
+        err.contains(
+            "failed to start shim: failed to resolve runtime path: runtime \"io.containerd.nope.v1\" binary not installed \"containerd-shim-nope-v1\": file does not exist: unknown"
+        ),
+        "{err}"
+    );
+    let missing = d.scratch("no-such-shim");
+    let err = fails(d.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &missing.display().to_string(),
+        "--rootfs",
+        &rootfs,
+        "gone2",
+        "/bin/true",
+    ])?)?;
+    assert!(
+        err.contains(&format!(
+            "failed to resolve runtime path: invalid custom binary path: stat {}: no such file or directory",
+            missing.display()
+        )),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn legacy_runtime_names_run_with_their_option_types() -> Result<()> {
+    let (d, rootfs) = daemon("rt-legacy", None)?;
+    let out = ok(d.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runc.v1",
+        "--rootfs",
+        &rootfs,
+        "legacy1",
+        "/bin/echo",
+        "runc v1",
+    ])?)?;
+    assert_eq!(out, "runc v1\n");
+    // --no-pivot under the v1 Linux runtime sends runctypes CreateOptions;
+    // berth turns them into runc's options, so runc keeps its state under
+    // berthd's own runc root as for any other task.
+    ok(d.ctr(&[
+        "run",
+        "-d",
+        "--no-pivot",
+        "--runtime",
+        "io.containerd.runtime.v1.linux",
+        "--rootfs",
+        &rootfs,
+        "legacy2",
+        "/bin/sleep",
+        "1000",
+    ])?)?;
+    let runc_state = d.state.join("runc").join(&d.namespace).join("legacy2");
+    assert!(
+        runc_state.join("state.json").is_file(),
+        "{} has runc's state",
+        runc_state.display()
+    );
+    let tasks = ok(d.ctr(&["tasks", "ls"])?)?;
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with("legacy2") && l.contains("RUNNING")),
+        "{tasks}"
+    );
+    ok(d.ctr(&["tasks", "rm", "-f", "legacy2"])?)?;
+    ok(d.ctr(&["containers", "rm", "legacy2"])?)?;
+    Ok(())
+}
+
+/// The v1 hierarchies (or the v2 one) holding `path`, for cleanup.
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    own.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mount_point = pre.split(' ').nth(4)?;
+            post.starts_with("cgroup")
+                .then(|| Path::new(mount_point).join(path.trim_start_matches('/')))
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Removes the cgroup directories a test made, once empty.
+struct CgroupCleanup(String);
+
+impl Drop for CgroupCleanup {
+    fn drop(&mut self) {
+        for dir in cgroup_dirs(&self.0) {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[test]
+fn cgroup_path_moves_the_daemon_into_that_cgroup() -> Result<()> {
+    let name = format!("/berth-e2e-cgroup-{}", std::process::id());
+    let cleanup = CgroupCleanup(name.clone());
+    let config = format!("version = 2\n[cgroup]\npath = \"{name}\"\n");
+    let (mut d, _) = daemon("rt-cgroup", Some(&config))?;
+    let pid = d.pid().context("berthd runs")?;
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    // Every v1 hierarchy (every line, on a v2 host the single one).
+    let v1: Vec<&str> = cgroups.lines().filter(|l| !l.starts_with("0::")).collect();
+    let lines = if v1.is_empty() {
+        cgroups.lines().collect()
+    } else {
+        v1
+    };
+    for line in &lines {
+        assert!(line.ends_with(&format!(":{name}")), "{cgroups}");
+    }
+    d.stop()?;
+    drop(d);
+    drop(cleanup);
+    Ok(())
+}
