@@ -196,3 +196,61 @@ fn cgroup_path_moves_the_daemon_into_that_cgroup() -> Result<()> {
     drop(cleanup);
     Ok(())
 }
+
+/// A prestart hook calling the daemon back as `<daemon> oci-hook -- ...`
+/// (what containerd's GPU option and nerdctl add): berthd expands
+/// containerd's template functions in the arguments and environment and
+/// runs the hook with them.
+#[test]
+fn prestart_hooks_call_the_daemon_back_as_oci_hook() -> Result<()> {
+    let (d, rootfs) = daemon("rt-oci-hook", None)?;
+    let out = d.scratch("hook.out");
+    let mut spec: serde_json::Value = serde_json::from_str(&ok(d.ctr(&["oci", "spec"])?)?)?;
+    spec["process"]["args"] = serde_json::json!(["/bin/echo", "ran"]);
+    spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
+    spec["annotations"] = serde_json::json!({"berth.test": "annotated"});
+    spec["hooks"] = serde_json::json!({
+        "prestart": [{
+            "path": bin("berthd")?.display().to_string(),
+            "args": [
+                "berthd",
+                "oci-hook",
+                "--",
+                "/bin/sh",
+                "-c",
+                format!(
+                    "echo \"$HOOK_ID {{{{id}}}} {{{{pid}}}} {{{{rootfs}}}} {{{{bundle}}}} {{{{annotation \"berth.test\"}}}}\" > {}",
+                    out.display()
+                ),
+            ],
+            "env": ["HOOK_ID=id:{{id}}", "PATH=/usr/bin:/bin"],
+        }],
+    });
+    let spec_path = d.scratch("hook-spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
+    let ran = ok(d.ctr(&[
+        "run",
+        "--rm",
+        "--config",
+        &spec_path.display().to_string(),
+        "hook1",
+    ])?)?;
+    assert_eq!(ran, "ran\n");
+    let written = std::fs::read_to_string(&out).context("the hook ran")?;
+    let words: Vec<&str> = written.split_whitespace().collect();
+    assert_eq!(words.len(), 6, "{written}");
+    assert_eq!(words[0], "id:hook1", "environment expanded: {written}");
+    assert_eq!(words[1], "hook1", "{written}");
+    assert!(
+        words[2].parse::<u32>().is_ok_and(|p| p > 0),
+        "the container's pid: {written}"
+    );
+    assert_eq!(words[3], rootfs, "{written}");
+    assert_eq!(
+        words[4],
+        bundle(&d, "hook1").display().to_string(),
+        "{written}"
+    );
+    assert_eq!(words[5], "annotated", "{written}");
+    Ok(())
+}

@@ -29,6 +29,7 @@ mod error;
 pub mod heap;
 pub mod http;
 pub mod metrics;
+pub mod oci_hook;
 pub mod otlp;
 pub mod plugins;
 mod server;
