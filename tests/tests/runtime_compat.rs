@@ -254,3 +254,90 @@ fn prestart_hooks_call_the_daemon_back_as_oci_hook() -> Result<()> {
     assert_eq!(words[5], "annotated", "{written}");
     Ok(())
 }
+
+/// containerd's restart monitor: a container labelled
+/// `containerd.io/restart.status=running` gets its task back when it dies
+/// (output to `containerd.io/restart.loguri`, `restart.count` counted),
+/// and `stopped` makes the monitor stop it.
+#[test]
+fn the_restart_monitor_keeps_a_labelled_task_running() -> Result<()> {
+    let (d, rootfs) = daemon(
+        "rt-restart",
+        Some(
+            "version = 2\n[plugins.\"io.containerd.internal.v1.restart\"]\ninterval = \"200ms\"\n",
+        ),
+    )?;
+    let timeout = std::time::Duration::from_secs(30);
+    let mut events = std::process::Command::new(berth_tests::ctr_bin()?);
+    events.arg("--address").arg(&d.address).arg("events");
+    let watcher = berth_tests::Watcher::spawn(events)?;
+    ok(d.ctr(&[
+        "run",
+        "-d",
+        "--rootfs",
+        &rootfs,
+        "r1",
+        "/bin/sh",
+        "-c",
+        "echo up; exec sleep 1000",
+    ])?)?;
+    // The watcher saw the first start: its subscription is live.
+    watcher.wait_for(&["/tasks/start {\"container_id\":\"r1\""], timeout)?;
+    let log = d.scratch("r1.log");
+    // Labelled once running: the monitor never races ctr's own start.
+    ok(d.ctr(&[
+        "containers",
+        "label",
+        "r1",
+        "containerd.io/restart.status=running",
+        &format!("containerd.io/restart.loguri=file://{}", log.display()),
+    ])?)?;
+
+    ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "r1"])?)?;
+    // The monitor's task writes to the log URI; its create names the pid.
+    let log_io = format!("\"stdout\":\"file://{}\"", log.display());
+    let seen = watcher.wait_for(&[&log_io], timeout)?;
+    let pid = event_pid(&seen, &log_io).context("pid of the restarted task")?;
+    watcher.wait_for(
+        &[&format!(
+            "/tasks/start {{\"container_id\":\"r1\",\"pid\":{pid}}}"
+        )],
+        timeout,
+    )?;
+    let tasks = ok(d.ctr(&["tasks", "ls"])?)?;
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with("r1") && l.contains(&pid) && l.contains("RUNNING")),
+        "restarted as {pid}:\n{tasks}"
+    );
+    let info = ok(d.ctr(&["containers", "info", "r1"])?)?;
+    assert!(
+        info.contains("\"containerd.io/restart.count\": \"1\""),
+        "{info}"
+    );
+    assert!(log.exists(), "the restarted task writes to the log URI");
+
+    ok(d.ctr(&[
+        "containers",
+        "label",
+        "r1",
+        "containerd.io/restart.status=stopped",
+    ])?)?;
+    watcher.wait_for(
+        &[&format!(
+            "/tasks/delete {{\"container_id\":\"r1\",\"pid\":{pid},"
+        )],
+        timeout,
+    )?;
+    assert_eq!(ok(d.ctr(&["tasks", "ls", "-q"])?)?, "");
+    ok(d.ctr(&["containers", "rm", "r1"])?)?;
+    Ok(())
+}
+
+/// The `"pid"` of the event line holding `needle`.
+fn event_pid(events: &str, needle: &str) -> Option<String> {
+    let line = events.lines().find(|l| l.contains(needle))?;
+    let rest = &line[line.rfind("\"pid\":")? + 6..];
+    Some(rest.chars().take_while(char::is_ascii_digit).collect())
+}

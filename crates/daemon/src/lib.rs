@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod oci_hook;
 pub mod otlp;
 pub mod plugins;
+pub mod restart;
 mod server;
 pub mod services;
 pub mod snapshotters;

@@ -502,6 +502,12 @@ impl ShimManager {
                 .client
                 .shutdown(context(Duration::from_secs(2)), &req)
                 .await;
+            // Its socket goes now, not when the shim gets to it: a task
+            // started again under this id at once (the restart monitor,
+            // `run --rm` twice) must start a new shim, not find this one.
+            if let Some(path) = shim.address.strip_prefix("unix://") {
+                let _ = tokio::fs::remove_file(path).await;
+            }
             let rootfs = shim.bundle.join("rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
             if let Err(e) = tokio::fs::remove_dir_all(&shim.bundle).await {

@@ -255,9 +255,10 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     }
 
     shutdown.notified().await;
-    // Let the Shutdown reply reach the caller before the socket goes.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Unlinked first, so no new client finds a shim that is leaving (open
+    // connections are unaffected); then let the Shutdown reply get out.
     let _ = std::fs::remove_file(path);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server.shutdown()).await;
     Ok(())
 }
