@@ -353,6 +353,16 @@ impl Transfer for TransferService {
                 self.export(ns, source, dest).await?;
                 Ok(Response::new(()))
             }
+            ("ImageImportStream", "ImageExportStream") => {
+                let source: ttypes::ImageImportStream =
+                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageExportStream = decode(
+                    r.destination.as_ref().unwrap_or(&Default::default()),
+                    "destination",
+                )?;
+                self.echo(source, dest).await?;
+                Ok(Response::new(()))
+            }
             ("ImageStore", "ImageStore") => {
                 let source: ttypes::ImageStore =
                     decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
@@ -364,7 +374,7 @@ impl Transfer for TransferService {
                 Ok(Response::new(()))
             }
             (s, d) => Err(Status::unimplemented(format!(
-                "transfer from {s:?} to {d:?} is not supported (berthd does registry → image store, image store → registry, image store → image store, import stream → image store and image store → export stream)"
+                "transfer from {s:?} to {d:?} is not supported (berthd does registry → image store, image store → registry, image store → image store, import stream → image store, image store → export stream and import stream → export stream)"
             ))),
         }
     }
@@ -452,6 +462,43 @@ impl TransferService {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// containerd's echo: the import stream's bytes copied to the export
+    /// stream unchanged (what clients use to test a transfer's streams).
+    async fn echo(
+        &self,
+        source: ttypes::ImageImportStream,
+        dest: ttypes::ImageExportStream,
+    ) -> Result<(), Status> {
+        let mut reader = stream::receive(self.open_stream(&source.stream, "import")?);
+        let mut sender = stream::StreamSender::new(self.open_stream(&dest.stream, "export")?);
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let copier = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0_u8; 1 << 16];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    return Ok::<(), std::io::Error>(());
+                }
+            }
+        });
+        let mut sent = Ok(());
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = sender.send(&chunk).await {
+                sent = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        copier
+            .await
+            .map_err(|e| Status::internal(format!("echo task: {e}")))?
+            .map_err(|e| Status::aborted(format!("reading the import stream: {e}")))?;
+        sent?;
+        sender.finish().await;
         Ok(())
     }
 
