@@ -229,6 +229,24 @@ fn containers_tasks_and_shim_commands() -> Result<()> {
     let state_v2 = ok(d.ctr2(&["shim", "--id", "ctr2-t1", "state", "--api-version", "2"])?)?;
     assert!(state_v2.contains("ctr2-t1"), "{state_v2}");
 
+    let exec = ok(d.ctr2(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "x1",
+        "ctr2-t1",
+        "echo",
+        "exec-ok",
+    ])?)?;
+    assert_eq!(exec, "exec-ok\n");
+    let metrics = ok(d.ctr2(&["tasks", "metrics", "--format", "json", "ctr2-t1"])?)?;
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).context(metrics)?;
+    assert_eq!(metrics["pids"]["current"], 1, "{metrics}");
+    ok(d.ctr2(&["tasks", "pause", "ctr2-t1"])?)?;
+    let paused = ok(d.ctr2(&["tasks", "ls"])?)?;
+    assert!(paused.contains("PAUSED"), "{paused}");
+    ok(d.ctr2(&["tasks", "resume", "ctr2-t1"])?)?;
+
     ok(d.ctr2(&["containers", "label", "ctr2-t1", "team=berth"])?)?;
     let info = ok(d.ctr2(&["containers", "info", "ctr2-t1"])?)?;
     assert!(info.contains("\"team\": \"berth\""), "{info}");
