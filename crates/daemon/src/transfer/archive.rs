@@ -367,7 +367,13 @@ pub(crate) fn import(
             .map_err(store_err)?;
             let root = Descriptor::new(media::DOCKER_MANIFEST, digest, bytes.len() as u64);
             // containerd lists each tag as an index entry named by its
-            // normalised reference, the tag as the OCI ref name.
+            // normalised reference, the tag as the OCI ref name; an
+            // untagged image is one entry without names.
+            if e.repo_tags.as_ref().is_none_or(Vec::is_empty) {
+                for name in naming.for_entry(&BTreeMap::new(), &root.digest) {
+                    out.images.push((name, root.clone()));
+                }
+            }
             for tag in e.repo_tags.iter().flatten() {
                 let full = normalized(tag)?;
                 let short = full
@@ -573,4 +579,72 @@ pub(crate) fn export(
     tar.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(name: &str, allow_overwrite: bool, add_digest: bool) -> ImageReference {
+        ImageReference {
+            name: name.into(),
+            is_prefix: true,
+            allow_overwrite,
+            add_digest,
+            skip_named_digest: false,
+        }
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_named_as_containerds_image_store_names_them() {
+        let digest = Digest::of(b"x");
+        let default = Naming {
+            index_name: None,
+            references: vec![prefix("import-2026-01-01", true, false)],
+        };
+        // A bare tag gets the prefix; a complete name overrides it.
+        assert_eq!(
+            default.for_entry(&annotations(&[(REF_NAME, "v1")]), &digest),
+            ["import-2026-01-01:v1"]
+        );
+        assert_eq!(
+            default.for_entry(
+                &annotations(&[(IMAGE_NAME, "docker.io/library/a:1"), (REF_NAME, "1")]),
+                &digest
+            ),
+            ["docker.io/library/a:1"]
+        );
+        // A user's base name keeps only names under it, and adds digests.
+        let based = Naming {
+            index_name: Some("example.com/idx:1".into()),
+            references: vec![prefix("example.com/b", false, true)],
+        };
+        assert_eq!(
+            based.for_entry(
+                &annotations(&[(IMAGE_NAME, "docker.io/library/a:1")]),
+                &digest
+            ),
+            [format!("example.com/b@{digest}")]
+        );
+        assert_eq!(
+            based.for_entry(&annotations(&[(REF_NAME, "example.com/b:2")]), &digest),
+            [
+                "example.com/b:2".to_string(),
+                format!("example.com/b@{digest}")
+            ]
+        );
+        assert_eq!(based.for_index(&digest), ["example.com/idx:1"]);
+        assert!(
+            Naming::default()
+                .for_entry(&annotations(&[(REF_NAME, "v1")]), &digest)
+                .is_empty()
+        );
+    }
 }
