@@ -44,6 +44,10 @@ fn a_runtime_named_by_its_shim_path_survives_a_restart() -> Result<()> {
     let recorded = std::fs::read_to_string(bundle(&d, "abs1").join("shim-binary-path"))
         .context("the bundle records the shim binary")?;
     assert_eq!(recorded, shim);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(bundle(&d, "abs1").join("shim-binary-path"))?.permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "as containerd writes it");
     let info = ok(d.ctr(&["containers", "info", "abs1"])?)?;
     assert!(info.contains(&format!("\"Name\": \"{shim}\"")), "{info}");
 

@@ -348,11 +348,18 @@ impl ShimManager {
                 return Err(e);
             }
         };
-        let _ = tokio::fs::write(
-            bundle.join(SHIM_BINARY_FILE),
-            binary.as_os_str().as_encoded_bytes(),
-        )
-        .await;
+        // Mode 0600, as containerd writes it.
+        let recorded = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(bundle.join(SHIM_BINARY_FILE))
+            .await;
+        if let Ok(mut f) = recorded {
+            use tokio::io::AsyncWriteExt;
+            let _ = f.write_all(binary.as_os_str().as_encoded_bytes()).await;
+        }
         let shim = Arc::new(
             self.connect(namespace, id, &bundle, &binary, &address)
                 .await?,
