@@ -8,7 +8,7 @@
 //! `$BERTH_SHARED_TOOLS/ctr-2.1.5`.
 
 use anyhow::{Context, Result};
-use berth_tests::{Daemon, Registry, fails, ok, testimages};
+use berth_tests::{Daemon, Registry, fails, in_mount_namespace, ok, testimages};
 
 /// berthd in a namespace of the test's own (container cgroups are
 /// `/<namespace>/<id>`, shared by every daemon on the machine).
@@ -296,6 +296,27 @@ fn namespaces_leases_content_and_snapshots() -> Result<()> {
     assert!(tree.contains(&layout.diff_ids[0]), "{tree}");
     let usage = ok(d.ctr2(&["snapshots", "usage", &layout.diff_ids[0]])?)?;
     assert!(usage.lines().count() >= 2, "{usage}");
+
+    // `images mount` (an active snapshot under a lease, mounted by ctr)
+    // and `images unmount --rm` (both removed), in a private mount
+    // namespace so nothing outlives the script.
+    let target = d.scratch("mnt");
+    let ctr = format!(
+        "{} --address {} --namespace {}",
+        berth_tests::shared_tool("ctr-2.1.5")?.display(),
+        d.address.display(),
+        d.namespace
+    );
+    let t = target.display();
+    let seen = in_mount_namespace(&format!(
+        "mkdir -p {t}\n{ctr} images mount docker.io/library/busybox:latest {t}\nls {t}/bin/busybox\n{ctr} images unmount --rm {t}\n"
+    ))?;
+    assert!(seen.contains(&format!("{t}/bin/busybox")), "{seen}");
+    let after = ok(d.ctr2(&["snapshots", "ls"])?)?;
+    assert!(
+        !after.contains("Active"),
+        "unmount --rm removed it: {after}"
+    );
 
     ok(d.ctr2(&["leases", "rm", "ctr2-lease"])?)?;
     assert!(!ok(d.ctr2(&["leases", "ls", "-q"])?)?.contains("ctr2-lease"));
