@@ -345,6 +345,20 @@ pub fn cleanup_runtime(state: &Path, address: &Path, dir: &Path) {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+                // A killed shim leaves its socket where containerd's shims
+                // keep theirs: `/run/containerd/s/<sha256 of address/ns/id>`.
+                let flag = |name: &str| {
+                    args.iter()
+                        .position(|a| a == name)
+                        .and_then(|i| args.get(i + 1))
+                };
+                if let (Some(ns), Some(id)) = (flag("-namespace"), flag("-id")) {
+                    use sha2::Digest;
+                    let key = address.join(ns).join(id);
+                    let hash = sha2::Sha256::digest(key.as_os_str().as_encoded_bytes());
+                    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                    let _ = std::fs::remove_file(Path::new("/run/containerd/s").join(hex));
+                }
             }
         }
     }
