@@ -52,6 +52,30 @@ pub fn ctr_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Path of the shared test tool `name` (`ctr-2.1.5`, `critest`, `crictl`):
+/// `<repo>/../shared/tools/<name>` as CI lays it out, else
+/// `$BERTH_SHARED_TOOLS/<name>`.
+pub fn shared_tool(name: &str) -> Result<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut tried = vec![repo.join("../shared/tools").join(name)];
+    if let Some(dir) = std::env::var_os("BERTH_SHARED_TOOLS") {
+        tried.push(PathBuf::from(dir).join(name));
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    bail!(
+        "{name} not found (looked at {}): put the shared tools beside the checkout as ../shared/tools, or set BERTH_SHARED_TOOLS to their directory",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// A `berthd` running on a temporary root, killed when dropped.
 ///
 /// Tests end with [`Daemon::finish`], which fails if anything the test
@@ -238,6 +262,23 @@ impl Daemon {
             .args(args)
             .env("CONTAINERD_NAMESPACE", &self.namespace);
         cmd.output().context("running ctr")
+    }
+
+    /// containerd 2.1.5's `ctr -a <address>` with `args` (see [`shared_tool`]).
+    pub fn ctr2(&self, args: &[&str]) -> Result<Output> {
+        self.ctr2_command(args)?
+            .output()
+            .context("running ctr 2.1.5")
+    }
+
+    /// containerd 2.1.5's `ctr -a <address>` with `args`, to spawn.
+    pub fn ctr2_command(&self, args: &[&str]) -> Result<Command> {
+        let mut cmd = Command::new(shared_tool("ctr-2.1.5")?);
+        cmd.arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .env("CONTAINERD_NAMESPACE", &self.namespace);
+        Ok(cmd)
     }
 
     /// This daemon with `ctr` and `berthctl` working in `namespace`: tests
@@ -439,10 +480,29 @@ pub fn cleanup_runtime(state: &Path, address: &Path, dir: &Path) {
         }
     }
     for pid in shims_of(address) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+        // A killed shim leaves its socket where containerd's shims
+        // keep theirs: `/run/containerd/s/<sha256 of address/ns/id>`.
+        let flag = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+        };
+        if let (Some(ns), Some(id)) = (flag("-namespace"), flag("-id")) {
+            use sha2::Digest;
+            let key = address.join(ns).join(id);
+            let hash = sha2::Sha256::digest(key.as_os_str().as_encoded_bytes());
+            let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+            let _ = std::fs::remove_file(Path::new("/run/containerd/s").join(hex));
+        }
     }
     for t in mounts_under(dir) {
         let _ = Command::new("umount").arg("-l").arg(&t).status();

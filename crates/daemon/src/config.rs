@@ -110,7 +110,7 @@ pub struct Config {
     /// Per-topic timeouts (accepted for compatibility).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub timeouts: BTreeMap<String, String>,
-    /// cgroup settings (accepted for compatibility).
+    /// `[cgroup]`: `path` puts berthd itself into that cgroup at start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<toml::Table>,
     /// stream processors (accepted for compatibility).

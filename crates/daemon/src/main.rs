@@ -37,6 +37,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// OCI hook trampoline: `oci-hook -- PROGRAM ARGS...` with the
+    /// container's state on stdin; expands containerd's template functions
+    /// ({{id}}, {{pid}}, {{rootfs}}, {{bundle}}, {{status}},
+    /// {{annotation "k"}}) in the arguments and environment, then execs.
+    #[command(name = "oci-hook")]
+    OciHook {
+        /// The hook program and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +206,12 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Some(Command::OciHook { args }) => {
+            // Only returns if the program could not be run.
+            let e = berth_daemon::oci_hook::run(args, std::io::stdin().lock());
+            eprintln!("berthd oci-hook: {e}");
+            return ExitCode::FAILURE;
         }
         None => {}
     }

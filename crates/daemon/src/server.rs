@@ -57,6 +57,7 @@ pub async fn run_with(
         crate::lock::lock(&config.root)?,
         crate::lock::lock(&config.state)?,
     );
+    join_cgroup(&config)?;
     // Plugin init is synchronous and may block briefly (opening the DB).
     let mut registrations = registrations;
     registrations.extend(plugins::builtins::proxy_registrations(&config));
@@ -310,4 +311,30 @@ async fn shutdown_signal(
         _ = term.recv() => tracing::info!("received SIGTERM"),
         _ = int.recv() => tracing::info!("received SIGINT"),
     }
+}
+
+/// containerd's `[cgroup] path`: the daemon moves itself into that cgroup
+/// before anything else starts (shims then start from there too).
+fn join_cgroup(config: &Config) -> Result<()> {
+    let path = config
+        .cgroup
+        .as_ref()
+        .and_then(|t| t.get("path"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if path.is_empty() {
+        return Ok(());
+    }
+    let dirs = berth_runtime::cgroups::place::place(std::process::id(), path).map_err(|e| {
+        Error::Serve {
+            server: "cgroup",
+            message: e.to_string(),
+        }
+    })?;
+    tracing::info!(
+        path,
+        hierarchies = dirs.len(),
+        "berthd moved into its cgroup"
+    );
+    Ok(())
 }

@@ -28,15 +28,23 @@ const SHIM_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BERTH_RUNTIME: &str = "io.containerd.berth.v2";
 /// The runtime `ctr` asks for by default.
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+/// Legacy runtime names berth's shim serves too: containerd 1.x's runc
+/// shim v1 and its built-in v1 Linux runtime (shim v1 protocol there; the
+/// same runc underneath).
+pub const LEGACY_RUNTIMES: [&str; 2] = ["io.containerd.runc.v1", "io.containerd.runtime.v1.linux"];
+/// The bundle file recording the shim binary a task runs with, read after
+/// a restart (containerd's name for it).
+const SHIM_BINARY_FILE: &str = "shim-binary-path";
 /// berth's shim binary.
 pub const BERTH_SHIM: &str = "containerd-shim-berth-v2";
 
 /// Why a shim operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No binary for the runtime.
+    /// No binary for the runtime (containerd's words, so clients matching
+    /// on them keep working).
     #[error(
-        "runtime {runtime:?}: no shim binary {binary:?} found (next to berthd or on PATH); configure one under [plugins.\"io.containerd.runtime.v2.task\".shims]"
+        "failed to start shim: failed to resolve runtime path: runtime {runtime:?} binary not installed {binary:?}: file does not exist"
     )]
     NoShim {
         /// The runtime name.
@@ -44,6 +52,9 @@ pub enum Error {
         /// The binary looked for.
         binary: String,
     },
+    /// The runtime is neither a runtime name nor an absolute path to a shim.
+    #[error("failed to start shim: failed to resolve runtime path: {0}")]
+    BadRuntime(String),
     /// The shim did not start.
     #[error("starting shim {binary} for {id:?}: {message}")]
     Start {
@@ -253,6 +264,14 @@ fn restrict_bundles(state: &Path) {
     }
 }
 
+/// An I/O error as Go's `os` package words it (`no such file or directory`).
+fn go_errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
+        None => e.to_string(),
+    }
+}
+
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -282,21 +301,49 @@ impl ShimManager {
         })
     }
 
-    /// The shim binary for `runtime` (`runtime_path` overrides when given).
+    /// The shim binary for `runtime` (`runtime_path` overrides when given),
+    /// resolved as containerd does: an absolute path is the shim itself, a
+    /// name such as `io.containerd.runc.v2` maps to its binary
+    /// (`containerd-shim-runc-v2`), looked for next to berthd, then on
+    /// `PATH`. Configured shims come first; runc's runtime names (and the
+    /// legacy ones) run berth's own shim.
     pub fn resolve(&self, runtime: &str, runtime_path: &str) -> Result<PathBuf, Error> {
-        if !runtime_path.is_empty() {
-            return Ok(PathBuf::from(runtime_path));
+        let runtime = if runtime_path.is_empty() {
+            runtime
+        } else {
+            runtime_path
+        };
+        if runtime.is_empty() {
+            return Err(Error::BadRuntime("no runtime name".into()));
+        }
+        let path = Path::new(runtime);
+        if path.is_absolute() {
+            return match std::fs::metadata(path) {
+                Ok(_) => Ok(path.to_path_buf()),
+                Err(e) => Err(Error::BadRuntime(format!(
+                    "invalid custom binary path: stat {runtime}: {}",
+                    go_errno_text(&e)
+                ))),
+            };
+        }
+        let invalid = || {
+            Error::BadRuntime(format!(
+                "invalid runtime name {runtime}, correct runtime name should be either format like `io.containerd.runc.v2` or a full path to the binary"
+            ))
+        };
+        if runtime.contains('/') {
+            return Err(invalid());
         }
         if let Some(p) = self.config.shims.get(runtime) {
             return Ok(p.clone());
         }
-        let wanted = if runtime == RUNC_RUNTIME || runtime == BERTH_RUNTIME {
+        let berth = runtime == RUNC_RUNTIME
+            || runtime == BERTH_RUNTIME
+            || LEGACY_RUNTIMES.contains(&runtime);
+        let wanted = if berth {
             BERTH_SHIM.to_string()
         } else {
-            shim_binary_name(runtime).ok_or_else(|| Error::NoShim {
-                runtime: runtime.to_string(),
-                binary: String::new(),
-            })?
+            shim_binary_name(runtime).ok_or_else(invalid)?
         };
         let local = self.config.bin_dir.join(&wanted);
         if local.is_file() {
@@ -315,7 +362,7 @@ impl ShimManager {
         }
         Err(Error::NoShim {
             runtime: runtime.to_string(),
-            binary: wanted,
+            binary: shim_binary_name(runtime).unwrap_or(wanted),
         })
     }
 
@@ -360,11 +407,18 @@ impl ShimManager {
                 return Err(e);
             }
         };
-        let _ = tokio::fs::write(
-            bundle.join("shim-binary"),
-            binary.as_os_str().as_encoded_bytes(),
-        )
-        .await;
+        // Mode 0600, as containerd writes it.
+        let recorded = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(bundle.join(SHIM_BINARY_FILE))
+            .await;
+        if let Ok(mut f) = recorded {
+            use tokio::io::AsyncWriteExt;
+            let _ = f.write_all(binary.as_os_str().as_encoded_bytes()).await;
+        }
         let shim = Arc::new(
             self.connect(namespace, id, &bundle, &binary, &address)
                 .await?,
@@ -520,6 +574,12 @@ impl ShimManager {
                 .client
                 .shutdown(context(Duration::from_secs(2)), &req)
                 .await;
+            // Its socket goes now, not when the shim gets to it: a task
+            // started again under this id at once (the restart monitor,
+            // `run --rm` twice) must start a new shim, not find this one.
+            if let Some(path) = shim.address.strip_prefix("unix://") {
+                let _ = tokio::fs::remove_file(path).await;
+            }
             let rootfs = shim.bundle.join("rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
             if let Err(e) = tokio::fs::remove_dir_all(&shim.bundle).await {
@@ -624,7 +684,12 @@ impl ShimManager {
             .unwrap_or_default()
             .trim()
             .to_string();
-        let binary = match tokio::fs::read(bundle.join("shim-binary")).await {
+        // `shim-binary` is what berth wrote before it used containerd's name.
+        let recorded = match tokio::fs::read(bundle.join(SHIM_BINARY_FILE)).await {
+            Ok(b) => Ok(b),
+            Err(_) => tokio::fs::read(bundle.join("shim-binary")).await,
+        };
+        let binary = match recorded {
             Ok(b) => PathBuf::from(String::from_utf8_lossy(&b).into_owned()),
             Err(_) => {
                 let runtime = tokio::fs::read_to_string(bundle.join("runtime"))

@@ -23,6 +23,11 @@ pub(crate) struct ImportArgs {
     /// Name the archive's index (or its only image) as this image too.
     #[arg(long)]
     index_name: Option<String>,
+    /// Name entries whose annotation is a bare tag `<base-name>:<tag>`, and
+    /// keep only complete names under it (default: `import-<date>`, which
+    /// any complete name overrides).
+    #[arg(long)]
+    base_name: Option<String>,
     /// Import the content of every platform (unpack the host's).
     #[arg(long)]
     all_platforms: bool,
@@ -110,8 +115,22 @@ pub(crate) async fn import(global: &Global, args: ImportArgs) -> anyhow::Result<
         stream: data.id.clone(),
         ..Default::default()
     };
+    // ctr's naming: a prefix reference for the archive's entries.
+    let (prefix, overwrite) = match &args.base_name {
+        Some(b) => (b.clone(), false),
+        None => {
+            let now = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
+            (format!("import-{}", now.get(..10).unwrap_or("today")), true)
+        }
+    };
     let dest = tt::ImageStore {
         name: args.index_name.clone().unwrap_or_default(),
+        extra_references: vec![tt::ImageReference {
+            name: prefix,
+            is_prefix: true,
+            allow_overwrite: overwrite,
+            ..Default::default()
+        }],
         platforms: platforms.clone(),
         all_metadata: args.all_platforms,
         unpacks: if args.no_unpack {

@@ -202,6 +202,14 @@ pub fn registrations() -> Vec<Registration> {
             init: ttrpc_events,
         },
         Registration {
+            plugin_type: types::INTERNAL,
+            id: Cow::Borrowed("restart"),
+            // After everything (it is internal, like the metrics plugin the
+            // services require, so it cannot name their types).
+            requires: &["*"],
+            init: restart_monitor,
+        },
+        Registration {
             plugin_type: types::GRPC,
             id: Cow::Borrowed("introspection"),
             requires: &["*"],
@@ -367,6 +375,30 @@ fn tasks_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
             runc_root
         ),)
     ))))
+}
+
+/// containerd's restart monitor (`[plugins."io.containerd.internal.v1.restart"]
+/// interval = "10s"`).
+fn restart_monitor(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let interval = match ctx.section.and_then(|s| s.get("interval")) {
+        None => crate::restart::DEFAULT_INTERVAL,
+        Some(v) => v
+            .as_str()
+            .and_then(crate::restart::parse_go_duration)
+            .ok_or_else(|| {
+                PluginError::failed(format!(
+                    "interval {v}: not a duration (write it as containerd does, e.g. \"10s\" or \"500ms\")"
+                ))
+            })?,
+    };
+    let db = ctx.get::<Db>(types::METADATA)?;
+    let manager = ctx.get::<berth_runtime::manager::ShimManager>(types::RUNTIME)?;
+    let snapshotters = ctx.get::<Snapshotters>(types::SERVICE)?;
+    let tasks =
+        services::tasks::TasksService::new((*db).clone(), manager, ctx.config.state.join("runc"));
+    let monitor = crate::restart::Monitor::new((*db).clone(), tasks, snapshotters);
+    tokio::spawn(monitor.clone().run(interval));
+    Ok(Arc::new(monitor))
 }
 
 fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
@@ -647,13 +679,18 @@ fn introspection(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
         requires: vec!["*".to_string()],
         ..Default::default()
     });
-    let svc =
-        services::introspection::IntrospectionService::new(plugins, &ctx.root).map_err(|e| {
+    // The runtime plugin answers PluginInfo with options (RuntimeInfo).
+    let shims = ctx
+        .get::<berth_runtime::manager::ShimManager>(types::RUNTIME)
+        .ok();
+    let svc = services::introspection::IntrospectionService::new(plugins, &ctx.root)
+        .map_err(|e| {
             PluginError::failed(format!(
                 "cannot keep the server uuid in {}: {e}",
                 ctx.root.display()
             ))
-        })?;
+        })?
+        .with_runtime(shims);
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
         IntrospectionServer::new(svc)

@@ -223,9 +223,10 @@ pub fn sort(registrations: &[Registration]) -> Result<Vec<Registration>, Registr
                         .iter()
                         .all(|o| o.uri() == r.uri() || o.requires.contains(&"*"))
                 } else {
-                    !pending
-                        .iter()
-                        .any(|o| o.plugin_type == *req && o.uri() != r.uri())
+                    // A "*" plugin comes last: nothing can wait for it.
+                    !pending.iter().any(|o| {
+                        o.plugin_type == *req && o.uri() != r.uri() && !o.requires.contains(&"*")
+                    })
                 }
             })
         });

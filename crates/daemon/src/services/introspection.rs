@@ -9,16 +9,23 @@ use berth_api::containerd::services::introspection::v1::{
     Plugin as WirePlugin, PluginInfoRequest, PluginInfoResponse, PluginsRequest, PluginsResponse,
     ServerResponse,
 };
+use berth_api::containerd::types::{RuntimeInfo, RuntimeRequest};
 use berth_api::proto::google::rpc::Status as RpcStatus;
+use berth_runtime::manager::ShimManager;
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::plugins::{Plugin, PluginError};
+
+/// The runtime plugin's type (its id is `task`).
+const RUNTIME_PLUGIN_TYPE: &str = "io.containerd.runtime.v2";
 
 /// Lists plugins and reports the server's identity.
 #[derive(Debug, Clone)]
 pub struct IntrospectionService {
     plugins: Arc<Vec<WirePlugin>>,
     uuid: String,
+    shims: Option<Arc<ShimManager>>,
 }
 
 impl IntrospectionService {
@@ -28,8 +35,99 @@ impl IntrospectionService {
         Ok(IntrospectionService {
             plugins: Arc::new(plugins),
             uuid: load_or_create_uuid(root)?,
+            shims: None,
         })
     }
+
+    /// This service answering the runtime plugin's `PluginInfo` with
+    /// options (containerd 2.x's `RuntimeInfo`) through `shims`.
+    pub fn with_runtime(mut self, shims: Option<Arc<ShimManager>>) -> IntrospectionService {
+        self.shims = shims;
+        self
+    }
+
+    /// containerd's runtime plugin info: the shim for the request's runtime
+    /// run with `-info`, the options (an encoded `Any`) on its stdin, its
+    /// stdout an encoded `RuntimeInfo`.
+    async fn runtime_info(&self, options: &prost_types::Any) -> Result<prost_types::Any, Status> {
+        let Some(shims) = &self.shims else {
+            return Err(Status::failed_precondition(
+                "cannot get extra info, plugin not successfully loaded",
+            ));
+        };
+        if !(options.type_url == RUNTIME_REQUEST_URL
+            || options
+                .type_url
+                .ends_with(&format!("/{RUNTIME_REQUEST_URL}")))
+        {
+            return Err(Status::unimplemented(format!(
+                "unknown request type {}: not implemented",
+                options.type_url
+            )));
+        }
+        let req = RuntimeRequest::decode(options.value.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("RuntimeRequest: {e}")))?;
+        let runtime = if req.runtime_path.is_empty() {
+            berth_runtime::manager::RUNC_RUNTIME
+        } else {
+            req.runtime_path.as_str()
+        };
+        let binary = shims.resolve(runtime, "").map_err(|e| {
+            // The manager words it for a task start; here it is the lookup alone.
+            let text = e.to_string();
+            Status::unknown(
+                text.trim_start_matches("failed to start shim: ")
+                    .to_string(),
+            )
+        })?;
+        let input = req.options.map(|o| o.encode_to_vec()).unwrap_or_default();
+        let stdout = run_info(&binary, input).await?;
+        let info = RuntimeInfo::decode(stdout.as_slice()).map_err(|e| {
+            Status::unknown(format!(
+                "failed to unmarshal stdout from [{} -info] into *types.RuntimeInfo: {e}",
+                binary.display()
+            ))
+        })?;
+        Ok(prost_types::Any {
+            type_url: RUNTIME_INFO_URL.to_string(),
+            value: info.encode_to_vec(),
+        })
+    }
+}
+
+/// Type URL of the runtime plugin's info request.
+const RUNTIME_REQUEST_URL: &str = "containerd.types.RuntimeRequest";
+/// Type URL of its answer.
+const RUNTIME_INFO_URL: &str = "containerd.types.RuntimeInfo";
+
+/// Runs `<binary> -info` with `input` on stdin; its stdout.
+async fn run_info(binary: &Path, input: Vec<u8>) -> Result<Vec<u8>, Status> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(binary)
+        .arg("-info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Status::unknown(format!("failed to run [{} -info]: {e}", binary.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A shim that exits without reading is reported by its status.
+        let _ = stdin.write_all(&input).await;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| Status::unknown(format!("failed to run [{} -info]: {e}", binary.display())))?;
+    if !out.status.success() {
+        return Err(Status::unknown(format!(
+            "failed to run [{} -info]: {} (stderr: {:?})",
+            binary.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(out.stdout)
 }
 
 /// The wire form of an initialised (or failed) plugin.
@@ -123,15 +221,25 @@ impl Introspection for IntrospectionService {
             .ok_or_else(|| {
                 Status::not_found(format!("plugin {}.{} not found", req.r#type, req.id))
             })?;
-        if req.options.is_some() {
-            return Err(Status::unimplemented(format!(
-                "plugin {}.{} does not take info options",
-                req.r#type, req.id
-            )));
-        }
+        let extra = match &req.options {
+            None => None,
+            Some(_) if plugin.init_err.is_some() => {
+                return Err(Status::failed_precondition(
+                    "cannot get extra info, plugin not successfully loaded: failed precondition",
+                ));
+            }
+            Some(options) if plugin.r#type == RUNTIME_PLUGIN_TYPE && plugin.id == "task" => {
+                Some(self.runtime_info(options).await?)
+            }
+            Some(_) => {
+                return Err(Status::unimplemented(
+                    "plugin does not provided extra information: not implemented",
+                ));
+            }
+        };
         Ok(Response::new(PluginInfoResponse {
             plugin: Some(plugin),
-            extra: None,
+            extra,
         }))
     }
 

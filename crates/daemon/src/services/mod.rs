@@ -10,6 +10,7 @@ pub mod gc;
 pub mod images;
 pub mod introspection;
 pub mod leases;
+pub mod legacy_options;
 pub mod namespaces;
 pub mod snapshots;
 pub mod tasks;

@@ -60,7 +60,10 @@ fn manager_status(e: manager::Error) -> Status {
         manager::Error::AlreadyExists(id) => {
             Status::already_exists(format!("task {id:?}: already exists"))
         }
-        manager::Error::NoShim { .. } => Status::failed_precondition(e.to_string()),
+        // containerd returns these as plain errors: code Unknown.
+        manager::Error::NoShim { .. } | manager::Error::BadRuntime(_) => {
+            Status::unknown(e.to_string())
+        }
         other => Status::unavailable(other.to_string()),
     }
 }
@@ -253,12 +256,12 @@ impl Tasks for TasksService {
                 "restoring from a checkpoint is not supported",
             ));
         }
-        let options = r.options.clone().or_else(|| {
-            container.runtime.options.clone().map(|o| prost_types::Any {
-                type_url: o.type_url,
-                value: o.value,
-            })
+        let runtime_options = container.runtime.options.clone().map(|o| prost_types::Any {
+            type_url: o.type_url,
+            value: o.value,
         });
+        let options = super::legacy_options::task_options(r.options.clone(), runtime_options)
+            .map_err(|e| Status::invalid_argument(format!("runtime options: {e}")))?;
         let options = with_runc_root(options, &self.runc_root);
         let s = self
             .shims

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read, Write};
 
+use berth_api::containerd::types::transfer::ImageReference;
 use berth_content::Digest;
 use berth_content::local::LocalStore;
 use berth_images::manifest::{self, Descriptor, Index, Manifest};
@@ -102,15 +103,105 @@ fn ingest(
     }
 }
 
-/// Reads an archive (plain or gzip-compressed tar) into `store`; the
-/// images are named by `io.containerd.image.name`, a full
-/// `org.opencontainers.image.ref.name`, or docker's `RepoTags`, and the
-/// whole index by `index_name` if given.
+/// How an import names what it reads: the request's image store (its
+/// `name` and `extra_references`), as containerd's transfer image store
+/// names images.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Naming {
+    /// The name of the whole archive's index (`--index-name`).
+    pub(crate) index_name: Option<String>,
+    /// Further references: complete names for the index, prefixes for
+    /// the archive's entries (`--base-name`, `--digests`).
+    pub(crate) references: Vec<ImageReference>,
+}
+
+impl Naming {
+    /// The names of the archive's index: the index name, then every
+    /// complete (non-prefix) reference, `@digest` added where asked.
+    fn for_index(&self, digest: &Digest) -> Vec<String> {
+        let mut names: Vec<String> = self.index_name.iter().cloned().collect();
+        for r in self.references.iter().filter(|r| !r.is_prefix) {
+            names.push(if r.add_digest {
+                format!("{}@{digest}", r.name)
+            } else {
+                r.name.clone()
+            });
+        }
+        names
+    }
+
+    /// The names of one index entry, from its annotations and each prefix
+    /// reference: `io.containerd.image.name` when complete (and under the
+    /// prefix unless the prefix may be overwritten), else
+    /// `org.opencontainers.image.ref.name` (a tag gets the prefix), and
+    /// `<prefix>@<digest>` where asked.
+    fn for_entry(&self, annotations: &BTreeMap<String, String>, digest: &Digest) -> Vec<String> {
+        let mut names = Vec::new();
+        for r in self.references.iter().filter(|r| r.is_prefix) {
+            let translate = |name: &str| translate_ref(&r.name, name, !r.allow_overwrite);
+            let name = match annotations.get(IMAGE_NAME).filter(|n| !n.is_empty()) {
+                Some(full) => Some(full.clone()).filter(|f| translate(f).as_deref() == Some(f)),
+                None => annotations
+                    .get(REF_NAME)
+                    .filter(|n| !n.is_empty())
+                    .and_then(|n| translate(n)),
+            };
+            match name {
+                None => {
+                    if r.add_digest {
+                        names.push(format!("{}@{digest}", r.name));
+                    }
+                }
+                Some(name) => {
+                    names.push(name);
+                    if r.add_digest && !r.skip_named_digest {
+                        names.push(format!("{}@{digest}", r.name));
+                    }
+                }
+            }
+        }
+        names
+    }
+}
+
+/// containerd's reference translation under an import prefix: a complete
+/// reference stays (if `check_prefix`, only when under `prefix`), a bare
+/// tag becomes `prefix:tag`.
+fn translate_ref(prefix: &str, reference: &str, check_prefix: bool) -> Option<String> {
+    if prefix.is_empty() {
+        return None;
+    }
+    if reference.contains(['/', ':', '@']) {
+        if check_prefix && !under_prefix(reference, prefix) {
+            return None;
+        }
+        return Some(reference.to_string());
+    }
+    Some(format!("{prefix}:{reference}"))
+}
+
+/// Whether `reference` names `prefix` itself (with a tag or digest) or
+/// something below it.
+fn under_prefix(reference: &str, prefix: &str) -> bool {
+    let Some(rest) = reference.strip_prefix(prefix) else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    if prefix.ends_with('/') {
+        return true;
+    }
+    rest.starts_with([':', '@', '/'])
+}
+
+/// Reads an archive (plain or gzip-compressed tar) into `store`, naming
+/// its index and entries as `naming` says (containerd's transfer import).
 pub(crate) fn import(
     store: &LocalStore,
     reader: impl Read,
     ref_prefix: &str,
-    index_name: Option<&str>,
+    naming: &Naming,
 ) -> Result<Imported, Status> {
     let mut reader = io::BufReader::with_capacity(1 << 20, reader);
     let gzip = reader
@@ -197,7 +288,8 @@ pub(crate) fn import(
         let desc = Descriptor::new(media::OCI_INDEX, Digest::of(index), index.len() as u64);
         let parsed = manifest::parse_index(&desc, index)
             .map_err(|e| bad_archive(format!("index.json: {e}")))?;
-        if let Some(name) = index_name {
+        let index_names = naming.for_index(&desc.digest);
+        if !index_names.is_empty() {
             berth_content::write_blob(
                 store,
                 &format!("{ref_prefix}-index"),
@@ -210,23 +302,16 @@ pub(crate) fn import(
                 e => Err(e),
             })
             .map_err(store_err)?;
-            out.images.push((normalized(name)?, desc));
+            for name in index_names {
+                out.images.push((name, desc.clone()));
+            }
         }
         for m in parsed.manifests {
-            let name = m.annotations.get(IMAGE_NAME).or_else(|| {
-                m.annotations
-                    .get(REF_NAME)
-                    .filter(|r| r.contains(['/', ':', '@']))
-            });
-            let Some(name) = name else {
-                if index_name.is_none() {
-                    tracing::info!(digest = %m.digest, "archive entry without an image name skipped");
-                }
-                continue;
-            };
             let mut root = Descriptor::new(m.media_type.clone(), m.digest.clone(), m.size);
             root.platform = None;
-            out.images.push((normalized(name)?, root));
+            for name in naming.for_entry(&m.annotations, &m.digest) {
+                out.images.push((name, root.clone()));
+            }
         }
     } else if let Some(list) = small.get("manifest.json") {
         let entries: Vec<DockerEntry> =
@@ -281,11 +366,32 @@ pub(crate) fn import(
             })
             .map_err(store_err)?;
             let root = Descriptor::new(media::DOCKER_MANIFEST, digest, bytes.len() as u64);
-            for tag in e.repo_tags.iter().flatten() {
-                out.images.push((normalized(tag)?, root.clone()));
+            // containerd lists each tag as an index entry named by its
+            // normalised reference, the tag as the OCI ref name; an
+            // untagged image is one entry without names.
+            if e.repo_tags.as_ref().is_none_or(Vec::is_empty) {
+                for name in naming.for_entry(&BTreeMap::new(), &root.digest) {
+                    out.images.push((name, root.clone()));
+                }
             }
-            if let (Some(name), true) = (index_name, i == 0) {
-                out.images.push((normalized(name)?, root.clone()));
+            for tag in e.repo_tags.iter().flatten() {
+                let full = normalized(tag)?;
+                let short = full
+                    .rsplit_once(':')
+                    .map_or("latest", |(_, t)| t)
+                    .to_string();
+                let annotations = BTreeMap::from([
+                    (IMAGE_NAME.to_string(), full),
+                    (REF_NAME.to_string(), short),
+                ]);
+                for name in naming.for_entry(&annotations, &root.digest) {
+                    out.images.push((name, root.clone()));
+                }
+            }
+            if i == 0 {
+                for name in naming.for_index(&root.digest) {
+                    out.images.push((name, root.clone()));
+                }
             }
         }
     } else {
@@ -294,9 +400,10 @@ pub(crate) fn import(
         ));
     }
     if out.images.is_empty() {
-        return Err(bad_archive(
-            "no image in the archive has a name; give one with --index-name",
-        ));
+        // As containerd: the content is read, and nothing names it.
+        tracing::info!(
+            "no image in the archive got a name (give one with --index-name or --base-name)"
+        );
     }
     Ok(out)
 }
@@ -472,4 +579,72 @@ pub(crate) fn export(
     tar.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(name: &str, allow_overwrite: bool, add_digest: bool) -> ImageReference {
+        ImageReference {
+            name: name.into(),
+            is_prefix: true,
+            allow_overwrite,
+            add_digest,
+            skip_named_digest: false,
+        }
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_named_as_containerds_image_store_names_them() {
+        let digest = Digest::of(b"x");
+        let default = Naming {
+            index_name: None,
+            references: vec![prefix("import-2026-01-01", true, false)],
+        };
+        // A bare tag gets the prefix; a complete name overrides it.
+        assert_eq!(
+            default.for_entry(&annotations(&[(REF_NAME, "v1")]), &digest),
+            ["import-2026-01-01:v1"]
+        );
+        assert_eq!(
+            default.for_entry(
+                &annotations(&[(IMAGE_NAME, "docker.io/library/a:1"), (REF_NAME, "1")]),
+                &digest
+            ),
+            ["docker.io/library/a:1"]
+        );
+        // A user's base name keeps only names under it, and adds digests.
+        let based = Naming {
+            index_name: Some("example.com/idx:1".into()),
+            references: vec![prefix("example.com/b", false, true)],
+        };
+        assert_eq!(
+            based.for_entry(
+                &annotations(&[(IMAGE_NAME, "docker.io/library/a:1")]),
+                &digest
+            ),
+            [format!("example.com/b@{digest}")]
+        );
+        assert_eq!(
+            based.for_entry(&annotations(&[(REF_NAME, "example.com/b:2")]), &digest),
+            [
+                "example.com/b:2".to_string(),
+                format!("example.com/b@{digest}")
+            ]
+        );
+        assert_eq!(based.for_index(&digest), ["example.com/idx:1"]);
+        assert!(
+            Naming::default()
+                .for_entry(&annotations(&[(REF_NAME, "v1")]), &digest)
+                .is_empty()
+        );
+    }
 }

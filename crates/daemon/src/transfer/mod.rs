@@ -363,8 +363,28 @@ impl Transfer for TransferService {
                 self.export(ns, source, dest).await?;
                 Ok(Response::new(()))
             }
+            ("ImageImportStream", "ImageExportStream") => {
+                let source: ttypes::ImageImportStream =
+                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageExportStream = decode(
+                    r.destination.as_ref().unwrap_or(&Default::default()),
+                    "destination",
+                )?;
+                self.echo(source, dest).await?;
+                Ok(Response::new(()))
+            }
+            ("ImageStore", "ImageStore") => {
+                let source: ttypes::ImageStore =
+                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = decode(
+                    r.destination.as_ref().unwrap_or(&Default::default()),
+                    "destination",
+                )?;
+                self.tag(ns, source, dest).await?;
+                Ok(Response::new(()))
+            }
             (s, d) => Err(Status::unimplemented(format!(
-                "transfer from {s:?} to {d:?} is not supported (berthd does registry → image store, image store → registry, import stream → image store and image store → export stream)"
+                "transfer from {s:?} to {d:?} is not supported (berthd does registry → image store, image store → registry, image store → image store, import stream → image store, image store → export stream and import stream → export stream)"
             ))),
         }
     }
@@ -416,13 +436,15 @@ impl TransferService {
         let reader = stream::receive(self.open_stream(&source.stream, "import")?);
         let store = self.puller.store.clone();
         let prefix = format!("{ns}-import-{}", uuid::Uuid::new_v4().simple());
-        let index_name = (!dest.name.is_empty()).then(|| dest.name.clone());
+        let naming = archive::Naming {
+            index_name: (!dest.name.is_empty()).then(|| dest.name.clone()),
+            references: dest.extra_references.clone(),
+        };
         progress.event("importing", "archive", 0, 0, None);
-        let imported = tokio::task::spawn_blocking(move || {
-            archive::import(&store, reader, &prefix, index_name.as_deref())
-        })
-        .await
-        .map_err(|e| Status::internal(format!("import task: {e}")))??;
+        let imported =
+            tokio::task::spawn_blocking(move || archive::import(&store, reader, &prefix, &naming))
+                .await
+                .map_err(|e| Status::internal(format!("import task: {e}")))??;
         tracing::info!(
             images = imported.images.len(),
             blobs = imported.blobs_written,
@@ -449,6 +471,89 @@ impl TransferService {
                     progress.clone(),
                 )
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// containerd's echo: the import stream's bytes copied to the export
+    /// stream unchanged (what clients use to test a transfer's streams).
+    async fn echo(
+        &self,
+        source: ttypes::ImageImportStream,
+        dest: ttypes::ImageExportStream,
+    ) -> Result<(), Status> {
+        let mut reader = stream::receive(self.open_stream(&source.stream, "import")?);
+        let mut sender = stream::StreamSender::new(self.open_stream(&dest.stream, "export")?);
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let copier = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0_u8; 1 << 16];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    return Ok::<(), std::io::Error>(());
+                }
+            }
+        });
+        let mut sent = Ok(());
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = sender.send(&chunk).await {
+                sent = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        copier
+            .await
+            .map_err(|e| Status::internal(format!("echo task: {e}")))?
+            .map_err(|e| Status::aborted(format!("reading the import stream: {e}")))?;
+        sent?;
+        sender.finish().await;
+        Ok(())
+    }
+
+    /// containerd's tag: the source image's target stored under the
+    /// destination's names (its name and complete references), created or
+    /// updated.
+    async fn tag(
+        &self,
+        ns: String,
+        source: ttypes::ImageStore,
+        dest: ttypes::ImageStore,
+    ) -> Result<(), Status> {
+        let db = self.puller.db.clone();
+        let (ns2, name) = (ns.clone(), source.name.clone());
+        let image = tokio::task::spawn_blocking(move || db.images().get(&ns2, &name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(crate::services::namespaces::to_status)?;
+        let root = berth_images::Descriptor::new(
+            image.target.media_type.clone(),
+            berth_content::Digest::parse(&image.target.digest)
+                .map_err(|e| Status::internal(format!("image target: {e}")))?,
+            u64::try_from(image.target.size).unwrap_or(0),
+        );
+        let mut names: Vec<String> = Vec::new();
+        if !dest.name.is_empty() {
+            names.push(dest.name.clone());
+        }
+        for r in dest.extra_references.iter().filter(|r| !r.is_prefix) {
+            names.push(if r.add_digest {
+                format!("{}@{}", r.name, root.digest)
+            } else {
+                r.name.clone()
+            });
+        }
+        if names.is_empty() {
+            return Err(Status::not_found("no image name found: not found"));
+        }
+        let req = PullRequest {
+            namespace: ns,
+            labels: dest.labels.into_iter().collect(),
+            ..Default::default()
+        };
+        for name in names {
+            self.puller.record_image(&req, &name, &root).await?;
         }
         Ok(())
     }

@@ -367,7 +367,7 @@ impl Puller {
         Ok(Pulled { image, downloaded })
     }
 
-    async fn record_image(
+    pub(crate) async fn record_image(
         &self,
         req: &PullRequest,
         name: &str,

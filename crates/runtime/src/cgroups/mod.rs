@@ -20,6 +20,7 @@
 //! # let _ = any; Ok(()) }
 //! ```
 
+pub mod place;
 pub mod v1;
 pub mod v2;
 

@@ -14,6 +14,9 @@ pub enum Action {
     Serve,
     /// Print the version.
     Version,
+    /// `-info`: read runtime options (an `Any`) on stdin, print the
+    /// runtime's `containerd.types.RuntimeInfo` on stdout.
+    Info,
 }
 
 /// The parsed command line.
@@ -66,6 +69,7 @@ impl Args {
             match name {
                 "debug" => a.debug = inline.is_none_or(|v| v != "false"),
                 "v" | "version" => a.action = Action::Version,
+                "info" => a.action = Action::Info,
                 "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                     let value = match inline {
                         Some(v) => v,
@@ -85,7 +89,8 @@ impl Args {
                 other => return Err(format!("unknown flag -{other}")),
             }
         }
-        if a.action != Action::Version && (a.namespace.is_empty() || a.id.is_empty()) {
+        let standalone = matches!(a.action, Action::Version | Action::Info);
+        if !standalone && (a.namespace.is_empty() || a.id.is_empty()) {
             return Err("-namespace and -id are required".into());
         }
         Ok(a)
@@ -143,6 +148,11 @@ mod tests {
         assert_eq!(a.action, Action::Delete);
         assert_eq!(a.bundle, Some(PathBuf::from("/b")));
         assert!(a.debug);
+    }
+
+    #[test]
+    fn info_needs_no_namespace_or_id() {
+        assert_eq!(parse("-info").unwrap().action, Action::Info);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 mod args;
 mod direct;
 mod events;
+mod info;
 mod oom;
 mod reaper;
 mod runc;
@@ -40,8 +41,10 @@ use sha2::Digest;
 pub use args::{Action, Args};
 pub use runc::RuncError;
 
-/// Where shims put their sockets: short, so the path fits `sun_path`.
-const SOCKET_DIR: &str = "/run/berth/s";
+/// Where shims put their sockets: containerd's socket root (its default
+/// state directory whatever the daemon's), since clients such as
+/// `ctr shim --id` compute a shim's address from it.
+const SOCKET_DIR: &str = "/run/containerd/s";
 
 /// Runs the shim with the process's arguments.
 pub fn main() -> ExitCode {
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
             );
             Ok(())
         }
+        Action::Info => info::print(),
         Action::Start => start(&args),
         Action::Delete => delete(&args),
         Action::Serve => serve(&args),
@@ -73,21 +77,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The shim's ttrpc address for a container: a hash of the daemon, the
-/// namespace and the id, so a second `start` finds the first shim.
+/// The shim's ttrpc address for a container, as containerd computes it:
+/// `<socket root>/<sha256 of "<daemon address>/<namespace>/<id>">`, so a
+/// second `start` finds the first shim and `ctr shim --id` finds it too.
 pub fn socket_address(daemon_address: &str, namespace: &str, id: &str) -> String {
-    let mut h = sha2::Sha256::new();
-    h.update(daemon_address.as_bytes());
-    h.update([0]);
-    h.update(namespace.as_bytes());
-    h.update([0]);
-    h.update(id.as_bytes());
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let joined = Path::new(daemon_address).join(namespace).join(id);
+    let digest = sha2::Sha256::digest(joined.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("unix://{SOCKET_DIR}/{hex}")
 }
 
@@ -241,7 +237,13 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     });
 
     let shutdown = service.shutdown.clone();
-    let task_service = berth_api::containerd::task::v2::create_task(service);
+    let mut task_service = berth_api::containerd::task::v2::create_task(service.clone());
+    // containerd 2.x names the same service (same messages) task API v3,
+    // and its clients (`ctr shim`) ask for that name first.
+    let v3 = berth_api::containerd::task::v2::create_task(service)
+        .into_values()
+        .map(|s| ("containerd.task.v3.Task".to_string(), s));
+    task_service.extend(v3);
     let mut server = ttrpc::asynchronous::Server::new()
         .add_listener(listener.into())
         .register_service(task_service);
