@@ -244,3 +244,68 @@ fn import_options() -> Result<()> {
     assert!(ok(d.ctr(&["-n", "stdin", "images", "ls", "-q"])?)?.contains(NAME));
     Ok(())
 }
+
+#[test]
+fn snapshotter_root_path_moves_its_root() -> Result<()> {
+    let elsewhere = tempfile::Builder::new()
+        .prefix("berth-native-root")
+        .tempdir()?;
+    let d = Daemon::start_with_config(Some(&format!(
+        "version = 2\n[plugins.\"io.containerd.snapshotter.v1.native\"]\n  root_path = \"{}\"\n",
+        elsewhere.path().display()
+    )))?;
+    ok(d.berthctl(&["snapshot", "--snapshotter", "native", "prepare", "work"])?)?;
+    let mounts = ok(d.berthctl(&[
+        "snapshot",
+        "--snapshotter",
+        "native",
+        "mounts",
+        "/mnt",
+        "work",
+    ])?)?;
+    assert!(
+        mounts.contains(&elsewhere.path().display().to_string()),
+        "the snapshot lives under root_path: {mounts}"
+    );
+    assert!(
+        !d.root
+            .join("io.containerd.snapshotter.v1.native/snapshots")
+            .exists(),
+        "nothing under the default root"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_berth_runtime_runs_through_berthd() -> Result<()> {
+    let d = Daemon::start()?.in_namespace("readme-berth-runtime");
+    let rootfs = d.scratch("rootfs");
+    berth_tests::busybox_rootfs(&rootfs)?;
+    let rootfs = rootfs.display().to_string();
+    let out = ok(d.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.berth.v2",
+        "--rootfs",
+        &rootfs,
+        "rt1",
+        "/bin/echo",
+        "through berth's runtime",
+    ])?)?;
+    assert_eq!(out, "through berth's runtime\n");
+    // An unknown runtime is refused with a clear error, so the name above
+    // was really looked up.
+    let err = fails(d.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.nosuch.v2",
+        "--rootfs",
+        &rootfs,
+        "rt2",
+        "/bin/true",
+    ])?)?;
+    assert!(err.contains("nosuch"), "{err}");
+    Ok(())
+}
