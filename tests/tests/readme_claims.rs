@@ -309,3 +309,78 @@ fn the_berth_runtime_runs_through_berthd() -> Result<()> {
     assert!(err.contains("nosuch"), "{err}");
     Ok(())
 }
+
+/// `berthctl pull --platform linux/<other> --user me:secret` against a
+/// registry that wants basic auth: without credentials it is refused; with
+/// them the other platform's content (only) arrives.
+#[test]
+fn pull_with_platform_and_user_from_an_authenticating_registry() -> Result<()> {
+    // bcrypt (cost 5) of "berth-test-secret", the registry's htpasswd line.
+    const USER: &str = "berth:berth-test-secret";
+    const HTPASSWD: &str = "berth:$2a$05$FsihgY6rcUMqBAUXIV7YJ.kPtBQ0/gRSrLzY55sipQyYJ6F/qfKsq";
+    let registry = berth_tests::Registry::start_with_auth(Some(HTPASSWD))?;
+    let d = Daemon::start()?;
+    let layout = testimages::two_platform(&d.scratch("multi"))?;
+    let archive = d.scratch("multi.tar");
+    layout.write_archive(&archive)?;
+    ok(d.berthctl(&[
+        "-n",
+        "src",
+        "images",
+        "import",
+        "--all-platforms",
+        &archive.display().to_string(),
+    ])?)?;
+    let remote = format!("{}/readme/multi:1", registry.host);
+    let push = |user: Option<&str>| -> Result<std::process::Output> {
+        let mut args = vec!["-n", "src", "push", "--plain-http"];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        args.extend([remote.as_str(), "docker.io/library/multi:latest"]);
+        d.berthctl(&args)
+    };
+    fails(push(None)?)?;
+    ok(push(Some(USER))?)?;
+
+    let host_platform = format!("linux/{}", testimages::host_arch());
+    let (other_platform, other_manifest) = layout
+        .manifests
+        .iter()
+        .find(|(p, _)| *p != host_platform)
+        .context("no second platform")?;
+    let layer_of = |manifest: &str| -> Result<String> {
+        testimages::read_json(&layout, manifest)?["layers"][0]["digest"]
+            .as_str()
+            .map(str::to_string)
+            .context("a layer")
+    };
+    let other_layer = layer_of(&other_manifest.digest)?;
+    let host_layer = layout.layers[0].digest.clone();
+
+    let pull = |user: Option<&str>| -> Result<std::process::Output> {
+        let mut args = vec![
+            "-n",
+            "dst",
+            "pull",
+            "--plain-http",
+            "--platform",
+            other_platform.as_str(),
+        ];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        args.push(remote.as_str());
+        d.berthctl(&args)
+    };
+    let refused = fails(pull(None)?)?;
+    assert!(
+        refused.to_lowercase().contains("unauthorized") || refused.contains("401"),
+        "{refused}"
+    );
+    ok(pull(Some(USER))?)?;
+    let content = ok(d.ctr(&["-n", "dst", "content", "ls"])?)?;
+    assert!(content.contains(&other_layer), "{content}");
+    assert!(!content.contains(&host_layer), "{content}");
+    Ok(())
+}
