@@ -384,3 +384,13 @@ fn pull_with_platform_and_user_from_an_authenticating_registry() -> Result<()> {
     assert!(!content.contains(&host_layer), "{content}");
     Ok(())
 }
+
+/// `berthctl events` takes containerd's filter language, `~=` included; a
+/// bad regular expression is refused at once with what was wrong.
+#[test]
+fn events_filters_are_checked() -> Result<()> {
+    let d = Daemon::start()?;
+    let err = fails(d.berthctl(&["events", r#"topic~="(unclosed""#])?)?;
+    assert!(err.contains("unclosed") || err.contains("regex"), "{err}");
+    Ok(())
+}
