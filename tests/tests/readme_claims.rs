@@ -394,3 +394,80 @@ fn events_filters_are_checked() -> Result<()> {
     assert!(err.contains("unclosed") || err.contains("regex"), "{err}");
     Ok(())
 }
+
+/// Unmounts a mount this test made, even when the test fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The source directory of a native snapshot, from `snapshot mounts`.
+fn native_dir(d: &Daemon, key: &str) -> Result<std::path::PathBuf> {
+    let out = ok(d.berthctl(&["snapshot", "--snapshotter", "native", "mounts", "/mnt", key])?)?;
+    out.split_whitespace()
+        .nth(3)
+        .map(std::path::PathBuf::from)
+        .with_context(|| format!("no source in {out:?}"))
+}
+
+/// The native snapshotter's copies share their data with the parent
+/// (reflinks) where the filesystem can: here a loop-mounted Btrfs, since
+/// the machine's own filesystem (ext4) cannot.
+#[test]
+fn native_copies_are_reflinks_on_btrfs() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("berth-reflink").tempdir()?;
+    let image = dir.path().join("btrfs.img");
+    std::fs::File::create(&image)?.set_len(256 << 20)?;
+    ok(Command::new("mkfs.btrfs")
+        .arg("-q")
+        .arg(&image)
+        .output()
+        .context("mkfs.btrfs (cargo xtask deps installs btrfs-progs)")?)?;
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    ok(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&mnt)
+        .output()?)?;
+    let _unmount = Unmount(mnt.clone());
+
+    let d = Daemon::start_with_config(Some(&format!(
+        "version = 2\n[plugins.\"io.containerd.snapshotter.v1.native\"]\n  root_path = \"{}\"\n",
+        mnt.join("native").display()
+    )))?;
+    ok(d.berthctl(&["snapshot", "--snapshotter", "native", "prepare", "base"])?)?;
+    let base = native_dir(&d, "base")?;
+    assert!(base.starts_with(&mnt), "{}", base.display());
+    std::fs::write(base.join("data"), vec![7_u8; 4 << 20])?;
+    ok(d.berthctl(&[
+        "snapshot",
+        "--snapshotter",
+        "native",
+        "commit",
+        "layer",
+        "base",
+    ])?)?;
+    ok(d.berthctl(&[
+        "snapshot",
+        "--snapshotter",
+        "native",
+        "prepare",
+        "child",
+        "layer",
+    ])?)?;
+    let child = native_dir(&d, "child")?.join("data");
+    assert_eq!(std::fs::read(&child)?, vec![7_u8; 4 << 20]);
+    // Sync so the extents are on disk, then ask where they are.
+    ok(Command::new("sync").arg("-f").arg(&child).output()?)?;
+    let extents = ok(Command::new("filefrag").arg("-v").arg(&child).output()?)?;
+    assert!(
+        extents.contains("shared"),
+        "the child's copy shares no extent with its parent:\n{extents}"
+    );
+    drop(d);
+    Ok(())
+}
