@@ -36,6 +36,12 @@ pub fn free_port() -> Result<u16> {
 impl Registry {
     /// Starts a registry and waits until `/v2/` answers.
     pub fn start() -> Result<Registry> {
+        Registry::start_with_auth(None)
+    }
+
+    /// Starts a registry that, given `htpasswd` (one `user:bcrypt-hash`
+    /// line), wants HTTP basic auth for that user on every request.
+    pub fn start_with_auth(htpasswd: Option<&str>) -> Result<Registry> {
         if !std::path::Path::new(REGISTRY_BIN).exists() {
             bail!(
                 "{REGISTRY_BIN} not found: run `cargo xtask deps` (Debian package docker-registry)"
@@ -47,10 +53,21 @@ impl Registry {
         let port = free_port()?;
         let host = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
+        let auth = match htpasswd {
+            Some(line) => {
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, format!("{line}\n"))?;
+                format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
                 dir.path().join("data").display()
             ),
         )?;
@@ -66,10 +83,13 @@ impl Registry {
         let mut r = Registry { child, dir, host };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if r.get("/v2/")
-                .map(|s| s.starts_with("HTTP/1.1 200"))
-                .unwrap_or(false)
-            {
+            // With auth, an anonymous /v2/ is refused: that is ready too.
+            let ready = if htpasswd.is_some() {
+                "HTTP/1.1 401"
+            } else {
+                "HTTP/1.1 200"
+            };
+            if r.get("/v2/").map(|s| s.starts_with(ready)).unwrap_or(false) {
                 return Ok(r);
             }
             if let Some(status) = r.child.try_wait()? {

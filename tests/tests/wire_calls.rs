@@ -149,6 +149,13 @@ fn published_and_forwarded_events_reach_a_subscriber() -> Result<()> {
             type_url: "wire.test/Payload".into(),
             value: b"published".to_vec(),
         };
+        // Outside the `~=` filter: never delivered (events arrive in order,
+        // so the next one received must be the matching one below).
+        ev.publish(events::PublishRequest {
+            topic: "/other/publish".into(),
+            event: Some(payload.clone()),
+        })
+        .await?;
         ev.publish(events::PublishRequest {
             topic: "/wire/publish".into(),
             event: Some(payload.clone()),

@@ -28,6 +28,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("tmux", "/usr/bin/tmux"),
     ("openssl", "/usr/bin/openssl"),
+    // A loop-mounted Btrfs for the reflink test, and filefrag to see
+    // shared extents.
+    ("btrfs-progs", "/usr/sbin/mkfs.btrfs"),
+    ("e2fsprogs", "/usr/sbin/filefrag"),
     // containerd 1.6's own .proto files (and the ones they import), which
     // berth-api's upstream_protos test compares berth's protos with.
     (

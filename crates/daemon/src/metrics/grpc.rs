@@ -64,9 +64,11 @@ pub struct GrpcMetrics {
 }
 
 impl GrpcMetrics {
-    /// Empty families; `histogram` turns on the latency histogram.
+    /// The families, with a zero series for every method of the API (and
+    /// every code, for handled), as go-grpc-prometheus' `InitializeMetrics`
+    /// makes them in containerd; `histogram` turns on the latency histogram.
     pub fn new(histogram: bool) -> GrpcMetrics {
-        GrpcMetrics {
+        let m = GrpcMetrics {
             started: Family::default(),
             handled: Family::default(),
             received: Family::default(),
@@ -74,7 +76,25 @@ impl GrpcMetrics {
             handling: histogram
                 .then(|| Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
             types: Arc::new(call_types()),
+        };
+        for (path, _) in berth_api::GRPC_METHODS {
+            let labels = m.labels(path);
+            let _ = m.started.get_or_create(&labels);
+            let _ = m.received.get_or_create(&labels);
+            let _ = m.sent.get_or_create(&labels);
+            if let Some(h) = &m.handling {
+                let _ = h.get_or_create(&labels);
+            }
+            for code in CODE_NAMES {
+                let _ = m.handled.get_or_create(&HandledLabels {
+                    grpc_type: labels.grpc_type.clone(),
+                    grpc_service: labels.grpc_service.clone(),
+                    grpc_method: labels.grpc_method.clone(),
+                    grpc_code: code.to_string(),
+                });
+            }
         }
+        m
     }
 
     /// Adds the families to `registry`.
@@ -146,28 +166,35 @@ fn call_types() -> HashMap<&'static str, &'static str> {
     berth_api::GRPC_METHODS.iter().copied().collect()
 }
 
+/// go-grpc's names of the gRPC status codes, by number.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
 /// containerd's (go-grpc) name of a gRPC status code number.
 pub fn code_name(code: &str) -> &'static str {
-    match code.trim() {
-        "0" => "OK",
-        "1" => "Canceled",
-        "2" => "Unknown",
-        "3" => "InvalidArgument",
-        "4" => "DeadlineExceeded",
-        "5" => "NotFound",
-        "6" => "AlreadyExists",
-        "7" => "PermissionDenied",
-        "8" => "ResourceExhausted",
-        "9" => "FailedPrecondition",
-        "10" => "Aborted",
-        "11" => "OutOfRange",
-        "12" => "Unimplemented",
-        "13" => "Internal",
-        "14" => "Unavailable",
-        "15" => "DataLoss",
-        "16" => "Unauthenticated",
-        _ => "Unknown",
-    }
+    code.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| CODE_NAMES.get(n))
+        .copied()
+        .unwrap_or("Unknown")
 }
 
 /// The layer: metrics (when a handle is given) and a span per call.

@@ -463,6 +463,7 @@ impl WriteSession {
         tx: &tokio::sync::mpsc::Sender<Result<WriteContentResponse, Status>>,
     ) -> Result<(), Status> {
         let mut writer = Some(writer);
+        let mut last: Option<WriteContentResponse>;
         let mut total = self.total;
         let mut expected = self.expected.clone();
         loop {
@@ -550,11 +551,12 @@ impl WriteSession {
             })
             .await?;
             writer = w;
+            last = Some(msg.clone());
             if tx.send(Ok(msg)).await.is_err() {
-                break;
+                return Ok(());
             }
             if action == WriteAction::Commit {
-                return Ok(());
+                break;
             }
             match incoming.message().await? {
                 Some(next) => req = next,
@@ -563,6 +565,11 @@ impl WriteSession {
         }
         if let Some(w) = writer {
             let _ = tokio::task::spawn_blocking(move || w.close()).await;
+        }
+        // containerd's server sends its last answer once more when a stream
+        // ends well (after the commit, or when the client closes its side).
+        if let Some(m) = last {
+            let _ = tx.send(Ok(m)).await;
         }
         Ok(())
     }

@@ -451,6 +451,9 @@ fn humantime_rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
+/// How many indexes below the root a pull follows.
+const MAX_NESTED_INDEXES: usize = 16;
+
 impl Job {
     /// Fetches and unpacks; returns the bytes downloaded.
     async fn run(&self, name: &str, root: &Descriptor, req: &PullRequest) -> Result<u64, Status> {
@@ -463,15 +466,45 @@ impl Job {
         let mut manifests: Vec<(Descriptor, Manifest)> = Vec::new();
         if media::is_index(&root.media_type) {
             let index = manifest::parse_index(root, &root_bytes).map_err(image_status)?;
-            let mut chosen: Vec<Descriptor> = index
-                .manifests
-                .iter()
-                .filter(|d| media::is_manifest(&d.media_type))
-                .filter(|d| {
-                    req.all_platforms || d.platform.as_ref().is_none_or(|p| matcher.matches(p))
-                })
-                .cloned()
-                .collect();
+            let wanted = |d: &Descriptor| {
+                req.all_platforms || d.platform.as_ref().is_none_or(|p| matcher.matches(p))
+            };
+            // Indexes may nest (an OCI layout's index.json names an image
+            // index): their manifests count as the root's, as containerd's
+            // platform walk has it.
+            let mut candidates: Vec<Descriptor> = Vec::new();
+            let mut nested: Vec<Descriptor> = Vec::new();
+            let mut pending = vec![index];
+            while let Some(idx) = pending.pop() {
+                for d in idx.manifests {
+                    if media::is_manifest(&d.media_type) {
+                        candidates.push(d);
+                    } else if media::is_index(&d.media_type) && wanted(&d) {
+                        if nested.len() >= MAX_NESTED_INDEXES {
+                            return Err(Status::invalid_argument(format!(
+                                "{name}: more than {MAX_NESTED_INDEXES} nested indexes"
+                            )));
+                        }
+                        let bytes = self.fetch_small(&d).await?;
+                        let child = manifest::parse_index(&d, &bytes).map_err(image_status)?;
+                        let labels = child
+                            .manifests
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| {
+                                (
+                                    format!("containerd.io/gc.ref.content.m.{i}"),
+                                    c.digest.to_string(),
+                                )
+                            })
+                            .collect();
+                        self.save(&d, bytes, labels).await?;
+                        nested.push(d);
+                        pending.push(child);
+                    }
+                }
+            }
+            let mut chosen: Vec<Descriptor> = candidates.into_iter().filter(wanted).collect();
             matcher.sort_descriptors(&mut chosen);
             if !req.all_platforms {
                 chosen.truncate(1);
@@ -492,6 +525,7 @@ impl Job {
             }
             let labels = chosen
                 .iter()
+                .chain(&nested)
                 .enumerate()
                 .map(|(i, d)| {
                     (
