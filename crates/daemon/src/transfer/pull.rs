@@ -185,7 +185,11 @@ fn remote_status(e: berth_remotes::Error) -> Status {
 }
 
 fn content_status(e: berth_content::Error) -> Status {
-    Status::internal(format!("content store: {e}"))
+    let status = crate::services::content::store_status(e);
+    Status::new(
+        status.code(),
+        format!("content store: {}", status.message()),
+    )
 }
 
 fn meta_status(e: berth_metadata::Error) -> Status {
