@@ -4,6 +4,9 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_tests::{Daemon, fails, ok, testimages};
@@ -400,5 +403,103 @@ fn an_empty_label_key_is_refused() -> Result<()> {
     ])?)?;
     assert!(err.contains("label key must not be empty"), "{err}");
     assert_eq!(ok(d.ctr(&["containers", "ls", "-q"])?)?, "");
+    Ok(())
+}
+
+/// Whether anything is mounted on `path` (by /proc/self/mountinfo).
+fn is_mount_point(path: &Path) -> bool {
+    let wanted = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+#[test]
+fn a_mount_target_through_a_symlink_stays_inside_the_root() -> Result<()> {
+    use berth_api::containerd::services::diff::v1::ApplyRequest;
+    use berth_api::containerd::services::diff::v1::diff_client::DiffClient;
+    use berth_api::containerd::types::{Descriptor, Mount};
+
+    let d = Daemon::start()?.in_namespace("h7-mounts");
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let archive = d.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    ok(d.ctr(&["images", "import", &archive.display().to_string()])?)?;
+    // The first mount's tree holds tmp/x -> <host-target>, an absolute
+    // link out of it; the second mount asks for target tmp/x.
+    let (tree, host, other) = (
+        d.scratch("tree"),
+        d.scratch("host-target"),
+        d.scratch("other"),
+    );
+    for dir in [&tree.join("tmp"), &host, &other] {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(other.join("marker"), b"x")?;
+    std::os::unix::fs::symlink(&host, tree.join("tmp/x"))?;
+    let bind = |source: &Path, target: &str| Mount {
+        r#type: "bind".into(),
+        source: source.display().to_string(),
+        target: target.into(),
+        options: vec!["rbind".into(), "rw".into()],
+    };
+    let layer = &layout.layers[0];
+    let request = ApplyRequest {
+        diff: Some(Descriptor {
+            media_type: layer.media_type.clone(),
+            digest: layer.digest.clone(),
+            size: i64::try_from(layer.size)?,
+            annotations: Default::default(),
+        }),
+        mounts: vec![bind(&tree, ""), bind(&other, "tmp/x")],
+        payloads: Default::default(),
+        sync_fs: false,
+    };
+    let address = d.address.clone();
+    let namespace = d.namespace.clone();
+    let (host2, seen_during) = (host.clone(), Arc::new(AtomicBool::new(false)));
+    let seen = seen_during.clone();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let client = berth_api::client::Client::connect(&address)
+                .await?
+                .with_namespace(namespace);
+            let mut diff = DiffClient::with_interceptor(client.channel(), client.interceptor());
+            let call = diff.apply(request);
+            tokio::pin!(call);
+            // Watch the host path while the call runs.
+            loop {
+                tokio::select! {
+                    r = &mut call => return anyhow::Ok(r),
+                    () = tokio::time::sleep(Duration::from_millis(1)) => {
+                        if is_mount_point(&host2) {
+                            seen.store(true, Ordering::Release);
+                        }
+                    }
+                }
+            }
+        });
+    let mounted_after = is_mount_point(&host);
+    let marker = host.join("marker").exists();
+    if mounted_after {
+        let _ = Command::new("umount").arg("-l").arg(&host).status();
+    }
+    let result = result?;
+    assert!(!mounted_after, "a mount was left on the host path");
+    assert!(
+        !seen_during.load(Ordering::Acquire),
+        "the host path was mounted on"
+    );
+    assert!(!marker, "the host path showed the mount's content");
+    // The target does not exist inside the tree (the link read in-root
+    // names a missing path): the call fails and says where.
+    let status = result.expect_err("apply mounted through the link");
+    assert!(
+        status.message().contains("No such file or directory"),
+        "{status:?}"
+    );
     Ok(())
 }

@@ -45,6 +45,15 @@ pub fn store_status(e: berth_content::Error) -> Status {
         E::InvalidArgument(_) => Status::invalid_argument(message),
         E::FailedPrecondition(_) => Status::failed_precondition(message),
         E::Unavailable(_) => Status::unavailable(message),
+        // A full disk (as for the metadata DB): "free space", not a bug.
+        E::Io { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            Status::resource_exhausted(message)
+        }
         _ => Status::internal(message),
     }
 }

@@ -121,6 +121,25 @@ impl Drop for LeaseGuard {
     }
 }
 
+/// The ingest ref of a pulled blob: containerd's (remotes.MakeRefKey) in
+/// namespace `ns`, so `ctr content active` lists it and a client pulling
+/// the same blob meanwhile shares (waits for) the ingest.
+fn ingest_ref(ns: &str, media_type: &str, digest: &Digest) -> String {
+    let kind =
+        if media_type.contains("manifest.list") || media_type.ends_with("image.index.v1+json") {
+            "index"
+        } else if media_type.contains("manifest") {
+            "manifest"
+        } else if media_type.contains("config") {
+            "config"
+        } else if media_type.contains("layer") || media_type.contains("rootfs") {
+            "layer"
+        } else {
+            "unknown"
+        };
+    format!("{ns}/{kind}-{digest}")
+}
+
 /// `fut`, failing with DeadlineExceeded if the registry is silent for
 /// `limit` (`what` names what was awaited).
 async fn within<T>(
@@ -166,7 +185,11 @@ fn remote_status(e: berth_remotes::Error) -> Status {
 }
 
 fn content_status(e: berth_content::Error) -> Status {
-    Status::internal(format!("content store: {e}"))
+    let status = crate::services::content::store_status(e);
+    Status::new(
+        status.code(),
+        format!("content store: {}", status.message()),
+    )
 }
 
 fn meta_status(e: berth_metadata::Error) -> Status {
@@ -702,7 +725,7 @@ impl Job {
             labels.insert(k.clone(), v.clone());
         }
         let (store, digest) = (self.p.store.clone(), desc.digest.clone());
-        let ref_ = format!("{}-pull-{}", self.ns, desc.digest);
+        let ref_ = ingest_ref(&self.ns, &desc.media_type, &desc.digest);
         blocking(move || {
             berth_content::write_blob(&*store, &ref_, &bytes, &digest, Default::default())
                 .map_err(content_status)
@@ -773,10 +796,7 @@ impl Job {
         state: &watch::Sender<BlobState>,
     ) -> Result<u64, Status> {
         let name = format!("layer-{}", layer.digest);
-        // containerd's ref for a layer (remotes.MakeRefKey), in this
-        // namespace: `ctr content active` lists it, and a client pulling the
-        // same layer meanwhile shares (waits for) the ingest.
-        let ref_ = format!("{}/layer-{}", self.ns, layer.digest);
+        let ref_ = ingest_ref(&self.ns, &layer.media_type, &layer.digest);
         let store = self.p.store.clone();
         let opened = {
             let (store, ref_, digest, size) = (
