@@ -161,19 +161,36 @@ pub fn shim_binary_name(runtime: &str) -> Option<String> {
     Some(format!("containerd-shim-{name}-{version}"))
 }
 
+/// The copy of one shim's log into berthd's log; [`LogFollower::stop`]
+/// ends it and closes the FIFO.
+#[derive(Debug)]
+struct LogFollower {
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl LogFollower {
+    /// Ends the copy; returns once the FIFO is closed, so a deleted task
+    /// leaves no descriptor open in the daemon.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
 /// Creates (if needed) the bundle's `log` FIFO, which shims write their
-/// logs to, and copies what arrives into berthd's log.
-fn follow_log(namespace: &str, id: &str, bundle: &Path) {
+/// logs to, and copies what arrives into berthd's log until stopped.
+fn follow_log(namespace: &str, id: &str, bundle: &Path) -> Option<LogFollower> {
     let path = bundle.join("log");
     if let Err(e) = std::fs::create_dir_all(bundle) {
         tracing::warn!(bundle = %bundle.display(), error = %e, "cannot create bundle");
-        return;
+        return None;
     }
     match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot create the shim log FIFO");
-            return;
+            return None;
         }
     }
     // Read-write, so the FIFO never reports end-of-file between writers.
@@ -184,17 +201,27 @@ fn follow_log(namespace: &str, id: &str, bundle: &Path) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot open the shim log FIFO");
-            return;
+            return None;
         }
     };
     let (namespace, id) = (namespace.to_string(), id.to_string());
-    tokio::spawn(async move {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let done = tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(receiver).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(target: "shim", namespace = %namespace, id = %id, "{line}");
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        tracing::debug!(target: "shim", namespace = %namespace, id = %id, "{line}");
+                    }
+                    _ => break,
+                },
+                _ = &mut stopped => break,
+            }
         }
     });
+    Some(LogFollower { stop, done })
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -209,6 +236,8 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 pub struct ShimManager {
     config: ManagerConfig,
     shims: Mutex<HashMap<(String, String), Arc<Shim>>>,
+    /// The log copy of each task's shim, by (namespace, id).
+    logs: Mutex<HashMap<(String, String), LogFollower>>,
 }
 
 impl ShimManager {
@@ -218,6 +247,7 @@ impl ShimManager {
         Ok(ShimManager {
             config,
             shims: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -258,14 +288,41 @@ impl ShimManager {
         })
     }
 
+    /// Starts copying the log of task `id`'s shim (stopping an older copy).
+    async fn follow_log(&self, namespace: &str, id: &str, bundle: &Path) {
+        let key = (namespace.to_string(), id.to_string());
+        let old = self.logs.lock().await.remove(&key);
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        if let Some(follower) = follow_log(namespace, id, bundle) {
+            self.logs.lock().await.insert(key, follower);
+        }
+    }
+
+    /// Stops copying the log of task `id`'s shim and closes its FIFO.
+    async fn stop_log(&self, namespace: &str, id: &str) {
+        let follower = self
+            .logs
+            .lock()
+            .await
+            .remove(&(namespace.to_string(), id.to_string()));
+        if let Some(follower) = follower {
+            follower.stop().await;
+        }
+    }
+
     /// The bundle directory of task `id` in `namespace`.
     pub fn bundle(&self, namespace: &str, id: &str) -> PathBuf {
         self.config.state.join(namespace).join(id)
     }
 
     /// Creates the bundle (config.json = `spec`, empty `rootfs`) and starts
-    /// a shim for it; returns the connected shim.
-    #[tracing::instrument(name = "shim.start", skip(self, spec, runtime_path))]
+    /// a shim for it; returns the connected shim. `options` is the task's
+    /// options as a protobuf-encoded `Any` (empty for none): the shim's
+    /// `start` reads them on stdin, as containerd hands them over (runc's
+    /// shim takes `shim_cgroup` from them).
+    #[tracing::instrument(name = "shim.start", skip(self, spec, runtime_path, options))]
     pub async fn start(
         &self,
         namespace: &str,
@@ -273,6 +330,7 @@ impl ShimManager {
         runtime: &str,
         runtime_path: &str,
         spec: &[u8],
+        options: &[u8],
     ) -> Result<Arc<Shim>, Error> {
         let key = (namespace.to_string(), id.to_string());
         if self.shims.lock().await.contains_key(&key) {
@@ -292,11 +350,14 @@ impl ShimManager {
         tokio::fs::write(bundle.join("runtime"), runtime)
             .await
             .map_err(io(&bundle))?;
-        follow_log(namespace, id, &bundle);
-        let started = self.exec_start(namespace, id, &bundle, &binary).await;
+        self.follow_log(namespace, id, &bundle).await;
+        let started = self
+            .exec_start(namespace, id, &bundle, &binary, options)
+            .await;
         let address = match started {
             Ok(a) => a,
             Err(e) => {
+                self.stop_log(namespace, id).await;
                 let _ = tokio::fs::remove_dir_all(&bundle).await;
                 return Err(e);
             }
@@ -345,6 +406,7 @@ impl ShimManager {
         id: &str,
         bundle: &Path,
         binary: &Path,
+        options: &[u8],
     ) -> Result<String, Error> {
         let fail = |message: String| Error::Start {
             binary: binary.display().to_string(),
@@ -353,6 +415,9 @@ impl ShimManager {
         };
         let mut cmd = self.shim_command(binary, namespace, id, bundle);
         cmd.arg("start");
+        if !options.is_empty() {
+            cmd.stdin_data(options.to_vec());
+        }
         let out = tokio::time::timeout(SHIM_TIMEOUT, cmd.output())
             .await
             .map_err(|_| fail(format!("no answer within {SHIM_TIMEOUT:?}")))?
@@ -455,6 +520,7 @@ impl ShimManager {
                 .client
                 .shutdown(context(Duration::from_secs(2)), &req)
                 .await;
+            self.stop_log(namespace, id).await;
             let rootfs = shim.bundle.join("rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
             if let Err(e) = tokio::fs::remove_dir_all(&shim.bundle).await {
@@ -497,6 +563,7 @@ impl ShimManager {
             Ok(Err(e)) => tracing::warn!(id, error = %e, "cannot run shim delete"),
             Err(_) => tracing::warn!(id, "shim delete timed out"),
         }
+        self.stop_log(namespace, id).await;
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
         if let Err(e) = tokio::fs::remove_dir_all(bundle).await {
             tracing::warn!(bundle = %bundle.display(), error = %e, "cannot remove bundle");
@@ -553,7 +620,7 @@ impl ShimManager {
     }
 
     async fn reconnect(&self, namespace: &str, id: &str, bundle: &Path) -> bool {
-        follow_log(namespace, id, bundle);
+        self.follow_log(namespace, id, bundle).await;
         let address = tokio::fs::read_to_string(bundle.join("address"))
             .await
             .unwrap_or_default()

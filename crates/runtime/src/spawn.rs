@@ -38,6 +38,7 @@ pub struct HelperCommand {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
+    stdin: Option<Vec<u8>>,
 }
 
 impl HelperCommand {
@@ -48,6 +49,7 @@ impl HelperCommand {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            stdin: None,
         }
     }
 
@@ -68,6 +70,14 @@ impl HelperCommand {
     /// Runs the helper in `dir`.
     pub fn current_dir(&mut self, dir: impl Into<PathBuf>) -> &mut HelperCommand {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Gives the helper `data` on stdin (then end-of-file) instead of
+    /// /dev/null; at most a pipe's capacity (64 KiB), written before the
+    /// helper starts.
+    pub fn stdin_data(&mut self, data: Vec<u8>) -> &mut HelperCommand {
+        self.stdin = Some(data);
         self
     }
 
@@ -121,6 +131,10 @@ impl HelperCommand {
             .transpose()?;
         let dev_null = c"/dev/null";
 
+        let stdin = match &self.stdin {
+            Some(data) => Some(filled_pipe(data)?),
+            None => None,
+        };
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
 
@@ -139,13 +153,20 @@ impl HelperCommand {
                 return Err(e);
             }
             let rc = (|| -> io::Result<libc::c_int> {
-                check(libc::posix_spawn_file_actions_addopen(
-                    &mut actions,
-                    0,
-                    dev_null.as_ptr(),
-                    libc::O_RDONLY,
-                    0,
-                ))?;
+                match &stdin {
+                    Some(reader) => check(libc::posix_spawn_file_actions_adddup2(
+                        &mut actions,
+                        reader.as_raw_fd(),
+                        0,
+                    ))?,
+                    None => check(libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        0,
+                        dev_null.as_ptr(),
+                        libc::O_RDONLY,
+                        0,
+                    ))?,
+                }
                 check(libc::posix_spawn_file_actions_adddup2(
                     &mut actions,
                     out_w.as_raw_fd(),
@@ -197,6 +218,24 @@ impl HelperCommand {
         drop(err_w);
         Ok((Pid::from_raw(pid), out_r, err_r))
     }
+}
+
+/// A pipe holding `data` with its write end closed: the read end.
+fn filled_pipe(data: &[u8]) -> io::Result<OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // A full pipe would block the daemon: refuse rather than wait.
+    nix::fcntl::fcntl(
+        w.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    let mut w = std::fs::File::from(w);
+    std::io::Write::write_all(&mut w, data).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{} bytes for a helper's stdin: {e}", data.len()),
+        )
+    })?;
+    Ok(r)
 }
 
 /// Kills the helper if its `output` future is dropped before it exited.

@@ -22,6 +22,7 @@ mod oom;
 mod reaper;
 mod runc;
 mod service;
+mod shim_cgroup;
 mod stdio;
 
 use std::io::{BufRead, Write};
@@ -101,6 +102,7 @@ fn start(args: &Args) -> Result<(), String> {
         println!("{address}");
         return Ok(());
     }
+    let shim_cgroup = shim_cgroup::from_stdin()?;
     let exe = std::env::current_exe().map_err(|e| format!("finding my own binary: {e}"))?;
     // The shim's own log goes to the bundle's `log` FIFO, which the daemon
     // reads; without one (or without a reader) it is discarded.
@@ -119,6 +121,13 @@ fn start(args: &Args) -> Result<(), String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting the shim: {e}"))?;
+    if let Some(cgroup) = &shim_cgroup {
+        if let Err(e) = shim_cgroup::join(child.id(), cgroup) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    }
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
@@ -231,6 +240,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     let on_exit = service.clone();
     tokio::spawn(async move {
         while let Some(exit) = exits.recv().await {
+            on_exit.before_exit(&exit).await;
             on_exit.on_exit(exit);
         }
     });
