@@ -28,6 +28,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("tmux", "/usr/bin/tmux"),
     ("openssl", "/usr/bin/openssl"),
+    // The Go client program of tests/goclient: Go and containerd 1.6's sources.
+    ("golang-go", "/usr/bin/go"),
+    (
+        "golang-github-containerd-containerd-dev",
+        "/usr/share/gocode/src/github.com/containerd/containerd/client.go",
+    ),
 ];
 
 fn main() -> ExitCode {
