@@ -97,6 +97,8 @@ fn go_resize_without_terminal_is_accepted() -> Result<()> {
 fn go_exec_with_terminal_and_large_output() -> Result<()> {
     let s = setup("go-ttyexec")?;
     run(&s, "exec-tty-large", &[])?;
+    // A short output too: the process may exit before its output is copied.
+    run(&s, "exec-tty-large", &["1"])?;
     Ok(())
 }
 
@@ -237,5 +239,72 @@ fn go_imports_a_docker_save_archive_and_runs_it() -> Result<()> {
 fn go_exports_an_image_that_imports_back() -> Result<()> {
     let s = setup("go-export")?;
     run(&s, "export", &[])?;
+    Ok(())
+}
+
+/// The same program against Debian's containerd 1.6, to check that each
+/// subcommand asserts what containerd really does. Not part of the suite
+/// (it runs containerd's own shim under /run/containerd/runc/<namespace>):
+/// `cargo nextest run -p berth-tests --test go_client --run-ignored only`.
+#[test]
+#[ignore = "validates the Go program against containerd itself; run by hand"]
+fn go_client_program_passes_against_containerd() -> Result<()> {
+    let registry = Registry::start()?;
+    let c = berth_tests::Containerd::start()?;
+    let layout = testimages::busybox(&c.scratch("busybox"))?;
+    let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
+    let go = GoClient::new(&c.address, &c.namespace)?.with_image(&reference);
+    let pid = c.pid().to_string();
+    let cgroup = TestCgroup::create()?;
+    let layered = testimages::layered(&c.scratch("layered"))?;
+    let oci = c.scratch("layered.tar");
+    layered.write_archive(&oci)?;
+    let saved = c.scratch("saved.tar");
+    docker_save(&layered, "saved:1", &saved)?;
+    let (oci, saved) = (oci.display().to_string(), saved.display().to_string());
+    let runs: Vec<(&str, Vec<&str>)> = vec![
+        ("run", vec![]),
+        ("kill", vec![]),
+        ("exec", vec![]),
+        ("leases", vec![]),
+        ("content", vec![]),
+        ("snapshots", vec![]),
+        ("events", vec![]),
+        ("resize-no-tty", vec![]),
+        ("exec-tty-large", vec![]),
+        ("exec-tty-large", vec!["1"]),
+        ("fd-leak", vec!["-pid", &pid]),
+        ("kill-host-pid", vec![]),
+        ("shim-cgroup", vec!["-cgroup", &cgroup.path]),
+        (
+            "import",
+            vec![
+                "-archive",
+                &oci,
+                "-name",
+                "docker.io/library/layered:latest",
+            ],
+        ),
+        (
+            "import",
+            vec!["-archive", &saved, "-name", "docker.io/library/saved:1"],
+        ),
+        ("export", vec![]),
+    ];
+    // BERTHGO_ONLY=sub1,sub2 runs just those.
+    let only = std::env::var("BERTHGO_ONLY").unwrap_or_default();
+    let mut failed = Vec::new();
+    for (sub, args) in runs {
+        if !only.is_empty() && !only.split(',').any(|o| o == sub) {
+            continue;
+        }
+        match go.run(sub, &args) {
+            Ok(out) => print!("{out}"),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{}\ncontainerd's log:\n{}", failed.join("\n"), c.log());
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/events"
@@ -16,16 +17,19 @@ func init() {
 const readyTopic = "/berthgo/ready"
 
 // subscribe subscribes with filters (plus the ready topic) and returns once
-// the subscription is live: it publishes an event on the ready topic and
-// waits for it to come back.
+// the subscription is live. The Go client's Subscribe returns before its
+// stream reaches the daemon and gives no signal when it has, so events
+// published right after it may be missed (by containerd as by berthd): it
+// publishes an event on the ready topic until one comes back. Later copies
+// of that event are skipped by the callers.
 func (e *env) subscribe(filters ...string) (<-chan *events.Envelope, <-chan error, func(), error) {
 	ctx, cancel := contextWithCancel(e.ctx)
 	ch, errs := e.client.Subscribe(ctx, append(filters, `topic=="`+readyTopic+`"`)...)
-	if err := e.client.EventService().Publish(e.ctx, readyTopic, &eventstypes.ContainerCreate{ID: "ready"}); err != nil {
-		cancel()
-		return nil, nil, nil, fmt.Errorf("Publish(%s): %w", readyTopic, err)
-	}
 	for {
+		if err := e.client.EventService().Publish(e.ctx, readyTopic, &eventstypes.ContainerCreate{ID: "ready"}); err != nil {
+			cancel()
+			return nil, nil, nil, fmt.Errorf("Publish(%s): %w", readyTopic, err)
+		}
 		select {
 		case env := <-ch:
 			if env.Topic == readyTopic {
@@ -38,7 +42,8 @@ func (e *env) subscribe(filters ...string) (<-chan *events.Envelope, <-chan erro
 			return nil, nil, nil, fmt.Errorf("subscription: %w", err)
 		case <-e.ctx.Done():
 			cancel()
-			return nil, nil, nil, fmt.Errorf("the event published on %s never came back", readyTopic)
+			return nil, nil, nil, fmt.Errorf("no event published on %s ever came back", readyTopic)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -93,7 +98,7 @@ func runEvents(e *env, _ []string) error {
 				}
 			}
 		case err := <-tasksErrs:
-			return fmt.Errorf("subscription: %w", err)
+			return fmt.Errorf("subscription (events so far: %v): %w", topics, err)
 		case <-e.ctx.Done():
 			return fmt.Errorf("no /tasks/delete; events so far: %v", topics)
 		}

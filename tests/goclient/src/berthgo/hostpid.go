@@ -60,7 +60,7 @@ func runKillHostPID(e *env, _ []string) error {
 	}
 	defer e.removeContainer(c)
 	r, w := io.Pipe()
-	task, err := c.NewTask(e.ctx, cio.NewCreator(cio.WithStreams(nil, w, nil)))
+	task, err := c.NewTask(e.ctx, cio.NewCreator(cio.WithStreams(nil, w, io.Discard)))
 	if err != nil {
 		return fmt.Errorf("NewTask: %w", err)
 	}

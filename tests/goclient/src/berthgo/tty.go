@@ -119,7 +119,11 @@ func runExecTTYLarge(e *env, args []string) error {
 	}
 	for i, l := range got {
 		if l != strconv.Itoa(i+1) {
-			return fmt.Errorf("line %d is %q", i+1, l)
+			text := out.String()
+			if len(text) > 200 {
+				text = text[:200]
+			}
+			return fmt.Errorf("line %d is %q (output starts %q)", i+1, l, text)
 		}
 	}
 	return nil
