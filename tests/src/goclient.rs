@@ -90,6 +90,13 @@ pub fn berthgo() -> Result<PathBuf> {
         );
     }
     std::fs::rename(&partial, &bin)?;
+    // Builds of older sources are of no more use.
+    for old in std::fs::read_dir(&out)?.flatten() {
+        let name = old.file_name();
+        if name.to_string_lossy().starts_with("berthgo-") && old.path() != bin {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     Ok(bin)
 }
 

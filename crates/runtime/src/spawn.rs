@@ -332,6 +332,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stdin_data_is_read_to_end_of_file() {
+        let mut cmd = HelperCommand::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("cat; echo end")
+            .stdin_data(b"a\0b\n".to_vec());
+        let out = cmd.output().await.unwrap();
+        assert_eq!(out.stdout, b"a\0b\nend\n");
+        let err = HelperCommand::new("/bin/true")
+            .stdin_data(vec![0; 1 << 20])
+            .output()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("1048576 bytes"), "{err}");
+    }
+
+    #[tokio::test]
     async fn reports_signals_and_missing_programs() {
         let mut cmd = HelperCommand::new("/bin/sh");
         cmd.arg("-c").arg("kill -9 $$");
