@@ -231,6 +231,21 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// How long a shim may take to exit after `Shutdown`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A pidfd of `s`'s process (asked with `Connect`), readable once it has
+/// exited; `None` if the shim does not say or is gone already.
+async fn shim_exit(s: &Shim) -> Option<crate::spawn::ProcessExit> {
+    let req = shim::ConnectRequest { id: s.id.clone() };
+    let resp = s
+        .client
+        .connect(context_for(&s.namespace, Some(SHUTDOWN_TIMEOUT)), &req)
+        .await
+        .ok()?;
+    crate::spawn::ProcessExit::watch(resp.shim_pid)
+}
+
 /// Keeps the shims of every namespace.
 #[derive(Debug)]
 pub struct ShimManager {
@@ -511,6 +526,8 @@ impl ShimManager {
             .await
             .remove(&(namespace.to_string(), id.to_string()));
         if let Some(shim) = shim {
+            // Held before Shutdown, so the pid cannot be reused meanwhile.
+            let exited = shim_exit(&shim).await;
             let req = shim::ShutdownRequest {
                 id: id.to_string(),
                 now: false,
@@ -520,6 +537,16 @@ impl ShimManager {
                 .client
                 .shutdown(context(Duration::from_secs(2)), &req)
                 .await;
+            // As containerd does, the task is deleted once its shim is gone,
+            // with the connections it had to the daemon.
+            if let Some(exited) = exited {
+                if tokio::time::timeout(SHUTDOWN_TIMEOUT, exited.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(namespace, id, "the shim did not exit after Shutdown");
+                }
+            }
             self.stop_log(namespace, id).await;
             let rootfs = shim.bundle.join("rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);

@@ -238,6 +238,32 @@ fn filled_pipe(data: &[u8]) -> io::Result<OwnedFd> {
     Ok(r)
 }
 
+/// The exit of a process that need not be our child, watched through a
+/// pidfd (which also pins the pid: it cannot be reused while watched).
+#[derive(Debug)]
+pub(crate) struct ProcessExit(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl ProcessExit {
+    /// Starts watching process `pid`; `None` if it is gone already or
+    /// cannot be watched.
+    pub(crate) fn watch(pid: u32) -> Option<ProcessExit> {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+        // SAFETY: `fd` is a valid open pidfd, owned by the AsyncFd until
+        // it is dropped, and never replaced.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        fd.ok().map(ProcessExit)
+    }
+
+    /// Returns once the process has exited.
+    pub(crate) async fn wait(&self) {
+        // A pidfd turns readable on exit and stays so.
+        let _ = self.0.readable().await;
+    }
+}
+
 /// Kills the helper if its `output` future is dropped before it exited.
 struct KillOnDrop {
     pid: Pid,
@@ -345,6 +371,23 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("1048576 bytes"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn process_exit_is_seen_through_a_pidfd() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "read x"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exit = ProcessExit::watch(child.id()).expect("a pidfd of a live process");
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), exit.wait());
+        assert!(waiting.await.is_err(), "the process has not exited yet");
+        drop(child.stdin.take());
+        tokio::time::timeout(std::time::Duration::from_secs(20), exit.wait())
+            .await
+            .expect("the exit is seen");
+        child.wait().unwrap();
     }
 
     #[tokio::test]
