@@ -195,8 +195,9 @@ fn serve(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the event loop: {e}"))?;
     let served = runtime.block_on(serve_async(args));
-    // Threads blocked opening a FIFO nobody opened must not keep us alive.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Threads blocked opening a FIFO nobody opened must not keep us alive,
+    // nor delay the exit berthd waits for when it deletes the task.
+    runtime.shutdown_background();
     served
 }
 
@@ -240,6 +241,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     let on_exit = service.clone();
     tokio::spawn(async move {
         while let Some(exit) = exits.recv().await {
+            let _order = on_exit.event_order.lock().await;
             on_exit.before_exit(&exit).await;
             on_exit.on_exit(exit);
         }

@@ -138,6 +138,11 @@ pub(crate) struct Service {
     state: Mutex<State>,
     /// Signalled when the shim should exit.
     pub(crate) shutdown: Arc<Notify>,
+    /// Held by Start until its event is published, and by the handling of
+    /// each exit: a process that exits at once still has its start event
+    /// (`/tasks/start`, `/tasks/exec-started`) before its `/tasks/exit`, and
+    /// Wait returns after Start, as with containerd's shim.
+    pub(crate) event_order: tokio::sync::Mutex<()>,
 }
 
 fn ts(t: SystemTime) -> Option<prost_types::Timestamp> {
@@ -153,6 +158,7 @@ impl Service {
             publisher,
             state: Mutex::new(State::default()),
             shutdown: Arc::new(Notify::new()),
+            event_order: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -453,6 +459,7 @@ impl Service {
     }
 
     async fn do_start(&self, r: api::StartRequest) -> Reply<api::StartResponse> {
+        let _order = self.event_order.lock().await;
         let (runc, bundle) = self.runc(&r.id)?;
         if r.exec_id.is_empty() {
             let (pid, direct) = self.with_container(&r.id, |c| match c.init.status {
@@ -526,7 +533,6 @@ impl Service {
         launched?;
         let pid = read_pid(&pid_file)?;
         stdio::remove_quietly(&pid_file);
-        self.set_pid(&r.id, &r.exec_id, pid);
         self.publisher.publish(
             "/tasks/exec-started",
             &ev::TaskExecStarted {
@@ -535,6 +541,8 @@ impl Service {
                 pid,
             },
         );
+        // After the start event: an exit that came first is published here.
+        self.set_pid(&r.id, &r.exec_id, pid);
         Ok(api::StartResponse { pid })
     }
 
