@@ -38,6 +38,13 @@ fn run(s: &Setup, subcommand: &str, args: &[&str]) -> Result<String> {
 }
 
 #[test]
+fn go_version_server_and_plugins() -> Result<()> {
+    let s = setup("go-info")?;
+    run(&s, "info", &[])?;
+    Ok(())
+}
+
+#[test]
 fn go_pull_create_wait_start_exit_status_delete() -> Result<()> {
     let s = setup("go-run")?;
     run(&s, "run", &[])?;
@@ -263,6 +270,7 @@ fn go_client_program_passes_against_containerd() -> Result<()> {
     docker_save(&layered, "saved:1", &saved)?;
     let (oci, saved) = (oci.display().to_string(), saved.display().to_string());
     let runs: Vec<(&str, Vec<&str>)> = vec![
+        ("info", vec![]),
         ("run", vec![]),
         ("kill", vec![]),
         ("exec", vec![]),
