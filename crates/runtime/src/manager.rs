@@ -527,7 +527,13 @@ impl ShimManager {
             .remove(&(namespace.to_string(), id.to_string()));
         if let Some(shim) = shim {
             // Held before Shutdown, so the pid cannot be reused meanwhile.
-            let exited = shim_exit(&shim).await;
+            // Only berth's shim surely exits now: containerd's runc shim may
+            // serve other containers of the same pod and stay.
+            let exited = if shim.binary.file_name() == Some(std::ffi::OsStr::new(BERTH_SHIM)) {
+                shim_exit(&shim).await
+            } else {
+                None
+            };
             let req = shim::ShutdownRequest {
                 id: id.to_string(),
                 now: false,

@@ -10,6 +10,10 @@
 //!   (`CloseIO`), so the process sees end-of-file when the client says so.
 //! - terminal: runc hands the pty master over a console socket; the shim
 //!   copies between it and the FIFOs and keeps it to resize the window.
+//! - an empty path is /dev/null for any stream. Deliberately lenient:
+//!   containerd's runc shim refuses an empty stderr next to a FIFO stdout
+//!   (`opening file ""`), which the Go client sends for
+//!   `cio.WithStreams(nil, w, nil)`; nothing depends on that refusal.
 
 use std::io;
 use std::os::fd::OwnedFd;
