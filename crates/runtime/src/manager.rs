@@ -217,7 +217,15 @@ fn follow_log(namespace: &str, id: &str, bundle: &Path) -> Option<LogFollower> {
                     }
                     _ => break,
                 },
-                _ = &mut stopped => break,
+                _ = &mut stopped => {
+                    // Pass on what the shim wrote last, without waiting.
+                    while let Ok(Ok(Some(line))) =
+                        tokio::time::timeout(Duration::ZERO, lines.next_line()).await
+                    {
+                        tracing::debug!(target: "shim", namespace = %namespace, id = %id, "{line}");
+                    }
+                    break;
+                }
             }
         }
     });
