@@ -290,6 +290,14 @@ fn berthctl_runs_and_manages_tasks(shim: Shim) -> Result<()> {
 /// `run -t` driven through a real terminal (tmux), for ctr and berthctl.
 fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
     let (d, rootfs) = daemon(shim)?;
+    // A tmux server of this test's own: tests running at once must not
+    // share (and kill) the machine's default one.
+    let socket = d.scratch("tmux.sock");
+    let tmux = |socket: &std::path::Path| {
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.arg("-S").arg(socket);
+        cmd
+    };
     for (tool, bin) in [
         ("ctr", berth_tests::ctr_bin()?),
         ("berthctl", berth_tests::bin("berthctl")?),
@@ -302,15 +310,18 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
             d.address.display(),
             d.namespace
         );
-        struct Session(String);
+        struct Session(std::path::PathBuf);
         impl Drop for Session {
             fn drop(&mut self) {
+                // Ends this test's tmux server and everything in it.
                 let _ = std::process::Command::new("tmux")
-                    .args(["kill-session", "-t", &self.0])
+                    .arg("-S")
+                    .arg(&self.0)
+                    .arg("kill-server")
                     .status();
             }
         }
-        ok(std::process::Command::new("tmux")
+        ok(tmux(&socket)
             .args([
                 "new-session",
                 "-d",
@@ -323,9 +334,9 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
                 &command,
             ])
             .output()?)?;
-        let _session = Session(session.clone());
+        let _session = Session(socket.clone());
         let capture = || -> Result<String> {
-            ok(std::process::Command::new("tmux")
+            ok(tmux(&socket)
                 .args(["capture-pane", "-t", &session, "-p"])
                 .output()?)
         };
@@ -344,7 +355,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         };
         wait_for("/ #")?;
         let send = |keys: &str| -> Result<String> {
-            ok(std::process::Command::new("tmux")
+            ok(tmux(&socket)
                 .args(["send-keys", "-t", &session, keys, "Enter"])
                 .output()?)
         };
@@ -363,7 +374,7 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
                 bail!("{tool}: the pty never got the terminal's size:\n{screen}");
             }
         }
-        ok(std::process::Command::new("tmux")
+        ok(tmux(&socket)
             .args(["send-keys", "-t", &session, "exit", "Enter"])
             .output()?)?;
         let deadline = Instant::now() + Duration::from_secs(10);
