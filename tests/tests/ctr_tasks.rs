@@ -290,9 +290,6 @@ fn berthctl_runs_and_manages_tasks(shim: Shim) -> Result<()> {
 /// `run -t` driven through a real terminal (tmux), for ctr and berthctl.
 fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
     let (d, rootfs) = daemon(shim)?;
-    // A tmux server of this test's own: tests running at once must not
-    // share (and kill) the machine's default one.
-    let socket = d.scratch("tmux.sock");
     let tmux = |socket: &std::path::Path| {
         let mut cmd = std::process::Command::new("tmux");
         cmd.arg("-S").arg(socket);
@@ -303,6 +300,10 @@ fn run_with_a_terminal_in_tmux(shim: Shim) -> Result<()> {
         ("berthctl", berth_tests::bin("berthctl")?),
     ] {
         let session = format!("berth-tty-{}-{tool}", std::process::id());
+        // A tmux server of its own for each run: tests running at once must
+        // not share the machine's default one, and a new session must not
+        // reach a server that is still exiting after the last run's.
+        let socket = d.scratch(&format!("tmux-{tool}.sock"));
         let id = format!("tty-{tool}");
         let command = format!(
             "{} --address {} --namespace {} run -t --rm --rootfs {rootfs} {id} /bin/sh; sleep 5",
