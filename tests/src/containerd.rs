@@ -91,6 +91,11 @@ impl Containerd {
             .output()?)
     }
 
+    /// PID of the containerd process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A directory under the temporary root.
     pub fn scratch(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -11,10 +11,12 @@ use anyhow::{Context, Result, bail};
 
 pub mod containerd;
 pub mod docker;
+pub mod goclient;
 pub mod registry;
 pub mod testimages;
 
 pub use containerd::Containerd;
+pub use goclient::GoClient;
 pub use registry::Registry;
 
 /// Directory holding the workspace's built binaries.

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::testimages::{Layout, media_types};
+
 /// Where Debian's package installs the registry.
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
@@ -121,6 +123,86 @@ impl Registry {
         self.dir.path().join("data")
     }
 
+    /// Pushes every blob and manifest of `layout` to `repo` (registry API
+    /// v2, monolithic uploads) and tags its top descriptor `tag`; returns
+    /// the reference `<host>/<repo>:<tag>`.
+    pub fn push_layout(&self, layout: &Layout, repo: &str, tag: &str) -> Result<String> {
+        let types = media_types(layout)?;
+        let manifests: Vec<&str> = std::iter::once(layout.root.digest.as_str())
+            .chain(layout.manifests.iter().map(|(_, m)| m.digest.as_str()))
+            .collect();
+        for digest in layout.blobs()? {
+            if manifests.contains(&digest.as_str()) {
+                continue;
+            }
+            let data = std::fs::read(layout.blob(&digest))?;
+            let started = self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), "", &[])?;
+            let location = header(&started, "location")
+                .with_context(|| format!("starting an upload of {digest}: {started}"))?;
+            let path = location
+                .strip_prefix(&format!("http://{}", self.host))
+                .unwrap_or(&location);
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let done = self.request(
+                "PUT",
+                &format!("{path}{sep}digest={digest}"),
+                "application/octet-stream",
+                &data,
+            )?;
+            if !done.starts_with("HTTP/1.1 201") {
+                bail!("uploading {digest} to {repo}: {done}");
+            }
+        }
+        // Per-platform manifests first (by digest), then the top one by tag.
+        for (_, m) in layout.manifests.iter().filter(|(_, m)| *m != layout.root) {
+            self.put_manifest(layout, repo, &m.digest, &m.digest, &types)?;
+        }
+        self.put_manifest(layout, repo, &layout.root.digest, tag, &types)?;
+        Ok(format!("{}/{repo}:{tag}", self.host))
+    }
+
+    fn put_manifest(
+        &self,
+        layout: &Layout,
+        repo: &str,
+        digest: &str,
+        reference: &str,
+        types: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let data = std::fs::read(layout.blob(digest))?;
+        let media_type = types.get(digest).map_or("", String::as_str);
+        let done = self.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            media_type,
+            &data,
+        )?;
+        if !done.starts_with("HTTP/1.1 201") {
+            bail!("putting manifest {digest} as {repo}:{reference}: {done}");
+        }
+        Ok(())
+    }
+
+    /// One HTTP/1.1 request; returns the whole response as text.
+    fn request(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<String> {
+        let mut s = TcpStream::connect(&self.host)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.host,
+            body.len()
+        );
+        if !content_type.is_empty() {
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// A plain HTTP/1.1 GET of `path`; returns the status line and headers.
     pub fn get(&self, path: &str) -> Result<String> {
         let mut s = TcpStream::connect(&self.host)?;
@@ -134,6 +216,17 @@ impl Registry {
         s.read_to_end(&mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
+}
+
+/// The value of header `name` (any case) in an HTTP response.
+fn header(response: &str, name: &str) -> Option<String> {
+    response
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
 }
 
 impl Drop for Registry {

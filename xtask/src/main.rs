@@ -56,6 +56,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     // Docker Engine 20.10, run by tests on berthd (`--containerd`).
     ("docker.io", "/usr/sbin/dockerd"),
+    // The Go client program of tests/goclient (Go; containerd 1.6's sources
+    // come with the package above).
+    ("golang-go", "/usr/bin/go"),
 ];
 
 /// Packages whose install starts a daemon on the default paths; tests use

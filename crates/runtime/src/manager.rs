@@ -176,19 +176,36 @@ pub fn shim_binary_name(runtime: &str) -> Option<String> {
     Some(format!("containerd-shim-{name}-{version}"))
 }
 
+/// The copy of one shim's log into berthd's log; [`LogFollower::stop`]
+/// ends it and closes the FIFO.
+#[derive(Debug)]
+struct LogFollower {
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl LogFollower {
+    /// Ends the copy; returns once the FIFO is closed, so a deleted task
+    /// leaves no descriptor open in the daemon.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
 /// Creates (if needed) the bundle's `log` FIFO, which shims write their
-/// logs to, and copies what arrives into berthd's log.
-fn follow_log(namespace: &str, id: &str, bundle: &Path) {
+/// logs to, and copies what arrives into berthd's log until stopped.
+fn follow_log(namespace: &str, id: &str, bundle: &Path) -> Option<LogFollower> {
     let path = bundle.join("log");
     if let Err(e) = std::fs::create_dir_all(bundle) {
         tracing::warn!(bundle = %bundle.display(), error = %e, "cannot create bundle");
-        return;
+        return None;
     }
     match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot create the shim log FIFO");
-            return;
+            return None;
         }
     }
     // Read-write, so the FIFO never reports end-of-file between writers.
@@ -199,17 +216,35 @@ fn follow_log(namespace: &str, id: &str, bundle: &Path) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot open the shim log FIFO");
-            return;
+            return None;
         }
     };
     let (namespace, id) = (namespace.to_string(), id.to_string());
-    tokio::spawn(async move {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let done = tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(receiver).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(target: "shim", namespace = %namespace, id = %id, "{line}");
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        tracing::debug!(target: "shim", namespace = %namespace, id = %id, "{line}");
+                    }
+                    _ => break,
+                },
+                _ = &mut stopped => {
+                    // Pass on what the shim wrote last, without waiting.
+                    while let Ok(Ok(Some(line))) =
+                        tokio::time::timeout(Duration::ZERO, lines.next_line()).await
+                    {
+                        tracing::debug!(target: "shim", namespace = %namespace, id = %id, "{line}");
+                    }
+                    break;
+                }
+            }
         }
     });
+    Some(LogFollower { stop, done })
 }
 
 /// Creates a task bundle as containerd does: the namespace directory
@@ -279,11 +314,28 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// How long a shim may take to exit after `Shutdown`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A pidfd of `s`'s process (asked with `Connect`), readable once it has
+/// exited; `None` if the shim does not say or is gone already.
+async fn shim_exit(s: &Shim) -> Option<crate::spawn::ProcessExit> {
+    let req = shim::ConnectRequest { id: s.id.clone() };
+    let resp = s
+        .client
+        .connect(context_for(&s.namespace, Some(SHUTDOWN_TIMEOUT)), &req)
+        .await
+        .ok()?;
+    crate::spawn::ProcessExit::watch(resp.shim_pid)
+}
+
 /// Keeps the shims of every namespace.
 #[derive(Debug)]
 pub struct ShimManager {
     config: ManagerConfig,
     shims: Mutex<HashMap<(String, String), Arc<Shim>>>,
+    /// The log copy of each task's shim, by (namespace, id).
+    logs: Mutex<HashMap<(String, String), LogFollower>>,
 }
 
 impl ShimManager {
@@ -298,6 +350,7 @@ impl ShimManager {
         Ok(ShimManager {
             config,
             shims: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -366,14 +419,41 @@ impl ShimManager {
         })
     }
 
+    /// Starts copying the log of task `id`'s shim (stopping an older copy).
+    async fn follow_log(&self, namespace: &str, id: &str, bundle: &Path) {
+        let key = (namespace.to_string(), id.to_string());
+        let old = self.logs.lock().await.remove(&key);
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        if let Some(follower) = follow_log(namespace, id, bundle) {
+            self.logs.lock().await.insert(key, follower);
+        }
+    }
+
+    /// Stops copying the log of task `id`'s shim and closes its FIFO.
+    async fn stop_log(&self, namespace: &str, id: &str) {
+        let follower = self
+            .logs
+            .lock()
+            .await
+            .remove(&(namespace.to_string(), id.to_string()));
+        if let Some(follower) = follower {
+            follower.stop().await;
+        }
+    }
+
     /// The bundle directory of task `id` in `namespace`.
     pub fn bundle(&self, namespace: &str, id: &str) -> PathBuf {
         self.config.state.join(namespace).join(id)
     }
 
     /// Creates the bundle (config.json = `spec`, empty `rootfs`) and starts
-    /// a shim for it; returns the connected shim.
-    #[tracing::instrument(name = "shim.start", skip(self, spec, runtime_path))]
+    /// a shim for it; returns the connected shim. `options` is the task's
+    /// options as a protobuf-encoded `Any` (empty for none): the shim's
+    /// `start` reads them on stdin, as containerd hands them over (runc's
+    /// shim takes `shim_cgroup` from them).
+    #[tracing::instrument(name = "shim.start", skip(self, spec, runtime_path, options))]
     pub async fn start(
         &self,
         namespace: &str,
@@ -381,6 +461,7 @@ impl ShimManager {
         runtime: &str,
         runtime_path: &str,
         spec: &[u8],
+        options: &[u8],
     ) -> Result<Arc<Shim>, Error> {
         let key = (namespace.to_string(), id.to_string());
         if self.shims.lock().await.contains_key(&key) {
@@ -398,11 +479,14 @@ impl ShimManager {
         tokio::fs::write(bundle.join("runtime"), runtime)
             .await
             .map_err(io(&bundle))?;
-        follow_log(namespace, id, &bundle);
-        let started = self.exec_start(namespace, id, &bundle, &binary).await;
+        self.follow_log(namespace, id, &bundle).await;
+        let started = self
+            .exec_start(namespace, id, &bundle, &binary, options)
+            .await;
         let address = match started {
             Ok(a) => a,
             Err(e) => {
+                self.stop_log(namespace, id).await;
                 let _ = tokio::fs::remove_dir_all(&bundle).await;
                 return Err(e);
             }
@@ -458,6 +542,7 @@ impl ShimManager {
         id: &str,
         bundle: &Path,
         binary: &Path,
+        options: &[u8],
     ) -> Result<String, Error> {
         let fail = |message: String| Error::Start {
             binary: binary.display().to_string(),
@@ -466,6 +551,9 @@ impl ShimManager {
         };
         let mut cmd = self.shim_command(binary, namespace, id, bundle);
         cmd.arg("start");
+        if !options.is_empty() {
+            cmd.stdin_data(options.to_vec());
+        }
         let out = tokio::time::timeout(SHIM_TIMEOUT, cmd.output())
             .await
             .map_err(|_| fail(format!("no answer within {SHIM_TIMEOUT:?}")))?
@@ -565,6 +653,14 @@ impl ShimManager {
             .await
             .remove(&(namespace.to_string(), id.to_string()));
         if let Some(shim) = shim {
+            // Held before Shutdown, so the pid cannot be reused meanwhile.
+            // Only berth's shim surely exits now: containerd's runc shim may
+            // serve other containers of the same pod and stay.
+            let exited = if shim.binary.file_name() == Some(std::ffi::OsStr::new(BERTH_SHIM)) {
+                shim_exit(&shim).await
+            } else {
+                None
+            };
             let req = shim::ShutdownRequest {
                 id: id.to_string(),
                 now: false,
@@ -580,6 +676,17 @@ impl ShimManager {
             if let Some(path) = shim.address.strip_prefix("unix://") {
                 let _ = tokio::fs::remove_file(path).await;
             }
+            // As containerd does, the task is deleted once its shim is gone,
+            // with the connections it had to the daemon.
+            if let Some(exited) = exited {
+                if tokio::time::timeout(SHUTDOWN_TIMEOUT, exited.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(namespace, id, "the shim did not exit after Shutdown");
+                }
+            }
+            self.stop_log(namespace, id).await;
             let rootfs = shim.bundle.join("rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
             if let Err(e) = tokio::fs::remove_dir_all(&shim.bundle).await {
@@ -622,6 +729,7 @@ impl ShimManager {
             Ok(Err(e)) => tracing::warn!(id, error = %e, "cannot run shim delete"),
             Err(_) => tracing::warn!(id, "shim delete timed out"),
         }
+        self.stop_log(namespace, id).await;
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
         if let Err(e) = tokio::fs::remove_dir_all(bundle).await {
             tracing::warn!(bundle = %bundle.display(), error = %e, "cannot remove bundle");
@@ -678,7 +786,7 @@ impl ShimManager {
     }
 
     async fn reconnect(&self, namespace: &str, id: &str, bundle: &Path) -> bool {
-        follow_log(namespace, id, bundle);
+        self.follow_log(namespace, id, bundle).await;
         let address = tokio::fs::read_to_string(bundle.join("address"))
             .await
             .unwrap_or_default()

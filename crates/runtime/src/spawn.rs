@@ -38,6 +38,7 @@ pub struct HelperCommand {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
+    stdin: Option<Vec<u8>>,
 }
 
 impl HelperCommand {
@@ -48,6 +49,7 @@ impl HelperCommand {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            stdin: None,
         }
     }
 
@@ -68,6 +70,14 @@ impl HelperCommand {
     /// Runs the helper in `dir`.
     pub fn current_dir(&mut self, dir: impl Into<PathBuf>) -> &mut HelperCommand {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Gives the helper `data` on stdin (then end-of-file) instead of
+    /// /dev/null; at most a pipe's capacity (64 KiB), written before the
+    /// helper starts.
+    pub fn stdin_data(&mut self, data: Vec<u8>) -> &mut HelperCommand {
+        self.stdin = Some(data);
         self
     }
 
@@ -121,6 +131,10 @@ impl HelperCommand {
             .transpose()?;
         let dev_null = c"/dev/null";
 
+        let stdin = match &self.stdin {
+            Some(data) => Some(filled_pipe(data)?),
+            None => None,
+        };
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
 
@@ -139,13 +153,20 @@ impl HelperCommand {
                 return Err(e);
             }
             let rc = (|| -> io::Result<libc::c_int> {
-                check(libc::posix_spawn_file_actions_addopen(
-                    &mut actions,
-                    0,
-                    dev_null.as_ptr(),
-                    libc::O_RDONLY,
-                    0,
-                ))?;
+                match &stdin {
+                    Some(reader) => check(libc::posix_spawn_file_actions_adddup2(
+                        &mut actions,
+                        reader.as_raw_fd(),
+                        0,
+                    ))?,
+                    None => check(libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        0,
+                        dev_null.as_ptr(),
+                        libc::O_RDONLY,
+                        0,
+                    ))?,
+                }
                 check(libc::posix_spawn_file_actions_adddup2(
                     &mut actions,
                     out_w.as_raw_fd(),
@@ -196,6 +217,50 @@ impl HelperCommand {
         drop(out_w);
         drop(err_w);
         Ok((Pid::from_raw(pid), out_r, err_r))
+    }
+}
+
+/// A pipe holding `data` with its write end closed: the read end.
+fn filled_pipe(data: &[u8]) -> io::Result<OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // A full pipe would block the daemon: refuse rather than wait.
+    nix::fcntl::fcntl(
+        w.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    let mut w = std::fs::File::from(w);
+    std::io::Write::write_all(&mut w, data).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{} bytes for a helper's stdin: {e}", data.len()),
+        )
+    })?;
+    Ok(r)
+}
+
+/// The exit of a process that need not be our child, watched through a
+/// pidfd (which also pins the pid: it cannot be reused while watched).
+#[derive(Debug)]
+pub(crate) struct ProcessExit(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl ProcessExit {
+    /// Starts watching process `pid`; `None` if it is gone already or
+    /// cannot be watched.
+    pub(crate) fn watch(pid: u32) -> Option<ProcessExit> {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+        // SAFETY: `fd` is a valid open pidfd, owned by the AsyncFd until
+        // it is dropped, and never replaced.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        fd.ok().map(ProcessExit)
+    }
+
+    /// Returns once the process has exited.
+    pub(crate) async fn wait(&self) {
+        // A pidfd turns readable on exit and stays so.
+        let _ = self.0.readable().await;
     }
 }
 
@@ -290,6 +355,39 @@ mod tests {
         assert_eq!(lines.next(), Some("stdin:"));
         assert_eq!(out.stderr, b"oops\n");
         assert_eq!(out.status.code(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn stdin_data_is_read_to_end_of_file() {
+        let mut cmd = HelperCommand::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("cat; echo end")
+            .stdin_data(b"a\0b\n".to_vec());
+        let out = cmd.output().await.unwrap();
+        assert_eq!(out.stdout, b"a\0b\nend\n");
+        let err = HelperCommand::new("/bin/true")
+            .stdin_data(vec![0; 1 << 20])
+            .output()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("1048576 bytes"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn process_exit_is_seen_through_a_pidfd() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "read x"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exit = ProcessExit::watch(child.id()).expect("a pidfd of a live process");
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), exit.wait());
+        assert!(waiting.await.is_err(), "the process has not exited yet");
+        drop(child.stdin.take());
+        tokio::time::timeout(std::time::Duration::from_secs(20), exit.wait())
+            .await
+            .expect("the exit is seen");
+        child.wait().unwrap();
     }
 
     #[tokio::test]

@@ -107,7 +107,16 @@ impl Namespaces for NamespacesService {
     ) -> Result<Response<GetNamespaceResponse>, Status> {
         let name = request.into_inner().name;
         let n = name.clone();
-        let labels = self.blocking(move |db| db.namespaces().labels(&n)).await?;
+        // containerd reads a namespace's labels whether or not it exists
+        // (empty until set), and its Go client relies on that: New() with a
+        // default namespace reads that namespace's runtime label before the
+        // namespace is created by first use.
+        let labels = self
+            .blocking(move |db| match db.namespaces().labels(&n) {
+                Err(berth_metadata::Error::NotFound(_)) => Ok(BTreeMap::new()),
+                other => other,
+            })
+            .await?;
         Ok(Response::new(GetNamespaceResponse {
             namespace: Some(wire(name, labels)),
         }))

@@ -263,9 +263,17 @@ impl Tasks for TasksService {
         let options = super::legacy_options::task_options(r.options.clone(), runtime_options)
             .map_err(|e| Status::invalid_argument(format!("runtime options: {e}")))?;
         let options = with_runc_root(options, &self.runc_root);
+        let encoded = options.as_ref().map(Message::encode_to_vec);
         let s = self
             .shims
-            .start(&ns, &id, &container.runtime.name, &r.runtime_path, &spec)
+            .start(
+                &ns,
+                &id,
+                &container.runtime.name,
+                &r.runtime_path,
+                &spec,
+                encoded.as_deref().unwrap_or_default(),
+            )
             .await
             .map_err(manager_status)?;
         let req = shim::CreateTaskRequest {

@@ -26,6 +26,7 @@ mod oom;
 mod reaper;
 mod runc;
 mod service;
+mod shim_cgroup;
 mod stdio;
 
 use std::io::{BufRead, Write};
@@ -100,6 +101,7 @@ fn start(args: &Args) -> Result<(), String> {
         println!("{address}");
         return Ok(());
     }
+    let shim_cgroup = shim_cgroup::from_stdin()?;
     let exe = std::env::current_exe().map_err(|e| format!("finding my own binary: {e}"))?;
     // The shim's own log goes to the bundle's `log` FIFO, which the daemon
     // reads; without one (or without a reader) it is discarded.
@@ -118,6 +120,13 @@ fn start(args: &Args) -> Result<(), String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting the shim: {e}"))?;
+    if let Some(cgroup) = &shim_cgroup {
+        if let Err(e) = shim_cgroup::join(child.id(), cgroup) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    }
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
@@ -185,8 +194,8 @@ fn serve(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the event loop: {e}"))?;
     let served = runtime.block_on(serve_async(args));
-    // Threads blocked opening a FIFO nobody opened must not keep us alive:
-    // the shim exits as soon as it answered Shutdown.
+    // Threads blocked opening a FIFO nobody opened must not keep us alive,
+    // nor delay the exit berthd waits for when it deletes the task.
     runtime.shutdown_background();
     served
 }
@@ -232,6 +241,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     let on_exit = service.clone();
     tokio::spawn(async move {
         while let Some(exit) = exits.recv().await {
+            on_exit.before_exit(&exit).await;
             on_exit.on_exit(exit).await;
         }
     });

@@ -92,6 +92,11 @@ struct Container {
     rootfs_mounted: bool,
     /// Start and delete may skip runc (see [`super::direct`]).
     direct: bool,
+    /// The container shares a PID namespace (the host's, or another's): when
+    /// its init exits, the rest of its processes are killed, as the kernel
+    /// does for a private PID namespace and containerd's shim does for
+    /// shared ones.
+    kill_all_on_exit: bool,
 }
 
 impl Container {
@@ -185,6 +190,28 @@ impl Service {
 
     fn runc(&self, id: &str) -> Reply<(Runc, PathBuf)> {
         self.with_container(id, |c| Ok((c.runc.clone(), c.bundle.clone())))
+    }
+
+    /// Before an exit is recorded: if it is the init's and the container
+    /// shares a PID namespace, kills every other process of the container
+    /// (`runc kill --all`, which walks its cgroup), as containerd's shim
+    /// does, so nothing of it outlives the task.
+    pub(crate) async fn before_exit(&self, exit: &Exit) {
+        let pid = exit.pid.unsigned_abs();
+        let target = {
+            let st = self.state();
+            st.container
+                .as_ref()
+                .filter(|c| c.kill_all_on_exit && c.init.pid == pid)
+                .filter(|c| c.init.status != Status::Stopped)
+                .map(|c| (c.runc.clone(), c.id.clone()))
+        };
+        if let Some((runc, id)) = target {
+            let sigkill = nix::sys::signal::Signal::SIGKILL as u32;
+            if let Err(e) = runc.kill(&id, sigkill, true).await {
+                tracing::warn!(id = %id, error = %e, "killing the processes left after init exited");
+            }
+        }
     }
 
     /// Records the exit of `exit.pid` and publishes it, after the start
@@ -352,6 +379,7 @@ impl Service {
                 runc: runc.clone(),
                 rootfs_mounted: !mounts.is_empty(),
                 direct: !runc.systemd_cgroup && !super::direct::has_hooks(&bundle),
+                kill_all_on_exit: !has_private_pid_namespace(&bundle),
             });
         }
         let pid_file = bundle.join("init.pid");
@@ -744,6 +772,23 @@ impl Service {
     }
 }
 
+/// Whether the bundle's spec gives the container a PID namespace of its
+/// own (a `pid` namespace without a path). Unreadable specs count as
+/// shared, so their processes get killed (containerd does the same).
+fn has_private_pid_namespace(bundle: &Path) -> bool {
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    spec["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|ns| ns["type"] == "pid" && ns["path"].as_str().is_none_or(str::is_empty))
+}
+
 fn read_pid(path: &Path) -> Reply<u32> {
     std::fs::read_to_string(path)
         .map_err(|e| {
@@ -879,11 +924,10 @@ impl api::Task for Service {
     async fn resize_pty(&self, _: &TtrpcContext, r: api::ResizePtyRequest) -> Reply<()> {
         self.with_container(&r.id, |c| {
             let p = c.process(&r.exec_id)?;
+            // containerd's shim accepts a resize of a process without a
+            // terminal and does nothing (Docker resizes every exec it attaches).
             let Some(console) = &p.console else {
-                return Err(err(
-                    Category::FailedPrecondition,
-                    "the process has no terminal",
-                ));
+                return Ok(());
             };
             stdio::resize(console, r.width, r.height)
                 .map_err(|e| err(Category::Unknown, format!("resize: {e}")))

@@ -12,6 +12,10 @@
 //!   client has closed its end.
 //! - terminal: runc hands the pty master over a console socket; the shim
 //!   copies between it and the FIFOs and keeps it to resize the window.
+//! - an empty path is /dev/null for any stream. Deliberately lenient:
+//!   containerd's runc shim refuses an empty stderr next to a FIFO stdout
+//!   (`opening file ""`), which the Go client sends for
+//!   `cio.WithStreams(nil, w, nil)`; nothing depends on that refusal.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -188,8 +192,7 @@ pub(crate) fn copy_console(
             .read_write(true)
             .open_sender(&path)?;
         tokio::spawn(async move {
-            // Ends with EIO once every holder of the pty's other side exits.
-            let _ = tokio::io::copy(&mut from, &mut to).await;
+            copy_pty_output(&mut from, &mut to).await;
         });
     }
     let close = if paths.stdin.is_empty() {
@@ -199,6 +202,31 @@ pub(crate) fn copy_console(
         Some(copy_stdin(&paths.stdin, to)?)
     };
     Ok((master, close))
+}
+
+/// Copies what a pty master reads to `to` until the pty's other side is
+/// closed by every process (the master then reads EIO). Each chunk is
+/// written before the next read: tokio's `io::copy` reads ahead while a
+/// write is pending and drops what it holds when a read fails, which for a
+/// pty (always ending in EIO) lost the end of the output.
+async fn copy_pty_output(from: &mut tokio::fs::File, to: &mut pipe::Sender) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                if e.raw_os_error() != Some(nix::libc::EIO) {
+                    tracing::warn!(error = %e, "reading the pty");
+                }
+                break;
+            }
+        };
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            tracing::warn!(error = %e, "writing the terminal output");
+            break;
+        }
+    }
 }
 
 /// Sets a pty's window size.
