@@ -53,20 +53,22 @@ fn list_commands_print_json_and_quiet_ids() -> Result<()> {
         ids.contains(&"namespaces") && ids.contains(&"overlayfs"),
         "{ids:?}"
     );
-    Ok(())
+    d.finish()
 }
 
 #[test]
 fn events_are_decoded_as_ctr_prints_them_and_as_json_lines() -> Result<()> {
     let d = Daemon::start()?;
-    for (format, probe) in [("table", "first-t"), ("json", "first-j")] {
+    // An exact and a regular-expression filter (`~=`); a create event in
+    // the caller's namespace is made to be let through by both.
+    for (format, probe, filter) in [
+        ("table", "first-t", "topic==\"/namespaces/create\""),
+        ("json", "first-j", "topic~=\"^/namespaces/cr[e]ate$\""),
+    ] {
         let mut cmd = Command::new(bin("berthctl")?);
-        cmd.arg("--address").arg(&d.address).args([
-            "--format",
-            format,
-            "events",
-            "topic==\"/namespaces/create\"",
-        ]);
+        cmd.arg("--address")
+            .arg(&d.address)
+            .args(["--format", format, "events", filter]);
         let watcher = Watcher::spawn(cmd)?;
         // The subscription is live once one event came through; until
         // then an event may predate it, so the first namespace is made
@@ -84,6 +86,8 @@ fn events_are_decoded_as_ctr_prints_them_and_as_json_lines() -> Result<()> {
             n += 1;
             assert!(n < 40, "the events subscription never delivered");
         }
+        // Deletions pass neither filter.
+        ok(d.berthctl(&["namespaces", "rm", &format!("{probe}0")])?)?;
         let target = format!("target-{format}");
         let quoted = format!("\"{target}\"");
         ok(d.berthctl(&["namespaces", "create", &target, "k=v"])?)?;
@@ -92,6 +96,10 @@ fn events_are_decoded_as_ctr_prints_them_and_as_json_lines() -> Result<()> {
             .lines()
             .find(|l| l.contains(&quoted))
             .unwrap_or_default();
+        assert!(
+            !out.contains("/namespaces/delete"),
+            "the filter let a delete through:\n{out}"
+        );
         if format == "json" {
             let v = json(line)?;
             assert_eq!(v["topic"], "/namespaces/create", "{line}");
@@ -107,5 +115,5 @@ fn events_are_decoded_as_ctr_prints_them_and_as_json_lines() -> Result<()> {
             assert_eq!(v["name"], target.as_str(), "{line}");
         }
     }
-    Ok(())
+    d.finish()
 }

@@ -62,7 +62,7 @@ fn short_names_and_named_users_resolve_as_with_ctr() -> Result<()> {
     );
     let containers = ok(d.ctr(&["containers", "ls", "-q"])?)?;
     assert!(containers.trim().is_empty(), "{containers}");
-    Ok(())
+    d.finish()
 }
 
 #[test]
@@ -161,5 +161,5 @@ fn ctr_run_flags_reach_the_container() -> Result<()> {
     assert_eq!(v["Image"], "docker.io/library/busybox:latest", "{info}");
     ok(d.ctr(&["tasks", "rm", "-f", "detached"])?)?;
     ok(d.ctr(&["containers", "rm", "detached"])?)?;
-    Ok(())
+    d.finish()
 }
