@@ -3,11 +3,14 @@
 //! - `deps`: install the Debian packages berth builds and tests with.
 //! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
+//! - `install [--prefix P] [--destdir D] [--bin-dir B]`: binaries, systemd
+//!   unit, default config, completions and man pages (see `install.rs`).
 //! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side
 //!   (`run`, `pull`, `unpack`, `stress`, `memory`, `api`, `limit`; all by default).
 
 mod bench;
 mod cleanup;
+mod install;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -56,6 +59,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     // Docker Engine 20.10, run by tests on berthd (`--containerd`).
     ("docker.io", "/usr/sbin/dockerd"),
+    // systemd-analyze, which checks the shipped berthd.service (it runs
+    // without systemd as init).
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 /// Packages whose install starts a daemon on the default paths; tests use
@@ -73,9 +79,10 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("up") => up(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("install") => install::install(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|bench [run|pull|unpack|stress|memory|api|limit]...>"
+                "usage: cargo xtask <deps|test|up|install [--prefix P] [--destdir D] [--bin-dir B]|bench [run|pull|unpack|stress|memory|api|limit]...>"
             );
             return ExitCode::from(2);
         }
