@@ -8,7 +8,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// berth container runtime daemon (containerd-compatible API).
 #[derive(Debug, Parser)]
-#[command(name = "berthd", about, disable_version_flag = true)]
+#[command(name = "berthd", disable_version_flag = true)]
 struct Cli {
     /// Print the version (as containerd: `-v`, `--version`).
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
