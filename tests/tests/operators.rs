@@ -148,10 +148,12 @@ fn notifies_systemd_and_logs_json_at_the_configured_level() -> Result<()> {
         let v: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
         levels.push(v["level"].as_str().unwrap_or_default().to_string());
-        ensure!(v["message"].is_string(), "no message: {line}");
+        // containerd's (logrus') keys.
+        ensure!(v["msg"].is_string(), "no msg: {line}");
+        ensure!(v["time"].is_string(), "no time: {line}");
     }
-    ensure!(levels.iter().any(|l| l == "DEBUG"), "no debug line: {log}");
-    ensure!(levels.iter().any(|l| l == "INFO"), "no info line: {log}");
+    ensure!(levels.iter().any(|l| l == "debug"), "no debug line: {log}");
+    ensure!(levels.iter().any(|l| l == "info"), "no info line: {log}");
     Ok(())
 }
 

@@ -32,6 +32,7 @@ mod error;
 pub mod heap;
 pub mod http;
 pub mod lock;
+pub mod log_json;
 pub mod metrics;
 pub mod notify;
 pub mod oci_hook;

@@ -156,13 +156,13 @@ fn init_tracing(level: &str, json: bool) -> OtelHandle {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn"))
     });
-    // One JSON object a line (message and fields at the top level), for
-    // log collectors; text otherwise.
+    // One JSON object a line with containerd's (logrus') keys, for log
+    // collectors; text otherwise.
     let fmt: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = if json {
         Box::new(
             tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(berth_daemon::log_json::LogrusJson)
                 .with_writer(std::io::stderr),
         )
     } else {
