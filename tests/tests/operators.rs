@@ -171,6 +171,21 @@ fn warn_level_in_the_config_silences_info() -> Result<()> {
 }
 
 #[test]
+fn berthd_starts_on_its_full_default_config() -> Result<()> {
+    // What `config default` prints (and `xtask install` installs) is a
+    // config every plugin accepts: berthd gets ready on it.
+    let default = ok(Command::new(bin("berthd")?)
+        .args(["config", "default"])
+        .output()?)?;
+    let dir = tempfile::tempdir()?;
+    let daemon = Notified::start(dir.path(), &default)?;
+    ensure!(daemon.next()? == "READY=1", "first notification");
+    let log = daemon.stop()?;
+    ensure!(!log.contains("ERROR"), "{log}");
+    Ok(())
+}
+
+#[test]
 fn bad_log_format_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("config.toml");
