@@ -3,11 +3,14 @@
 //! - `deps`: install the Debian packages berth builds and tests with.
 //! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
+//! - `install [--prefix P] [--destdir D] [--bin-dir B]`: binaries, systemd
+//!   unit, default config, completions and man pages (see `install.rs`).
 //! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side
 //!   (`run`, `pull`, `unpack`, `stress`, `memory`, `api`, `limit`; all by default).
 
 mod bench;
 mod cleanup;
+mod install;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -59,6 +62,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // The Go client program of tests/goclient (Go; containerd 1.6's sources
     // come with the package above).
     ("golang-go", "/usr/bin/go"),
+    // systemd-analyze, which checks the shipped berthd.service (it runs
+    // without systemd as init).
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 /// Packages whose install starts a daemon on the default paths; tests use
@@ -76,9 +82,10 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("up") => up(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("install") => install::install(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|bench [run|pull|unpack|stress|memory|api|limit]...>"
+                "usage: cargo xtask <deps|test|up|install [--prefix P] [--destdir D] [--bin-dir B]|bench [run|pull|unpack|stress|memory|api|limit]...>"
             );
             return ExitCode::from(2);
         }

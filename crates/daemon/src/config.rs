@@ -19,6 +19,12 @@
 //! address = "127.0.0.1:1339"   # GET /debug/state (JSON); or a UNIX socket path; empty: off
 //! ```
 //!
+//! Versions 1 to 3 are read: version 1's bare plugin ids (also in a file
+//! without `version`) get their `type.id` names as containerd gives them;
+//! the sections berth reads are named alike in versions 2 and 3
+//! (`berthd config migrate` rewrites a file as version 3, see
+//! [`crate::config_migrate`]).
+//!
 //! With no file, berthd runs on [`Config::default`]. Sections berthd does not
 //! know are logged and ignored (containerd configs carry many); a file that
 //! is not valid TOML, or whose known keys have the wrong type, is an error
@@ -273,7 +279,16 @@ impl Config {
         }
         // Typed parse of the text itself, so type errors carry a span;
         // serde skips the unknown sections warned about above.
-        let config: Config = toml::from_str(text).map_err(parse_error)?;
+        let mut config: Config = toml::from_str(text).map_err(parse_error)?;
+        // Version 1 (also a file without `version`, as containerd reads it)
+        // names plugins by bare id: give them their `type.id` names.
+        if table
+            .get("version")
+            .and_then(toml::Value::as_integer)
+            .is_none_or(|v| v <= 1)
+        {
+            config.v1_plugin_names(path);
+        }
         if config.version > 3 || config.version < 0 {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -330,6 +345,38 @@ impl Config {
                 path: path.to_path_buf(),
                 source,
             }),
+        }
+    }
+
+    /// Renames version 1's bare plugin ids (`scheduler`) to their `type.id`
+    /// names, in sections and in the disabled and required lists.
+    fn v1_plugin_names(&mut self, path: &Path) {
+        use crate::config_migrate::v1_plugin_name;
+        let mut renamed = Vec::new();
+        self.plugins = std::mem::take(&mut self.plugins)
+            .into_iter()
+            .map(|(id, section)| {
+                let full = v1_plugin_name(&id);
+                if full != id {
+                    renamed.push(id);
+                }
+                (full, section)
+            })
+            .collect();
+        for list in [&mut self.disabled_plugins, &mut self.required_plugins] {
+            for id in list.iter_mut() {
+                let full = v1_plugin_name(id);
+                if full != *id {
+                    renamed.push(std::mem::replace(id, full));
+                }
+            }
+        }
+        if !renamed.is_empty() {
+            tracing::warn!(
+                config = %path.display(),
+                plugins = ?renamed,
+                "version 1 plugin names migrated; `berthd config migrate` rewrites the file as version 3"
+            );
         }
     }
 
@@ -437,6 +484,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs"]
         let err =
             Config::parse("[debug]\naddress = \"debug.sock\"\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("debug.address"), "{err}");
+    }
+
+    #[test]
+    fn version_1_plugin_ids_get_full_names() {
+        let c = Config::parse(
+            "disabled_plugins = [\"btrfs\"]\n[plugins.scheduler]\npause_threshold = 0.1\n[plugins.\"io.containerd.internal.v1.restart\"]\ninterval = \"5s\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.plugin_section("io.containerd.gc.v1.scheduler").is_some());
+        assert!(
+            c.plugin_section("io.containerd.internal.v1.restart")
+                .is_some()
+        );
+        assert_eq!(c.disabled_plugins, ["io.containerd.snapshotter.v1.btrfs"]);
+        // Version 2 names are taken as written.
+        let c = Config::parse(
+            "version = 2\n[plugins.scheduler]\nx = 1\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.plugin_section("scheduler").is_some());
     }
 
     #[test]

@@ -24,12 +24,17 @@
 // feed them use the same error type rather than boxing it.
 #![allow(clippy::result_large_err)]
 
+pub mod build_info;
 pub mod config;
+pub mod config_defaults;
+pub mod config_migrate;
 mod error;
 pub mod heap;
 pub mod http;
 pub mod lock;
+pub mod log_json;
 pub mod metrics;
+pub mod notify;
 pub mod oci_hook;
 pub mod otlp;
 pub mod plugins;

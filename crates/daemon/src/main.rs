@@ -4,12 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use berth_daemon::config::{Config, DEFAULT_CONFIG_PATH};
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// berth container runtime daemon (containerd-compatible API).
 #[derive(Debug, Parser)]
-#[command(name = "berthd", version, about)]
+#[command(name = "berthd", disable_version_flag = true)]
 struct Cli {
+    /// Print the version (as containerd: `-v`, `--version`).
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
     /// Path to the configuration file.
     #[arg(short = 'c', long, global = true, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
@@ -41,20 +44,30 @@ enum Command {
     /// container's state on stdin; expands containerd's template functions
     /// ({{id}}, {{pid}}, {{rootfs}}, {{bundle}}, {{status}},
     /// {{annotation "k"}}) in the arguments and environment, then execs.
-    #[command(name = "oci-hook")]
+    #[command(name = "oci-hook", hide = true)]
     OciHook {
         /// The hook program and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of berthd.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print the built-in configuration with command-line flags applied.
+    /// Print the built-in configuration, every section with its defaults,
+    /// with command-line flags applied.
     Default,
-    /// Print the effective configuration: the file, then flags.
+    /// Print the effective configuration: defaults, then the file, then flags.
     Dump,
+    /// Print the config file (version 1 or 2) rewritten as version 3.
+    Migrate,
 }
 
 impl Cli {
@@ -123,7 +136,18 @@ fn parse_level(s: &str) -> Result<String, String> {
         })
 }
 
-fn init_tracing(level: &str) -> OtelHandle {
+/// `[debug] format`: containerd's `text` (the default) or `json`.
+fn parse_format(s: &str) -> Result<bool, String> {
+    match s {
+        "" | "text" => Ok(false),
+        "json" => Ok(true),
+        other => Err(format!(
+            "[debug] format {other:?} is not a log format; use \"text\" or \"json\""
+        )),
+    }
+}
+
+fn init_tracing(level: &str, json: bool) -> OtelHandle {
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     let level = if level.is_empty() { "info" } else { level };
@@ -132,9 +156,22 @@ fn init_tracing(level: &str) -> OtelHandle {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn"))
     });
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    // One JSON object a line with containerd's (logrus') keys, for log
+    // collectors; text otherwise.
+    let fmt: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = if json {
+        Box::new(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(berth_daemon::log_json::LogrusJson)
+                .with_writer(std::io::stderr),
+        )
+    } else {
+        Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+    };
     #[cfg(feature = "otel")]
     {
         let (slot, handle) = tracing_subscriber::reload::Layer::new(OtelSlot::None);
@@ -181,16 +218,37 @@ fn start_export(config: &Config, _: &OtelHandle) -> Result<Option<()>, String> {
     Ok(None)
 }
 
+/// berthd's clap command, with its version text.
+fn command() -> clap::Command {
+    let version: &'static str =
+        Box::leak(berth_daemon::build_info::version_text().into_boxed_str());
+    Cli::command().version(version)
+}
+
+/// `berthd config migrate`: the config file as version 3.
+fn migrate(cli: &Cli) -> Result<String, String> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    berth_daemon::config_migrate::migrate(&text, &path).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     berth_daemon::heap::limit_arenas();
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match &cli.command {
         Some(Command::Config {
             command: ConfigCommand::Default,
         }) => {
             let mut config = Config::default();
             cli.apply(&mut config);
-            print!("{}", config.to_toml());
+            print!("{}", berth_daemon::config_defaults::render(&config));
             return ExitCode::SUCCESS;
         }
         Some(Command::Config {
@@ -198,11 +256,41 @@ fn main() -> ExitCode {
         }) => {
             return match cli.load() {
                 Ok(config) => {
-                    print!("{}", config.to_toml());
+                    print!("{}", berth_daemon::config_defaults::render(&config));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("berthd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Config {
+            command: ConfigCommand::Migrate,
+        }) => {
+            return match migrate(&cli) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berthd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Completion { shell }) => {
+            clap_complete::generate(*shell, &mut command(), "berthd", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            return match clap_mangen::Man::new(command())
+                .section("8")
+                .render(&mut std::io::stdout())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berthd: cannot write the man page: {e}");
                     ExitCode::FAILURE
                 }
             };
@@ -215,8 +303,36 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    // Tracing first, so config warnings (unknown sections) are shown.
-    let otel = init_tracing(cli.log_level.as_deref().unwrap_or(""));
+    // A first read for the log settings ([debug] level and format; the
+    // flag wins over the file), then tracing, then the read that logs what
+    // the file has that berthd ignores.
+    let (level, json) = match cli.load() {
+        Ok(c) => {
+            let level = match &cli.log_level {
+                Some(l) => l.clone(),
+                None if c.debug.level.is_empty() => String::new(),
+                None => match parse_level(&c.debug.level) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("berthd: [debug] level in the config: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            match parse_format(&c.debug.format) {
+                Ok(json) => (level, json),
+                Err(e) => {
+                    eprintln!("berthd: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let otel = init_tracing(&level, json);
     let config = match cli.load() {
         Ok(c) => c,
         Err(e) => {
@@ -224,12 +340,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !config.debug.level.is_empty() {
-        if let Err(e) = parse_level(&config.debug.level) {
-            eprintln!("berthd: [debug] level in the config: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berthd")

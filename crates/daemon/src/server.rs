@@ -145,6 +145,7 @@ pub async fn run_with(
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "berthd successfully booted"
     );
+    crate::notify::tell(crate::notify::READY);
     // Loading plugins (opening databases, reading config) leaves free
     // heap behind that the daemon would otherwise keep while idle.
     crate::heap::trim();
@@ -182,6 +183,7 @@ pub async fn run_with(
         }
     };
     tracing::info!("shutting down");
+    crate::notify::tell(crate::notify::STOPPING);
     trimming.abort();
     stop_endpoints(endpoints).await;
     if let Err(e) = ttrpc_server.shutdown().await {

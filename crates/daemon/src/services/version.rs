@@ -12,10 +12,8 @@ pub struct VersionService;
 impl Version for VersionService {
     async fn version(&self, _request: Request<()>) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
-            version: crate::VERSION.to_string(),
-            revision: option_env!("BERTH_REVISION")
-                .unwrap_or("unknown")
-                .to_string(),
+            version: crate::build_info::VERSION.to_string(),
+            revision: crate::build_info::REVISION.to_string(),
         }))
     }
 }
