@@ -16,22 +16,15 @@ use tonic::Code;
 /// Generous bound that turns a hang into a failure.
 const HANG: Duration = Duration::from_secs(60);
 
-/// Bytes per published event; the daemon's budget is 4 MiB per subscriber.
-const EVENT_SIZE: usize = 1 << 20;
-
-/// Events published while the subscriber does not read: far more than the
-/// budget plus what HTTP/2 windows and socket buffers can hold.
-const EVENTS: usize = 40;
-
 async fn connect(d: &Daemon) -> Result<Client> {
     Ok(Client::connect(&d.address)
         .await?
         .with_namespace(d.namespace.clone()))
 }
 
-fn payload(i: usize) -> prost_types::Any {
+fn payload(i: usize, size: usize) -> prost_types::Any {
     let mut value = format!("{i:04}").into_bytes();
-    value.resize(EVENT_SIZE, b'.');
+    value.resize(size, b'.');
     prost_types::Any {
         type_url: "lag.test/Payload".into(),
         value,
@@ -41,14 +34,34 @@ fn payload(i: usize) -> prost_types::Any {
 #[test]
 fn a_subscriber_that_falls_behind_gets_an_error_status() -> Result<()> {
     let d = Daemon::start()?.in_namespace("events-lag");
+    // 40 MiB against the default budget of 4 MiB: far more than the budget
+    // plus what HTTP/2 windows and socket buffers hold.
+    lag(&d, 1 << 20, 40, 4 << 20)?;
+    d.finish()
+}
+
+#[test]
+fn the_subscriber_budget_is_configurable() -> Result<()> {
+    let config = "version = 2\n\
+                  [plugins.\"io.containerd.event.v1.exchange\"]\n\
+                  subscriber_budget = 262144\n";
+    let d = Daemon::start_with_config(Some(config))?.in_namespace("events-lag");
+    lag(&d, 64 << 10, 200, 262_144)?;
+    d.finish()
+}
+
+/// Publishes `count` events of `size` bytes past a subscriber that does not
+/// read, then checks it receives some in order and then the lag error naming
+/// `budget`, and that a new subscription works.
+fn lag(d: &Daemon, size: usize, count: usize, budget: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         // Separate connections: the idle subscriber fills its connection's
         // flow-control window, which must not hold up the publisher.
-        let sub_conn = connect(&d).await?;
-        let pub_conn = connect(&d).await?;
+        let sub_conn = connect(d).await?;
+        let pub_conn = connect(d).await?;
         let mut subscriber =
             EventsClient::with_interceptor(sub_conn.channel(), sub_conn.interceptor());
         let mut publisher =
@@ -61,11 +74,11 @@ fn a_subscriber_that_falls_behind_gets_an_error_status() -> Result<()> {
             .into_inner();
 
         tokio::time::timeout(HANG, async {
-            for i in 0..EVENTS {
+            for i in 0..count {
                 publisher
                     .publish(events::PublishRequest {
                         topic: "/lag/big".into(),
-                        event: Some(payload(i)),
+                        event: Some(payload(i, size)),
                     })
                     .await?;
             }
@@ -97,7 +110,13 @@ fn a_subscriber_that_falls_behind_gets_an_error_status() -> Result<()> {
                 && status.message().contains("fell behind"),
             "{status:?}"
         );
-        assert!(received < EVENTS, "received all {received} events");
+        assert!(
+            status
+                .message()
+                .contains(&format!("over the budget of {budget}")),
+            "{status:?}"
+        );
+        assert!(received < count, "received all {received} events");
 
         // The exchange carries on: a fresh subscription gets the next event.
         let mut fresh = subscriber
@@ -109,7 +128,7 @@ fn a_subscriber_that_falls_behind_gets_an_error_status() -> Result<()> {
         publisher
             .publish(events::PublishRequest {
                 topic: "/lag/after".into(),
-                event: Some(payload(0)),
+                event: Some(payload(0, size)),
             })
             .await?;
         let got = tokio::time::timeout(HANG, fresh.next())
@@ -118,6 +137,5 @@ fn a_subscriber_that_falls_behind_gets_an_error_status() -> Result<()> {
             .context("fresh subscription ended")??;
         assert_eq!(got.topic, "/lag/after");
         anyhow::Ok(())
-    })?;
-    d.finish()
+    })
 }
