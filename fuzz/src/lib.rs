@@ -101,12 +101,15 @@ fn load_corpus(target: &str) -> Vec<Vec<u8>> {
 }
 
 fn execute(target: &str, check: &impl Fn(&[u8]), input: &[u8]) {
+    let crashes = Path::new(env!("CARGO_MANIFEST_DIR")).join("crashes");
+    execute_saving_to(&crashes, target, check, input);
+}
+
+fn execute_saving_to(crashes: &Path, target: &str, check: &impl Fn(&[u8]), input: &[u8]) {
     if panic::catch_unwind(AssertUnwindSafe(|| check(input))).is_ok() {
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("crashes")
-        .join(target);
+    let dir = crashes.join(target);
     let path = dir.join(format!("crash-{:016x}", fnv(input)));
     let saved = fs::create_dir_all(&dir).and_then(|()| fs::write(&path, input));
     panic!(
@@ -245,8 +248,18 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "fuzz target unit-panics panicked on 3 bytes")]
-    fn a_panicking_target_fails_the_run() {
-        execute("unit-panics", &|_: &[u8]| panic!("boom"), b"abc");
+    fn a_panicking_target_fails_the_run_and_saves_the_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let failed = panic::catch_unwind(|| {
+            execute_saving_to(tmp.path(), "unit", &|_: &[u8]| panic!("boom"), b"abc");
+        });
+        let message = *failed.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.starts_with("fuzz target unit panicked on 3 bytes (saved to "),
+            "{message}"
+        );
+        let saved: Vec<_> = fs::read_dir(tmp.path().join("unit")).unwrap().collect();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(fs::read(saved[0].as_ref().unwrap().path()).unwrap(), b"abc");
     }
 }
