@@ -43,6 +43,13 @@ async fn main() -> ExitCode {
     drop(exchange);
 
     while let Some(envelope) = subscription.recv().await {
+        let envelope = match envelope {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                eprintln!("{err}");
+                return ExitCode::FAILURE;
+            }
+        };
         let since_epoch = envelope
             .timestamp
             .duration_since(UNIX_EPOCH)

@@ -2,8 +2,9 @@
 
 /// An error from publishing, forwarding or subscribing.
 ///
-/// Every variant belongs to containerd's `InvalidArgument` category: the
-/// caller handed over something the exchange will not carry.
+/// Every variant but [`Error::Lagged`] belongs to containerd's
+/// `InvalidArgument` category: the caller handed over something the exchange
+/// will not carry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -33,6 +34,20 @@ pub enum Error {
     /// A subscription filter does not parse.
     #[error("invalid subscription filter: {0}")]
     InvalidFilter(#[from] berth_filters::Error),
+    /// The subscriber read too slowly: its queue would have outgrown the
+    /// exchange's budget, so the subscription was ended and its queued
+    /// events released. The subscriber missed events; it should subscribe
+    /// again (and re-read state it cares about).
+    #[error(
+        "event subscriber fell behind: {needed} bytes of events would be queued, \
+         over the budget of {budget}; events were dropped, subscribe again"
+    )]
+    Lagged {
+        /// The bytes the queue would have held.
+        needed: usize,
+        /// The exchange's per-subscriber budget in bytes.
+        budget: usize,
+    },
 }
 
 /// Result type of this crate.

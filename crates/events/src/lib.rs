@@ -15,9 +15,10 @@
 //! service's `Subscribe`). [`Exchange`] implements all three.
 //!
 //! Delivery follows containerd: best effort, in publish order per
-//! subscriber, never blocking a publisher. A subscriber that falls more than
-//! the exchange's capacity behind loses the oldest events it has not read
-//! (with a warning in the log) and carries on.
+//! subscriber, never blocking a publisher. Each subscriber's queue is bounded
+//! in bytes ([`DEFAULT_BUDGET`]); a subscriber that falls further behind gets
+//! [`Error::Lagged`] and its subscription ends, so it knows to subscribe
+//! again instead of silently missing events.
 //!
 //! # Example
 //!
@@ -33,7 +34,7 @@
 //! exchange.publish("default", topics::IMAGE_CREATE, event.clone()).unwrap();
 //! exchange.publish("default", topics::TASK_EXIT, event).unwrap();
 //!
-//! let envelope = tasks.recv().await.unwrap();
+//! let envelope = tasks.recv().await.unwrap().unwrap();
 //! assert_eq!(envelope.topic, "/tasks/exit");
 //! assert_eq!(envelope.namespace, "default");
 //! # });
@@ -51,7 +52,7 @@ pub mod topics;
 mod validate;
 
 pub use error::{Error, Result};
-pub use exchange::{DEFAULT_CAPACITY, Exchange, Subscription};
+pub use exchange::{DEFAULT_BUDGET, Exchange, Subscription};
 pub use validate::{validate_namespace, validate_topic};
 
 /// One event with where and when it happened.
@@ -176,8 +177,8 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            assert_eq!(sub.recv().await.unwrap().topic, "/a");
-            assert_eq!(sub.recv().await.unwrap().topic, "/b");
+            assert_eq!(sub.recv().await.unwrap().unwrap().topic, "/a");
+            assert_eq!(sub.recv().await.unwrap().unwrap().topic, "/b");
         });
     }
 }

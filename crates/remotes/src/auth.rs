@@ -615,4 +615,26 @@ mod tests {
         a.add_challenge("h:1", &[r#"Basic realm="r""#], RegistryErrors::default())
             .unwrap();
     }
+
+    /// Fuzzes `WWW-Authenticate` parsing (the challenge parser is
+    /// crate-private, so its target lives here; see fuzz/README.md).
+    #[test]
+    fn fuzz_challenges() {
+        let target = berth_fuzz::Target {
+            name: "auth",
+            default_iters: 20_000,
+            dictionary: &[
+                "Bearer ", "Basic ", "realm=", "service=", "scope=", "error=", "\"", "\\", ",",
+                "=", " ", "\t", "é",
+            ],
+            max_len: 1024,
+        };
+        berth_fuzz::run(&target, |data| {
+            let text = String::from_utf8_lossy(data);
+            let headers: Vec<&str> = text.split('\n').collect();
+            for challenge in parse_challenges(headers.iter().copied()) {
+                let _ = challenge.params.get("realm");
+            }
+        });
+    }
 }

@@ -519,8 +519,26 @@ fn metrics_registry(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
     Ok(Arc::new(crate::metrics::Metrics::new(histogram)))
 }
 
-fn exchange(_: &mut InitContext<'_>) -> Result<Instance, PluginError> {
-    Ok(Arc::new(Exchange::new()))
+/// The event exchange. berth's own setting (containerd has none):
+/// `subscriber_budget`, the bytes of events queued for one subscriber before
+/// its subscription ends with an error (see crates/events/README.md).
+fn exchange(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let section = ctx.config.plugin_section("io.containerd.event.v1.exchange");
+    let Some(v) = section.and_then(|s| s.get("subscriber_budget")) else {
+        return Ok(Arc::new(Exchange::new()));
+    };
+    let budget = v
+        .as_integer()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            PluginError::failed(format!(
+                "subscriber_budget = {v}: expected a positive number of bytes, e.g. 4194304"
+            ))
+        })?;
+    ctx.exports
+        .insert("subscriber_budget".to_string(), budget.to_string());
+    Ok(Arc::new(Exchange::with_budget(budget)))
 }
 
 fn content_store(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

@@ -15,8 +15,17 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 /// Maps an event-exchange error to a status.
+///
+/// A lagging subscriber's stream ends with `ResourceExhausted` naming the
+/// lag, prefixed as containerd words errors that end a subscription; clients
+/// (Docker, the Go client's users) resubscribe on any code but `Canceled`.
 fn to_status(e: berth_events::Error) -> Status {
-    Status::invalid_argument(e.to_string())
+    match e {
+        berth_events::Error::Lagged { .. } => {
+            Status::resource_exhausted(format!("subscription error: {e}"))
+        }
+        _ => Status::invalid_argument(e.to_string()),
+    }
 }
 
 /// Converts a wire timestamp to `SystemTime`, rejecting impossible values.
@@ -106,7 +115,7 @@ impl Events for EventsService {
             .exchange
             .subscribe(&request.get_ref().filters)
             .map_err(to_status)?;
-        let stream = sub.map(|e| Ok(to_wire(e)));
+        let stream = sub.map(|e| e.map(to_wire).map_err(to_status));
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -309,7 +309,7 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(got.namespace, Some(namespace("moby", &[("k", "v")])));
-        let envelope = events.recv().await.unwrap();
+        let envelope = events.recv().await.unwrap().unwrap();
         assert_eq!(envelope.namespace, "caller");
         assert_eq!(envelope.topic, "/namespaces/update");
     }

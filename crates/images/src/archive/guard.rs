@@ -103,7 +103,17 @@ impl<R: Read> HeaderGuard<R> {
                 ),
             ));
         }
-        let padded = size.div_ceil(BLOCK_U64) * BLOCK_U64;
+        // A size near u64::MAX (base-256 field) cannot be padded: no stream
+        // that long exists, so it is corrupt rather than something to skip.
+        let padded = size
+            .div_ceil(BLOCK_U64)
+            .checked_mul(BLOCK_U64)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("tar entry size {size} is impossibly large"),
+                )
+            })?;
         // GNU sparse entries may be followed by extension blocks.
         if kind == b'S' && b[482] != 0 {
             self.sparse_data = padded;
@@ -187,5 +197,19 @@ mod tests {
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(err.to_string().contains("over the 100-byte limit"), "{err}");
+    }
+
+    #[test]
+    fn an_impossible_size_is_an_error_not_an_overflow() {
+        // A header whose base-256 size field is all ones (found by fuzzing).
+        let mut block = [0_u8; 512];
+        block[..4].copy_from_slice(b"file");
+        block[124] = 0x80;
+        block[125..136].fill(0xff);
+        block[156] = b'0';
+        let err = HeaderGuard::new(&block[..], 1 << 20)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("impossibly large"), "{err}");
     }
 }
