@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod containerd;
 pub mod docker;
+pub mod faults;
 pub mod registry;
 pub mod testimages;
 
