@@ -397,7 +397,12 @@ fn after_gc(d: &Daemon, s: &Snapshot, phase: &str, bad: &mut Vec<String>) {
         let ns = arg_of(pid, "-namespace").unwrap_or_default();
         let id = arg_of(pid, "-id").unwrap_or_default();
         if ns == d.namespace && !s.tasks.contains_key(&id) {
-            bad.push(format!("orphan shim {pid} for {ns}/{id}: no such task"));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            bad.push(format!(
+                "orphan shim {pid} for {ns}/{id}: no such task ({})",
+                cmdline.trim()
+            ));
         }
     }
     let runc_root = d.state.join("runc").join(&d.namespace);

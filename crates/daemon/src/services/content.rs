@@ -450,33 +450,43 @@ impl WriteSession {
                         )));
                     }
                 }
-                match store.writer(&bref, total, expected.as_ref()) {
-                    Ok(w) => {
-                        // As containerd's addIngestLease: the lease holds the
-                        // ingest, so deleting the lease aborts it.
-                        if let Some(l) = &lease {
-                            db.leases()
-                                .add_resource(&ns, l, ingest_resource(&reference))
-                                .map_err(super::namespaces::to_status)?;
-                        }
-                        Ok(w)
-                    }
-                    Err(berth_content::Error::AlreadyExists(_)) => {
-                        // Stored for another namespace: share it, no upload needed.
-                        let d = expected.ok_or_else(|| {
-                            Status::internal("store reported an existing blob without a digest")
-                        })?;
-                        let info = store.info(&d).map_err(store_status)?;
-                        let size = i64::try_from(info.size).unwrap_or(i64::MAX);
-                        db.content()
-                            .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
-                            .map_err(super::namespaces::to_status)?;
-                        Err(Status::already_exists(format!(
-                            "content {d}: already exists"
-                        )))
-                    }
-                    Err(e) => Err(store_status(e)),
+                // As containerd's addIngestLease: the lease holds the
+                // ingest, so deleting the lease aborts it. Recorded before
+                // the ingest exists, so a crash in between leaves no ingest
+                // without its lease.
+                if let Some(l) = &lease {
+                    db.leases()
+                        .add_resource(&ns, l, ingest_resource(&reference))
+                        .map_err(super::namespaces::to_status)?;
                 }
+                let opened = (|| {
+                    match store.writer(&bref, total, expected.as_ref()) {
+                        Ok(w) => Ok(w),
+                        Err(berth_content::Error::AlreadyExists(_)) => {
+                            // Stored for another namespace: share it, no upload needed.
+                            let d = expected.ok_or_else(|| {
+                                Status::internal("store reported an existing blob without a digest")
+                            })?;
+                            let info = store.info(&d).map_err(store_status)?;
+                            let size = i64::try_from(info.size).unwrap_or(i64::MAX);
+                            db.content()
+                                .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
+                                .map_err(super::namespaces::to_status)?;
+                            Err(Status::already_exists(format!(
+                                "content {d}: already exists"
+                            )))
+                        }
+                        Err(e) => Err(store_status(e)),
+                    }
+                })();
+                if opened.is_err() {
+                    if let Some(l) = &lease {
+                        let _ = db
+                            .leases()
+                            .delete_resource(&ns, l, ingest_resource(&reference));
+                    }
+                }
+                opened
             })
         })
         .await
