@@ -23,6 +23,10 @@ use crate::{Daemon, ok, shims_of, subscribe, testimages};
 /// Bound that turns a hang into a failure (not a timing expectation).
 pub const HANG: Duration = Duration::from_secs(30);
 
+/// How long a shim without a task may take to exit before it counts as an
+/// orphan: a bound that turns a shim that never exits into a failure.
+pub const SHIM_EXIT_BOUND: Duration = Duration::from_secs(5);
+
 /// Iterations per scenario: `BERTH_FAULT_ITERATIONS`, else `default`
 /// (kept small so the suite fits CI's budget).
 pub fn iterations(default: usize) -> usize {
@@ -384,11 +388,22 @@ fn after_gc(d: &Daemon, s: &Snapshot, phase: &str, bad: &mut Vec<String>) {
     for pid in shims_of(&d.address) {
         let ns = arg_of(pid, "-namespace").unwrap_or_default();
         let id = arg_of(pid, "-id").unwrap_or_default();
-        if ns == d.namespace && !s.tasks.contains_key(&id) {
+        // A shim told to shut down exits once its queued events are
+        // forwarded (bounded by 2 s in berth's shim): one that is on its
+        // way out is not an orphan; one still running after the bound is.
+        if ns == d.namespace
+            && !s.tasks.contains_key(&id)
+            && crate::wait_pid_gone(pid, SHIM_EXIT_BOUND).is_err()
+        {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1))
+                .unwrap_or("?");
             bad.push(format!(
-                "orphan shim {pid} for {ns}/{id}: no such task ({})",
+                "orphan shim {pid} (parent {ppid}) for {ns}/{id}: no such task ({})",
                 cmdline.trim()
             ));
         }
@@ -609,7 +624,7 @@ impl Tally {
                 self.violations.len(),
                 self.iterations,
                 self.violations.join("\n  "),
-                crate::tail(&d.log(), 40)
+                crate::tail(&d.log(), 60)
             );
         }
         Ok(())
