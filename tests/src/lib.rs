@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 pub mod containerd;
 pub mod docker;
 pub mod goclient;
+pub mod faults;
 pub mod registry;
 pub mod testimages;
 

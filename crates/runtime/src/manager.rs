@@ -336,6 +336,10 @@ pub struct ShimManager {
     shims: Mutex<HashMap<(String, String), Arc<Shim>>>,
     /// The log copy of each task's shim, by (namespace, id).
     logs: Mutex<HashMap<(String, String), LogFollower>>,
+    /// Where the watchers report shims that died under a live task.
+    dead_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    /// Taken once by the daemon ([`ShimManager::take_dead_shims`]).
+    dead_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>>,
 }
 
 impl ShimManager {
@@ -347,11 +351,64 @@ impl ShimManager {
             .create(&config.state)
             .map_err(io(&config.state))?;
         restrict_bundles(&config.state);
+        let (dead_tx, dead_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(ShimManager {
             config,
             shims: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
+            dead_tx,
+            dead_rx: std::sync::Mutex::new(Some(dead_rx)),
         })
+    }
+
+    /// The `(namespace, id)` of every task whose shim died while berthd
+    /// ran, reported once the manager cleaned up after it (runc state,
+    /// rootfs mount, bundle): the daemon publishes their `/tasks/exit` and
+    /// `/tasks/delete`, as containerd's `cleanupAfterDeadShim` does. `None`
+    /// after the first call.
+    pub fn take_dead_shims(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>> {
+        self.dead_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Watches `shim` through a connection of its own that carries no
+    /// calls: it ends only when the shim process is gone. If the shim is
+    /// then still registered (no delete or abort removed it), its task died
+    /// with it: clean up and report it.
+    fn watch(self: &Arc<Self>, shim: Arc<Shim>) {
+        let Some(path) = shim.address.strip_prefix("unix://").map(str::to_owned) else {
+            return;
+        };
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            if let Ok(mut conn) = tokio::net::UnixStream::connect(&path).await {
+                let mut buf = [0_u8; 64];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+            }
+            let Some(me) = me.upgrade() else {
+                return;
+            };
+            let key = (shim.namespace.clone(), shim.id.clone());
+            // The map stays locked until the bundle is gone: a task started
+            // again under this id must not get a bundle this cleanup removes.
+            let mut shims = me.shims.lock().await;
+            match shims.get(&key) {
+                Some(s) if Arc::ptr_eq(s, &shim) => {
+                    shims.remove(&key);
+                }
+                _ => return,
+            }
+            tracing::warn!(namespace = %key.0, id = %key.1, "shim died; cleaning up its task");
+            me.cleanup_dead(&key.0, &key.1, &shim.bundle, &shim.binary)
+                .await;
+            drop(shims);
+            let _ = me.dead_tx.send(key);
+        });
     }
 
     /// The shim binary for `runtime` (`runtime_path` overrides when given),
@@ -455,7 +512,7 @@ impl ShimManager {
     /// shim takes `shim_cgroup` from them).
     #[tracing::instrument(name = "shim.start", skip(self, spec, runtime_path, options))]
     pub async fn start(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         id: &str,
         runtime: &str,
@@ -508,6 +565,7 @@ impl ShimManager {
                 .await?,
         );
         self.shims.lock().await.insert(key, shim.clone());
+        self.watch(shim.clone());
         Ok(shim)
     }
 
@@ -785,7 +843,7 @@ impl ShimManager {
         (live, dead)
     }
 
-    async fn reconnect(&self, namespace: &str, id: &str, bundle: &Path) -> bool {
+    async fn reconnect(self: &Arc<Self>, namespace: &str, id: &str, bundle: &Path) -> bool {
         self.follow_log(namespace, id, bundle).await;
         let address = tokio::fs::read_to_string(bundle.join("address"))
             .await
@@ -829,18 +887,22 @@ impl ShimManager {
                     .connect(context_for(namespace, Some(SHIM_TIMEOUT)), &req)
                     .await;
                 match connected {
-                    Ok(c) if c.task_pid != 0 => {
+                    Ok(c) if c.task_pid != 0 && !task_deleted(&shim, namespace, id).await => {
+                        let shim = Arc::new(shim);
                         self.shims
                             .lock()
                             .await
-                            .insert((namespace.to_string(), id.to_string()), Arc::new(shim));
+                            .insert((namespace.to_string(), id.to_string()), shim.clone());
+                        self.watch(shim);
                         return true;
                     }
                     Ok(_) => {
-                        // The shim lives but its task was never created: the
-                        // daemon died mid-Create (the shim may still wait for
-                        // stdio FIFOs whose client died with it). Nobody can
-                        // start or kill such a task: stop the shim and clean up.
+                        // The shim lives but its task was never created (the
+                        // daemon died mid-Create; the shim may still wait for
+                        // stdio FIFOs whose client died with it), or was
+                        // already deleted (the daemon died mid-Delete, before
+                        // shutting the shim down). Nobody can start, kill or
+                        // delete such a task: stop the shim and clean up.
                         tracing::info!(namespace, id, "shim has no created task; stopping it");
                         let req = shim::ShutdownRequest {
                             id: id.to_string(),
@@ -861,6 +923,20 @@ impl ShimManager {
         self.cleanup_dead(namespace, id, bundle, &binary).await;
         false
     }
+}
+
+/// Whether the shim says its task `id` no longer exists (deleted, the
+/// shim only waiting for the Shutdown the daemon did not live to send).
+async fn task_deleted(shim: &Shim, namespace: &str, id: &str) -> bool {
+    let req = shim::StateRequest {
+        id: id.to_string(),
+        exec_id: String::new(),
+    };
+    // gRPC/ttrpc code 5: NotFound.
+    matches!(
+        shim.client.state(context_for(namespace, Some(SHIM_TIMEOUT)), &req).await,
+        Err(ttrpc::Error::RpcStatus(ref s)) if s.code == 5
+    )
 }
 
 #[cfg(test)]

@@ -336,31 +336,50 @@ fn shim_manager(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     // Reconnect before serving: a client that lists or kills tasks right
     // after a restart (Docker's live-restore, kubelet) must find them.
+    let died = manager.take_dead_shims();
+    let exchange_later = exchange.clone();
     ctx.before_serving(async move {
+        // A shim that dies while berthd runs took its task along: say so,
+        // as containerd's cleanupAfterDeadShim does.
+        if let Some(mut died) = died {
+            tokio::spawn(async move {
+                while let Some((ns, id)) = died.recv().await {
+                    publish_dead_task(&exchange_later, &ns, &id);
+                }
+            });
+        }
         let (_, dead) = reconnect.reconnect_all().await;
         // A task whose shim died with it exited unseen: say so, as containerd does.
-        let now = std::time::SystemTime::now();
         for (ns, id) in dead {
-            use berth_api::containerd::events::{TaskDelete, TaskExit};
-            let exit = TaskExit {
-                container_id: id.clone(),
-                id: id.clone(),
-                pid: 0,
-                exit_status: 255,
-                exited_at: Some(now.into()),
-            };
-            let delete = TaskDelete {
-                container_id: id.clone(),
-                pid: 0,
-                exit_status: 255,
-                exited_at: Some(now.into()),
-                id: String::new(),
-            };
-            let _ = exchange.publish(&ns, "/tasks/exit", services::namespaces::pack(&exit));
-            let _ = exchange.publish(&ns, "/tasks/delete", services::namespaces::pack(&delete));
+            publish_dead_task(&exchange, &ns, &id);
         }
     });
     Ok(manager)
+}
+
+/// Publishes `/tasks/exit` and `/tasks/delete` for task `id` whose shim
+/// died with it (exit status 255: nobody saw the real one).
+fn publish_dead_task(exchange: &Exchange, ns: &str, id: &str) {
+    let now = std::time::SystemTime::now();
+    {
+        use berth_api::containerd::events::{TaskDelete, TaskExit};
+        let exit = TaskExit {
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid: 0,
+            exit_status: 255,
+            exited_at: Some(now.into()),
+        };
+        let delete = TaskDelete {
+            container_id: id.to_string(),
+            pid: 0,
+            exit_status: 255,
+            exited_at: Some(now.into()),
+            id: String::new(),
+        };
+        let _ = exchange.publish(ns, "/tasks/exit", services::namespaces::pack(&exit));
+        let _ = exchange.publish(ns, "/tasks/delete", services::namespaces::pack(&delete));
+    }
 }
 
 fn tasks_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

@@ -89,6 +89,14 @@ fn wire_status(namespace: &str, s: berth_content::Status) -> Option<WireStatus> 
     })
 }
 
+/// The lease resource of ingest `reference` (the client's ref).
+fn ingest_resource(reference: &str) -> berth_metadata::leases::Resource {
+    berth_metadata::leases::Resource {
+        id: reference.to_string(),
+        kind: berth_metadata::leases::INGESTS.to_string(),
+    }
+}
+
 /// The lease named in a call's `containerd-lease` header, if any.
 pub fn lease_of<T>(request: &Request<T>) -> Option<String> {
     request
@@ -431,6 +439,7 @@ impl WriteSession {
             self.db.clone(),
         );
         let bref = backend_ref(&self.ns, &self.reference);
+        let reference = self.reference.clone();
         let gc = self.gc.clone();
         blocking(move || {
             gc.while_files_kept(|| {
@@ -441,24 +450,43 @@ impl WriteSession {
                         )));
                     }
                 }
-                match store.writer(&bref, total, expected.as_ref()) {
-                    Ok(w) => Ok(w),
-                    Err(berth_content::Error::AlreadyExists(_)) => {
-                        // Stored for another namespace: share it, no upload needed.
-                        let d = expected.ok_or_else(|| {
-                            Status::internal("store reported an existing blob without a digest")
-                        })?;
-                        let info = store.info(&d).map_err(store_status)?;
-                        let size = i64::try_from(info.size).unwrap_or(i64::MAX);
-                        db.content()
-                            .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
-                            .map_err(super::namespaces::to_status)?;
-                        Err(Status::already_exists(format!(
-                            "content {d}: already exists"
-                        )))
-                    }
-                    Err(e) => Err(store_status(e)),
+                // As containerd's addIngestLease: the lease holds the
+                // ingest, so deleting the lease aborts it. Recorded before
+                // the ingest exists, so a crash in between leaves no ingest
+                // without its lease.
+                if let Some(l) = &lease {
+                    db.leases()
+                        .add_resource(&ns, l, ingest_resource(&reference))
+                        .map_err(super::namespaces::to_status)?;
                 }
+                let opened = (|| {
+                    match store.writer(&bref, total, expected.as_ref()) {
+                        Ok(w) => Ok(w),
+                        Err(berth_content::Error::AlreadyExists(_)) => {
+                            // Stored for another namespace: share it, no upload needed.
+                            let d = expected.ok_or_else(|| {
+                                Status::internal("store reported an existing blob without a digest")
+                            })?;
+                            let info = store.info(&d).map_err(store_status)?;
+                            let size = i64::try_from(info.size).unwrap_or(i64::MAX);
+                            db.content()
+                                .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
+                                .map_err(super::namespaces::to_status)?;
+                            Err(Status::already_exists(format!(
+                                "content {d}: already exists"
+                            )))
+                        }
+                        Err(e) => Err(store_status(e)),
+                    }
+                })();
+                if opened.is_err() {
+                    if let Some(l) = &lease {
+                        let _ = db
+                            .leases()
+                            .delete_resource(&ns, l, ingest_resource(&reference));
+                    }
+                }
+                opened
             })
         })
         .await
@@ -490,6 +518,7 @@ impl WriteSession {
                 .ok_or_else(|| Status::internal("writer already consumed"))?;
             let ns = self.ns.clone();
             let lease = self.lease.clone();
+            let reference = self.reference.clone();
             let db = self.db.clone();
             let exp = expected.clone();
             let gc = self.gc.clone();
@@ -552,7 +581,17 @@ impl WriteSession {
                                     labels,
                                     lease.as_deref(),
                                 )
-                                .map_err(super::namespaces::to_status)
+                                .map_err(super::namespaces::to_status)?;
+                            // Committed: the lease now holds the blob, not
+                            // the ingest (containerd's removeIngestLease).
+                            if let Some(l) = &lease {
+                                let _ = db.leases().delete_resource(
+                                    &ns,
+                                    l,
+                                    ingest_resource(&reference),
+                                );
+                            }
+                            Ok(())
                         })?;
                         Ok((None, msg))
                     }

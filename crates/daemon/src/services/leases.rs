@@ -98,8 +98,21 @@ impl Leases for LeasesService {
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<()>, Status> {
         let ns = super::namespace_of(&request)?;
         let req = request.into_inner();
-        self.blocking(move |db| db.leases().delete(&ns, &req.id))
-            .await?;
+        let (ns2, id) = (ns.clone(), req.id.clone());
+        let ingests = self
+            .blocking(move |db| {
+                let held = db.leases().list_resources(&ns2, &id)?;
+                db.leases().delete(&ns2, &id)?;
+                Ok(held)
+            })
+            .await?
+            .into_iter()
+            .filter(|r| r.kind == berth_metadata::leases::INGESTS)
+            .map(|r| r.id)
+            .collect::<Vec<_>>();
+        // The ingests it held have no owner left: abort them, as
+        // containerd's collector does with unreferenced leased ingests.
+        self.gc.abort_ingests(&ns, ingests).await;
         // The DB told the scheduler of the deletion; `sync` waits for a
         // collection (containerd's ScheduleAndWait; its error is Unknown).
         if req.sync {

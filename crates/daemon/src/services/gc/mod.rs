@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use berth_content::local::LocalStore;
-use berth_content::{Digest, Manager};
+use berth_content::{Digest, IngestManager, Manager};
 use berth_metadata::Db;
 use tokio::sync::Mutex;
 
@@ -157,6 +157,26 @@ impl Collector {
     /// Records every collection's run and duration into `metrics` (set once).
     pub fn set_metrics(&self, metrics: crate::metrics::Handle) {
         let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// Aborts the ingests `refs` (client refs) of namespace `ns`, whose
+    /// lease was deleted; ones already gone are skipped.
+    pub async fn abort_ingests(&self, ns: &str, refs: Vec<String>) {
+        if refs.is_empty() {
+            return;
+        }
+        let store = self.inner.store.clone();
+        let ns = ns.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            for r in refs {
+                let bref = format!("{ns}/{r}");
+                match store.abort(&bref) {
+                    Ok(()) | Err(berth_content::Error::NotFound(_)) => {}
+                    Err(e) => tracing::warn!(ingest = %bref, error = %e, "cannot abort ingest"),
+                }
+            }
+        })
+        .await;
     }
 
     /// Collects now and returns what was removed. Collections never overlap.
