@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 
 pub mod containerd;
 pub mod docker;
-pub mod goclient;
 pub mod faults;
+pub mod goclient;
 pub mod registry;
 pub mod testimages;
 
