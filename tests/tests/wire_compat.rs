@@ -194,3 +194,37 @@ fn message_size_limits_answer_resource_exhausted() -> Result<()> {
     );
     Ok(())
 }
+
+/// gRPC's C core sends the percent-encoded socket path as `:authority` for
+/// a `unix:` target (grpcio's default from 1.5x on; Debian's 1.51 when asked
+/// with `grpc.default_authority`). h2 rejects it; berthd's authority filter
+/// rewrites it, so every call works as against containerd.
+#[test]
+fn python_grpcio_with_a_percent_encoded_authority() -> Result<()> {
+    let d = Daemon::start()?;
+    let grpc = "/usr/lib/python3/dist-packages/grpc/__init__.py";
+    if !std::path::Path::new(grpc).exists() {
+        bail!("{grpc} is missing: run `cargo xtask deps` (installs python3-grpcio)");
+    }
+    let encoded = d.address.to_string_lossy().replace('/', "%2F");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/containerd_calls.py");
+    let out = Command::new(PYTHON)
+        .arg(script)
+        .arg(&d.address)
+        .arg(&encoded)
+        .output()?;
+    let text = ok(out)?;
+    for call in [
+        "Version",
+        "Namespaces.List",
+        "Containers.List",
+        "Tasks.List",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{call} ok "))),
+            "{call} failed with :authority {encoded}:\n{text}"
+        );
+    }
+    assert!(!text.contains("error INTERNAL"), "{text}");
+    Ok(())
+}

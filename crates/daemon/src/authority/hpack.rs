@@ -16,6 +16,10 @@
 //!   with its empty value, or an entry we could not fix): re-emitted as a
 //!   literal without indexing, which does not touch the table either.
 
+// Wire encoding: every narrowing cast is of a value already masked or
+// shifted down to the octet (or field) it fills.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::VecDeque;
 
 use loona_hpack::huffman::HuffmanDecoder;
@@ -30,7 +34,7 @@ const ENTRY_OVERHEAD: usize = 32;
 const DEFAULT_TABLE_SIZE: usize = 4096;
 
 /// Names of the static table (RFC 7541 Appendix A), index 1 first.
-const STATIC_NAMES: [&[u8]; 61] = [
+pub(super) const STATIC_NAMES: [&[u8]; 61] = [
     b":authority",
     b":method",
     b":method",

@@ -194,3 +194,6 @@ impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
         self.inner.connect_info()
     }
 }
+
+#[cfg(test)]
+mod tests;

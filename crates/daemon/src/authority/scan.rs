@@ -1,6 +1,10 @@
 //! Splits the client→server HTTP/2 byte stream into what passes unchanged
 //! and header blocks that need an `:authority` rewrite (sans I/O).
 
+// Wire encoding: every narrowing cast is of a value already masked or
+// shifted down to the octet (or field) it fills.
+#![allow(clippy::cast_possible_truncation)]
+
 use super::hpack::BlockRewriter;
 
 /// The client connection preface (RFC 9113 §3.4).
@@ -203,9 +207,10 @@ impl Block {
             flags: first.flags,
             stream: first.stream,
             priority,
-            fragments: vec![start..stop],
+            fragments: Vec::with_capacity(1),
             end: payload_end,
         };
+        block.fragments.push(start..stop);
         let mut done = first.flags & END_HEADERS != 0;
         while !done {
             let Some(next) = FrameHeader::parse(&data[block.end..]) else {
