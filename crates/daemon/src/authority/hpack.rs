@@ -240,6 +240,17 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Steps over a string literal.
+    fn skip_string(&mut self) -> Result<(), HpackError> {
+        let len = self.integer(7)?;
+        let end = self.pos.checked_add(len).ok_or(HpackError::Overflow)?;
+        if end > self.data.len() {
+            return Err(HpackError::Truncated);
+        }
+        self.pos = end;
+        Ok(())
+    }
+
     /// A string literal (RFC 7541 §5.2): its decoded octets.
     fn string(&mut self) -> Result<std::borrow::Cow<'a, [u8]>, HpackError> {
         let huffman = self.data.get(self.pos).ok_or(HpackError::Truncated)? & 0x80 != 0;
@@ -248,14 +259,20 @@ impl<'a> Cursor<'a> {
         let raw = self.data.get(self.pos..end).ok_or(HpackError::Truncated)?;
         self.pos = end;
         if huffman {
-            HuffmanDecoder::new()
-                .decode(raw)
+            HUFFMAN
+                .with_borrow_mut(|d| d.decode(raw))
                 .map(std::borrow::Cow::Owned)
                 .map_err(|_| HpackError::Huffman)
         } else {
             Ok(std::borrow::Cow::Borrowed(raw))
         }
     }
+}
+
+thread_local! {
+    /// The decoder builds its code tables when made: once per thread.
+    static HUFFMAN: std::cell::RefCell<HuffmanDecoder> =
+        std::cell::RefCell::new(HuffmanDecoder::new());
 }
 
 /// Appends an HPACK integer with an N-bit prefix and the given high bits.
@@ -355,6 +372,12 @@ impl BlockRewriter {
                     (authority, self.name_len(index)?)
                 };
                 let name_end = cur.pos;
+                if !authority && !indexing {
+                    // Neither checked nor counted in the table: no decoding.
+                    cur.skip_string()?;
+                    seen_field = true;
+                    continue;
+                }
                 let value = cur.string()?;
                 let value_len = value.len();
                 let mut stored_len = value_len;
