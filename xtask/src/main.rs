@@ -50,6 +50,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "python3-grpcio",
         "/usr/lib/python3/dist-packages/grpc/__init__.py",
     ),
+    // A venv for the current grpcio from PyPI (tests/tests/wire_compat.rs).
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
 fn main() -> ExitCode {
