@@ -65,6 +65,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // systemd-analyze, which checks the shipped berthd.service (it runs
     // without systemd as init).
     ("systemd", "/usr/bin/systemd-analyze"),
+    // A venv for the current grpcio from PyPI (tests/tests/wire_compat.rs).
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
 /// Packages whose install starts a daemon on the default paths; tests use

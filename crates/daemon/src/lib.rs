@@ -24,6 +24,7 @@
 // feed them use the same error type rather than boxing it.
 #![allow(clippy::result_large_err)]
 
+pub mod authority;
 pub mod build_info;
 pub mod config;
 pub mod config_defaults;

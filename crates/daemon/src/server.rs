@@ -5,6 +5,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::Instant;
 
+use futures::TryStreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
@@ -161,10 +162,14 @@ pub async fn run_with(
         .layer(layer)
         .layer(crate::size_errors::layer())
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(grpc_listener), async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        });
+        .serve_with_incoming_shutdown(
+            // gRPC's C core sends an `:authority` h2 rejects: see `authority`.
+            UnixListenerStream::new(grpc_listener).map_ok(crate::authority::AuthorityFilter::new),
+            async move {
+                shutdown.await;
+                let _ = stopping_tx.send(());
+            },
+        );
     let grace = async move {
         if stopping_rx.await.is_ok() {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
