@@ -321,18 +321,7 @@ impl Transfer for TransferService {
                     .domain()
                     .to_string();
                 let registry = registry_options(&self.streams, &dest, &host).await?;
-                let db = self.puller.db.clone();
-                let (ns2, name) = (ns.clone(), source.name.clone());
-                let image = tokio::task::spawn_blocking(move || db.images().get(&ns2, &name))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(crate::services::namespaces::to_status)?;
-                let root = berth_images::Descriptor::new(
-                    image.target.media_type.clone(),
-                    berth_content::Digest::parse(&image.target.digest)
-                        .map_err(|e| Status::internal(format!("image target: {e}")))?,
-                    u64::try_from(image.target.size).unwrap_or(0),
-                );
+                let root = self.image_root(&ns, &source.name).await?;
                 push::push(
                     self.puller.store.clone(),
                     root,
@@ -512,6 +501,22 @@ impl TransferService {
         Ok(())
     }
 
+    /// The target descriptor of image `name` in namespace `ns`.
+    async fn image_root(&self, ns: &str, name: &str) -> Result<berth_images::Descriptor, Status> {
+        let db = self.puller.db.clone();
+        let (ns, name) = (ns.to_string(), name.to_string());
+        let image = tokio::task::spawn_blocking(move || db.images().get(&ns, &name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(crate::services::namespaces::to_status)?;
+        Ok(berth_images::Descriptor::new(
+            image.target.media_type.clone(),
+            berth_content::Digest::parse(&image.target.digest)
+                .map_err(|e| Status::internal(format!("image target: {e}")))?,
+            u64::try_from(image.target.size).unwrap_or(0),
+        ))
+    }
+
     /// containerd's tag: the source image's target stored under the
     /// destination's names (its name and complete references), created or
     /// updated.
@@ -521,18 +526,7 @@ impl TransferService {
         source: ttypes::ImageStore,
         dest: ttypes::ImageStore,
     ) -> Result<(), Status> {
-        let db = self.puller.db.clone();
-        let (ns2, name) = (ns.clone(), source.name.clone());
-        let image = tokio::task::spawn_blocking(move || db.images().get(&ns2, &name))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(crate::services::namespaces::to_status)?;
-        let root = berth_images::Descriptor::new(
-            image.target.media_type.clone(),
-            berth_content::Digest::parse(&image.target.digest)
-                .map_err(|e| Status::internal(format!("image target: {e}")))?,
-            u64::try_from(image.target.size).unwrap_or(0),
-        );
+        let root = self.image_root(&ns, &source.name).await?;
         let mut names: Vec<String> = Vec::new();
         if !dest.name.is_empty() {
             names.push(dest.name.clone());
