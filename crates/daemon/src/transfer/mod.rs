@@ -473,7 +473,7 @@ impl TransferService {
     ) -> Result<(), Status> {
         let mut reader = stream::receive(self.open_stream(&source.stream, "import")?);
         let mut sender = stream::StreamSender::new(self.open_stream(&dest.stream, "export")?);
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
         let copier = tokio::task::spawn_blocking(move || {
             use std::io::Read;
             let mut buf = vec![0_u8; 1 << 16];
@@ -484,14 +484,7 @@ impl TransferService {
                 }
             }
         });
-        let mut sent = Ok(());
-        while let Some(chunk) = rx.recv().await {
-            if let Err(e) = sender.send(&chunk).await {
-                sent = Err(e);
-                break;
-            }
-        }
-        drop(rx);
+        let sent = sender.send_all(rx).await;
         copier
             .await
             .map_err(|e| Status::internal(format!("echo task: {e}")))?
@@ -598,7 +591,7 @@ impl TransferService {
         } else {
             berth_images::Matcher::ordered(platforms)
         };
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
         let store = self.puller.store.clone();
         let all = dest.all_platforms;
         let writer = tokio::task::spawn_blocking(move || {
@@ -611,15 +604,8 @@ impl TransferService {
             )
         });
         let mut sender = stream::StreamSender::new(stream);
-        let mut sent = Ok(());
-        while let Some(chunk) = rx.recv().await {
-            if let Err(e) = sender.send(&chunk).await {
-                sent = Err(e);
-                break;
-            }
-        }
         // The writer fails once nobody receives; its error says why first.
-        drop(rx);
+        let sent = sender.send_all(rx).await;
         writer
             .await
             .map_err(|e| Status::internal(format!("export task: {e}")))??;

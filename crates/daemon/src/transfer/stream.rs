@@ -106,6 +106,18 @@ impl StreamSender {
         StreamSender { stream, window: 0 }
     }
 
+    /// Sends every chunk `rx` yields until it ends or a send fails; the
+    /// receiver is dropped either way, so a producer writing into it stops.
+    pub(crate) async fn send_all(
+        &mut self,
+        mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> Result<(), Status> {
+        while let Some(chunk) = rx.recv().await {
+            self.send(&chunk).await?;
+        }
+        Ok(())
+    }
+
     /// Sends `data`, waiting for grants as needed.
     pub(crate) async fn send(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
