@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -60,17 +60,13 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .context("starting /usr/bin/containerd (cargo xtask deps installs it)")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&address).is_err() {
-            if let Some(status) = child.try_wait()? {
-                bail!("containerd exited ({status}) before serving");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("containerd did not open {} within 20 s", address.display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_until_serving(
+            &mut child,
+            &address,
+            "containerd",
+            Duration::from_secs(20),
+            String::new,
+        )?;
         Ok(Containerd {
             namespace: format!("berth-interop-{}", std::process::id()),
             dir,

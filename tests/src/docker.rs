@@ -153,24 +153,13 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .context("starting dockerd under unshare (util-linux)")?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "dockerd exited with {status} during startup:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("dockerd did not serve within 60s:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::wait_until_serving(
+            &mut child,
+            &self.socket,
+            "dockerd",
+            Duration::from_secs(60),
+            || self.log(),
+        )?;
         self.child = Some(child);
         Ok(())
     }

@@ -55,6 +55,37 @@ pub fn ctr_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Waits until `child` accepts connections on the UNIX socket `socket`.
+/// Fails, with `log()` in the message, if the child exits first or does
+/// not serve within `limit` (then it is killed and reaped).
+pub fn wait_until_serving(
+    child: &mut Child,
+    socket: &Path,
+    what: &str,
+    limit: Duration,
+    log: impl Fn() -> String,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status} during startup:\n{}", log());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{what} did not serve {} within {limit:?}:\n{}",
+                socket.display(),
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Path of the shared test tool `name` (`ctr-2.1.5`, `critest`, `crictl`):
 /// `<repo>/../shared/tools/<name>` as CI lays it out, else
 /// `$BERTH_SHARED_TOOLS/<name>`.
@@ -177,28 +208,13 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .context("starting berthd")?;
-        let deadline = started + Duration::from_secs(20);
-        loop {
-            if std::os::unix::net::UnixStream::connect(&self.address).is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "berthd exited with {status} during startup:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "berthd did not serve {} within 20s:\n{}",
-                    self.address.display(),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until_serving(
+            &mut child,
+            &self.address,
+            "berthd",
+            Duration::from_secs(20),
+            || self.log(),
+        )?;
         self.startup = started.elapsed();
         self.child = Some(child);
         Ok(())
