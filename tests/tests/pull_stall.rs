@@ -234,19 +234,52 @@ fn a_cancelled_pull_releases_its_ingest() -> Result<()> {
     let (d, layout) = setup(None, "h7-cancel")?;
     let registry = StandIn::start(&layout)?;
     let reference = format!("127.0.0.1:{}/cancel/busybox:1", registry.port);
+    let client_log = d.scratch("cancelled-pull.log");
     let mut client = d
         .berthctl_command(&["pull", "--plain-http", &reference])?
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&client_log)?)
         .spawn()?;
-    let stalled = registry.next(Duration::from_secs(30));
-    // The client gives up (as a Ctrl-C would).
+    let stalled = registry.next(Duration::from_secs(30)).with_context(|| {
+        format!(
+            "berthctl pull: {:?}\nits output:\n{}\nberthd log:\n{}",
+            client.try_wait(),
+            std::fs::read_to_string(&client_log).unwrap_or_default(),
+            d.log()
+        )
+    });
+    // The client gives up (as a Ctrl-C would), once berthd holds part of
+    // the layer: the stand-in's bytes may still sit in a socket buffer.
+    let layer = layout.layers[0].digest.clone();
+    let written = |d: &Daemon| -> Result<bool> {
+        let out = ok(d.berthctl(&["--format", "json", "content", "active"])?)?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v.as_array().into_iter().flatten().any(|s| {
+            s["ref"]
+                .as_str()
+                .is_some_and(|r| r.contains(layer.as_str()))
+                && s["offset"]
+                    .as_str()
+                    .map_or(s["offset"].as_i64(), |o| o.parse().ok())
+                    .is_some_and(|o| o > 0)
+        }))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while matches!(stalled, Ok(Seen::Stalled)) && !written(&d)? {
+        anyhow::ensure!(Instant::now() < deadline, "berthd wrote none of the layer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = client.kill();
     let _ = client.wait();
     assert_eq!(stalled?, Seen::Stalled);
     // berthd cancels the pull: it closes the registry connection...
     assert_eq!(
-        registry.next(Duration::from_secs(30))?,
+        registry
+            .next(Duration::from_secs(30))
+            .with_context(|| format!(
+                "waiting for berthd to close the stalled download\nberthd log:\n{}",
+                d.log()
+            ))?,
         Seen::ClosedByClient
     );
     // ...and the layer's ingest is free: a new pull resumes it.
