@@ -10,6 +10,7 @@
 
 mod bench;
 mod cleanup;
+mod fuzz;
 mod install;
 
 use std::path::{Path, PathBuf};
@@ -85,9 +86,10 @@ fn main() -> ExitCode {
         Some("up") => up(),
         Some("bench") => bench::bench(&args[1..]),
         Some("install") => install::install(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|install [--prefix P] [--destdir D] [--bin-dir B]|bench [run|pull|unpack|stress|memory|api|limit]...>"
+                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|bench [run|pull|unpack|stress|memory|api|limit]...>"
             );
             return ExitCode::from(2);
         }
@@ -258,8 +260,18 @@ fn test(extra: &[String]) -> Result<()> {
     let _ = std::fs::remove_file(&skips);
     let result = run_tests(extra, &skips);
     report_skips(&skips);
-    result
+    // A short coverage-guided run of every fuzz target (its own
+    // instrumented build), unless only some tests were asked for.
+    let fuzzed = if extra.is_empty() {
+        fuzz::fuzz(&["--seconds".to_string(), CI_FUZZ_SECONDS.to_string()])
+    } else {
+        Ok(())
+    };
+    result.and(fuzzed)
 }
+
+/// Seconds of libFuzzer per target in `cargo xtask test`.
+const CI_FUZZ_SECONDS: u64 = 10;
 
 /// Prints every skip the tests recorded in `skips`.
 fn report_skips(skips: &std::path::Path) {
