@@ -152,6 +152,21 @@ pub struct Naming {
 }
 
 impl Naming {
+    /// What `ctr import` asks for by default: each entry named by its own
+    /// complete name (`io.containerd.image.name`), or `<prefix>:<tag>` for
+    /// an entry that only has a tag.
+    pub fn with_prefix(prefix: impl Into<String>) -> Naming {
+        Naming {
+            index_name: None,
+            references: vec![ImageReference {
+                name: prefix.into(),
+                is_prefix: true,
+                allow_overwrite: true,
+                ..ImageReference::default()
+            }],
+        }
+    }
+
     /// The names of the archive's index: the index name, then every
     /// complete (non-prefix) reference, `@digest` added where asked.
     fn for_index(&self, digest: &Digest) -> Vec<String> {
