@@ -250,3 +250,35 @@ fn a_missing_image_is_not_found() -> Result<()> {
     assert_eq!(err.category(), Category::NotFound, "{err}");
     Ok(())
 }
+
+#[test]
+fn an_image_in_the_store_unpacks_with_the_unpacker_alone() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let layout = testimages::layered(&dir.path().join("image"))?;
+    let file = dir.path().join("layered.tar");
+    layout.write_archive(&file)?;
+    let (store, sn, mut options) = setup(dir.path(), Driver::Overlay)?;
+    let unpacker = options.unpack.take().context("no unpacker")?;
+    let imported = archive::import(
+        &*store,
+        std::fs::File::open(&file)?,
+        "import",
+        &Naming::with_prefix("import"),
+    )?;
+    let (_, root) = imported.images.into_iter().next().context("no image")?;
+    let unpacked = runtime()?.block_on(unpacker.unpack(
+        store.clone(),
+        &root,
+        &berth_images::Matcher::host(),
+        &Progress::none(),
+    ))?;
+    // The config now names the snapshot, so a collector keeps both.
+    let info = berth_content::Manager::info(&*store, &unpacked.config.digest)?;
+    assert_eq!(
+        info.labels.get("containerd.io/gc.ref.snapshot.overlayfs"),
+        Some(&unpacked.chain_id.to_string()),
+        "{:?}",
+        info.labels
+    );
+    check_layered_rootfs(&*sn, unpacked.chain_id.as_str(), dir.path())
+}

@@ -163,3 +163,25 @@ impl From<berth_images::Error> for Error {
         Error::invalid_argument(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_survive_conversion() {
+        let e: Error = berth_remotes::Error::NotFound {
+            what: "x".into(),
+            errors: Default::default(),
+        }
+        .into();
+        assert_eq!(e.category(), Category::NotFound);
+        let e: Error = berth_content::Error::AlreadyExists("blob".into()).into();
+        assert_eq!(e.category(), Category::AlreadyExists);
+        let e: Error = berth_snapshots::Error::Unavailable("locked".into()).into();
+        assert_eq!(e.category(), Category::Unavailable);
+        let e = Error::data_loss("short").context("layer sha256:1");
+        assert_eq!(e.category(), Category::DataLoss);
+        assert_eq!(e.to_string(), "layer sha256:1: short");
+    }
+}

@@ -21,8 +21,10 @@
 //! Errors carry a [`Category`], so a server maps them to its status codes
 //! in one place. Progress goes to a callback ([`Progress`]).
 //!
-//! See the crate's README and `examples/pull_unpack.rs` for a complete
-//! pull-and-unpack without a daemon.
+//! See `examples/pull_unpack.rs` for a complete pull-and-unpack without a
+//! daemon.
+//!
+#![doc = include_str!("../README.md")]
 
 pub mod archive;
 mod blob;
