@@ -9,16 +9,53 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read, Write};
 
-use berth_api::containerd::types::transfer::ImageReference;
+use crate::{ContentStore, Error, Result};
 use berth_content::Digest;
-use berth_content::local::LocalStore;
 use berth_images::manifest::{self, Descriptor, Index, Manifest};
 use berth_images::{Matcher, Reference, media};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 
 /// Largest index file (`index.json`, `manifest.json`) an archive may carry.
 const MAX_INDEX_FILE: u64 = 4 << 20;
+/// One name an import gives what it reads (containerd's
+/// `types.transfer.ImageReference`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageReference {
+    /// A complete reference, or a prefix (`is_prefix`) under which the
+    /// archive's entries are named by their tags.
+    pub name: String,
+    /// `name` is a prefix for the archive's entries.
+    pub is_prefix: bool,
+    /// A prefix may be replaced by an entry's own complete name.
+    pub allow_overwrite: bool,
+    /// Also name each image `<name>@<digest>`.
+    pub add_digest: bool,
+    /// With `add_digest`: not for entries that got a name from their tag.
+    pub skip_named_digest: bool,
+}
+
+/// The fetcher of an import: everything is in the content store already,
+/// so a blob that is not is missing from the archive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArchiveOnly;
+
+#[async_trait::async_trait]
+impl berth_remotes::Fetcher for ArchiveOnly {
+    async fn fetch_from(
+        &self,
+        desc: &berth_remotes::Descriptor,
+        _offset: u64,
+    ) -> berth_remotes::Result<berth_remotes::ByteStream> {
+        Err(berth_remotes::Error::NotFound {
+            what: format!(
+                "{} (not in the archive: an archive must hold every blob of the platforms it is imported for; export with --all-platforms, or import for the archive's platform)",
+                desc.digest
+            ),
+            errors: Default::default(),
+        })
+    }
+}
+
 /// containerd's annotation naming the image an index entry is.
 const IMAGE_NAME: &str = "io.containerd.image.name";
 /// The OCI annotation with the entry's reference (or just its tag).
@@ -26,11 +63,11 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// What an archive held.
 #[derive(Debug, Default)]
-pub(crate) struct Imported {
+pub struct Imported {
     /// The images it names: (normalised name, root descriptor).
-    pub(crate) images: Vec<(String, Descriptor)>,
+    pub images: Vec<(String, Descriptor)>,
     /// Blobs written into the store (already present ones not counted).
-    pub(crate) blobs_written: u64,
+    pub blobs_written: u64,
 }
 
 /// One entry of a `docker save` archive's `manifest.json`.
@@ -44,12 +81,12 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-fn bad_archive(what: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("image archive: {what}"))
+fn bad_archive(what: impl std::fmt::Display) -> Error {
+    Error::invalid_argument(format!("image archive: {what}"))
 }
 
-fn store_err(e: berth_content::Error) -> Status {
-    Status::internal(format!("content store: {e}"))
+fn store_err(e: berth_content::Error) -> Error {
+    Error::internal(format!("content store: {e}"))
 }
 
 /// `./a//b` → `a/b`.
@@ -62,37 +99,36 @@ fn clean(path: &str) -> String {
 
 /// Writes `r` into the store; with `expected`, verified against it.
 fn ingest(
-    store: &LocalStore,
+    store: &dyn ContentStore,
     ref_: &str,
     r: &mut dyn Read,
     size: u64,
     expected: Option<&Digest>,
-) -> Result<(Digest, bool), Status> {
-    let mut w = match store.open_writer(ref_, Some(size), expected) {
+) -> Result<(Digest, bool)> {
+    let mut w = match store.writer(ref_, Some(size), expected) {
         Ok(w) => w,
         Err(berth_content::Error::AlreadyExists(_)) => {
             io::copy(r, &mut io::sink()).map_err(bad_archive)?;
             return Ok((
                 expected
                     .cloned()
-                    .ok_or_else(|| Status::internal("no digest"))?,
+                    .ok_or_else(|| Error::internal("no digest"))?,
                 false,
             ));
         }
         Err(e) => return Err(store_err(e)),
     };
     // Start over whatever an earlier, interrupted import left.
-    berth_content::Writer::truncate(&mut w, 0).map_err(store_err)?;
-    // (LocalWriter's own `commit` takes it by value, hence the trait calls.)
+    w.truncate(0).map_err(store_err)?;
     let mut buf = vec![0_u8; 1 << 20];
     loop {
         let n = r.read(&mut buf).map_err(bad_archive)?;
         if n == 0 {
             break;
         }
-        berth_content::Writer::write(&mut w, &buf[..n]).map_err(store_err)?;
+        berth_content::Writer::write(&mut *w, &buf[..n]).map_err(store_err)?;
     }
-    let digest = berth_content::Writer::digest(&w);
+    let digest = w.digest();
     match w.commit(size, expected, Default::default()) {
         Ok(()) => Ok((digest, true)),
         Err(berth_content::Error::AlreadyExists(_)) => Ok((digest, false)),
@@ -107,15 +143,30 @@ fn ingest(
 /// `name` and `extra_references`), as containerd's transfer image store
 /// names images.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Naming {
+pub struct Naming {
     /// The name of the whole archive's index (`--index-name`).
-    pub(crate) index_name: Option<String>,
+    pub index_name: Option<String>,
     /// Further references: complete names for the index, prefixes for
     /// the archive's entries (`--base-name`, `--digests`).
-    pub(crate) references: Vec<ImageReference>,
+    pub references: Vec<ImageReference>,
 }
 
 impl Naming {
+    /// What `ctr import` asks for by default: each entry named by its own
+    /// complete name (`io.containerd.image.name`), or `<prefix>:<tag>` for
+    /// an entry that only has a tag.
+    pub fn with_prefix(prefix: impl Into<String>) -> Naming {
+        Naming {
+            index_name: None,
+            references: vec![ImageReference {
+                name: prefix.into(),
+                is_prefix: true,
+                allow_overwrite: true,
+                ..ImageReference::default()
+            }],
+        }
+    }
+
     /// The names of the archive's index: the index name, then every
     /// complete (non-prefix) reference, `@digest` added where asked.
     fn for_index(&self, digest: &Digest) -> Vec<String> {
@@ -197,12 +248,12 @@ fn under_prefix(reference: &str, prefix: &str) -> bool {
 
 /// Reads an archive (plain or gzip-compressed tar) into `store`, naming
 /// its index and entries as `naming` says (containerd's transfer import).
-pub(crate) fn import(
-    store: &LocalStore,
+pub fn import(
+    store: &dyn ContentStore,
     reader: impl Read,
     ref_prefix: &str,
     naming: &Naming,
-) -> Result<Imported, Status> {
+) -> Result<Imported> {
     let mut reader = io::BufReader::with_capacity(1 << 20, reader);
     let gzip = reader
         .fill_buf()
@@ -330,9 +381,9 @@ pub(crate) fn import(
                 let (digest, size) = lookup(l)?;
                 let mut head = [0_u8; 2];
                 let gz = store
-                    .open_reader(&digest)
+                    .reader_at(&digest)
                     .ok()
-                    .and_then(|r| berth_content::ReaderAt::read_at(&r, &mut head, 0).ok())
+                    .and_then(|r| r.read_at(&mut head, 0).ok())
                     == Some(2)
                     && head == [0x1f, 0x8b];
                 let mt = if gz {
@@ -351,7 +402,7 @@ pub(crate) fn import(
                 subject: None,
                 annotations: BTreeMap::new(),
             };
-            let bytes = serde_json::to_vec(&m).map_err(|e| Status::internal(e.to_string()))?;
+            let bytes = serde_json::to_vec(&m).map_err(|e| Error::internal(e.to_string()))?;
             let digest = Digest::of(&bytes);
             berth_content::write_blob(
                 store,
@@ -408,29 +459,34 @@ pub(crate) fn import(
     Ok(out)
 }
 
-fn normalized(name: &str) -> Result<String, Status> {
+fn normalized(name: &str) -> Result<String> {
     Reference::parse_normalized(name)
         .map(|r| r.to_string())
         .map_err(|e| bad_archive(format!("image name {name:?}: {e}")))
 }
 
 /// Reads a small blob (manifest, index) whole.
-fn read_small(store: &LocalStore, d: &Descriptor) -> Result<Vec<u8>, Status> {
-    manifest::check_size(d).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    std::fs::read(store.blob_path(&d.digest))
-        .map_err(|e| Status::not_found(format!("{}: not in the content store ({e})", d.digest)))
+fn read_small(store: &dyn ContentStore, d: &Descriptor) -> Result<Vec<u8>> {
+    manifest::check_size(d).map_err(|e| Error::invalid_argument(e.to_string()))?;
+    let missing = |e: berth_content::Error| {
+        Error::not_found(format!("{}: not in the content store ({e})", d.digest))
+    };
+    let reader = store.reader_at(&d.digest).map_err(missing)?;
+    let mut data = vec![0; usize::try_from(reader.size()).unwrap_or(0)];
+    reader.read_exact_at(&mut data, 0).map_err(missing)?;
+    Ok(data)
 }
 
 /// Writes `images` (name, root) as one OCI layout tar to `out`, with the
 /// manifests `matcher` selects from each index (all with `all_platforms`),
 /// and a docker-compatible `manifest.json` for single-manifest images.
-pub(crate) fn export(
-    store: &LocalStore,
+pub fn export(
+    store: &dyn ContentStore,
     images: &[(String, Descriptor)],
     matcher: &Matcher,
     all_platforms: bool,
     out: impl Write,
-) -> Result<(), Status> {
+) -> Result<()> {
     let mut blobs: Vec<Descriptor> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut index = Index {
@@ -452,7 +508,7 @@ pub(crate) fn export(
         if media::is_index(&root.media_type) {
             let bytes = read_small(store, root)?;
             let idx =
-                manifest::parse_index(root, &bytes).map_err(|e| Status::internal(e.to_string()))?;
+                manifest::parse_index(root, &bytes).map_err(|e| Error::internal(e.to_string()))?;
             for m in idx
                 .manifests
                 .iter()
@@ -460,7 +516,7 @@ pub(crate) fn export(
             {
                 let wanted =
                     all_platforms || m.platform.as_ref().is_none_or(|p| matcher.matches(p));
-                let local = store.blob_path(&m.digest).exists();
+                let local = store.reader_at(&m.digest).is_ok();
                 if !wanted || (!local && !all_platforms) {
                     continue;
                 }
@@ -468,11 +524,11 @@ pub(crate) fn export(
                 chosen.push((
                     m.clone(),
                     manifest::parse_manifest(m, &bytes)
-                        .map_err(|e| Status::internal(e.to_string()))?,
+                        .map_err(|e| Error::internal(e.to_string()))?,
                 ));
             }
             if chosen.is_empty() {
-                return Err(Status::not_found(format!(
+                return Err(Error::not_found(format!(
                     "{name}: no manifest for the wanted platform is in the content store; pull it first or export with --all-platforms"
                 )));
             }
@@ -482,13 +538,13 @@ pub(crate) fn export(
             chosen.push((
                 root.clone(),
                 manifest::parse_manifest(root, &bytes)
-                    .map_err(|e| Status::internal(e.to_string()))?,
+                    .map_err(|e| Error::internal(e.to_string()))?,
             ));
         }
         for (d, m) in &chosen {
             for b in std::iter::once(&m.config).chain(&m.layers) {
-                if !store.blob_path(&b.digest).exists() {
-                    return Err(Status::not_found(format!(
+                if store.reader_at(&b.digest).is_err() {
+                    return Err(Error::not_found(format!(
                         "{name}: blob {} of manifest {} is not in the content store; pull the image again",
                         b.digest, d.digest
                     )));
@@ -527,7 +583,7 @@ pub(crate) fn export(
         h.set_mode(0o444);
         h.set_size(size);
         tar.append_data(&mut h, path, data)
-            .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))
+            .map_err(|e| Error::unavailable(format!("writing the archive: {e}")))
     };
     let mut dirs = std::collections::BTreeSet::new();
     for b in &blobs {
@@ -538,14 +594,13 @@ pub(crate) fn export(
             h.set_mode(0o755);
             h.set_size(0);
             tar.append_data(&mut h, format!("blobs/{alg}/"), io::empty())
-                .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))?;
+                .map_err(|e| Error::unavailable(format!("writing the archive: {e}")))?;
         }
-        let mut file = std::fs::File::open(store.blob_path(&b.digest))
-            .map_err(|e| Status::not_found(format!("{}: {e}", b.digest)))?;
-        let size = file
-            .metadata()
-            .map_err(|e| Status::internal(e.to_string()))?
-            .len();
+        let reader = store
+            .reader_at(&b.digest)
+            .map_err(|e| Error::not_found(format!("{}: {e}", b.digest)))?;
+        let size = reader.size();
+        let mut file = berth_content::ReadCursor::new(&*reader);
         put(
             &mut tar,
             &format!("blobs/{alg}/{}", b.digest.hex()),
@@ -560,7 +615,7 @@ pub(crate) fn export(
         layout.len() as u64,
         &mut &layout[..],
     )?;
-    let index = serde_json::to_vec(&index).map_err(|e| Status::internal(e.to_string()))?;
+    let index = serde_json::to_vec(&index).map_err(|e| Error::internal(e.to_string()))?;
     put(
         &mut tar,
         "index.json",
@@ -568,7 +623,7 @@ pub(crate) fn export(
         &mut index.as_slice(),
     )?;
     if !docker.is_empty() {
-        let list = serde_json::to_vec(&docker).map_err(|e| Status::internal(e.to_string()))?;
+        let list = serde_json::to_vec(&docker).map_err(|e| Error::internal(e.to_string()))?;
         put(
             &mut tar,
             "manifest.json",
@@ -578,7 +633,7 @@ pub(crate) fn export(
     }
     tar.into_inner()
         .and_then(|mut w| w.flush())
-        .map_err(|e| Status::unavailable(format!("writing the archive: {e}")))
+        .map_err(|e| Error::unavailable(format!("writing the archive: {e}")))
 }
 
 #[cfg(test)]
