@@ -8,7 +8,7 @@ use berth_api::containerd::services::images::v1 as image_ev;
 use prost::Message;
 
 use crate::client::Client;
-use crate::error::{Error, Result, StatusContext};
+use crate::error::{Error, Result};
 
 /// One event: where and when it happened, and what.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,46 +107,79 @@ pub fn decode(any: &prost_types::Any) -> Result<Payload> {
 /// A subscription to the daemon's events; see [`Client::events`].
 #[derive(Debug)]
 pub struct EventStream {
-    inner: tonic::Streaming<berth_api::containerd::types::Envelope>,
+    rx: tokio::sync::mpsc::Receiver<Result<Event>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl EventStream {
     /// The next event; `None` when the daemon ends the stream.
     pub async fn next(&mut self) -> Option<Result<Event>> {
-        let envelope = match self.inner.message().await {
-            Ok(Some(e)) => e,
-            Ok(None) => return None,
-            Err(s) => return Some(Err(Error::status("receiving events", s))),
-        };
-        let payload = match envelope.event.as_ref().map(decode) {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => return Some(Err(e)),
-            None => Payload::Unknown(prost_types::Any::default()),
-        };
-        Some(Ok(Event {
-            timestamp: envelope
-                .timestamp
-                .and_then(|t| SystemTime::try_from(t).ok()),
-            namespace: envelope.namespace,
-            topic: envelope.topic,
-            payload,
-        }))
+        self.rx.recv().await
     }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        // Ends the call: the daemon drops the subscription.
+        self.task.abort();
+    }
+}
+
+fn event(envelope: berth_api::containerd::types::Envelope) -> Result<Event> {
+    let payload = match envelope.event.as_ref() {
+        Some(any) => decode(any)?,
+        None => Payload::Unknown(prost_types::Any::default()),
+    };
+    Ok(Event {
+        timestamp: envelope
+            .timestamp
+            .and_then(|t| SystemTime::try_from(t).ok()),
+        namespace: envelope.namespace,
+        topic: envelope.topic,
+        payload,
+    })
 }
 
 impl Client {
     /// Subscribes to the daemon's events matching `filters` (containerd
     /// filter syntax on `topic` and `namespace`, OR'd; none for all, of
     /// every namespace).
+    ///
+    /// Returns at once: the call goes out in the background, because
+    /// containerd sends a subscription's response headers only with its
+    /// first event. Events published before the daemon has the
+    /// subscription are not seen; a caller that needs the subscription
+    /// live first can publish a marker (say, create and remove a
+    /// namespace) and wait for it.
     pub async fn events(&self, filters: &[&str]) -> Result<EventStream> {
-        let inner = self
-            .events_service()
-            .subscribe(pb::SubscribeRequest {
-                filters: filters.iter().map(|f| f.to_string()).collect(),
-            })
-            .await
-            .ctx(|| "subscribing to events".to_string())?;
-        Ok(EventStream { inner })
+        let request = pb::SubscribeRequest {
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+        };
+        let mut service = self.events_service();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            let mut stream = match service.subscribe(request).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    let _ = tx
+                        .send(Err(Error::status("subscribing to events", s)))
+                        .await;
+                    return;
+                }
+            };
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(envelope)) => event(envelope),
+                    Ok(None) => return,
+                    Err(s) => Err(Error::status("receiving events", s)),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(EventStream { rx, task })
     }
 }
 

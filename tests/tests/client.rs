@@ -1,0 +1,329 @@
+//! berth-client end to end: its README example (`examples/pull_and_run.rs`)
+//! and the same API in depth (run with output and exit code, a named
+//! user, exec, log files, kill, delete, typed events, import/export)
+//! against a real berthd fed by a local registry, and against Debian's
+//! containerd 1.6, which has no Transfer service (the image comes in with
+//! `ctr images import`; `pull` must say what is missing).
+
+use std::process::{Command, Stdio as ProcStdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use berth_client::{Buffer, Category, Client, Error, Event, EventStream, Payload, Stdio};
+use berth_tests::{Containerd, Daemon, Registry, ok, testimages};
+
+/// Turns a hang into a failure; never reached by a passing test.
+const HANG: Duration = Duration::from_secs(120);
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// An event subscription known to be live: a marker namespace is created
+/// and removed until its event arrives (the subscription may start after
+/// a marker; bounded, so a hang becomes a failure).
+async fn live_events(client: &Client) -> Result<EventStream> {
+    use berth_client::api::containerd::services::namespaces::v1 as ns;
+    let mut events = client.events(&[]).await?;
+    let raw = client.raw();
+    let mut namespaces =
+        ns::namespaces_client::NamespacesClient::with_interceptor(raw.channel(), raw.interceptor());
+    let marker = format!("client-marker-{}", std::process::id());
+    for _ in 0..150 {
+        namespaces
+            .create(ns::CreateNamespaceRequest {
+                namespace: Some(ns::Namespace {
+                    name: marker.clone(),
+                    labels: Default::default(),
+                }),
+            })
+            .await?;
+        namespaces
+            .delete(ns::DeleteNamespaceRequest {
+                name: marker.clone(),
+            })
+            .await?;
+        let seen = tokio::time::timeout(Duration::from_millis(200), async {
+            while let Some(e) = events.next().await {
+                if matches!(e?.payload, Payload::NamespaceCreate(n) if n.name == marker) {
+                    return Ok::<bool, Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        if let Ok(r) = seen {
+            ensure!(r?, "the event stream ended before the marker");
+            return Ok(events);
+        }
+    }
+    bail!("the subscription never saw the marker namespace {marker}")
+}
+
+/// Reads events until `done` says the last one wanted arrived.
+async fn events_until(
+    events: &mut EventStream,
+    done: impl Fn(&Event) -> bool,
+) -> Result<Vec<Event>> {
+    let mut seen = Vec::new();
+    while let Some(e) = events.next().await {
+        let e = e?;
+        let last = done(&e);
+        seen.push(e);
+        if last {
+            return Ok(seen);
+        }
+    }
+    bail!("the event stream ended; saw {seen:#?}")
+}
+
+/// The behaviours both daemons must show, driven through the client:
+/// output and exit code of a task with a named user, exec with output and
+/// exit code, exec to a log file, kill, deletes, and their events.
+async fn exercise(client: &Client, image_name: &str, scratch: &std::path::Path) -> Result<()> {
+    let version = client.version().await?;
+    ensure!(!version.version.is_empty(), "empty version: {version:?}");
+    ensure!(!client.plugins(&[]).await?.is_empty(), "no plugins listed");
+    let mut events = live_events(client).await?;
+
+    let image = client.get_image(image_name).await?;
+    ensure!(image.name() == image_name, "{image:?}");
+    ensure!(
+        image.config.cmd == ["sh"],
+        "image config: {:?}",
+        image.config
+    );
+
+    // A task's output, exit code and user (looked up in the image's files).
+    let container = client
+        .new_container("run1")
+        .image(&image)
+        .image_config(&image)
+        .user("nobody")
+        .args([
+            "sh",
+            "-c",
+            "echo out $(id -u):$(id -g); echo err >&2; exit 3",
+        ])
+        .label("purpose", "client-test")
+        .create()
+        .await?;
+    ensure!(container.labels().get("purpose").map(String::as_str) == Some("client-test"));
+    let (out, err) = (Buffer::new(), Buffer::new());
+    let mut task = container
+        .new_task(Stdio::copy(
+            None::<std::io::Empty>,
+            out.clone(),
+            err.clone(),
+        ))
+        .await?;
+    let exit = task.wait().await?;
+    task.start().await?;
+    let status = exit.await?;
+    assert_eq!(status.code, 3, "{status:?}");
+    assert!(status.exited_at.is_some());
+    assert_eq!(task.delete().await?.code, 3);
+    assert_eq!(out.text(), "out 65534:65534\n");
+    assert_eq!(err.text(), "err\n");
+    container.delete().await?;
+
+    // A long-running task: exec with output, exec to a log file, kill.
+    let container = client
+        .new_container("run2")
+        .image(&image)
+        .image_config(&image)
+        .args(["sleep", "300"])
+        .create()
+        .await?;
+    let mut task = container.new_task(Stdio::null()).await?;
+    let exit = task.wait().await?;
+    let pid = task.start().await?;
+    ensure!(pid > 0 && task.pid() == pid);
+    assert_eq!(task.status().await?, berth_client::Status::Running);
+
+    let exec_out = Buffer::new();
+    let mut exec = task
+        .exec(
+            "e1",
+            ["sh", "-c", "echo exec-out; exit 5"],
+            Stdio::copy(None::<std::io::Empty>, exec_out.clone(), std::io::sink()),
+        )
+        .await?;
+    let exec_exit = exec.wait().await?;
+    exec.start().await?;
+    assert_eq!(exec_exit.await?.code, 5);
+    assert_eq!(exec.delete().await?.code, 5);
+    assert_eq!(exec_out.text(), "exec-out\n");
+
+    let log = scratch.join("e2.log");
+    let mut exec = task
+        .exec("e2", ["echo", "logged"], Stdio::log_file(&log))
+        .await?;
+    let exec_exit = exec.wait().await?;
+    exec.start().await?;
+    assert_eq!(exec_exit.await?.code, 0);
+    exec.delete().await?;
+    assert_eq!(
+        std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?,
+        "logged\n"
+    );
+
+    task.kill(9).await?;
+    assert_eq!(exit.await?.code, 137);
+    assert_eq!(task.delete().await?.code, 137);
+    container.delete().await?;
+    let missing = client.load_container("run2").await;
+    assert!(
+        matches!(&missing, Err(e) if e.is_not_found()),
+        "{missing:?}"
+    );
+
+    // The events of all that, typed.
+    let seen = events_until(
+        &mut events,
+        |e| matches!(&e.payload, Payload::TaskDelete(d) if d.container_id == "run2"),
+    )
+    .await?;
+    let has = |f: &dyn Fn(&Payload) -> bool| seen.iter().any(|e| f(&e.payload));
+    assert!(
+        has(&|p| matches!(p, Payload::ContainerCreate(c) if c.id == "run1")),
+        "{seen:#?}"
+    );
+    assert!(has(
+        &|p| matches!(p, Payload::TaskStart(t) if t.container_id == "run1")
+    ));
+    assert!(has(
+        &|p| matches!(p, Payload::TaskExit(t) if t.container_id == "run1" && t.exit_status == 3)
+    ));
+    assert!(has(
+        &|p| matches!(p, Payload::TaskExecStarted(t) if t.container_id == "run2" && t.exec_id == "e1")
+    ));
+    assert!(has(
+        &|p| matches!(p, Payload::TaskExit(t) if t.container_id == "run2" && t.exit_status == 137)
+    ));
+    assert!(seen.iter().all(|e| e.topic.starts_with('/')), "{seen:#?}");
+    Ok(())
+}
+
+#[test]
+fn readme_example_pulls_and_runs_on_berthd() -> Result<()> {
+    let example = berth_tests::bin_dir().join("examples/pull_and_run");
+    ensure!(
+        example.is_file(),
+        "{} not found: build it with `cargo build -p berth-client --examples`",
+        example.display()
+    );
+    let registry = Registry::start()?;
+    let d = Daemon::start()?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
+    let namespace = format!("client-example-{}", std::process::id());
+    let out = Command::new(&example)
+        .arg(&d.address)
+        .arg(&reference)
+        .arg(&namespace)
+        .stdin(ProcStdio::null())
+        .output()?;
+    let stdout = ok(out).with_context(|| format!("berthd's log:\n{}", d.log()))?;
+    assert_eq!(stdout, "hello from a container\nexit status 0\n");
+    // It deleted what it made: the container, its snapshot, the task.
+    let containers = ok(d.ctr(&["-n", &namespace, "containers", "ls", "-q"])?)?;
+    assert_eq!(containers, "");
+    d.finish()
+}
+
+#[test]
+fn client_runs_execs_kills_and_follows_events_on_berthd() -> Result<()> {
+    let registry = Registry::start()?;
+    let d = Daemon::start()?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
+    let namespace = format!("client-berthd-{}", std::process::id());
+    let rt = runtime()?;
+    let result: Result<()> = rt.block_on(async {
+        tokio::time::timeout(HANG, async {
+            let client = Client::connect(&d.address)
+                .await?
+                .with_namespace(&namespace);
+            ensure!(client.has_transfer_service().await?);
+            let pulled = client.pull(&reference).await?;
+            assert_eq!(pulled.name(), reference);
+            assert_eq!(pulled.diff_ids, layout.diff_ids);
+            let listed = client.list_images(&[]).await?;
+            assert!(listed.iter().any(|i| i.name == reference), "{listed:?}");
+            exercise(&client, &reference, &d.scratch("")).await?;
+
+            // Export, then import under another name in another namespace.
+            let archive = d.scratch("exported.tar");
+            let file = tokio::fs::File::create(&archive).await?;
+            let written = client
+                .export(&[&reference], file, Default::default())
+                .await?;
+            assert_eq!(written, std::fs::metadata(&archive)?.len());
+            let other = client.clone().with_namespace(format!("{namespace}-import"));
+            other
+                .import(
+                    tokio::fs::File::open(&archive).await?,
+                    berth_client::ImportOpts {
+                        index_name: Some("example.com/imported:1".into()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let imported = other.get_image("example.com/imported:1").await?;
+            assert_eq!(imported.chain_id, pulled.chain_id);
+            Ok(())
+        })
+        .await
+        .context("the client test hung")?
+    });
+    result.with_context(|| format!("berthd's log:\n{}", d.log()))?;
+    drop(rt);
+    d.finish()
+}
+
+#[test]
+fn client_runs_execs_kills_and_follows_events_on_containerd_1_6() -> Result<()> {
+    let c = Containerd::start()?;
+    let layout = testimages::busybox(&c.scratch("busybox"))?;
+    let archive = c.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    ok(c.ctr(&["images", "import", &archive.display().to_string()])?)?;
+    let name = "docker.io/library/busybox:latest";
+    let rt = runtime()?;
+    let result: Result<()> = rt.block_on(async {
+        tokio::time::timeout(HANG, async {
+            let client = Client::connect(&c.address)
+                .await?
+                .with_namespace(&c.namespace);
+            ensure!(!client.has_transfer_service().await?);
+            // No Transfer service: pull says so, by name and category.
+            let pulled = client.pull(name).await;
+            match &pulled {
+                Err(e @ Error::TransferUnavailable { .. }) => {
+                    assert_eq!(e.category(), Category::NotImplemented);
+                    assert!(
+                        e.to_string()
+                            .contains("containerd.services.transfer.v1.Transfer"),
+                        "{e}"
+                    );
+                }
+                other => bail!("pull against containerd 1.6: {other:?}"),
+            }
+            let imported = client.import(tokio::io::empty(), Default::default()).await;
+            assert!(
+                matches!(imported, Err(Error::TransferUnavailable { .. })),
+                "{imported:?}"
+            );
+            exercise(&client, name, &c.scratch("")).await
+        })
+        .await
+        .context("the client test hung")?
+    });
+    result.with_context(|| format!("containerd's log:\n{}", c.log()))?;
+    drop(rt);
+    c.finish()
+}
