@@ -5,6 +5,8 @@
 //! containerd 1.6, which has no Transfer service (the image comes in with
 //! `ctr images import`; `pull` must say what is missing).
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio as ProcStdio};
 use std::time::Duration;
 
@@ -61,6 +63,24 @@ async fn live_events(client: &Client) -> Result<EventStream> {
         }
     }
     bail!("the subscription never saw the marker namespace {marker}")
+}
+
+/// Reads `stream` (blocking, on a thread) until it holds `want` or ends.
+async fn read_until(mut stream: UnixStream, want: &str) -> Result<String> {
+    let want = want.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0_u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(&want) {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Ok(String::from_utf8_lossy(&got).into_owned())
+    })
+    .await?
 }
 
 /// Reads events until `done` says the last one wanted arrived.
@@ -170,6 +190,64 @@ async fn exercise(client: &Client, image_name: &str, scratch: &std::path::Path) 
         std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?,
         "logged\n"
     );
+
+    // stdin, and close_io ending it: cat echoes a line, then exits at
+    // the close (our side of its stdin stays open).
+    let (mut to_cat, cat_in) = UnixStream::pair()?;
+    let (cat_out, from_cat) = UnixStream::pair()?;
+    let mut cat = task
+        .exec(
+            "e3",
+            ["cat"],
+            Stdio::copy(Some(cat_in), cat_out, std::io::sink()),
+        )
+        .await?;
+    let cat_exit = cat.wait().await?;
+    cat.start().await?;
+    to_cat.write_all(b"line\n")?;
+    assert_eq!(read_until(from_cat, "line\n").await?, "line\n");
+    cat.close_io().await?;
+    assert_eq!(cat_exit.await?.code, 0);
+    cat.delete().await?;
+    drop(to_cat);
+
+    // A stdin that ends: the client closes the process's stdin by itself.
+    let auto_out = Buffer::new();
+    let mut cat = task
+        .exec(
+            "e5",
+            ["cat"],
+            Stdio::copy(
+                Some(std::io::Cursor::new(b"auto\n".to_vec())),
+                auto_out.clone(),
+                std::io::sink(),
+            ),
+        )
+        .await?;
+    let cat_exit = cat.wait().await?;
+    cat.start().await?;
+    assert_eq!(cat_exit.await?.code, 0);
+    cat.delete().await?;
+    assert_eq!(auto_out.text(), "auto\n");
+
+    // A terminal, resized before the process reads its size.
+    let (mut to_sh, sh_in) = UnixStream::pair()?;
+    let tty_out = Buffer::new();
+    let mut sh = task
+        .exec(
+            "e4",
+            ["sh", "-c", "read x; stty size"],
+            Stdio::copy(Some(sh_in), tty_out.clone(), std::io::sink()).terminal(),
+        )
+        .await?;
+    let sh_exit = sh.wait().await?;
+    sh.start().await?;
+    sh.resize(100, 40).await?;
+    to_sh.write_all(b"go\n")?;
+    assert_eq!(sh_exit.await?.code, 0);
+    sh.delete().await?;
+    assert!(tty_out.text().contains("40 100"), "{:?}", tty_out.text());
+    drop(to_sh);
 
     task.kill(9).await?;
     assert_eq!(exit.await?.code, 137);

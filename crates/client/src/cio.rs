@@ -111,6 +111,8 @@ impl Stdio {
             dir: None,
             fifos: Vec::new(),
             done: Vec::new(),
+            stdin_side: None,
+            stdin_eof: None,
         };
         match self.kind {
             Kind::Null => {}
@@ -151,7 +153,11 @@ impl Stdio {
                 if let Some(input) = stdin {
                     let p = fifo("stdin")?;
                     io.stdin = p.display().to_string();
-                    copy_in(p.clone(), input);
+                    let side = SharedStdin::default();
+                    let (tx, rx) = oneshot::channel();
+                    copy_in(p.clone(), input, side.clone(), tx);
+                    io.stdin_side = Some(side);
+                    io.stdin_eof = Some(rx);
                     io.fifos.push(p);
                 }
                 io.dir = Some(dir);
@@ -187,14 +193,46 @@ fn copy_out(path: PathBuf, mut out: Output) -> oneshot::Receiver<()> {
     rx
 }
 
-/// Copies `input` into the stdin FIFO at `path` on a thread, closing it
-/// (end of file for the process) when `input` ends. Not waited for: it
-/// may block on a terminal forever.
-fn copy_in(path: PathBuf, mut input: Input) {
+/// Our write side of a stdin FIFO, shared by its copier and
+/// [`Io::close_stdin`].
+#[derive(Debug, Default)]
+struct StdinSide {
+    file: Option<File>,
+    closed: bool,
+}
+
+type SharedStdin = Arc<Mutex<StdinSide>>;
+
+/// Copies `input` into the stdin FIFO at `path` on a thread; at its end
+/// closes our side and fires `eof`. Not waited for: it may block on a
+/// terminal forever.
+fn copy_in(path: PathBuf, mut input: Input, side: SharedStdin, eof: oneshot::Sender<()>) {
     std::thread::spawn(move || {
-        if let Ok(mut f) = OpenOptions::new().write(true).open(&path) {
-            let _ = std::io::copy(&mut input, &mut f);
+        // Blocks until the shim opens its side.
+        let Ok(f) = OpenOptions::new().write(true).open(&path) else {
+            return;
+        };
+        match side.lock() {
+            Ok(mut s) if !s.closed => s.file = Some(f),
+            _ => return,
         }
+        let mut buf = vec![0_u8; 32 << 10];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let Ok(mut s) = side.lock() else { return };
+            let Some(f) = s.file.as_mut() else { return };
+            if f.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        if let Ok(mut s) = side.lock() {
+            s.file = None;
+            s.closed = true;
+        }
+        let _ = eof.send(());
     });
 }
 
@@ -212,9 +250,28 @@ pub struct Io {
     dir: Option<tempfile::TempDir>,
     fifos: Vec<PathBuf>,
     done: Vec<oneshot::Receiver<()>>,
+    stdin_side: Option<SharedStdin>,
+    stdin_eof: Option<oneshot::Receiver<()>>,
 }
 
 impl Io {
+    /// Closes our side of the stdin FIFO (the copy stops). The process
+    /// reads end of file once the shim closes its side too (`CloseIO`):
+    /// like containerd's, it holds the FIFO open so clients may come and go.
+    pub fn close_stdin(&self) {
+        if let Some(side) = &self.stdin_side {
+            if let Ok(mut s) = side.lock() {
+                s.file = None;
+                s.closed = true;
+            }
+        }
+    }
+
+    /// Fires when the stdin copy reached the end of its input (taken once).
+    pub(crate) fn take_stdin_eof(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.stdin_eof.take()
+    }
+
     /// Waits until the output copies end (the shim closed the FIFOs: the
     /// process and everything holding its stdio exited).
     pub async fn wait(&mut self) {

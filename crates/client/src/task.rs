@@ -93,6 +93,7 @@ pub struct Process {
     exec_id: String,
     pid: u32,
     io: Mutex<Option<Io>>,
+    started: tokio::sync::watch::Sender<bool>,
 }
 
 fn exit_status(code: u32, at: Option<prost_types::Timestamp>) -> ExitStatus {
@@ -103,6 +104,48 @@ fn exit_status(code: u32, at: Option<prost_types::Timestamp>) -> ExitStatus {
 }
 
 impl Process {
+    fn new(client: Client, container_id: String, exec_id: String, pid: u32, mut io: Io) -> Process {
+        let (started, _) = tokio::sync::watch::channel(false);
+        let eof = io.take_stdin_eof();
+        let process = Process {
+            client,
+            container_id,
+            exec_id,
+            pid,
+            io: Mutex::new(Some(io)),
+            started,
+        };
+        if let Some(eof) = eof {
+            process.close_io_at_eof(eof);
+        }
+        process
+    }
+
+    /// When the stdin copy ends, and once the process has started (the
+    /// shim opens stdin then), asks the shim to close its side too, so the
+    /// process reads end of file (as ctr's stdin closer does).
+    fn close_io_at_eof(&self, eof: tokio::sync::oneshot::Receiver<()>) {
+        let mut started = self.started.subscribe();
+        let mut tasks = self.client.tasks();
+        let request = tpb::CloseIoRequest {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+            stdin: true,
+        };
+        tokio::spawn(async move {
+            if eof.await.is_err() {
+                return;
+            }
+            // Fails when the process is gone unstarted: nothing to close.
+            if started.wait_for(|s| *s).await.is_err() {
+                return;
+            }
+            if let Err(s) = tasks.close_io(request).await {
+                tracing::debug!("closing stdin at its end: {}", s.message());
+            }
+        });
+    }
+
     /// What calls about this process are about, for error messages.
     fn what(&self) -> String {
         if self.exec_id.is_empty() {
@@ -140,6 +183,7 @@ impl Process {
             .await
             .ctx(|| format!("starting {what}"))?;
         self.pid = reply.pid;
+        self.started.send_replace(true);
         Ok(reply.pid)
     }
 
@@ -201,8 +245,13 @@ impl Process {
         Ok(())
     }
 
-    /// Closes the process's stdin (it reads end of file).
+    /// Closes the process's stdin: our side of the FIFO, then the shim's
+    /// (containerd's `CloseIO(WithStdinCloser)`); the process reads end of
+    /// file. Happens by itself when the stdin given to [`Stdio::copy`] ends.
     pub async fn close_io(&self) -> Result<()> {
+        if let Some(io) = self.io.lock().await.as_ref() {
+            io.close_stdin();
+        }
         let what = self.what();
         self.client
             .tasks()
@@ -310,13 +359,7 @@ impl Container {
             .await
             .ctx(|| format!("creating task {id:?}"))?;
         Ok(Task {
-            init: Process {
-                client: self.client.clone(),
-                container_id: id,
-                exec_id: String::new(),
-                pid: reply.pid,
-                io: Mutex::new(Some(io)),
-            },
+            init: Process::new(self.client.clone(), id, String::new(), reply.pid, io),
             spec_process: self.spec().ok().and_then(|s| s.process().clone()),
         })
     }
@@ -372,13 +415,13 @@ impl Task {
                     self.init.container_id
                 )
             })?;
-        Ok(Process {
-            client: self.init.client.clone(),
-            container_id: self.init.container_id.clone(),
-            exec_id: exec_id.to_string(),
-            pid: 0,
-            io: Mutex::new(Some(io)),
-        })
+        Ok(Process::new(
+            self.init.client.clone(),
+            self.init.container_id.clone(),
+            exec_id.to_string(),
+            0,
+            io,
+        ))
     }
 
     /// Sends `signal` to every process of the task.
