@@ -78,6 +78,18 @@ impl Client {
         })
     }
 
+    /// Wraps a connection made with berth-api's low-level client, which
+    /// keeps any lease it was given. Calls go to `namespace`; empty keeps
+    /// the one the connection carries (then [`Client::namespace`] is
+    /// empty, and containers built need it: give it).
+    pub fn from_raw(raw: berth_api::client::Client, namespace: impl Into<String>) -> Client {
+        Client {
+            inner: raw,
+            namespace: namespace.into(),
+            lease: None,
+        }
+    }
+
     /// The same connection, with calls in `namespace`.
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Client {
         self.namespace = namespace.into();
@@ -103,7 +115,11 @@ impl Client {
     /// The low-level connection (berth-api's), to call any generated
     /// service client with the same namespace and lease.
     pub fn raw(&self) -> berth_api::client::Client {
-        let c = self.inner.clone().with_namespace(self.namespace.clone());
+        let c = if self.namespace.is_empty() {
+            self.inner.clone()
+        } else {
+            self.inner.clone().with_namespace(self.namespace.clone())
+        };
         match &self.lease {
             Some(l) => c.with_lease(l.clone()),
             None => c,
