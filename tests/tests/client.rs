@@ -405,3 +405,128 @@ fn client_runs_execs_kills_and_follows_events_on_containerd_1_6() -> Result<()> 
     drop(rt);
     c.finish()
 }
+
+#[test]
+fn builder_options_reach_the_spec_and_the_container_on_berthd() -> Result<()> {
+    let d = Daemon::start()?;
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let archive = d.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    let namespace = format!("client-spec-{}", std::process::id());
+    let rt = runtime()?;
+    let result: Result<()> = rt.block_on(async {
+        tokio::time::timeout(HANG, async {
+            let client = Client::connect(&d.address)
+                .await?
+                .with_namespace(&namespace);
+            let name = "example.com/busybox:spec";
+            client
+                .import(
+                    tokio::fs::File::open(&archive).await?,
+                    berth_client::ImportOpts {
+                        index_name: Some(name.into()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let image = client.get_image(name).await?;
+            let container = client
+                .new_container("opts")
+                .image(&image)
+                .image_config(&image)
+                .args(["sh"])
+                .env(["A=1"])
+                .user("nobody")
+                .mounts(vec![berth_client::spec::bind_mount(
+                    "/tmp", "/hosttmp", true,
+                )?])
+                .tty(true)
+                .host_network()
+                .host_pid()
+                .memory_limit(64 << 20)
+                .cpus(0.5)
+                .privileged()
+                .readonly_rootfs()
+                .label("k", "v")
+                .snapshotter("overlayfs")
+                .runtime("io.containerd.runc.v2", None)
+                .create()
+                .await?;
+            let spec = container.spec()?;
+            let process = spec.process().clone().context("no process")?;
+            let env = process.env().clone().unwrap_or_default();
+            assert!(env.contains(&"A=1".to_string()), "{env:?}");
+            assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+            assert_eq!(process.args().clone().unwrap_or_default(), ["sh"]);
+            assert_eq!(process.terminal(), Some(true));
+            assert_eq!((process.user().uid(), process.user().gid()), (65534, 65534));
+            let caps = process
+                .capabilities()
+                .clone()
+                .and_then(|c| c.bounding().clone())
+                .unwrap_or_default();
+            assert!(
+                caps.contains(&berth_client::spec::oci_spec::runtime::Capability::SysAdmin),
+                "privileged: {caps:?}"
+            );
+            assert_eq!(spec.root().clone().and_then(|r| r.readonly()), Some(true));
+            let mounts = spec.mounts().clone().unwrap_or_default();
+            let bind = mounts
+                .iter()
+                .find(|m| m.destination().to_str() == Some("/hosttmp"))
+                .context("no /hosttmp mount")?;
+            assert!(
+                bind.options()
+                    .clone()
+                    .unwrap_or_default()
+                    .contains(&"ro".to_string())
+            );
+            let linux = spec.linux().clone().context("no linux section")?;
+            let namespaces: Vec<String> = linux
+                .namespaces()
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|n| format!("{:?}", n.typ()))
+                .collect();
+            assert!(
+                !namespaces.iter().any(|n| n == "Network" || n == "Pid"),
+                "{namespaces:?}"
+            );
+            let resources = linux.resources().clone().context("no resources")?;
+            assert_eq!(
+                (*resources.memory()).and_then(|m| m.limit()),
+                Some(64 << 20)
+            );
+            let cpu = resources.cpu().clone().context("no cpu resources")?;
+            assert_eq!((cpu.quota(), cpu.period()), (Some(50_000), Some(100_000)));
+            assert_eq!(container.labels().get("k").map(String::as_str), Some("v"));
+            assert_eq!(container.runtime(), "io.containerd.runc.v2");
+            assert_eq!(container.snapshot(), ("overlayfs", "opts"));
+            assert_eq!(container.image_name(), name);
+            container.delete().await?;
+
+            // A read-only root filesystem really is one.
+            let container = client
+                .new_container("ro")
+                .image(&image)
+                .image_config(&image)
+                .readonly_rootfs()
+                .args(["sh", "-c", "touch /x 2>/dev/null && exit 0 || exit 9"])
+                .create()
+                .await?;
+            let mut task = container.new_task(Stdio::null()).await?;
+            let exit = task.wait().await?;
+            task.start().await?;
+            assert_eq!(exit.await?.code, 9);
+            task.delete().await?;
+            container.delete().await?;
+            Ok(())
+        })
+        .await
+        .context("the client test hung")?
+    });
+    result.with_context(|| format!("berthd's log:\n{}", d.log()))?;
+    drop(rt);
+    d.finish()
+}

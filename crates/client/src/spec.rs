@@ -11,6 +11,8 @@ pub use berth_runtime::spec::{
     with_host_namespace, with_hostname, with_memory_limit, with_mounts, with_namespace_path,
     with_privileged, with_process_args, with_readonly_rootfs, with_tty, with_user,
 };
+/// The OCI spec types, for options of your own.
+pub use oci_spec;
 pub use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 
 use crate::image::ImageConfig;
