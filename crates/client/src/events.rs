@@ -19,8 +19,11 @@ pub struct Event {
     pub namespace: String,
     /// Its topic (`/tasks/exit`).
     pub topic: String,
-    /// The decoded payload.
+    /// The decoded payload ([`Payload::Unknown`] for a type this client
+    /// does not know or bytes that do not decode as their type).
     pub payload: Payload,
+    /// The payload as received (none if the envelope had none).
+    pub any: Option<prost_types::Any>,
 }
 
 /// An event's payload, by type (containerd's `containerd.events.*`).
@@ -125,19 +128,23 @@ impl Drop for EventStream {
     }
 }
 
-fn event(envelope: berth_api::containerd::types::Envelope) -> Result<Event> {
+fn event(envelope: berth_api::containerd::types::Envelope) -> Event {
     let payload = match envelope.event.as_ref() {
-        Some(any) => decode(any)?,
+        Some(any) => decode(any).unwrap_or_else(|e| {
+            tracing::debug!("event on {}: {e}", envelope.topic);
+            Payload::Unknown(any.clone())
+        }),
         None => Payload::Unknown(prost_types::Any::default()),
     };
-    Ok(Event {
+    Event {
         timestamp: envelope
             .timestamp
             .and_then(|t| SystemTime::try_from(t).ok()),
         namespace: envelope.namespace,
         topic: envelope.topic,
         payload,
-    })
+        any: envelope.event,
+    }
 }
 
 impl Client {
@@ -169,7 +176,7 @@ impl Client {
             };
             loop {
                 let item = match stream.message().await {
-                    Ok(Some(envelope)) => event(envelope),
+                    Ok(Some(envelope)) => Ok(event(envelope)),
                     Ok(None) => return,
                     Err(s) => Err(Error::status("receiving events", s)),
                 };
