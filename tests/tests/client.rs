@@ -249,7 +249,10 @@ async fn exercise(client: &Client, image_name: &str, scratch: &std::path::Path) 
     assert!(tty_out.text().contains("40 100"), "{:?}", tty_out.text());
     drop(to_sh);
 
-    task.kill(9).await?;
+    // Another handle on the running task, as a second client would load it.
+    let loaded = client.load_container("run2").await?.task().await?;
+    assert_eq!(loaded.pid(), pid);
+    loaded.kill(9).await?;
     assert_eq!(exit.await?.code, 137);
     assert_eq!(task.delete().await?.code, 137);
     container.delete().await?;
@@ -327,7 +330,24 @@ fn client_runs_execs_kills_and_follows_events_on_berthd() -> Result<()> {
                 .await?
                 .with_namespace(&namespace);
             ensure!(client.has_transfer_service().await?);
-            let pulled = client.pull(&reference).await?;
+            let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = reports.clone();
+            let opts = berth_client::PullOpts {
+                progress: Some(berth_client::ProgressHandler::new(move |p| {
+                    if let Ok(mut r) = sink.lock() {
+                        r.push(p);
+                    }
+                })),
+                ..Default::default()
+            };
+            let pulled = client.pull_with(&reference, opts).await?;
+            // The last report, "saved", was handled before pull returned.
+            let last = reports.lock().ok().and_then(|r| r.last().cloned());
+            assert!(
+                matches!(&last, Some(p) if p.event == "saved" && p.name == reference),
+                "{:?}",
+                reports.lock().map(|r| r.clone())
+            );
             assert_eq!(pulled.name(), reference);
             assert_eq!(pulled.diff_ids, layout.diff_ids);
             let listed = client.list_images(&[]).await?;

@@ -19,7 +19,9 @@ pub use error::{Error, Result};
 pub use events::{Event, EventStream, Payload, decode as decode_event};
 pub use image::{Descriptor, Image, ImageConfig, ImageRecord, chain_id, normalize};
 pub use task::{ExitStatus, ExitWaiter, Process, Status, Task};
-pub use transfer::{DEFAULT_SNAPSHOTTER, ExportOpts, ImportOpts, PullOpts};
+pub use transfer::{
+    DEFAULT_SNAPSHOTTER, ExportOpts, ImportOpts, Progress, ProgressHandler, PullOpts,
+};
 
 /// The generated protobuf types, for the calls this crate does not wrap
 /// (use with [`Client::raw`]).

@@ -104,15 +104,21 @@ fn exit_status(code: u32, at: Option<prost_types::Timestamp>) -> ExitStatus {
 }
 
 impl Process {
-    fn new(client: Client, container_id: String, exec_id: String, pid: u32, mut io: Io) -> Process {
+    fn new(
+        client: Client,
+        container_id: String,
+        exec_id: String,
+        pid: u32,
+        mut io: Option<Io>,
+    ) -> Process {
         let (started, _) = tokio::sync::watch::channel(false);
-        let eof = io.take_stdin_eof();
+        let eof = io.as_mut().and_then(Io::take_stdin_eof);
         let process = Process {
             client,
             container_id,
             exec_id,
             pid,
-            io: Mutex::new(Some(io)),
+            io: Mutex::new(io),
             started,
         };
         if let Some(eof) = eof {
@@ -359,7 +365,34 @@ impl Container {
             .await
             .ctx(|| format!("creating task {id:?}"))?;
         Ok(Task {
-            init: Process::new(self.client.clone(), id, String::new(), reply.pid, io),
+            init: Process::new(self.client.clone(), id, String::new(), reply.pid, Some(io)),
+            spec_process: self.spec().ok().and_then(|s| s.process().clone()),
+        })
+    }
+}
+
+impl Container {
+    /// The container's existing task, without attaching to its stdio
+    /// (containerd's `Task(ctx, nil)`): to signal, exec in, wait for or
+    /// delete a task another client started.
+    pub async fn task(&self) -> Result<Task> {
+        let id = self.id().to_string();
+        let reply = self
+            .client
+            .tasks()
+            .get(tpb::GetRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            })
+            .await
+            .ctx(|| format!("getting task {id:?}"))?;
+        let process = reply.process.unwrap_or_default();
+        let init = Process::new(self.client.clone(), id, String::new(), process.pid, None);
+        if Status::from(process.status) != Status::Created {
+            init.started.send_replace(true);
+        }
+        Ok(Task {
+            init,
             spec_process: self.spec().ok().and_then(|s| s.process().clone()),
         })
     }
@@ -420,7 +453,7 @@ impl Task {
             self.init.container_id.clone(),
             exec_id.to_string(),
             0,
-            io,
+            Some(io),
         ))
     }
 

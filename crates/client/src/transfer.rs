@@ -21,6 +21,37 @@ const EXPORT_WINDOW: i32 = 1 << 20;
 /// The snapshotter images are unpacked into unless told otherwise.
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
+/// One progress report of a transfer (containerd's `transfer.Progress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// What happened (`resolving`, `downloading`, `unpacking`, `saved`, ...).
+    pub event: String,
+    /// What it is about (an image name, a layer).
+    pub name: String,
+    /// Bytes done.
+    pub progress: i64,
+    /// Bytes in all.
+    pub total: i64,
+}
+
+/// Receives a transfer's progress reports, in order. The daemon may drop
+/// intermediate ones a slow client does not take in time.
+#[derive(Clone)]
+pub struct ProgressHandler(pub std::sync::Arc<dyn Fn(Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHandler")
+    }
+}
+
+impl ProgressHandler {
+    /// A handler calling `f`.
+    pub fn new(f: impl Fn(Progress) + Send + Sync + 'static) -> ProgressHandler {
+        ProgressHandler(std::sync::Arc::new(f))
+    }
+}
+
 /// How to pull (containerd's `WithPullUnpack`, `WithPlatform`, ...).
 #[derive(Debug, Clone)]
 pub struct PullOpts {
@@ -35,6 +66,8 @@ pub struct PullOpts {
     /// Directory of containerd-style `hosts.toml` registry configuration,
     /// read by the daemon.
     pub hosts_dir: Option<String>,
+    /// Receives progress reports (containerd's `WithProgress`).
+    pub progress: Option<ProgressHandler>,
 }
 
 impl Default for PullOpts {
@@ -45,6 +78,7 @@ impl Default for PullOpts {
             platform: None,
             plain_http: false,
             hosts_dir: None,
+            progress: None,
         }
     }
 }
@@ -151,21 +185,41 @@ impl Client {
         })
     }
 
-    /// One Transfer call.
+    /// One Transfer call, its progress (if wanted) reported to `progress`.
     async fn transfer(
         &self,
         operation: &str,
         source: prost_types::Any,
         destination: prost_types::Any,
+        progress: Option<ProgressHandler>,
     ) -> Result<()> {
-        self.transfer_service()
+        let mut options = tpb::TransferOptions::default();
+        let reader = match progress {
+            Some(handler) => {
+                let stream = self.open_stream(operation).await?;
+                options.progress_stream = stream.id.clone();
+                Some(tokio::spawn(report_progress(stream, handler)))
+            }
+            None => None,
+        };
+        let result = self
+            .transfer_service()
             .transfer(tpb::TransferRequest {
                 source: Some(source),
                 destination: Some(destination),
-                options: Some(tpb::TransferOptions::default()),
+                options: Some(options),
             })
-            .await
-            .map_err(|s| transfer_error(operation, s))?;
+            .await;
+        if let Some(reader) = reader {
+            if result.is_ok() {
+                // The daemon closes the progress stream as the transfer
+                // ends: every report it sent is handled before returning.
+                let _ = reader.await;
+            } else {
+                reader.abort();
+            }
+        }
+        result.map_err(|s| transfer_error(operation, s))?;
         Ok(())
     }
 
@@ -216,7 +270,8 @@ impl Client {
             ..Default::default()
         };
         tracing::debug!(%name, "pulling through the Transfer service");
-        self.transfer(&operation, any(&source), any(&dest)).await?;
+        self.transfer(&operation, any(&source), any(&dest), opts.progress.clone())
+            .await?;
         self.get_image(&name).await
     }
 
@@ -263,7 +318,9 @@ impl Client {
             ..Default::default()
         };
         let sender = tokio::spawn(send_archive(archive, data.to_daemon, data.from_daemon));
-        let result = self.transfer(operation, any(&source), any(&dest)).await;
+        let result = self
+            .transfer(operation, any(&source), any(&dest), None)
+            .await;
         // The daemon stops reading at the archive's end marker; whatever the
         // sender still waits for is not needed.
         sender.abort();
@@ -309,7 +366,10 @@ impl Client {
             ..Default::default()
         };
         let receiver = tokio::spawn(receive_archive(out, data.to_daemon, data.from_daemon));
-        if let Err(e) = self.transfer(&operation, any(&source), any(&dest)).await {
+        if let Err(e) = self
+            .transfer(&operation, any(&source), any(&dest), None)
+            .await
+        {
             receiver.abort();
             return Err(e);
         }
@@ -317,6 +377,21 @@ impl Client {
             context: "the export writer".into(),
             source: std::io::Error::other(e),
         })?
+    }
+}
+
+/// Hands each progress report the daemon sends to `handler` until it
+/// closes the stream.
+async fn report_progress(mut stream: OpenStream, handler: ProgressHandler) {
+    while let Ok(Some(m)) = stream.from_daemon.message().await {
+        if let Ok(p) = tt::Progress::decode(m.value.as_slice()) {
+            (handler.0)(Progress {
+                event: p.event,
+                name: p.name,
+                progress: p.progress,
+                total: p.total,
+            });
+        }
     }
 }
 
