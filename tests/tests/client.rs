@@ -150,6 +150,31 @@ async fn exercise(client: &Client, image_name: &str, scratch: &std::path::Path) 
     assert_eq!(err.text(), "err\n");
     container.delete().await?;
 
+    // An init process whose stdin ends reads end of file: the client
+    // asks for CloseIO once the task has started (`echo x | ctr run ...
+    // cat` with ctr 1.6 does not end, on containerd 1.6 or on berthd).
+    let container = client
+        .new_container("stdin1")
+        .image(&image)
+        .image_config(&image)
+        .args(["cat"])
+        .create()
+        .await?;
+    let out = Buffer::new();
+    let mut task = container
+        .new_task(Stdio::copy(
+            Some(std::io::Cursor::new(b"to init\n".to_vec())),
+            out.clone(),
+            std::io::sink(),
+        ))
+        .await?;
+    let exit = task.wait().await?;
+    task.start().await?;
+    assert_eq!(exit.await?.code, 0);
+    task.delete().await?;
+    assert_eq!(out.text(), "to init\n");
+    container.delete().await?;
+
     // A long-running task: exec with output, exec to a log file, kill.
     let container = client
         .new_container("run2")
