@@ -274,6 +274,14 @@ async fn exercise(client: &Client, image_name: &str, scratch: &std::path::Path) 
     assert!(tty_out.text().contains("40 100"), "{:?}", tty_out.text());
     drop(to_sh);
 
+    // A running task is not deleted.
+    let loaded = client.load_container("run2").await?.task().await?;
+    let refused = loaded.delete().await;
+    assert!(
+        matches!(&refused, Err(e) if e.category() == Category::FailedPrecondition),
+        "{refused:?}"
+    );
+
     // Another handle on the running task, as a second client would load it.
     let loaded = client.load_container("run2").await?.task().await?;
     assert_eq!(loaded.pid(), pid);

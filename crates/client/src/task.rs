@@ -294,10 +294,23 @@ impl Process {
         Ok(reply.process.map_or(Status::Unknown, |p| p.status.into()))
     }
 
-    /// Deletes the exited process after its output is copied; returns how
-    /// it exited (for the init process this deletes the task).
+    /// Deletes the exited (or never started) process after its output is
+    /// copied; returns how it exited (for the init process this deletes
+    /// the task). A running process is not deleted: that fails with
+    /// category `FailedPrecondition`, as containerd's client does.
     pub async fn delete(self) -> Result<ExitStatus> {
-        self.wait_io().await;
+        let status = self.status().await?;
+        match status {
+            Status::Stopped | Status::Unknown => self.wait_io().await,
+            Status::Created => {}
+            Status::Running | Status::Paused | Status::Pausing => {
+                return Err(Error::Daemon {
+                    context: format!("deleting {}", self.what()),
+                    category: berth_api::Category::FailedPrecondition,
+                    message: format!("it must be stopped first (it is {status:?}): kill it"),
+                });
+            }
+        }
         let what = self.what();
         let mut tasks = self.client.tasks();
         let reply = if self.exec_id.is_empty() {
@@ -315,6 +328,8 @@ impl Process {
                 .await
         }
         .ctx(|| format!("deleting {what}"))?;
+        // A process never started: the shim closed its stdio just now.
+        self.wait_io().await;
         Ok(exit_status(reply.exit_status, reply.exited_at))
     }
 }
