@@ -457,3 +457,150 @@ async fn port_forward_spdy() {
 async fn port_forward_websocket_tunnel() {
     port_forward_carries_connections("websocket").await;
 }
+
+/// A tmux server of the test's own (its own socket), killed when dropped.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket).args(args).kill_on_drop(true);
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(HANG, self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("tmux {args:?} hung"))
+            .unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// The pane's size as `stty size` prints it: "rows cols".
+    async fn pane_size(&self) -> String {
+        self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "t",
+            "#{pane_height} #{pane_width}",
+        ])
+        .await
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // Only our server: the one on our socket.
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+async fn exec_tty_in_tmux(transport: &str) {
+    let f = fixture().await;
+    let d = f.dir.path();
+    let tmux = Tmux {
+        socket: d.join("tmux.sock"),
+    };
+    let t = format!("tmux -S {}", tmux.socket.display());
+    let dd = d.display();
+    // The "container" side: reports its terminal, reads a typed line, then
+    // waits for SIGWINCH and exits 7 once resized.
+    let script = format!(
+        "trap 'stty size > {dd}/resized; kill $p; exit 7' WINCH\n\
+         stty size > {dd}/initial\n\
+         tty > {dd}/tty\n\
+         {t} wait-for -S ready\n\
+         read line\n\
+         echo \"$line\" > {dd}/line\n\
+         sleep 600 & p=$!\n\
+         {t} wait-for -S got-line\n\
+         wait $p\n"
+    );
+    std::fs::write(d.join("script.sh"), script).unwrap();
+    let crictl: Vec<String> = f
+        .crictl(&[])
+        .as_std()
+        .get_args()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
+    let run = format!(
+        "export CRI_CONFIG_FILE={dd}/crictl.yaml\n\
+         '{}' {} exec -it -r {transport} c1 bash {dd}/script.sh 2> {dd}/stderr\n\
+         echo $? > {dd}/exit\n\
+         {t} wait-for -S done\n",
+        f.crictl.display(),
+        crictl.join(" "),
+    );
+    std::fs::write(d.join("run.sh"), run).unwrap();
+    let run_sh = format!("sh {dd}/run.sh");
+    tmux.run(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &run_sh,
+    ])
+    .await;
+
+    tmux.run(&["wait-for", "ready"]).await;
+    let tty = std::fs::read_to_string(d.join("tty")).unwrap();
+    assert!(
+        tty.starts_with("/dev/pts/"),
+        "exec -t got no terminal: {tty}"
+    );
+    let initial = std::fs::read_to_string(d.join("initial")).unwrap();
+    assert_eq!(
+        initial.trim(),
+        tmux.pane_size().await,
+        "initial terminal size"
+    );
+
+    // Keys typed into crictl's terminal reach the process's terminal.
+    tmux.run(&["send-keys", "-t", "t", "typed-through-tty", "Enter"])
+        .await;
+    tmux.run(&["wait-for", "got-line"]).await;
+    let line = std::fs::read_to_string(d.join("line")).unwrap();
+    assert_eq!(line, "typed-through-tty\n");
+
+    // Resizing crictl's terminal resizes the process's.
+    tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+        .await;
+    let resized_pane = tmux.pane_size().await;
+    tmux.run(&["wait-for", "done"]).await;
+    let resized = std::fs::read_to_string(d.join("resized")).unwrap();
+    assert_eq!(resized.trim(), resized_pane, "size after resize");
+    assert_ne!(resized.trim(), initial.trim());
+    let stderr = std::fs::read_to_string(d.join("stderr")).unwrap();
+    assert!(
+        stderr.contains("command terminated with exit code 7"),
+        "crictl stderr: {stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(d.join("exit")).unwrap().trim(), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_tty_resize_spdy() {
+    exec_tty_in_tmux("spdy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_tty_resize_websocket() {
+    exec_tty_in_tmux("websocket").await;
+}
