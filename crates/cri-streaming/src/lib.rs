@@ -55,6 +55,7 @@
 
 mod cache;
 mod error;
+mod idle;
 mod portforward;
 mod remotecommand;
 mod request;

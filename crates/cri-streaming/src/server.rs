@@ -47,6 +47,9 @@ pub struct Config {
     pub token_ttl: Duration,
     /// How many URLs may be outstanding (kubelet and containerd: 1000).
     pub max_in_flight: usize,
+    /// A connection with no frames either way for this long is closed
+    /// (containerd's `stream_idle_timeout`, default 4 hours).
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             advertise: None,
             token_ttl: Duration::from_secs(60),
             max_in_flight: 1000,
+            idle_timeout: Duration::from_secs(4 * 60 * 60),
         }
     }
 }
@@ -80,6 +84,7 @@ impl Drop for Server {
 struct State {
     cache: Arc<RequestCache>,
     runtime: Arc<dyn StreamingRuntime>,
+    idle_timeout: Duration,
 }
 
 impl Server {
@@ -103,6 +108,7 @@ impl Server {
         let state = Arc::new(State {
             cache: cache.clone(),
             runtime,
+            idle_timeout: config.idle_timeout,
         });
         let accept = tokio::spawn(accept_loop(listener, state));
         tracing::info!(%local_addr, "CRI streaming server listening");
@@ -212,10 +218,18 @@ fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
         },
     };
     let runtime = state.runtime.clone();
+    let idle = state.idle_timeout;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let headers = req.headers();
     if is_websocket(headers) {
-        return websocket(runtime, cached, headers, req.uri().query(), on_upgrade);
+        return websocket(
+            runtime,
+            cached,
+            headers,
+            req.uri().query(),
+            on_upgrade,
+            idle,
+        );
     }
     let upgrade = headers
         .get(UPGRADE)
@@ -246,7 +260,7 @@ fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
                 return;
             }
         };
-        let session = match spdy::Session::start(TokioIo::new(upgraded)) {
+        let session = match spdy::Session::start(TokioIo::new(upgraded), idle) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "streaming: starting SPDY session");
@@ -354,6 +368,7 @@ fn websocket(
     headers: &HeaderMap,
     query: Option<&str>,
     on_upgrade: hyper::upgrade::OnUpgrade,
+    idle: Duration,
 ) -> Response<Body> {
     let Some(key) = headers.get("sec-websocket-key") else {
         return plain(
@@ -407,11 +422,13 @@ fn websocket(
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         match cached {
-            Cached::Exec(r) => ws_remotecommand(ws, runtime, Action::Exec(r), &chosen).await,
-            Cached::Attach(r) => ws_remotecommand(ws, runtime, Action::Attach(r), &chosen).await,
+            Cached::Exec(r) => ws_remotecommand(ws, runtime, Action::Exec(r), &chosen, idle).await,
+            Cached::Attach(r) => {
+                ws_remotecommand(ws, runtime, Action::Attach(r), &chosen, idle).await
+            }
             Cached::PortForward(r) if chosen == SPDY_TUNNEL_PORTFORWARD => {
                 let (pipe, carrier) = ws::tunnel(ws);
-                match spdy::Session::start(pipe) {
+                match spdy::Session::start(pipe, idle) {
                     Ok(session) => {
                         portforward::serve_spdy(session, runtime, r.pod_sandbox_id).await
                     }
@@ -420,7 +437,7 @@ fn websocket(
                 let _ = carrier.await;
             }
             Cached::PortForward(r) => {
-                ws_portforward(ws, runtime, r.pod_sandbox_id, &chosen, ports).await
+                ws_portforward(ws, runtime, r.pod_sandbox_id, &chosen, ports, idle).await
             }
         }
     });
@@ -458,6 +475,7 @@ async fn ws_remotecommand<S>(
     runtime: Arc<dyn StreamingRuntime>,
     action: Action,
     protocol: &str,
+    idle: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -473,7 +491,7 @@ async fn ws_remotecommand<S>(
             numbers.push(ch);
         }
     }
-    let (mux, mut ends) = Mux::start(ws, ws_encoding(protocol), &numbers);
+    let (mux, mut ends) = Mux::start(ws, ws_encoding(protocol), &numbers, idle);
     // kubelet tells the client the streams are up with an empty message on
     // the lowest channel it writes.
     let first = if wanted.stdout {
@@ -509,6 +527,7 @@ async fn ws_portforward<S>(
     pod: String,
     protocol: &str,
     ports: Vec<u16>,
+    idle: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -516,7 +535,7 @@ async fn ws_portforward<S>(
     let numbers: Vec<u8> = (0..count * 2)
         .filter_map(|n| u8::try_from(n).ok())
         .collect();
-    let (mut mux, mut ends) = Mux::start(ws, ws_encoding(protocol), &numbers);
+    let (mut mux, mut ends) = Mux::start(ws, ws_encoding(protocol), &numbers, idle);
     let v4 = protocol.starts_with("v4.");
     let mut forwards = tokio::task::JoinSet::new();
     for (i, port) in ports.into_iter().take(count).enumerate() {

@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::idle::Activity;
+
 /// Bytes buffered per channel before the sender waits.
 const PIPE_BUFFER: usize = 64 * 1024;
 /// Largest message payload we send.
@@ -61,6 +63,7 @@ impl Mux {
         ws: WebSocketStream<S>,
         encoding: Encoding,
         channels: &[u8],
+        idle_timeout: std::time::Duration,
     ) -> (Self, HashMap<u8, DuplexStream>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -77,8 +80,15 @@ impl Mux {
             pumps.push(tokio::spawn(pump_out(ch, our_rd, out_tx.clone())));
             ends.insert(ch, app);
         }
-        let writer = tokio::spawn(write_loop(sink, out_rx, encoding));
-        let reader = tokio::spawn(read_loop(stream, inputs, encoding));
+        let activity = Arc::new(Activity::new(idle_timeout));
+        let writer = tokio::spawn(write_loop(sink, out_rx, encoding, activity.clone()));
+        let reader = tokio::spawn(read_loop(
+            stream,
+            inputs,
+            encoding,
+            activity,
+            out_tx.clone(),
+        ));
         (
             Self {
                 out: out_tx,
@@ -122,11 +132,16 @@ impl Drop for Mux {
     }
 }
 
-async fn write_loop<K>(mut sink: K, mut out: mpsc::Receiver<Out>, encoding: Encoding)
-where
+async fn write_loop<K>(
+    mut sink: K,
+    mut out: mpsc::Receiver<Out>,
+    encoding: Encoding,
+    activity: Arc<Activity>,
+) where
     K: futures::Sink<Message> + Unpin,
 {
     while let Some(item) = out.recv().await {
+        activity.touch();
         let msg = match item {
             Out::Message(ch, data) => encode(ch, &data, encoding),
             Out::Close => {
@@ -182,10 +197,22 @@ async fn read_loop<T>(
     mut stream: T,
     mut inputs: HashMap<u8, WriteHalf<DuplexStream>>,
     encoding: Encoding,
+    activity: Arc<Activity>,
+    out: mpsc::Sender<Out>,
 ) where
     T: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    while let Some(Ok(msg)) = stream.next().await {
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = activity.expired() => {
+                tracing::info!("WebSocket: closing idle streaming connection");
+                let _ = out.send(Out::Close).await;
+                break;
+            }
+        };
+        activity.touch();
+        let Some(Ok(msg)) = next else { break };
         if msg.is_close() {
             break;
         }

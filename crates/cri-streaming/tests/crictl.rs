@@ -217,16 +217,15 @@ fn crictl_path() -> Option<PathBuf> {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(Config::new("127.0.0.1:0".parse().unwrap())).await
+}
+
+async fn fixture_with(config: Config) -> Fixture {
     let crictl = crictl_path().expect(
         "crictl not found: put the shared tools beside the checkout as ../shared/tools, or set BERTH_SHARED_TOOLS to their directory",
     );
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::bind(
-        Config::new("127.0.0.1:0".parse().unwrap()),
-        Arc::new(HostRuntime),
-    )
-    .await
-    .unwrap();
+    let server = Server::bind(config, Arc::new(HostRuntime)).await.unwrap();
     let socket = dir.path().join("cri.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     let service = cri::RuntimeService {
@@ -603,4 +602,84 @@ async fn exec_tty_resize_spdy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_tty_resize_websocket() {
     exec_tty_in_tmux("websocket").await;
+}
+
+/// A forwarded connection the runtime cannot make: the error stream carries
+/// kubelet's message and client-go gives up on the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_failure_reaches_client() {
+    let f = fixture().await;
+    // A port nothing listens on: bound, then closed.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = f
+        .crictl(&["port-forward", "p1", &format!("0:{closed}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let local_port = tokio::time::timeout(HANG, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap();
+            }
+        }
+        panic!("crictl port-forward ended without forwarding");
+    })
+    .await
+    .expect("crictl port-forward never became ready");
+    let mut conn = TcpStream::connect(("127.0.0.1", local_port)).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(HANG, conn.read_to_end(&mut rest))
+        .await
+        .expect("the failed connection was never closed");
+    assert!(rest.is_empty(), "got {:?}", text(&rest));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(HANG, child.wait())
+        .await
+        .expect("crictl hung")
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("error forwarding port {closed} to pod p1")),
+        "crictl stderr: {stderr}"
+    );
+    assert!(!status.success(), "crictl stderr: {stderr}");
+}
+
+/// A stream with no traffic either way is closed after the idle timeout
+/// (containerd's `stream_idle_timeout`), releasing the client.
+async fn idle_stream_is_closed(transport: &str) {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+    config.idle_timeout = Duration::from_secs(1);
+    let f = fixture_with(config).await;
+    // Without the idle timeout this runs for 10 minutes and HANG fails it.
+    let out = f
+        .run(&["exec", "-r", transport, "c1", "sleep", "600"], b"")
+        .await;
+    assert!(out.stdout.is_empty(), "stdout: {}", text(&out.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_stream_is_closed_spdy() {
+    idle_stream_is_closed("spdy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_stream_is_closed_websocket() {
+    idle_stream_is_closed("websocket").await;
 }

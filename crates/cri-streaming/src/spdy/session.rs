@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::frame::{self, Frame, HeaderDecoder, HeaderEncoder};
+use crate::idle::Activity;
 
 /// Bytes buffered per stream and direction before the sender waits.
 const PIPE_BUFFER: usize = 64 * 1024;
@@ -69,7 +70,11 @@ impl std::fmt::Debug for Out {
 
 impl Session {
     /// Starts serving SPDY on `io` (the connection after the 101 response).
-    pub(crate) fn start<IO>(io: IO) -> Result<Self, frame::FrameError>
+    /// The session closes after `idle_timeout` without frames either way.
+    pub(crate) fn start<IO>(
+        io: IO,
+        idle_timeout: std::time::Duration,
+    ) -> Result<Self, frame::FrameError>
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -79,13 +84,21 @@ impl Session {
         let pumps = Arc::new(Mutex::new(Vec::new()));
         let encoder = HeaderEncoder::new()?;
         let last_stream = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let writer = tokio::spawn(write_loop(wr, out_rx, encoder, last_stream.clone()));
+        let activity = Arc::new(Activity::new(idle_timeout));
+        let writer = tokio::spawn(write_loop(
+            wr,
+            out_rx,
+            encoder,
+            last_stream.clone(),
+            activity.clone(),
+        ));
         let reader = tokio::spawn(read_loop(
             rd,
             out_tx.clone(),
             in_tx,
             pumps.clone(),
             last_stream,
+            activity,
         ));
         Ok(Self {
             incoming: in_rx,
@@ -133,9 +146,11 @@ async fn write_loop<W: AsyncWrite>(
     mut out: mpsc::Receiver<Out>,
     mut encoder: HeaderEncoder,
     last_stream: Arc<std::sync::atomic::AtomicU32>,
+    activity: Arc<Activity>,
 ) {
     let mut wr = tokio::io::BufWriter::new(wr);
     while let Some(item) = out.recv().await {
+        activity.touch();
         let bytes = match item {
             Out::Frame(b) => b,
             Out::SynReply(id) => match frame::syn_reply(id, &mut encoder) {
@@ -169,13 +184,23 @@ async fn read_loop<R: AsyncRead>(
     incoming: mpsc::Sender<Stream>,
     pumps: Arc<Mutex<Vec<JoinHandle<()>>>>,
     last_stream: Arc<std::sync::atomic::AtomicU32>,
+    activity: Arc<Activity>,
 ) {
     let mut rd = tokio::io::BufReader::new(rd);
     let mut decoder = HeaderDecoder::new();
     // The session's end of each stream still open for the client's bytes.
     let mut inputs: HashMap<u32, WriteHalf<DuplexStream>> = HashMap::new();
     loop {
-        let frame = match frame::read_frame(&mut rd, &mut decoder).await {
+        let read = tokio::select! {
+            read = frame::read_frame(&mut rd, &mut decoder) => read,
+            () = activity.expired() => {
+                tracing::info!("SPDY: closing idle streaming connection");
+                let _ = out.send(Out::Close).await;
+                break;
+            }
+        };
+        activity.touch();
+        let frame = match read {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
