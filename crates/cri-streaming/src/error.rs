@@ -3,10 +3,12 @@
 /// What went wrong in the streaming server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request cannot be served as asked; the message says what to change.
-    #[error("invalid streaming request: {0}")]
+    /// The request cannot be served as asked (gRPC `InvalidArgument`); the
+    /// message is kubelet's, word for word.
+    #[error("{0}")]
     InvalidRequest(String),
-    /// Too many URLs were handed out and not yet used or expired.
+    /// Too many URLs were handed out and not yet used or expired (gRPC
+    /// `ResourceExhausted`).
     #[error("too many streaming requests in flight ({0}); retry after some expire")]
     TooManyRequests(usize),
     /// The listening socket could not be opened.

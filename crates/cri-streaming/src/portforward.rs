@@ -16,6 +16,15 @@ use crate::spdy::{Session, Stream};
 /// The port forwarding protocol negotiated over SPDY.
 pub(crate) const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 
+/// How a failed connection is reported on its error stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorFormat {
+    /// SPDY: kubelet's JSON `{"closeConnection":..,"message":..}` line.
+    Json,
+    /// WebSocket channels: the message as plain text.
+    Text,
+}
+
 #[derive(Serialize)]
 struct ErrResponse {
     #[serde(rename = "closeConnection", skip_serializing_if = "std::ops::Not::not")]
@@ -68,6 +77,7 @@ pub(crate) async fn serve_spdy(
                     port,
                     data.io,
                     error.io,
+                    ErrorFormat::Json,
                 ));
             }
         }
@@ -88,11 +98,20 @@ pub(crate) async fn forward(
     port: String,
     data: DuplexStream,
     mut error: DuplexStream,
+    report: ErrorFormat,
 ) {
     let result = match port.parse::<u16>() {
         Ok(p) if p > 0 => runtime.port_forward(&pod, p, data).await.map_err(|e| {
+            // kubelet keeps the session for a peer that reset or stopped
+            // reading (EPIPE, ECONNRESET); anything else closes it.
+            let keep = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                )
+            });
             (
-                true,
+                !keep,
                 format!("error forwarding port {p} to pod {pod}, uid : {e}"),
             )
         }),
@@ -103,12 +122,18 @@ pub(crate) async fn forward(
     };
     if let Err((close_connection, message)) = result {
         tracing::debug!(%message, "port-forward failed");
-        let mut body = serde_json::to_vec(&ErrResponse {
-            close_connection,
-            message,
-        })
-        .unwrap_or_default();
-        body.push(b'\n');
+        let body = match report {
+            ErrorFormat::Json => {
+                let mut b = serde_json::to_vec(&ErrResponse {
+                    close_connection,
+                    message,
+                })
+                .unwrap_or_default();
+                b.push(b'\n');
+                b
+            }
+            ErrorFormat::Text => message.into_bytes(),
+        };
         let _ = error.write_all(&body).await;
     }
     let _ = error.shutdown().await;

@@ -45,17 +45,24 @@ pub struct PortForwardRequest {
     pub ports: Vec<i32>,
 }
 
-/// Kubelet's rule for exec and attach: at least one stream, and no stderr on
-/// a terminal (a terminal merges it into stdout).
+/// kubelet's checks for exec and attach (its streaming server's
+/// `validateExecRequest`), with its messages: a container, at least one
+/// stream, and no stderr on a terminal (a terminal merges it into stdout).
 pub(crate) fn validate_streams(
+    container_id: &str,
     tty: bool,
     stdin: bool,
     stdout: bool,
     stderr: bool,
 ) -> Result<(), Error> {
+    if container_id.is_empty() {
+        return Err(Error::InvalidRequest(
+            "missing required container_id".into(),
+        ));
+    }
     if tty && stderr {
         return Err(Error::InvalidRequest(
-            "tty and stderr cannot both be true: a terminal merges stderr into stdout; set stderr to false".into(),
+            "tty and stderr cannot both be true".into(),
         ));
     }
     if !stdin && !stdout && !stderr {
@@ -64,4 +71,27 @@ pub(crate) fn validate_streams(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelet_checks_and_messages() {
+        let msg = |r: Result<(), Error>| r.err().map(|e| e.to_string());
+        assert_eq!(msg(validate_streams("c", false, true, true, true)), None);
+        assert_eq!(
+            msg(validate_streams("", false, true, false, false)).as_deref(),
+            Some("missing required container_id")
+        );
+        assert_eq!(
+            msg(validate_streams("c", true, true, true, true)).as_deref(),
+            Some("tty and stderr cannot both be true")
+        );
+        assert_eq!(
+            msg(validate_streams("c", false, false, false, false)).as_deref(),
+            Some("one of stdin, stdout, or stderr must be set")
+        );
+    }
 }

@@ -127,18 +127,25 @@ impl Server {
 
     /// Stores an exec and returns the URL for CRI's `ExecResponse.url`.
     pub fn get_exec(&self, req: ExecRequest) -> Result<String, Error> {
-        validate_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
-        if req.cmd.is_empty() {
-            return Err(Error::InvalidRequest(
-                "cmd is empty: name the command to run".into(),
-            ));
-        }
+        validate_streams(
+            &req.container_id,
+            req.tty,
+            req.stdin,
+            req.stdout,
+            req.stderr,
+        )?;
         self.url("exec", Cached::Exec(req))
     }
 
     /// Stores an attach and returns the URL for CRI's `AttachResponse.url`.
     pub fn get_attach(&self, req: AttachRequest) -> Result<String, Error> {
-        validate_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
+        validate_streams(
+            &req.container_id,
+            req.tty,
+            req.stdin,
+            req.stdout,
+            req.stderr,
+        )?;
         self.url("attach", Cached::Attach(req))
     }
 
@@ -147,7 +154,7 @@ impl Server {
     pub fn get_port_forward(&self, req: PortForwardRequest) -> Result<String, Error> {
         if req.pod_sandbox_id.is_empty() {
             return Err(Error::InvalidRequest(
-                "pod_sandbox_id is empty: name the pod sandbox to forward into".into(),
+                "missing required pod_sandbox_id".into(),
             ));
         }
         self.url("portforward", Cached::PortForward(req))
@@ -394,13 +401,26 @@ fn websocket(
             ),
         );
     };
-    // Port forwarding over channels takes its ports from the URL.
-    let ports: Vec<u16> = query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("port="))
-        .filter_map(|p| p.parse().ok())
-        .collect();
+    // Port forwarding over channels serves the ports of the CRI request
+    // (kubelet fills them from its client's `?port=`); a request without
+    // any takes them from this URL's `?port=` instead.
+    let mut ports: Vec<u16> = match &cached {
+        Cached::PortForward(r) => r
+            .ports
+            .iter()
+            .filter_map(|&p| u16::try_from(p).ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if ports.is_empty() {
+        ports = query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("port="))
+            .flat_map(|p| p.split(','))
+            .filter_map(|p| p.parse().ok())
+            .collect();
+    }
     if matches!(cached, Cached::PortForward(_))
         && protocol != SPDY_TUNNEL_PORTFORWARD
         && ports.is_empty()
@@ -519,8 +539,8 @@ async fn ws_remotecommand<S>(
 }
 
 /// kubelet's WebSocket port forwarding: per requested port, channel 2i
-/// carries data and 2i+1 errors; in v4 each channel opens with the port as
-/// two little-endian bytes.
+/// carries data and 2i+1 errors; each channel opens with the port as two
+/// little-endian bytes, and a failure is plain text on the error channel.
 async fn ws_portforward<S>(
     ws: WebSocketStream<S>,
     runtime: Arc<dyn StreamingRuntime>,
@@ -536,15 +556,12 @@ async fn ws_portforward<S>(
         .filter_map(|n| u8::try_from(n).ok())
         .collect();
     let (mut mux, mut ends) = Mux::start(ws, ws_encoding(protocol), &numbers, idle);
-    let v4 = protocol.starts_with("v4.");
     let mut forwards = tokio::task::JoinSet::new();
     for (i, port) in ports.into_iter().take(count).enumerate() {
         let Ok(i) = u8::try_from(i) else { break };
         let (data_ch, err_ch) = (2 * i, 2 * i + 1);
-        if v4 {
-            mux.send(data_ch, port.to_le_bytes().to_vec()).await;
-            mux.send(err_ch, port.to_le_bytes().to_vec()).await;
-        }
+        mux.send(data_ch, port.to_le_bytes().to_vec()).await;
+        mux.send(err_ch, port.to_le_bytes().to_vec()).await;
         if let (Some(data), Some(error)) = (ends.remove(&data_ch), ends.remove(&err_ch)) {
             forwards.spawn(portforward::forward(
                 runtime.clone(),
@@ -552,6 +569,7 @@ async fn ws_portforward<S>(
                 port.to_string(),
                 data,
                 error,
+                portforward::ErrorFormat::Text,
             ));
         }
     }
