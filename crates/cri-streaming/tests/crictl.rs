@@ -683,3 +683,47 @@ async fn idle_stream_is_closed_spdy() {
 async fn idle_stream_is_closed_websocket() {
     idle_stream_is_closed("websocket").await;
 }
+
+/// Megabytes both ways: many frames/messages, no loss, no stall.
+async fn exec_moves_megabytes(transport: &str) {
+    let f = fixture().await;
+    let input = vec![b'y'; 3_000_000];
+    let counted = f
+        .run(&["exec", "-r", transport, "-i", "c1", "wc", "-c"], &input)
+        .await;
+    assert_eq!(
+        text(&counted.stdout).trim(),
+        "3000000",
+        "stderr: {}",
+        text(&counted.stderr)
+    );
+    assert!(counted.status.success());
+
+    let out = f
+        .run(
+            &[
+                "exec",
+                "-r",
+                transport,
+                "c1",
+                "sh",
+                "-c",
+                "head -c 3000000 /dev/zero | tr '\\0' x",
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(out.stdout.len(), 3_000_000, "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_megabytes_spdy() {
+    exec_moves_megabytes("spdy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_megabytes_websocket() {
+    exec_moves_megabytes("websocket").await;
+}
