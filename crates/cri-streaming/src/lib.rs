@@ -67,7 +67,9 @@ mod ws;
 
 pub use error::Error;
 pub use request::{AttachRequest, ExecRequest, PortForwardRequest};
-pub use runtime::{Input, Output, ProcessIo, RuntimeError, StreamingRuntime, TerminalSize};
+pub use runtime::{
+    ClientGone, Input, Output, ProcessIo, RuntimeError, StreamingRuntime, TerminalSize,
+};
 pub use server::{Config, Server};
 
 /// The README's examples, run as doctests.

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::spdy::Session;
 use crate::status::{Outcome, StatusFormat};
-use crate::{AttachRequest, ExecRequest, ProcessIo, StreamingRuntime, TerminalSize};
+use crate::{AttachRequest, ClientGone, ExecRequest, ProcessIo, StreamingRuntime, TerminalSize};
 
 /// How long a SPDY client has to open all its streams (kubelet's and
 /// containerd's stream creation timeout).
@@ -85,6 +85,7 @@ pub(crate) async fn run(
     action: &Action,
     channels: Channels,
     format: StatusFormat,
+    client_gone: ClientGone,
 ) {
     let mut resize_task = None;
     let resize = channels.resize.map(|r| {
@@ -97,6 +98,7 @@ pub(crate) async fn run(
         stdout: channels.stdout.map(|s| Box::new(s) as _),
         stderr: channels.stderr.map(|s| Box::new(s) as _),
         resize,
+        client_gone,
     };
     let outcome = match action {
         Action::Exec(req) => match runtime.exec(req, io).await {
@@ -199,7 +201,8 @@ pub(crate) async fn serve_spdy(
             } else {
                 StatusFormat::Text
             };
-            run(runtime, &action, channels, format).await;
+            let gone = session.client_gone();
+            run(runtime, &action, channels, format, gone).await;
         }
         Ok(false) => tracing::debug!("streaming: client left before opening its streams"),
         Err(_) => tracing::warn!("streaming: timed out waiting for client to create streams"),

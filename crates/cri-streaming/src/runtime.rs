@@ -1,7 +1,7 @@
 //! What the CRI plugin implements: running the streams against containers.
 
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{AttachRequest, ExecRequest};
 
@@ -24,6 +24,36 @@ pub struct TerminalSize {
     pub height: u16,
 }
 
+/// Tells a runtime that the client's connection has ended (it closed,
+/// vanished or went idle), so an attach or exec can stop waiting on it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientGone(Option<watch::Receiver<bool>>);
+
+impl ClientGone {
+    pub(crate) fn new(rx: watch::Receiver<bool>) -> Self {
+        Self(Some(rx))
+    }
+
+    /// Resolves once the client's connection has ended (never, for a
+    /// default value).
+    pub async fn wait(&mut self) {
+        match &mut self.0 {
+            // The session dropping its sender means the same.
+            Some(rx) => {
+                let _ = rx.wait_for(|gone| *gone).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the client's connection has ended.
+    pub fn is_gone(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|rx| *rx.borrow() || rx.has_changed().is_err())
+    }
+}
+
 /// The client's streams for one exec or attach. Each is present only when
 /// the request asked for it. Drop an output to close it (the client then
 /// sees end of file); stdin reads end of file when the client closes it.
@@ -37,6 +67,8 @@ pub struct ProcessIo {
     pub stderr: Option<Output>,
     /// Terminal size changes, with `tty` (the first is the initial size).
     pub resize: Option<mpsc::Receiver<TerminalSize>>,
+    /// Resolves when the client's connection ends.
+    pub client_gone: ClientGone,
 }
 
 impl std::fmt::Debug for ProcessIo {
@@ -46,6 +78,7 @@ impl std::fmt::Debug for ProcessIo {
             .field("stdout", &self.stdout.is_some())
             .field("stderr", &self.stderr.is_some())
             .field("resize", &self.resize.is_some())
+            .field("client_gone", &self.client_gone.is_gone())
             .finish()
     }
 }

@@ -534,7 +534,8 @@ async fn ws_remotecommand<S>(
     } else {
         StatusFormat::Text
     };
-    remotecommand::run(runtime, &action, channels, format).await;
+    let gone = mux.client_gone_signal();
+    remotecommand::run(runtime, &action, channels, format, gone).await;
     mux.shutdown().await;
 }
 

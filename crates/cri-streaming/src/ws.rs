@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -47,6 +47,7 @@ pub(crate) struct Mux {
     pumps: Arc<Mutex<Vec<JoinHandle<()>>>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    gone: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Out {
@@ -81,6 +82,7 @@ impl Mux {
             ends.insert(ch, app);
         }
         let activity = Arc::new(Activity::new(idle_timeout));
+        let (gone_tx, gone) = watch::channel(false);
         let writer = tokio::spawn(write_loop(sink, out_rx, encoding, activity.clone()));
         let reader = tokio::spawn(read_loop(
             stream,
@@ -88,6 +90,7 @@ impl Mux {
             encoding,
             activity,
             out_tx.clone(),
+            gone_tx,
         ));
         (
             Self {
@@ -95,6 +98,7 @@ impl Mux {
                 pumps: Arc::new(Mutex::new(pumps)),
                 reader,
                 writer,
+                gone,
             },
             ends,
         )
@@ -104,6 +108,11 @@ impl Mux {
     /// later (used for kubelet's opening messages).
     pub(crate) async fn send(&self, ch: u8, data: Vec<u8>) {
         let _ = self.out.send(Out::Message(ch, data)).await;
+    }
+
+    /// Tells when the client's connection ends.
+    pub(crate) fn client_gone_signal(&self) -> crate::ClientGone {
+        crate::ClientGone::new(self.gone.clone())
     }
 
     /// Resolves when the client has closed the connection.
@@ -199,6 +208,7 @@ async fn read_loop<T>(
     encoding: Encoding,
     activity: Arc<Activity>,
     out: mpsc::Sender<Out>,
+    gone: watch::Sender<bool>,
 ) where
     T: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -233,6 +243,7 @@ async fn read_loop<T>(
             }
         }
     }
+    let _ = gone.send(true);
     for (_, mut w) in inputs.drain() {
         let _ = w.shutdown().await;
     }

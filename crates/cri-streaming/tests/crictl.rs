@@ -32,7 +32,10 @@ use tokio::task::JoinHandle;
 const HANG: Duration = Duration::from_secs(60);
 
 /// The test's runtime: host processes stand in for containers.
-struct HostRuntime;
+struct HostRuntime {
+    /// Told when an attach to "wait-gone" saw its client leave.
+    saw_client_leave: tokio::sync::mpsc::UnboundedSender<()>,
+}
 
 #[async_trait::async_trait]
 impl StreamingRuntime for HostRuntime {
@@ -47,7 +50,16 @@ impl StreamingRuntime for HostRuntime {
         }
     }
 
-    async fn attach(&self, req: &AttachRequest, io: ProcessIo) -> Result<(), RuntimeError> {
+    async fn attach(&self, req: &AttachRequest, mut io: ProcessIo) -> Result<(), RuntimeError> {
+        if req.container_id == "wait-gone" {
+            // A container that prints once, then only the client leaving
+            // ends the attach.
+            let mut out = io.stdout.take().ok_or("no stdout")?;
+            out.write_all(b"attached\n").await?;
+            io.client_gone.wait().await;
+            let _ = self.saw_client_leave.send(());
+            return Ok(());
+        }
         if req.container_id != "a1" {
             return Err(format!("container {:?} not found", req.container_id).into());
         }
@@ -129,7 +141,7 @@ async fn run_with_pipes(cmd: &[String], io: ProcessIo) -> Result<i32, RuntimeErr
 }
 
 /// Runs `cmd` as session leader on a new pty sized by the client's first
-/// resize; later resizes go to the pty with `stty`.
+/// resize; later resizes are applied to the pty.
 async fn run_on_pty(cmd: &[String], mut io: ProcessIo) -> Result<i32, RuntimeError> {
     let mut resize = io.resize.take().ok_or("tty without a resize stream")?;
     let first = resize.recv().await.ok_or("client sent no terminal size")?;
@@ -140,7 +152,6 @@ async fn run_on_pty(cmd: &[String], mut io: ProcessIo) -> Result<i32, RuntimeErr
         ws_ypixel: 0,
     };
     let pty = nix::pty::openpty(Some(&size), None)?;
-    let slave_path = nix::unistd::ttyname(&pty.slave)?;
     let mut child = {
         let slave: OwnedFd = pty.slave;
         let mut command = Command::new("setsid");
@@ -157,16 +168,21 @@ async fn run_on_pty(cmd: &[String], mut io: ProcessIo) -> Result<i32, RuntimeErr
         command.spawn()?
     };
     let master = std::fs::File::from(pty.master);
+    let sizer = master.try_clone()?;
     let mut master_w = tokio::fs::File::from_std(master.try_clone()?);
     let mut master_r = tokio::fs::File::from_std(master);
+    // Rows and columns in one TIOCSWINSZ: one SIGWINCH per resize.
     let resizer = tokio::spawn(async move {
         while let Some(s) = resize.recv().await {
-            let _ = Command::new("stty")
-                .arg("-F")
-                .arg(&slave_path)
-                .args(["cols", &s.width.to_string(), "rows", &s.height.to_string()])
-                .status()
-                .await;
+            let _ = rustix::termios::tcsetwinsize(
+                &sizer,
+                rustix::termios::Winsize {
+                    ws_row: s.height,
+                    ws_col: s.width,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                },
+            );
         }
     });
     let stdin_task = io.stdin.take().map(|mut from| {
@@ -198,6 +214,8 @@ struct Fixture {
     /// The port the "pod" listens on (127.0.0.1).
     pod_port: u16,
     crictl: PathBuf,
+    /// One message per attach that saw its client leave.
+    client_left: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 impl Drop for Fixture {
@@ -225,7 +243,10 @@ async fn fixture_with(config: Config) -> Fixture {
         "crictl not found: put the shared tools beside the checkout as ../shared/tools, or set BERTH_SHARED_TOOLS to their directory",
     );
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::bind(config, Arc::new(HostRuntime)).await.unwrap();
+    let (saw_client_leave, client_left) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::bind(config, Arc::new(HostRuntime { saw_client_leave }))
+        .await
+        .unwrap();
     let socket = dir.path().join("cri.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     let service = cri::RuntimeService {
@@ -261,6 +282,7 @@ async fn fixture_with(config: Config) -> Fixture {
         pod,
         pod_port,
         crictl,
+        client_left,
     }
 }
 
@@ -537,10 +559,13 @@ async fn exec_tty_in_tmux(transport: &str) {
         "export CRI_CONFIG_FILE={dd}/crictl.yaml\n\
          '{}' {} exec -it -r {transport} c1 bash {dd}/script.sh 2> {dd}/stderr\n\
          echo $? > {dd}/exit\n\
-         {t} wait-for -S done\n",
+         {t} wait-for -S done\n\
+         {t} wait-for never\n",
         f.crictl.display(),
         crictl.join(" "),
     );
+    // run.sh stays in its pane after `done` (the session, and the tmux
+    // server, would end with it) until Tmux's drop kills the server.
     std::fs::write(d.join("run.sh"), run).unwrap();
     let run_sh = format!("sh {dd}/run.sh");
     tmux.run(&[
@@ -726,4 +751,36 @@ async fn exec_megabytes_spdy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_megabytes_websocket() {
     exec_moves_megabytes("websocket").await;
+}
+
+/// The runtime learns that an attached client went away (crictl killed).
+async fn attach_sees_client_leave(transport: &str) {
+    let mut f = fixture().await;
+    let mut child = f
+        .crictl(&["attach", "-r", transport, "wait-gone"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(HANG, lines.next_line())
+        .await
+        .expect("attach never printed")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("attached"));
+    child.kill().await.unwrap();
+    tokio::time::timeout(HANG, f.client_left.recv())
+        .await
+        .expect("the runtime never learned the client left")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_sees_client_leave_spdy() {
+    attach_sees_client_leave("spdy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_sees_client_leave_websocket() {
+    attach_sees_client_leave("websocket").await;
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::frame::{self, Frame, HeaderDecoder, HeaderEncoder};
@@ -60,6 +60,7 @@ pub(crate) struct Session {
     pumps: Arc<Mutex<Vec<JoinHandle<()>>>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    gone: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Out {
@@ -85,6 +86,7 @@ impl Session {
         let encoder = HeaderEncoder::new()?;
         let last_stream = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let activity = Arc::new(Activity::new(idle_timeout));
+        let (gone_tx, gone) = watch::channel(false);
         let writer = tokio::spawn(write_loop(
             wr,
             out_rx,
@@ -99,6 +101,7 @@ impl Session {
             pumps.clone(),
             last_stream,
             activity,
+            gone_tx,
         ));
         Ok(Self {
             incoming: in_rx,
@@ -106,7 +109,13 @@ impl Session {
             pumps,
             reader,
             writer,
+            gone,
         })
+    }
+
+    /// Resolves when the client's connection ends.
+    pub(crate) fn client_gone(&self) -> crate::ClientGone {
+        crate::ClientGone::new(self.gone.clone())
     }
 
     /// The next stream the client opens; `None` once the client has gone.
@@ -185,6 +194,7 @@ async fn read_loop<R: AsyncRead>(
     pumps: Arc<Mutex<Vec<JoinHandle<()>>>>,
     last_stream: Arc<std::sync::atomic::AtomicU32>,
     activity: Arc<Activity>,
+    gone: watch::Sender<bool>,
 ) {
     let mut rd = tokio::io::BufReader::new(rd);
     let mut decoder = HeaderDecoder::new();
@@ -265,6 +275,7 @@ async fn read_loop<R: AsyncRead>(
         }
     }
     // The client is gone: every stream reads EOF, accept() returns None.
+    let _ = gone.send(true);
     for (_, mut w) in inputs.drain() {
         let _ = w.shutdown().await;
     }
