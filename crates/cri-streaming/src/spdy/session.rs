@@ -126,6 +126,9 @@ impl Session {
     /// Sends what every stream still has to send, then GOAWAY, and closes.
     pub(crate) async fn shutdown(mut self) {
         self.incoming.close();
+        // Streams opened but never accepted: their ends must go, or their
+        // pumps would wait for them forever.
+        while self.incoming.try_recv().is_ok() {}
         loop {
             let batch: Vec<_> = match self.pumps.lock() {
                 Ok(mut p) => p.drain(..).collect(),
@@ -228,6 +231,8 @@ async fn read_loop<R: AsyncRead>(
                 }
                 let pump = tokio::spawn(pump_out(id, our_rd, out.clone()));
                 if let Ok(mut p) = pumps.lock() {
+                    // A long port-forward session opens many streams.
+                    p.retain(|h| !h.is_finished());
                     p.push(pump);
                 }
                 if !fin {
