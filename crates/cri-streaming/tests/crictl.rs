@@ -466,6 +466,26 @@ async fn port_forward_carries_connections(transport: &str) {
             .unwrap();
         assert_eq!(text(&got), want);
     }
+
+    // Two connections at once: streams are paired by requestID, and each
+    // connection's bytes stay on it.
+    let mut a = TcpStream::connect(("127.0.0.1", local_port)).await.unwrap();
+    let mut b = TcpStream::connect(("127.0.0.1", local_port)).await.unwrap();
+    a.write_all(b"first\n").await.unwrap();
+    b.write_all(b"second\n").await.unwrap();
+    a.write_all(b"third\n").await.unwrap();
+    let want_a = "hello from pod\nfirst\nthird\n";
+    let want_b = "hello from pod\nsecond\n";
+    let mut got_a = vec![0u8; want_a.len()];
+    let mut got_b = vec![0u8; want_b.len()];
+    tokio::time::timeout(HANG, async {
+        a.read_exact(&mut got_a).await.unwrap();
+        b.read_exact(&mut got_b).await.unwrap();
+    })
+    .await
+    .expect("port-forward hung");
+    assert_eq!(text(&got_a), want_a);
+    assert_eq!(text(&got_b), want_b);
     child.kill().await.unwrap();
 }
 
@@ -783,4 +803,33 @@ async fn attach_sees_client_leave_spdy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_sees_client_leave_websocket() {
     attach_sees_client_leave("websocket").await;
+}
+
+/// Several execs at once, each on its own connection and token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_execs_keep_their_streams() {
+    let f = fixture().await;
+    let runs = (0..4).map(|i| {
+        let f = &f;
+        async move {
+            let transport = if i % 2 == 0 { "spdy" } else { "websocket" };
+            let arg = format!("echo exec-{i}; exit {i}");
+            let out = f
+                .run(&["exec", "-r", transport, "c1", "sh", "-c", &arg], b"")
+                .await;
+            (i, out)
+        }
+    });
+    for (i, out) in futures::future::join_all(runs).await {
+        assert_eq!(text(&out.stdout), format!("exec-{i}\n"));
+        if i == 0 {
+            assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        } else {
+            assert!(
+                text(&out.stderr).contains(&format!("command terminated with exit code {i}")),
+                "stderr: {}",
+                text(&out.stderr)
+            );
+        }
+    }
 }
