@@ -201,6 +201,14 @@ fn plain(status: StatusCode, msg: String) -> Response<Body> {
 }
 
 fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
+    // kubelet routes GET and POST only (client-go's SPDY executor POSTs,
+    // WebSocket clients GET); anything else leaves the token unspent.
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::POST {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed: use GET or POST\n", req.method()),
+        );
+    }
     let path = req.uri().path().trim_start_matches('/').to_string();
     let Some((kind, token)) = path.split_once('/') else {
         return plain(StatusCode::NOT_FOUND, format!("no such path: /{path}\n"));

@@ -31,10 +31,14 @@ impl StreamingRuntime for NoRuntime {
 
 /// Sends one request for `url` with `headers`; returns the response head.
 async fn request(url: &str, headers: &[&str]) -> String {
+    request_with("POST", url, headers).await
+}
+
+async fn request_with(method: &str, url: &str, headers: &[&str]) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut conn = TcpStream::connect(host).await.unwrap();
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n");
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
@@ -78,6 +82,9 @@ async fn tokens_are_single_use_and_checked() {
     let base = format!("http://{}", server.local_addr());
     assert!(url.starts_with(&format!("{base}/exec/")), "{url}");
 
+    // Neither GET nor POST: refused before the token is looked at.
+    let put = request_with("PUT", &url, &[]).await;
+    assert!(put.starts_with("HTTP/1.1 405"), "{put}");
     // Not an upgrade: refused, and the token is spent.
     let first = request(&url, &[]).await;
     assert!(first.starts_with("HTTP/1.1 400"), "{first}");
