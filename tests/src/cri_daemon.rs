@@ -237,10 +237,14 @@ impl CriDaemon {
         left
     }
 
-    /// Ends the test: removes every pod, fails (naming them) if anything is
-    /// left, then stops the daemon.
+    /// Ends the test: removes every pod (when the daemon serves the CRI),
+    /// fails (naming them) if anything is left, then stops the daemon.
     pub fn finish(mut self) -> Result<()> {
-        let removed = self.remove_all_pods();
+        // A daemon without the CRI has no pods to remove.
+        let removed = match self.serves_cri() {
+            Ok(false) => Ok(()),
+            _ => self.remove_all_pods(),
+        };
         let left = self.leftovers();
         let log = self.log();
         if let Inner::Berthd(d) = &mut self.inner

@@ -399,7 +399,7 @@ fn parse_prefix(word: &str) -> Option<(u32, u32)> {
     (len <= 32).then_some((u32::from(ip), len))
 }
 
-/// Directory of the CNI plugins, as a TOML string value.
+/// `path` as a TOML basic string (quoted and escaped).
 pub fn toml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }

@@ -46,6 +46,9 @@ fn run_critest(kind: CriDaemonKind) -> Result<Option<critest::Report>> {
     }
     let report = critest::run(&daemon, &[], HANG)?;
     println!("critest against {kind:?}: {}", report.summary());
+    for name in &report.skipped {
+        println!("skipped: {name}");
+    }
     for (name, message) in &report.failed {
         println!("FAILED: {name}\n    {}", first_line(message));
     }
