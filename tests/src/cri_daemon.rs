@@ -106,6 +106,28 @@ pub struct CriDaemon {
     pub address: PathBuf,
     dir: tempfile::TempDir,
     inner: Inner,
+    /// Pod cgroup parents that did not exist before this daemon started.
+    new_cgroups: Vec<PathBuf>,
+}
+
+/// The cgroup directories pods land under without a cgroup parent (the
+/// CRI namespace `k8s.io`) or with critest's systemd-style default
+/// (`test.slice`), in every mounted hierarchy.
+fn pod_cgroup_parents() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let root = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_path_buf()];
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            hierarchies.push(e.path());
+        }
+    }
+    for h in hierarchies {
+        for name in ["k8s.io", "test.slice"] {
+            dirs.push(h.join(name));
+        }
+    }
+    dirs
 }
 
 #[derive(Debug)]
@@ -119,6 +141,10 @@ impl CriDaemon {
     pub fn start(kind: CriDaemonKind, env: &CriEnv) -> Result<CriDaemon> {
         isolate_ipc()?;
         let dir = tempfile::Builder::new().prefix("berth-cri").tempdir()?;
+        let new_cgroups = pod_cgroup_parents()
+            .into_iter()
+            .filter(|p| !p.exists())
+            .collect();
         std::fs::write(
             dir.path().join("crictl.yaml"),
             "# empty: the tests pass endpoints as flags\n",
@@ -141,6 +167,7 @@ impl CriDaemon {
             address,
             dir,
             inner,
+            new_cgroups,
         })
     }
 
@@ -293,6 +320,11 @@ impl Drop for CriDaemon {
             &self.address,
             self.dir.path(),
         );
+        // Cgroup parents the pods made: removed once empty (rmdir fails
+        // while another daemon's pods still use them).
+        for dir in &self.new_cgroups {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
