@@ -2,8 +2,8 @@
 //! [`CriDaemon`] and reads its outcome from the Ginkgo JSON report
 //! (`-ginkgo.json-report`), spec by spec, rather than from its text.
 //!
-//! critest runs serially: its `-parallel` needs the `ginkgo` CLI, which is
-//! not on the machine, and the machine has 2 cores. Its specs use fixed
+//! critest runs serially: its `-parallel` needs the Ginkgo v2 CLI (Debian
+//! ships only v1's), and the machine has 2 cores. Its specs use fixed
 //! host ports (12000-12003), so one critest runs at a time on the machine:
 //! [`run`] holds an exclusive lock on [`LOCK_PATH`] while it runs.
 

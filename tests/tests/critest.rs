@@ -23,7 +23,7 @@ use berth_tests::critest;
 const CONTAINERD_MIN_PASSED: usize = 84;
 
 /// A hang guard, not a timing expectation: critest takes minutes.
-const HANG: Duration = Duration::from_secs(40 * 60);
+const HANG: Duration = Duration::from_secs(20 * 60);
 
 /// The specs berthd must pass, one per line (`#` starts a comment).
 fn expected_pass() -> BTreeSet<String> {
@@ -127,5 +127,44 @@ fn berthd_passes_critest() -> Result<()> {
             not_passed.join("\n  ")
         );
     }
+    Ok(())
+}
+
+#[test]
+fn report_is_read_spec_by_spec() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("report.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&serde_json::json!([{
+            "SuiteDescription": "CRI validation",
+            "SpecReports": [
+                {"LeafNodeType": "BeforeSuite", "LeafNodeText": "", "State": "passed"},
+                {"ContainerHierarchyTexts": ["[k8s.io] Image Manager"],
+                 "LeafNodeType": "It", "LeafNodeText": "pulls", "State": "passed"},
+                {"ContainerHierarchyTexts": ["[k8s.io] Idempotence", "StopContainer"],
+                 "LeafNodeType": "It", "LeafNodeText": "should not fail", "State": "failed",
+                 "Failure": {"Message": "Unexpected error:\nnot found"}},
+                {"ContainerHierarchyTexts": ["[k8s.io] AppArmor"],
+                 "LeafNodeType": "It", "LeafNodeText": "loads", "State": "skipped"},
+            ],
+        }]))?,
+    )?;
+    let report = critest::parse_report(&path)?;
+    assert_eq!(
+        report.passed.iter().collect::<Vec<_>>(),
+        ["[k8s.io] Image Manager pulls"]
+    );
+    assert_eq!(
+        report.failed,
+        [(
+            "[k8s.io] Idempotence StopContainer should not fail".to_string(),
+            "Unexpected error:\nnot found".to_string()
+        )]
+    );
+    assert_eq!(
+        report.skipped.iter().collect::<Vec<_>>(),
+        ["[k8s.io] AppArmor loads"]
+    );
     Ok(())
 }
