@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod containerd;
+pub mod cri_daemon;
+pub mod cri_env;
+pub mod cri_images;
+pub mod critest;
 pub mod docker;
 pub mod faults;
 pub mod goclient;

@@ -68,7 +68,31 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     // A venv for the current grpcio from PyPI (tests/tests/wire_compat.rs).
     ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
+    // The CRI tests (tests/tests/critest.rs, crictl_operator.rs): pod
+    // networks through the CNI bridge, portmap and loopback plugins; the
+    // stand-in images' pause, nginx and nonewprivs programs, compiled with
+    // `gcc -static`; pgrep and ipcs copied into the e2e busybox image;
+    // critest runs ipcmk on the host.
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    ("iptables", "/usr/sbin/iptables"),
+    ("iproute2", "/usr/sbin/ip"),
+    ("gcc", "/usr/bin/gcc"),
+    ("libc6-dev", "/usr/lib/x86_64-linux-gnu/libc.a"),
+    ("procps", "/usr/bin/pgrep"),
+    ("util-linux", "/usr/bin/ipcs"),
 ];
+
+/// Packages unpacked rather than installed, because they conflict with one
+/// in [`PACKAGES`]: `(package, directory, probe inside it)`. Debian's
+/// dynamically linked `busybox` conflicts with `busybox-static`, which the
+/// other tests need; the CRI tests' e2e busybox image needs the dynamic one
+/// (its shell runs `/bin/ls` as a file, so critest's masked-paths spec sees
+/// the mask; busybox-static runs its applets internally).
+const UNPACKED: &[(&str, &str, &str)] = &[(
+    "busybox",
+    "/usr/local/lib/berth-tests/busybox",
+    "bin/busybox",
+)];
 
 /// Packages whose install starts a daemon on the default paths; tests use
 /// only their binaries, on temporary roots.
@@ -133,6 +157,33 @@ fn is_root() -> bool {
 
 /// Installs whatever of [`PACKAGES`] is missing.
 pub(crate) fn deps() -> Result<()> {
+    install_packages()?;
+    unpack_packages()
+}
+
+/// Unpacks each of [`UNPACKED`] whose probe is missing: `apt-get download`,
+/// then `dpkg-deb -x` into its directory.
+fn unpack_packages() -> Result<()> {
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    for (pkg, dir, probe) in UNPACKED {
+        if Path::new(dir).join(probe).exists() {
+            continue;
+        }
+        eprintln!("unpacking {pkg} into {dir}");
+        root_sh(
+            sudo,
+            &format!(
+                "set -e; t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT; cd \"$t\"; \
+                 chmod 777 \"$t\"; apt-get download -qq {pkg} || {{ apt-get update -qq && apt-get download -qq {pkg}; }}; \
+                 mkdir -p {dir}; dpkg-deb -x {pkg}_*.deb {dir}"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Installs the [`PACKAGES`] whose probe is missing.
+fn install_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(_, probe)| !Path::new(probe).exists())
