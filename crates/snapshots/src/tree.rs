@@ -248,8 +248,14 @@ fn set_attributes(src: &Path, dst: &Path, md: &Metadata) -> Result<()> {
     }
     let atime = TimeSpec::new(md.atime(), md.atime_nsec());
     let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
-    utimensat(None, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| Error::io(dst, e.into()))?;
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        dst,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::io(dst, e.into()))?;
     Ok(())
 }
 
@@ -369,7 +375,7 @@ mod tests {
         fs::set_permissions(&src, fs::Permissions::from_mode(0o711)).unwrap();
         let old = TimeSpec::new(1_000_000_000, 5);
         utimensat(
-            None,
+            nix::fcntl::AT_FDCWD,
             &src.join("sub/deep"),
             &old,
             &old,
