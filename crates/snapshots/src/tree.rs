@@ -297,7 +297,7 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let size = rustix::fs::llistxattr(path, &mut [0u8; 0])?;
+        let size = rustix::fs::llistxattr_query(path)?;
         if size == 0 {
             return Ok(Vec::new());
         }
@@ -322,7 +322,7 @@ fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
 /// The value of extended attribute `name` of `path` (not following symlinks).
 fn get_xattr(path: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
     loop {
-        let size = rustix::fs::lgetxattr(path, name, &mut [0u8; 0])?;
+        let size = rustix::fs::lgetxattr_query(path, name)?;
         let mut value = vec![0; size];
         match rustix::fs::lgetxattr(path, name, &mut value) {
             Ok(n) => {
