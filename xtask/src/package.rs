@@ -16,6 +16,10 @@
 //! workspace crates resolve to their packaged tarballs): that catches a
 //! build script or `include_str!` reaching outside its crate, at the cost
 //! of a second build of every dependency under the default profile.
+//! cargo unpacks those tarballs under `$CARGO_HOME/registry/src/-<hash of
+//! the target dir>/` and does not unpack an unchanged version again: a
+//! second `--verify` with the same target dir builds the first one's
+//! sources, so remove that directory (or use a fresh target dir) first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
