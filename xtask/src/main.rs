@@ -1,17 +1,21 @@
 //! `cargo xtask <command>`: developer automation for berth.
 //!
 //! - `deps`: install the Debian packages berth builds and tests with.
-//! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
+//! - `test`: deps, build once, fmt, clippy, rustdoc and packaging checks,
+//!   then the whole suite.
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
 //! - `install [--prefix P] [--destdir D] [--bin-dir B]`: binaries, systemd
 //!   unit, default config, completions and man pages (see `install.rs`).
 //! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side
 //!   (`run`, `pull`, `unpack`, `stress`, `memory`, `api`, `limit`; all by default).
+//! - `package [--verify]`: every publishable crate packaged as crates.io
+//!   would take it (see `package.rs`).
 
 mod bench;
 mod cleanup;
 mod fuzz;
 mod install;
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -111,9 +115,10 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         Some("install") => install::install(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("package") => package::package(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|bench [run|pull|unpack|stress|memory|api|limit]...>"
+                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|package [--verify]|bench [run|pull|unpack|stress|memory|api|limit]...>"
             );
             return ExitCode::from(2);
         }
@@ -305,6 +310,14 @@ fn test(extra: &[String]) -> Result<()> {
         .args(["clippy"])
         .args(otel)
         .args(["--all-targets", "--", "-D", "warnings"]))?;
+    // The API docs build without a warning (a broken link, a stray `<tag>`).
+    run(cargo()
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"]))?;
+    // Every publishable crate still packages (a versioned path dependency
+    // on an unpublished crate, a file outside the crate, a missing README
+    // or LICENSE fail here, not at release time).
+    package::package(&[])?;
     // Tests that skip say why in this file; it is printed after the run so
     // skips are visible in CI rather than passing silently.
     let skips = bench::target_dir().join("berth-test-skips.log");

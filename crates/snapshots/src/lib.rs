@@ -446,3 +446,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<Mount>(&json).unwrap(), m);
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -495,9 +495,8 @@ fn copy_data(from: &mut impl Read, to: &mut impl io::Write, buf: &mut [u8]) -> i
 
 /// `fchown(fd, uid, gid)`.
 fn chown_fd(fd: impl AsFd, (uid, gid): (u32, u32)) -> rustix::io::Result<()> {
-    use std::os::fd::AsRawFd;
     nix::unistd::fchown(
-        fd.as_fd().as_raw_fd(),
+        fd,
         Some(nix::unistd::Uid::from_raw(uid)),
         Some(nix::unistd::Gid::from_raw(gid)),
     )
@@ -510,9 +509,8 @@ fn chown_at(
     name: &std::ffi::OsStr,
     (uid, gid): (u32, u32),
 ) -> rustix::io::Result<()> {
-    use std::os::fd::AsRawFd;
     nix::unistd::fchownat(
-        Some(dir.as_raw_fd()),
+        dir,
         name,
         Some(nix::unistd::Uid::from_raw(uid)),
         Some(nix::unistd::Gid::from_raw(gid)),
