@@ -47,6 +47,11 @@ fn plugin_defaults() -> Vec<(&'static str, &'static str, toml::Value)> {
             toml::Value::Table(toml::Table::new()),
         ),
         (
+            "io.containerd.snapshotter.v1.btrfs",
+            "root_path",
+            Str(String::new()),
+        ),
+        (
             "io.containerd.snapshotter.v1.native",
             "root_path",
             Str(String::new()),

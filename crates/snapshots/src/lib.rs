@@ -111,6 +111,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod btrfs;
 pub mod driver;
 pub mod error;
 pub mod metastore;

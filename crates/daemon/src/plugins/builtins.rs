@@ -105,6 +105,12 @@ pub fn registrations() -> Vec<Registration> {
             init: native_snapshotter,
         },
         Registration {
+            plugin_type: types::SNAPSHOT,
+            id: Cow::Borrowed("btrfs"),
+            requires: &[],
+            init: btrfs_snapshotter,
+        },
+        Registration {
             plugin_type: types::SERVICE,
             id: Cow::Borrowed("snapshots-service"),
             requires: &[types::SNAPSHOT, types::METADATA, types::EVENT, types::GC],
@@ -257,6 +263,19 @@ fn native_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError
     let root = snapshotter_root(ctx);
     let driver =
         berth_snapshots::native::NativeSnapshotter::new(&root).map_err(PluginError::failed)?;
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+/// Skipped, as containerd's, where the root is not on Btrfs.
+fn btrfs_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let root = snapshotter_root(ctx);
+    let driver = berth_snapshots::btrfs::BtrfsSnapshotter::new(&root).map_err(|e| {
+        if e.is_failed_precondition() {
+            PluginError::Skipped(e.to_string())
+        } else {
+            PluginError::failed(e)
+        }
+    })?;
     Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
 }
 
