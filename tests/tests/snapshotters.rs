@@ -76,12 +76,73 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
         return Ok(());
     }
     let mut d = daemon_on_btrfs("sn-btrfs")?;
+    containers_on(&mut d, "btrfs", &|d| {
+        Ok((
+            format!("mount -t btrfs {} /mnt -o subvolid=", root_device(d)?),
+            String::new(),
+        ))
+    })?;
+    finish_on_own_root(d)
+}
+
+#[test]
+fn blockfile_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result<()> {
+    if !kernel_has("ext4") {
+        return Ok(());
+    }
+    let mut d = daemon_with_blockfile("sn-blockfile", &[])?;
+    // containerd 2.x's shape: the image file, through a loop device.
+    containers_on(&mut d, "blockfile", &|d| {
+        Ok((
+            format!(
+                "mount -t ext4 {}/",
+                d.root
+                    .join("io.containerd.snapshotter.v1.blockfile/snapshots")
+                    .display()
+            ),
+            " /mnt -o loop,rw".to_owned(),
+        ))
+    })?;
+    d.finish()
+}
+
+/// berthd with the blockfile snapshotter configured: a 128 MiB ext4
+/// scratch image made by `mkfs.ext4`, plus `extra` lines in its section.
+fn daemon_with_blockfile(namespace: &str, extra: &[&str]) -> Result<Daemon> {
+    let dir = tempfile::Builder::new().prefix("berth-scratch").tempdir()?;
+    let scratch = dir.path().join("scratch.ext4");
+    std::fs::File::create(&scratch)?.set_len(128 << 20)?;
+    ok(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&scratch)
+        .output()
+        .context("mkfs.ext4 (cargo xtask deps installs e2fsprogs)")?)?;
+    let config = format!(
+        "version = 2\n[plugins.\"io.containerd.snapshotter.v1.blockfile\"]\n  scratch_file = \"{}\"\n{}\n",
+        scratch.display(),
+        extra.join("\n")
+    );
+    // The scratch image is copied into the root at start: this one may go.
+    let d = Daemon::start_with_config(Some(&config))?;
+    drop(dir);
+    Ok(d.in_namespace(namespace))
+}
+
+/// The end-to-end run on snapshotter `sn` of berthd `d`: unpack by ctr and
+/// by berthd, containers by `ctr run` and `berthctl run`, a mount printed
+/// as `mount_shape` says (its start and end), and a kill -9 of berthd with a container
+/// running.
+fn containers_on(
+    d: &mut Daemon,
+    sn: &str,
+    mount_shape: &dyn Fn(&Daemon) -> Result<(String, String)>,
+) -> Result<()> {
     let plugins = ok(d.ctr(&["plugins", "ls"])?)?;
     assert!(
         plugins
             .lines()
             .any(|l| l.contains("io.containerd.snapshotter.v1")
-                && l.contains(" btrfs ")
+                && l.contains(&format!(" {sn} "))
                 && l.trim_end().ends_with("ok")),
         "{plugins}"
     );
@@ -90,14 +151,14 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
     layout.write_archive(&archive)?;
     let archive = archive.display().to_string();
     // ctr unpacks on the client side: Diff.Apply on the btrfs mounts.
-    ok(d.ctr(&["images", "import", "--snapshotter", "btrfs", &archive])?)?;
+    ok(d.ctr(&["images", "import", "--snapshotter", sn, &archive])?)?;
     let image = ok(d.ctr(&["images", "ls", "-q"])?)?;
     let image = image
         .lines()
         .next()
         .context("no image imported")?
         .to_owned();
-    let committed = ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "ls"])?)?;
+    let committed = ok(d.ctr(&["snapshots", "--snapshotter", sn, "ls"])?)?;
     assert!(
         committed.lines().skip(1).count() >= 2
             && committed.lines().skip(1).all(|l| l.contains("Committed")),
@@ -108,7 +169,7 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
         "run",
         "--rm",
         "--snapshotter",
-        "btrfs",
+        sn,
         &image,
         "c1",
         "/bin/sh",
@@ -119,36 +180,29 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
     assert_eq!(out, "written\nkept\nnew\nshared\nfresh\ngone-is-hidden\n");
 
     // Mounts are containerd's: the root's device, by subvolume id.
-    ok(d.ctr(
-        &["snapshots", "--snapshotter", "btrfs", "prepare", "look", {
+    ok(
+        d.ctr(&["snapshots", "--snapshotter", sn, "prepare", "look", {
             let first = committed.lines().nth(1).context("no snapshot")?;
             first.split_whitespace().next().context("no key")?
-        }],
-    )?)?;
-    let mounts = ok(d.ctr(&[
-        "snapshots",
-        "--snapshotter",
-        "btrfs",
-        "mounts",
-        "/mnt",
-        "look",
-    ])?)?;
-    let device = root_device(&d)?;
+        }])?,
+    )?;
+    let mounts = ok(d.ctr(&["snapshots", "--snapshotter", sn, "mounts", "/mnt", "look"])?)?;
+    let (prefix, suffix) = mount_shape(d)?;
     assert!(
-        mounts.starts_with(&format!("mount -t btrfs {device} /mnt -o subvolid=")),
-        "{mounts}"
+        mounts.starts_with(&prefix) && mounts.trim_end().ends_with(&suffix),
+        "{mounts} (expected {prefix}...{suffix})"
     );
-    ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "rm", "look"])?)?;
+    ok(d.ctr(&["snapshots", "--snapshotter", sn, "rm", "look"])?)?;
 
     // berthd's own import (Transfer service) unpacks into btrfs through
     // the plain mount-and-apply path, and berthctl runs on it.
     ok(d.berthctl(&["images", "rm", &image])?)?;
-    ok(d.berthctl(&["images", "import", "--snapshotter", "btrfs", &archive])?)?;
+    ok(d.berthctl(&["images", "import", "--snapshotter", sn, &archive])?)?;
     let out = ok(d.berthctl(&[
         "run",
         "--rm",
         "--snapshotter",
-        "btrfs",
+        sn,
         &image,
         "c2",
         "/bin/cat",
@@ -161,16 +215,16 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
         "run",
         "-d",
         "--snapshotter",
-        "btrfs",
+        sn,
         &image,
         "c3",
         "/bin/sleep",
         "300",
     ])?)?;
-    let before = ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "ls"])?)?;
+    let before = ok(d.ctr(&["snapshots", "--snapshotter", sn, "ls"])?)?;
     d.kill9()?;
     d.restart()?;
-    let after = ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "ls"])?)?;
+    let after = ok(d.ctr(&["snapshots", "--snapshotter", sn, "ls"])?)?;
     assert_eq!(before, after, "the snapshots changed across kill -9");
     assert!(
         after
@@ -189,14 +243,14 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
         "run",
         "--rm",
         "--snapshotter",
-        "btrfs",
+        sn,
         &image,
         "c4",
         "/bin/echo",
         "after restart",
     ])?)?;
     assert_eq!(out, "after restart\n");
-    let watcher = subscribe(&d)?;
+    let watcher = subscribe(d)?;
     ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "c3"])?)?;
     watcher.wait_for(
         &["\"container_id\":\"c3\"", "/tasks/exit"],
@@ -205,13 +259,13 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
     ok(d.ctr(&["tasks", "delete", "c3"])?)?;
     ok(d.ctr(&["containers", "delete", "c3"])?)?;
     // Nothing of c3 is left, and the image's layers are still parents.
-    let left = ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "ls"])?)?;
+    let left = ok(d.ctr(&["snapshots", "--snapshotter", sn, "ls"])?)?;
     assert!(!left.contains("c3 "), "{left}");
     let err = fails(
         d.ctr(&[
             "snapshots",
             "--snapshotter",
-            "btrfs",
+            sn,
             "rm",
             left.lines()
                 .nth(1)
@@ -223,7 +277,7 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
         err.contains("child") || err.contains("precondition"),
         "{err}"
     );
-    finish_on_own_root(d)
+    Ok(())
 }
 
 /// Stops berthd, unmounts the filesystem under its root (the test's own

@@ -11,7 +11,10 @@
 //! only its own changes, stacked as lower directories) and
 //! [`native::NativeSnapshotter`] (works on any filesystem: each snapshot is a
 //! full copy of its parent, reflinked where the filesystem can). Both keep
-//! their records in a [`metastore::MetaStore`], an embedded redb file.
+//! their records in a [`metastore::MetaStore`], an embedded redb file, as do
+//! [`btrfs::BtrfsSnapshotter`] (a Btrfs subvolume per snapshot) and
+//! [`blockfile::BlockfileSnapshotter`] (a filesystem image file per
+//! snapshot, mounted through a loop device).
 //!
 //! # The three kinds
 //!
@@ -111,9 +114,11 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod blockfile;
 pub mod btrfs;
 pub mod driver;
 pub mod error;
+mod loopdev;
 pub mod metastore;
 pub mod mount;
 pub mod native;

@@ -38,3 +38,46 @@ fn btrfs_usage_excludes_parents() {
         });
     });
 }
+
+/// A blockfile snapshotter on `root`, its scratch image a 64 MiB ext4 made
+/// beside the root (once: reopening finds it).
+fn blockfile(
+    root: &std::path::Path,
+) -> berth_snapshots::Result<berth_snapshots::blockfile::BlockfileSnapshotter> {
+    let scratch = root.with_file_name("scratch.ext4");
+    if !scratch.exists() {
+        std::fs::File::create(&scratch)
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("create scratch image");
+        let out = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&scratch)
+            .output()
+            .expect("mkfs.ext4 (cargo xtask deps installs e2fsprogs)");
+        assert!(out.status.success(), "mkfs.ext4: {out:?}");
+    }
+    berth_snapshots::blockfile::BlockfileSnapshotter::new(
+        root,
+        berth_snapshots::blockfile::BlockfileConfig {
+            scratch_file: Some(scratch),
+            ..Default::default()
+        },
+    )
+}
+
+/// Blockfile: every check but `usage_counts_own_files` (a blockfile
+/// snapshot's usage is its image's size, one inode, as containerd's).
+mod blockfile {
+    use std::path::Path;
+
+    use berth_snapshots::Snapshotter;
+
+    fn open(root: &Path) -> berth_snapshots::Result<Box<dyn Snapshotter>> {
+        Ok(Box::new(super::blockfile(root)?))
+    }
+
+    berth_snapshots::snapshotter_conformance!(@tests open;
+        layers_stack, deletions_hide_lower_files, keys_and_parents_are_checked,
+        parents_with_children_stay, labels_update, survives_reopen,
+        cleanup_keeps_live_snapshots, deep_chain_mounts);
+}
