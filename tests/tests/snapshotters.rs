@@ -194,11 +194,24 @@ fn containers_on(
     );
     ok(d.ctr(&["snapshots", "--snapshotter", sn, "rm", "look"])?)?;
 
-    // berthd's own import (Transfer service) unpacks into btrfs through
-    // the plain mount-and-apply path, and berthctl runs on it.
-    ok(d.berthctl(&["images", "rm", &image])?)?;
-    ok(d.berthctl(&["images", "import", "--snapshotter", sn, &archive])?)?;
+    // berthd's own import (Transfer service) unpacks into the snapshotter
+    // through the plain mount-and-apply path, and berthctl runs on it. In
+    // a namespace of its own, so the unpack is a new one (removing the
+    // image first would race its garbage collection against the import:
+    // see the README of crates/snapshots).
+    let other = format!("{}-b", d.namespace);
+    ok(d.berthctl(&[
+        "-n",
+        &other,
+        "images",
+        "import",
+        "--snapshotter",
+        sn,
+        &archive,
+    ])?)?;
     let out = ok(d.berthctl(&[
+        "-n",
+        &other,
         "run",
         "--rm",
         "--snapshotter",
@@ -462,4 +475,97 @@ fn btrfs_matches_containerd_1_6() -> Result<()> {
     }
     assert_eq!(ours.len(), theirs.len());
     finish_on_own_root(d)
+}
+
+/// The mounts berth's native driver (which the example wraps) prints.
+fn native_shape(root: std::path::PathBuf) -> (String, String) {
+    (
+        format!("mount -t bind {}/", root.join("snapshots").display()),
+        " /mnt -o rbind,rw".to_owned(),
+    )
+}
+
+/// The example snapshotter from outside the workspace crates
+/// (`examples/snapshotter-example`), out of process: its
+/// `example-proxy-snapshotter` serves it on a socket, berthd declares it
+/// under `[proxy_plugins.audit]`, and containers run on it across a kill -9
+/// of berthd (the proxy keeps running).
+#[test]
+fn example_snapshotter_as_a_proxy_plugin() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("berth-audit").tempdir()?;
+    let socket = dir.path().join("audit.sock");
+    let sn_root = dir.path().join("root");
+    let log = dir.path().join("proxy.log");
+    let mut proxy = Command::new(berth_tests::bin("example-proxy-snapshotter")?)
+        .arg("--root")
+        .arg(&sn_root)
+        .arg("--address")
+        .arg(&socket)
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting example-proxy-snapshotter")?;
+    let _stop = StopOnDrop(proxy.id());
+    berth_tests::wait_until_serving(
+        &mut proxy,
+        &socket,
+        "example-proxy-snapshotter",
+        Duration::from_secs(20),
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    )?;
+    let config = format!(
+        "version = 2\n[proxy_plugins.audit]\n  type = \"snapshot\"\n  address = \"{}\"\n",
+        socket.display()
+    );
+    let mut d = Daemon::start_with_config(Some(&config))?.in_namespace("sn-audit-proxy");
+    let root = sn_root.clone();
+    containers_on(&mut d, "audit", &|_| Ok(native_shape(root.clone())))?;
+    d.finish()?;
+    // It was the example's code that did the work.
+    let logged = std::fs::read_to_string(&log)?;
+    assert!(
+        logged.contains("snapshot call") && logged.contains("op=\"prepare\""),
+        "{logged}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(proxy.id())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let status = proxy.wait()?;
+    assert!(status.success(), "the proxy exited with {status}");
+    Ok(())
+}
+
+/// The example snapshotter compiled into a custom berthd
+/// (`example-berthd`: the built-in registrations plus the example's), used
+/// as `--snapshotter audit` exactly like a built-in one, across a kill -9.
+#[test]
+fn example_snapshotter_compiled_into_a_custom_berthd() -> Result<()> {
+    let mut d =
+        Daemon::start_binary("example-berthd", None, |_| Ok(()))?.in_namespace("sn-audit-built");
+    containers_on(&mut d, "audit", &|d| {
+        Ok(native_shape(
+            d.root.join("io.containerd.snapshotter.v1.audit"),
+        ))
+    })?;
+    let logged = d.log();
+    assert!(
+        logged.contains("snapshot call") && logged.contains("op=\"commit\""),
+        "{logged}"
+    );
+    d.finish()
+}
+
+/// Sends SIGKILL to a process this test started, if it still runs when
+/// the test ends (a failing test).
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
