@@ -106,6 +106,44 @@ fn blockfile_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Re
     d.finish()
 }
 
+#[test]
+fn erofs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result<()> {
+    if !kernel_has("erofs") {
+        return Ok(());
+    }
+    let mut d = Daemon::start()?.in_namespace("sn-erofs");
+    containers_on(&mut d, "erofs", &|_| {
+        Ok((
+            "mount -t overlay overlay /mnt -o workdir=".to_owned(),
+            String::new(),
+        ))
+    })?;
+    let status = d.stop()?;
+    anyhow::ensure!(status.success(), "berthd exited with {status} on SIGTERM");
+    // The layer images stay mounted on their `fs` directories after berthd
+    // exits, as containerd's do (running containers' overlays use them; a
+    // restart finds them mounted). Those are the snapshotter's, not the
+    // containers' leftovers: check that is all they are, then unmount.
+    let layers = d.root.join("io.containerd.snapshotter.v1.erofs/snapshots");
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let prefix = layers.display().to_string();
+    let mut seen = 0;
+    for l in info.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let (Some(target), Some(dash)) = (f.get(4), f.iter().position(|x| *x == "-")) else {
+            continue;
+        };
+        if target.starts_with(&prefix) {
+            assert!(target.ends_with("/fs"), "{l}");
+            assert_eq!(f.get(dash + 1), Some(&"erofs"), "{l}");
+            ok(Command::new("umount").arg(target).output()?)?;
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "no layer image was mounted as a lower directory");
+    d.finish()
+}
+
 /// berthd with the blockfile snapshotter configured: a 128 MiB ext4
 /// scratch image made by `mkfs.ext4`, plus `extra` lines in its section.
 fn daemon_with_blockfile(namespace: &str, extra: &[&str]) -> Result<Daemon> {

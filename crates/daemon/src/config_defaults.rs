@@ -77,6 +77,11 @@ fn plugin_defaults() -> Vec<(&'static str, &'static str, toml::Value)> {
             Str(String::new()),
         ),
         (
+            "io.containerd.snapshotter.v1.erofs",
+            "root_path",
+            Str(String::new()),
+        ),
+        (
             "io.containerd.snapshotter.v1.native",
             "root_path",
             Str(String::new()),

@@ -14,7 +14,9 @@
 //! their records in a [`metastore::MetaStore`], an embedded redb file, as do
 //! [`btrfs::BtrfsSnapshotter`] (a Btrfs subvolume per snapshot) and
 //! [`blockfile::BlockfileSnapshotter`] (a filesystem image file per
-//! snapshot, mounted through a loop device).
+//! snapshot, mounted through a loop device) and
+//! [`erofs::ErofsSnapshotter`] (committed layers as EROFS images under
+//! overlayfs).
 //!
 //! # The three kinds
 //!
@@ -117,6 +119,7 @@ use serde::{Deserialize, Serialize};
 pub mod blockfile;
 pub mod btrfs;
 pub mod driver;
+pub mod erofs;
 pub mod error;
 mod loopdev;
 pub mod metastore;

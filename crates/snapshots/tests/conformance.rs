@@ -81,3 +81,31 @@ mod blockfile {
         parents_with_children_stay, labels_update, survives_reopen,
         cleanup_keeps_live_snapshots, deep_chain_mounts);
 }
+
+/// EROFS: every check but `usage_counts_own_files` (a committed layer's
+/// usage is its compressed-or-not image file, one inode, as containerd's).
+mod erofs {
+    use std::path::Path;
+
+    use berth_snapshots::Snapshotter;
+
+    fn open(root: &Path) -> berth_snapshots::Result<Box<dyn Snapshotter>> {
+        Ok(Box::new(berth_snapshots::erofs::ErofsSnapshotter::new(
+            root,
+        )?))
+    }
+
+    berth_snapshots::snapshotter_conformance!(@tests open;
+        layers_stack, deletions_hide_lower_files, keys_and_parents_are_checked,
+        parents_with_children_stay, labels_update, survives_reopen,
+        cleanup_keeps_live_snapshots, deep_chain_mounts);
+}
+
+#[test]
+fn erofs_usage_excludes_parents() {
+    berth_snapshots::testsuite::usage_excludes_parents(&|root| {
+        Ok(Box::new(berth_snapshots::erofs::ErofsSnapshotter::new(
+            root,
+        )?))
+    });
+}

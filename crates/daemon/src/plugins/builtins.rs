@@ -112,6 +112,12 @@ pub fn registrations() -> Vec<Registration> {
         },
         Registration {
             plugin_type: types::SNAPSHOT,
+            id: Cow::Borrowed("erofs"),
+            requires: &[],
+            init: erofs_snapshotter,
+        },
+        Registration {
+            plugin_type: types::SNAPSHOT,
             id: Cow::Borrowed("btrfs"),
             requires: &[],
             init: btrfs_snapshotter,
@@ -334,6 +340,19 @@ fn blockfile_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginEr
         recreate_scratch,
     };
     let driver = BlockfileSnapshotter::new(&root, config).map_err(|e| {
+        if e.is_failed_precondition() {
+            PluginError::Skipped(e.to_string())
+        } else {
+            PluginError::failed(e)
+        }
+    })?;
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+/// containerd 2.1's `erofs` (root_path only); skipped without EROFS.
+fn erofs_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let root = snapshotter_root(ctx);
+    let driver = berth_snapshots::erofs::ErofsSnapshotter::new(&root).map_err(|e| {
         if e.is_failed_precondition() {
             PluginError::Skipped(e.to_string())
         } else {
