@@ -607,3 +607,53 @@ impl Drop for StopOnDrop {
         }
     }
 }
+
+/// `root_path` (containerd's option) puts the btrfs snapshotter on a Btrfs
+/// elsewhere while berthd's own root is not on Btrfs.
+#[test]
+fn btrfs_root_path_moves_the_snapshotter_to_a_btrfs_mount() -> Result<()> {
+    if !kernel_has("btrfs") {
+        return Ok(());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("berth-btrfs-rp")
+        .tempdir()?;
+    let mnt = dir.path().join("mnt");
+    mount_new_btrfs(&dir.path().join("btrfs.img"), &mnt)?;
+    let _unmount = Unmount(mnt.clone());
+    let root = mnt.join("snapshots-here");
+    let config = format!(
+        "version = 2\n[plugins.\"io.containerd.snapshotter.v1.btrfs\"]\n  root_path = \"{}\"\n",
+        root.display()
+    );
+    let d = Daemon::start_with_config(Some(&config))?.in_namespace("sn-btrfs-rp");
+    let plugins = ok(d.ctr(&["plugins", "ls"])?)?;
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.contains(" btrfs ") && l.trim_end().ends_with("ok")),
+        "{plugins}"
+    );
+    ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "prepare", "a"])?)?;
+    let mounts = ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "mounts", "/mnt", "a"])?)?;
+    assert!(
+        mounts.starts_with(&format!(
+            "mount -t btrfs {} /mnt -o subvolid=",
+            device_of(&mnt)?
+        )),
+        "{mounts}"
+    );
+    assert!(root.join("active/1").exists());
+    ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "rm", "a"])?)?;
+    assert!(!root.join("active/1").exists());
+    d.finish()
+}
+
+/// Unmounts a filesystem this test mounted, even when the test fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
