@@ -220,12 +220,14 @@ impl ErofsSnapshotter {
             self.mounts_of(&s)
         })();
         let mounts = made.and_then(|m| tx.commit().map(|()| m));
-        if mounts.is_err() {
-            for dir in [&td, &path] {
-                let _ = remove_dir(dir);
+        match &mounts {
+            Ok(_) => debug!(key, id = s.id, %kind, parent, "created snapshot"),
+            Err(_) => {
+                for dir in [&td, &path] {
+                    let _ = remove_dir(dir);
+                }
             }
         }
-        debug!(key, id = s.id, %kind, parent, "created snapshot");
         mounts
     }
 }

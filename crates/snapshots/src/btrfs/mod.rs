@@ -174,12 +174,14 @@ impl BtrfsSnapshotter {
             )?,
         }
         let mounts = self.mounts_of(&s).and_then(|m| tx.commit().map(|()| m));
-        if mounts.is_err() {
-            if let Err(e) = delete_subvolume(&dir, &name) {
-                warn!(path = %dir.join(&name).display(), error = %e, "cannot delete subvolume");
+        match &mounts {
+            Ok(_) => debug!(key, id = s.id, %kind, parent, "created snapshot"),
+            Err(_) => {
+                if let Err(e) = delete_subvolume(&dir, &name) {
+                    warn!(path = %dir.join(&name).display(), error = %e, "cannot delete subvolume");
+                }
             }
         }
-        debug!(key, id = s.id, %kind, parent, "created snapshot");
         mounts
     }
 }
