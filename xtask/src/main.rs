@@ -40,6 +40,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // shared extents.
     ("btrfs-progs", "/usr/sbin/mkfs.btrfs"),
     ("e2fsprogs", "/usr/sbin/filefrag"),
+    // mkfs.erofs: the erofs snapshotter turns committed layers into EROFS
+    // images (berthd needs it at run time too).
+    ("erofs-utils", "/usr/bin/mkfs.erofs"),
     // containerd 1.6's own .proto files (and the ones they import), which
     // berth-api's upstream_protos test compares berth's protos with.
     (

@@ -11,7 +11,12 @@
 //! only its own changes, stacked as lower directories) and
 //! [`native::NativeSnapshotter`] (works on any filesystem: each snapshot is a
 //! full copy of its parent, reflinked where the filesystem can). Both keep
-//! their records in a [`metastore::MetaStore`], an embedded redb file.
+//! their records in a [`metastore::MetaStore`], an embedded redb file, as do
+//! [`btrfs::BtrfsSnapshotter`] (a Btrfs subvolume per snapshot) and
+//! [`blockfile::BlockfileSnapshotter`] (a filesystem image file per
+//! snapshot, mounted through a loop device) and
+//! [`erofs::ErofsSnapshotter`] (committed layers as EROFS images under
+//! overlayfs).
 //!
 //! # The three kinds
 //!
@@ -112,8 +117,12 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub mod apply;
+pub mod blockfile;
+pub mod btrfs;
 pub mod driver;
+pub mod erofs;
 pub mod error;
+mod loopdev;
 pub mod metastore;
 pub mod mount;
 pub mod native;

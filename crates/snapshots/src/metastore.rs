@@ -277,6 +277,19 @@ impl WriteTxn {
         ids_in(&table)
     }
 
+    /// The kind of every snapshot, by id (for drivers whose directory
+    /// depends on the kind, like btrfs).
+    pub fn kinds(&self) -> Result<std::collections::BTreeMap<u64, Kind>> {
+        let table = self
+            .txn
+            .open_table(SNAPSHOTS)
+            .context("open snapshots table")?;
+        Ok(records(&table)?
+            .iter()
+            .map(|(_, rec)| (rec.id, rec.kind))
+            .collect())
+    }
+
     /// Records a new active snapshot or view `key` on `parent`, with a fresh id.
     ///
     /// Errors: [`Error::InvalidArgument`] for an empty key, a committed
