@@ -41,7 +41,7 @@ fn write_workspace(ws: &Path, members: &[&str]) {
 }
 
 fn xtask_package(ws: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+    Command::new(env!("CARGO_BIN_EXE_berth-xtask"))
         .args(["package", "--manifest-path"])
         .arg(ws.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", ws.join("target"))
