@@ -32,6 +32,17 @@ pub enum Error {
         /// What was asked (`pulling docker.io/library/busybox:latest`).
         operation: String,
     },
+    /// Work the client does itself on a daemon without a Transfer service
+    /// (a registry, an archive, the image graph) failed.
+    #[error("{context}: {message} ({category})")]
+    ClientSide {
+        /// What the client was doing (`pulling docker.io/library/busybox:latest`).
+        context: String,
+        /// containerd's category of the failure.
+        category: Category,
+        /// What went wrong.
+        message: String,
+    },
     /// An argument given to the client was not usable.
     #[error("{0}")]
     InvalidArgument(String),
@@ -76,7 +87,7 @@ impl Error {
     pub fn category(&self) -> Category {
         match self {
             Error::Connect(_) => Category::Unavailable,
-            Error::Daemon { category, .. } => *category,
+            Error::Daemon { category, .. } | Error::ClientSide { category, .. } => *category,
             Error::TransferUnavailable { .. } => Category::NotImplemented,
             Error::InvalidArgument(_) | Error::Spec { .. } => Category::InvalidArgument,
             Error::Image { .. } => Category::FailedPrecondition,
