@@ -198,6 +198,14 @@ impl Client {
         self.transfer.load(Ordering::Relaxed) == TRANSFER_ABSENT
     }
 
+    /// The same connection, told that the daemon has no Transfer service
+    /// (a caller that found out itself): pull, push, import and export go
+    /// straight to the client-side path.
+    pub fn without_transfer_service(self) -> Client {
+        self.mark_transfer_absent();
+        self
+    }
+
     /// Remembers that the daemon has no Transfer service.
     pub(crate) fn mark_transfer_absent(&self) {
         self.transfer.store(TRANSFER_ABSENT, Ordering::Relaxed);

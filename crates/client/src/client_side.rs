@@ -399,6 +399,7 @@ impl Client {
                     .map(|b| berth_transfer::archive::ImageReference {
                         name: b.clone(),
                         is_prefix: true,
+                        allow_overwrite: opts.allow_overwrite,
                         ..Default::default()
                     })
                     .collect(),

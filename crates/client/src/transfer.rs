@@ -114,6 +114,9 @@ pub struct ImportOpts {
     pub index_name: Option<String>,
     /// Name entries whose annotation is a bare tag `<base_name>:<tag>`.
     pub base_name: Option<String>,
+    /// Entries with a complete name of their own keep it even outside
+    /// [`ImportOpts::base_name`] (ctr's default `import-<date>` prefix).
+    pub allow_overwrite: bool,
     /// Unpack into [`ImportOpts::snapshotter`] (default: yes).
     pub unpack: bool,
     /// The snapshotter to unpack into (default `overlayfs`).
@@ -127,6 +130,7 @@ impl Default for ImportOpts {
         ImportOpts {
             index_name: None,
             base_name: None,
+            allow_overwrite: false,
             unpack: true,
             snapshotter: DEFAULT_SNAPSHOTTER.to_string(),
             platform: None,
@@ -381,6 +385,7 @@ impl Client {
                 .map(|b| tt::ImageReference {
                     name: b.clone(),
                     is_prefix: true,
+                    allow_overwrite: opts.allow_overwrite,
                     ..Default::default()
                 })
                 .collect(),
