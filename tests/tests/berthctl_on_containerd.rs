@@ -60,14 +60,25 @@ fn berthctl_pulls_pushes_imports_and_exports_on_containerd_1_6() -> Result<()> {
     ok(berthctl(&c, &copy_ns, &["pull", &pushed])?)?;
     let ran = ok(c.ctr_in(
         &copy_ns,
-        &["run", "--rm", &pushed, "pushed1", "echo", "pushed and pulled"],
+        &[
+            "run",
+            "--rm",
+            &pushed,
+            "pushed1",
+            "echo",
+            "pushed and pulled",
+        ],
     )?)?;
     assert_eq!(ran, "pushed and pulled\n");
 
     // Export, then import into another namespace, and run the copy.
     let archive = c.scratch("exported.tar");
     let archive_s = archive.display().to_string();
-    ok(berthctl(&c, &ns, &["images", "export", &archive_s, &reference])?)?;
+    ok(berthctl(
+        &c,
+        &ns,
+        &["images", "export", &archive_s, &reference],
+    )?)?;
     assert!(std::fs::metadata(&archive)?.len() > 0);
     let import_ns = format!("{ns}-imported");
     let out = ok(berthctl(
@@ -99,5 +110,43 @@ fn berthctl_pulls_pushes_imports_and_exports_on_containerd_1_6() -> Result<()> {
         ],
     )?)?;
     assert_eq!(ran, "imported\n");
+    c.finish()
+}
+
+/// `berthctl pull` of one image from the same registry into berthd (its
+/// Transfer service) and into containerd 1.6 (berthctl's client-side
+/// path), three fresh namespaces each; prints the times and checks each
+/// pull left a listed image.
+#[test]
+fn berthctl_pull_times_on_berthd_and_containerd_1_6() -> Result<()> {
+    let registry = Registry::start()?;
+    let d = berth_tests::Daemon::start()?;
+    let c = Containerd::start()?;
+    let layout = testimages::busybox(&c.scratch("busybox"))?;
+    let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
+    let mut berthd = Vec::new();
+    let mut containerd = Vec::new();
+    for i in 0..3 {
+        let ns = format!("timing-{i}");
+        let started = Instant::now();
+        ok(d.berthctl(&["-n", &ns, "pull", &reference])?)?;
+        berthd.push(started.elapsed());
+        let listed = ok(d.ctr(&["-n", &ns, "images", "ls", "-q"])?)?;
+        assert!(listed.lines().any(|l| l == reference), "{listed}");
+
+        let ns = format!("{}-timing-{i}", c.namespace);
+        let started = Instant::now();
+        ok(berthctl(&c, &ns, &["pull", &reference])?)?;
+        containerd.push(started.elapsed());
+        let listed = ok(c.ctr_in(&ns, &["images", "ls", "-q"])?)?;
+        assert!(listed.lines().any(|l| l == reference), "{listed}");
+    }
+    berthd.sort();
+    containerd.sort();
+    eprintln!(
+        "berthctl pull {reference}: berthd (Transfer) {berthd:?}, median {:?}; containerd 1.6 (client-side) {containerd:?}, median {:?}",
+        berthd[1], containerd[1]
+    );
+    d.finish()?;
     c.finish()
 }
