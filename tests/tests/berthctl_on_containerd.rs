@@ -49,6 +49,18 @@ fn berthctl_pulls_pushes_imports_and_exports_on_containerd_1_6() -> Result<()> {
     assert_eq!(ran, "hello from a pulled image\n");
     let leases = ok(c.ctr(&["leases", "ls", "-q"])?)?;
     assert_eq!(leases.trim(), "", "the pull's lease is left: {leases}");
+    // Pulling again finds everything there (blobs and snapshots).
+    let out = ok(berthctl(&c, &ns, &["pull", &reference])?)?;
+    assert!(out.contains("pulled in"), "{out}");
+    let snapshots = ok(c.ctr(&["snapshots", "ls"])?)?;
+    assert_eq!(
+        snapshots
+            .lines()
+            .filter(|l| l.contains("Committed"))
+            .count(),
+        layout.diff_ids.len(),
+        "one snapshot per layer, none twice:\n{snapshots}"
+    );
 
     // Push under another name, then read it back from the registry.
     let pushed = format!("{}/berth/pushed:2", registry.host);
