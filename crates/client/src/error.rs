@@ -23,6 +23,10 @@ pub enum Error {
         message: String,
     },
     /// The daemon serves no Transfer service (containerd before 2.0).
+    ///
+    /// `pull`, `push`, `import` and `export` do the work in the client
+    /// instead of returning this; it names the missing service where a
+    /// call has no client-side path.
     #[error(
         "{operation}: the daemon does not serve containerd.services.transfer.v1.Transfer \
          (containerd 1.x has none; use berthd or containerd 2.x, or bring the image in with \
