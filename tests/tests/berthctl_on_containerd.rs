@@ -162,3 +162,60 @@ fn berthctl_pull_times_on_berthd_and_containerd_1_6() -> Result<()> {
     d.finish()?;
     c.finish()
 }
+
+/// `--user` reaches the registry on the client-side path: push and pull
+/// against an authenticating registry fail without it and work with it.
+#[test]
+fn berthctl_user_reaches_an_authenticating_registry_on_containerd_1_6() -> Result<()> {
+    // bcrypt (cost 5) of "berth-test-secret", the registry's htpasswd line.
+    const USER: &str = "berth:berth-test-secret";
+    const HTPASSWD: &str = "berth:$2a$05$FsihgY6rcUMqBAUXIV7YJ.kPtBQ0/gRSrLzY55sipQyYJ6F/qfKsq";
+    let registry = Registry::start_with_auth(Some(HTPASSWD))?;
+    let c = Containerd::start()?;
+    let layout = testimages::busybox(&c.scratch("busybox"))?;
+    let archive = c.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    let ns = c.namespace.clone();
+    ok(berthctl(
+        &c,
+        &ns,
+        &[
+            "images",
+            "import",
+            "--index-name",
+            "example.com/busybox:1",
+            &archive.display().to_string(),
+        ],
+    )?)?;
+    let remote = format!("{}/auth/busybox:1", registry.host);
+    berth_tests::fails(berthctl(
+        &c,
+        &ns,
+        &["push", "--plain-http", &remote, "example.com/busybox:1"],
+    )?)?;
+    ok(berthctl(
+        &c,
+        &ns,
+        &[
+            "push",
+            "--plain-http",
+            "--user",
+            USER,
+            &remote,
+            "example.com/busybox:1",
+        ],
+    )?)?;
+    let other = format!("{ns}-auth");
+    berth_tests::fails(berthctl(&c, &other, &["pull", "--plain-http", &remote])?)?;
+    ok(berthctl(
+        &c,
+        &other,
+        &["pull", "--plain-http", "--user", USER, &remote],
+    )?)?;
+    let ran = ok(c.ctr_in(
+        &other,
+        &["run", "--rm", &remote, "auth1", "echo", "authenticated"],
+    )?)?;
+    assert_eq!(ran, "authenticated\n");
+    c.finish()
+}
