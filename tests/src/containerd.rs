@@ -104,11 +104,16 @@ impl Containerd {
 
     /// Runs Debian's `ctr` against this containerd in the test namespace.
     pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        self.ctr_in(&self.namespace, args)
+    }
+
+    /// Runs Debian's `ctr` against this containerd in `namespace`.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Result<Output> {
         Ok(Command::new(crate::ctr_bin()?)
             .arg("--address")
             .arg(&self.address)
             .arg("--namespace")
-            .arg(&self.namespace)
+            .arg(namespace)
             .args(args)
             .stdin(Stdio::null())
             .output()?)

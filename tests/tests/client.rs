@@ -2,8 +2,9 @@
 //! and the same API in depth (run with output and exit code, a named
 //! user, exec, log files, kill, delete, typed events, import/export)
 //! against a real berthd fed by a local registry, and against Debian's
-//! containerd 1.6, which has no Transfer service (the image comes in with
-//! `ctr images import`; `pull` must say what is missing).
+//! containerd 1.6, which has no Transfer service (the client then pulls,
+//! imports and exports itself over the Content, Images, Snapshots and Diff
+//! services, as containerd's Go client does).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -417,13 +418,11 @@ fn client_runs_execs_kills_and_follows_events_on_berthd() -> Result<()> {
 }
 
 #[test]
-fn client_runs_execs_kills_and_follows_events_on_containerd_1_6() -> Result<()> {
+fn client_pulls_runs_imports_and_exports_on_containerd_1_6() -> Result<()> {
+    let registry = Registry::start()?;
     let c = Containerd::start()?;
     let layout = testimages::busybox(&c.scratch("busybox"))?;
-    let archive = c.scratch("busybox.tar");
-    layout.write_archive(&archive)?;
-    ok(c.ctr(&["images", "import", &archive.display().to_string()])?)?;
-    let name = "docker.io/library/busybox:latest";
+    let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
     let rt = runtime()?;
     let result: Result<()> = rt.block_on(async {
         tokio::time::timeout(HANG, async {
@@ -431,25 +430,131 @@ fn client_runs_execs_kills_and_follows_events_on_containerd_1_6() -> Result<()> 
                 .await?
                 .with_namespace(&c.namespace);
             ensure!(!client.has_transfer_service().await?);
-            // No Transfer service: pull says so, by name and category.
-            let pulled = client.pull(name).await;
-            match &pulled {
-                Err(e @ Error::TransferUnavailable { .. }) => {
-                    assert_eq!(e.category(), Category::NotImplemented);
-                    assert!(
-                        e.to_string()
-                            .contains("containerd.services.transfer.v1.Transfer"),
-                        "{e}"
-                    );
-                }
-                other => bail!("pull against containerd 1.6: {other:?}"),
-            }
-            let imported = client.import(tokio::io::empty(), Default::default()).await;
+            // No Transfer service: the client pulls into containerd's
+            // content store and containerd unpacks through Diff.Apply.
+            let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = reports.clone();
+            let opts = berth_client::PullOpts {
+                progress: Some(berth_client::ProgressHandler::new(move |p| {
+                    if let Ok(mut r) = sink.lock() {
+                        r.push(p);
+                    }
+                })),
+                ..Default::default()
+            };
+            let pulled = client.pull_with(&reference, opts).await?;
+            ensure!(client.transfer_known_absent());
+            assert_eq!(pulled.name(), reference);
+            assert_eq!(pulled.diff_ids, layout.diff_ids);
+            let events: Vec<String> = reports
+                .lock()
+                .map(|r| r.iter().map(|p| p.event.clone()).collect())
+                .unwrap_or_default();
+            assert!(events.iter().any(|e| e == "unpacked"), "{events:?}");
+            assert_eq!(events.last().map(String::as_str), Some("saved"));
+            // containerd's own client sees the image, unpacked, and the
+            // GC labels containerd's pull sets.
+            let listed = ok(c.ctr(&["images", "ls", "-q"])?)?;
+            assert!(listed.lines().any(|l| l == reference), "{listed}");
+            let check = ok(c.ctr(&["images", "check"])?)?;
             assert!(
-                matches!(imported, Err(Error::TransferUnavailable { .. })),
-                "{imported:?}"
+                check
+                    .lines()
+                    .any(|l| l.starts_with(&reference) && l.contains("complete")),
+                "{check}"
             );
-            exercise(&client, name, &c.scratch("")).await
+            let chain = pulled.chain_id.clone();
+            let snaps = ok(c.ctr(&["snapshots", "--snapshotter", "overlayfs", "info", &chain])?)?;
+            assert!(
+                snaps.contains("containerd.io/snapshot.ref") && snaps.contains(&chain),
+                "{snaps}"
+            );
+            let manifests = ok(c.ctr(&["content", "ls"])?)?;
+            assert!(
+                manifests.contains("containerd.io/gc.ref.content.config")
+                    && manifests.contains("containerd.io/distribution.source.")
+                    && manifests.contains("containerd.io/gc.ref.snapshot.overlayfs"),
+                "{manifests}"
+            );
+            // The pull's lease is gone: nothing holds the content but the image.
+            let leases = ok(c.ctr(&["leases", "ls", "-q"])?)?;
+            assert_eq!(leases.trim(), "", "leases left: {leases}");
+
+            exercise(&client, &reference, &c.scratch("")).await?;
+
+            // Export, then import under another name in another namespace,
+            // unpacked again by containerd.
+            let archive = c.scratch("exported.tar");
+            let file = tokio::fs::File::create(&archive).await?;
+            let written = client
+                .export(&[&reference], file, Default::default())
+                .await?;
+            assert_eq!(written, std::fs::metadata(&archive)?.len());
+            let other = client
+                .clone()
+                .with_namespace(format!("{}-import", c.namespace));
+            other
+                .import(
+                    tokio::fs::File::open(&archive).await?,
+                    berth_client::ImportOpts {
+                        index_name: Some("example.com/imported:1".into()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let imported = other.get_image("example.com/imported:1").await?;
+            assert_eq!(imported.chain_id, pulled.chain_id);
+            let other_ns = format!("{}-import", c.namespace);
+            let listed = ok(c.ctr_in(&other_ns, &["images", "ls", "-q"])?)?;
+            assert!(
+                listed.lines().any(|l| l == "example.com/imported:1"),
+                "{listed}"
+            );
+            // The imported copy runs.
+            let container = other
+                .new_container("imported1")
+                .image(&imported)
+                .image_config(&imported)
+                .args(["echo", "hello from an imported image"])
+                .create()
+                .await?;
+            let out = Buffer::new();
+            let mut task = container
+                .new_task(Stdio::copy(
+                    None::<std::io::Empty>,
+                    out.clone(),
+                    Buffer::new(),
+                ))
+                .await?;
+            let exit = task.wait().await?;
+            task.start().await?;
+            assert_eq!(exit.await?.code, 0);
+            task.delete().await?;
+            container.delete().await?;
+            assert_eq!(out.text(), "hello from an imported image\n");
+            // An archive exported by containerd's own ctr imports as well.
+            let ctr_archive = c.scratch("ctr-exported.tar");
+            ok(c.ctr(&[
+                "images",
+                "export",
+                &ctr_archive.display().to_string(),
+                &reference,
+            ])?)?;
+            let third = client
+                .clone()
+                .with_namespace(format!("{}-ctr", c.namespace));
+            third
+                .import(
+                    tokio::fs::File::open(&ctr_archive).await?,
+                    berth_client::ImportOpts {
+                        index_name: Some("example.com/from-ctr:1".into()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let from_ctr = third.get_image("example.com/from-ctr:1").await?;
+            assert_eq!(from_ctr.chain_id, pulled.chain_id);
+            Ok(())
         })
         .await
         .context("the client test hung")?

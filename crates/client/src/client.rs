@@ -1,10 +1,13 @@
 //! The connection: namespace and lease as context, version and plugins.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use berth_api::containerd::services::containers::v1::containers_client::ContainersClient;
 use berth_api::containerd::services::content::v1::content_client::ContentClient;
+use berth_api::containerd::services::diff::v1::diff_client::DiffClient;
 use berth_api::containerd::services::events::v1::events_client::EventsClient;
 use berth_api::containerd::services::images::v1::images_client::ImagesClient;
 use berth_api::containerd::services::introspection::v1 as introspection;
@@ -40,7 +43,13 @@ pub struct Client {
     inner: berth_api::client::Client,
     namespace: String,
     lease: Option<String>,
+    /// Whether the daemon serves the Transfer service, once a call found
+    /// out (shared by clones): 0 not known, [`TRANSFER_ABSENT`].
+    transfer: Arc<AtomicU8>,
 }
+
+/// The daemon answered a transfer call as Unimplemented.
+const TRANSFER_ABSENT: u8 = 2;
 
 /// The daemon's version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +84,7 @@ impl Client {
             inner,
             namespace: DEFAULT_NAMESPACE.to_string(),
             lease: None,
+            transfer: Arc::default(),
         })
     }
 
@@ -87,6 +97,7 @@ impl Client {
             inner: raw,
             namespace: namespace.into(),
             lease: None,
+            transfer: Arc::default(),
         }
     }
 
@@ -141,6 +152,11 @@ impl Client {
         ContentClient::with_interceptor(c, i)
     }
 
+    pub(crate) fn diff(&self) -> DiffClient<Chan> {
+        let (c, i) = self.chan();
+        DiffClient::with_interceptor(c, i)
+    }
+
     pub(crate) fn events_service(&self) -> EventsClient<Chan> {
         let (c, i) = self.chan();
         EventsClient::with_interceptor(c, i)
@@ -174,6 +190,25 @@ impl Client {
     pub(crate) fn transfer_service(&self) -> TransferClient<Chan> {
         let (c, i) = self.chan();
         TransferClient::with_interceptor(c, i)
+    }
+
+    /// Whether an earlier call found the daemon without a Transfer service
+    /// (then pull, push, import and export are done by the client).
+    pub fn transfer_known_absent(&self) -> bool {
+        self.transfer.load(Ordering::Relaxed) == TRANSFER_ABSENT
+    }
+
+    /// The same connection, told that the daemon has no Transfer service
+    /// (a caller that found out itself): pull, push, import and export go
+    /// straight to the client-side path.
+    pub fn without_transfer_service(self) -> Client {
+        self.mark_transfer_absent();
+        self
+    }
+
+    /// Remembers that the daemon has no Transfer service.
+    pub(crate) fn mark_transfer_absent(&self) {
+        self.transfer.store(TRANSFER_ABSENT, Ordering::Relaxed);
     }
 
     /// The daemon's version.

@@ -412,23 +412,38 @@ impl Container {
 
     /// Deletes the record and its root filesystem snapshot (containerd's
     /// `Delete(ctx, WithSnapshotCleanup)`). Its task must be deleted first.
+    ///
+    /// The snapshot goes first, as containerd's client does it: once the
+    /// record is gone nothing holds the snapshot, and the daemon's
+    /// collector may remove it before the client does (a snapshot already
+    /// gone is not an error).
     pub async fn delete(self) -> Result<()> {
         let id = self.id().to_string();
-        self.client
-            .containers()
-            .delete(cpb::DeleteContainerRequest { id: id.clone() })
-            .await
-            .ctx(|| format!("deleting container {id:?}"))?;
         if !self.record.snapshot_key.is_empty() {
-            self.client
+            let removed = self
+                .client
                 .snapshots()
                 .remove(spb::RemoveSnapshotRequest {
                     snapshotter: self.record.snapshotter.clone(),
                     key: self.record.snapshot_key.clone(),
                 })
-                .await
-                .ctx(|| format!("removing the root filesystem of {id:?}"))?;
+                .await;
+            match removed {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => {
+                    return Err(crate::error::Error::status(
+                        format!("removing the root filesystem of {id:?}"),
+                        s,
+                    ));
+                }
+            }
         }
+        self.client
+            .containers()
+            .delete(cpb::DeleteContainerRequest { id: id.clone() })
+            .await
+            .ctx(|| format!("deleting container {id:?}"))?;
         Ok(())
     }
 }

@@ -23,6 +23,10 @@ pub enum Error {
         message: String,
     },
     /// The daemon serves no Transfer service (containerd before 2.0).
+    ///
+    /// `pull`, `push`, `import` and `export` do the work in the client
+    /// instead of returning this; it names the missing service where a
+    /// call has no client-side path.
     #[error(
         "{operation}: the daemon does not serve containerd.services.transfer.v1.Transfer \
          (containerd 1.x has none; use berthd or containerd 2.x, or bring the image in with \
@@ -31,6 +35,17 @@ pub enum Error {
     TransferUnavailable {
         /// What was asked (`pulling docker.io/library/busybox:latest`).
         operation: String,
+    },
+    /// Work the client does itself on a daemon without a Transfer service
+    /// (a registry, an archive, the image graph) failed.
+    #[error("{context}: {message} ({category})")]
+    ClientSide {
+        /// What the client was doing (`pulling docker.io/library/busybox:latest`).
+        context: String,
+        /// containerd's category of the failure.
+        category: Category,
+        /// What went wrong.
+        message: String,
     },
     /// An argument given to the client was not usable.
     #[error("{0}")]
@@ -76,7 +91,7 @@ impl Error {
     pub fn category(&self) -> Category {
         match self {
             Error::Connect(_) => Category::Unavailable,
-            Error::Daemon { category, .. } => *category,
+            Error::Daemon { category, .. } | Error::ClientSide { category, .. } => *category,
             Error::TransferUnavailable { .. } => Category::NotImplemented,
             Error::InvalidArgument(_) | Error::Spec { .. } => Category::InvalidArgument,
             Error::Image { .. } => Category::FailedPrecondition,

@@ -2,10 +2,12 @@
 
 mod cio;
 mod client;
+mod client_side;
 mod container;
 mod error;
 mod events;
 mod image;
+mod remote_content;
 pub mod spec;
 mod task;
 mod transfer;
@@ -20,7 +22,7 @@ pub use events::{Event, EventStream, Payload, decode as decode_event};
 pub use image::{Descriptor, Image, ImageConfig, ImageRecord, chain_id, normalize};
 pub use task::{ExitStatus, ExitWaiter, Process, Status, Task};
 pub use transfer::{
-    DEFAULT_SNAPSHOTTER, ExportOpts, ImportOpts, Progress, ProgressHandler, PullOpts,
+    DEFAULT_SNAPSHOTTER, ExportOpts, ImportOpts, Progress, ProgressHandler, PullOpts, PushOpts,
 };
 
 /// The generated protobuf types, for the calls this crate does not wrap

@@ -1,8 +1,12 @@
-//! Pull, import and export through the daemon's Transfer service
+//! Pull, push, import and export through the daemon's Transfer service
 //! (berthd, containerd 2.x): the daemon does the work, the client names
 //! source and destination and, for archives, streams the bytes over the
 //! Streaming service with containerd's flow control (the receiving side
 //! grants bytes with `WindowUpdate`, the sender stays within the grants).
+//!
+//! A daemon without a Transfer service (containerd 1.x) answers
+//! Unimplemented: the client then does the work itself, as containerd's
+//! Go client does there (see `client_side.rs`), and remembers the answer.
 
 use berth_api::containerd::services::streaming::v1::StreamInit;
 use berth_api::containerd::services::transfer::v1 as tpb;
@@ -68,6 +72,24 @@ pub struct PullOpts {
     pub hosts_dir: Option<String>,
     /// Receives progress reports (containerd's `WithProgress`).
     pub progress: Option<ProgressHandler>,
+    /// User name and password for the registry. Used only when the client
+    /// pulls itself (a daemon without a Transfer service); through the
+    /// Transfer service the daemon's own configuration applies.
+    pub credentials: Option<(String, String)>,
+}
+
+/// How to push (containerd's `Push` options).
+#[derive(Debug, Clone, Default)]
+pub struct PushOpts {
+    /// Talk plain HTTP to the registry (loopback registries get it anyway).
+    pub plain_http: bool,
+    /// Directory of containerd-style `hosts.toml` registry configuration.
+    pub hosts_dir: Option<String>,
+    /// Receives progress reports.
+    pub progress: Option<ProgressHandler>,
+    /// User name and password for the registry (see
+    /// [`PullOpts::credentials`]).
+    pub credentials: Option<(String, String)>,
 }
 
 impl Default for PullOpts {
@@ -79,6 +101,7 @@ impl Default for PullOpts {
             plain_http: false,
             hosts_dir: None,
             progress: None,
+            credentials: None,
         }
     }
 }
@@ -91,6 +114,9 @@ pub struct ImportOpts {
     pub index_name: Option<String>,
     /// Name entries whose annotation is a bare tag `<base_name>:<tag>`.
     pub base_name: Option<String>,
+    /// Entries with a complete name of their own keep it even outside
+    /// [`ImportOpts::base_name`] (ctr's default `import-<date>` prefix).
+    pub allow_overwrite: bool,
     /// Unpack into [`ImportOpts::snapshotter`] (default: yes).
     pub unpack: bool,
     /// The snapshotter to unpack into (default `overlayfs`).
@@ -104,6 +130,7 @@ impl Default for ImportOpts {
         ImportOpts {
             index_name: None,
             base_name: None,
+            allow_overwrite: false,
             unpack: true,
             snapshotter: DEFAULT_SNAPSHOTTER.to_string(),
             platform: None,
@@ -226,9 +253,10 @@ impl Client {
     /// Pulls `reference` and unpacks it for the host platform (containerd's
     /// `Pull(ctx, ref, WithPullUnpack)`), then returns the image.
     ///
-    /// The daemon pulls through its Transfer service; against a daemon
-    /// without one (containerd 1.x) this fails with
-    /// [`Error::TransferUnavailable`].
+    /// The daemon pulls through its Transfer service; on a daemon without
+    /// one (containerd 1.x) the client pulls into the daemon's content
+    /// store and has it unpack through its Diff and Snapshots services, as
+    /// containerd's Go client does.
     pub async fn pull(&self, reference: &str) -> Result<Image> {
         self.pull_with(reference, PullOpts::default()).await
     }
@@ -269,10 +297,54 @@ impl Client {
             platforms,
             ..Default::default()
         };
-        tracing::debug!(%name, "pulling through the Transfer service");
-        self.transfer(&operation, any(&source), any(&dest), opts.progress.clone())
-            .await?;
+        if !self.transfer_known_absent() {
+            tracing::debug!(%name, "pulling through the Transfer service");
+            match self
+                .transfer(&operation, any(&source), any(&dest), opts.progress.clone())
+                .await
+            {
+                Ok(()) => return self.get_image(&name).await,
+                Err(Error::TransferUnavailable { .. }) => self.mark_transfer_absent(),
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::debug!(%name, "pulling in the client (no Transfer service)");
+        self.pull_client_side(&name, &opts).await?;
         self.get_image(&name).await
+    }
+
+    /// Pushes image `local` to registry reference `remote` (containerd's
+    /// `Push`): through the Transfer service, or by the client on a daemon
+    /// without one.
+    pub async fn push(&self, local: &str, remote: &str, opts: PushOpts) -> Result<()> {
+        let (local, remote) = (normalize(local)?, normalize(remote)?);
+        let operation = format!("pushing {local} to {remote}");
+        if !self.transfer_known_absent() {
+            let source = tt::ImageStore {
+                name: local.clone(),
+                ..Default::default()
+            };
+            let dest = tt::OciRegistry {
+                reference: remote.clone(),
+                resolver: Some(tt::RegistryResolver {
+                    host_dir: opts.hosts_dir.clone().unwrap_or_default(),
+                    default_scheme: if opts.plain_http {
+                        "http".into()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                }),
+            };
+            match self
+                .transfer(&operation, any(&source), any(&dest), opts.progress.clone())
+                .await
+            {
+                Err(Error::TransferUnavailable { .. }) => self.mark_transfer_absent(),
+                other => return other,
+            }
+        }
+        self.push_client_side(&local, &remote, &opts).await
     }
 
     /// Imports an image archive read from `archive` (containerd's
@@ -283,7 +355,17 @@ impl Client {
         R: AsyncRead + Unpin + Send + 'static,
     {
         let operation = "importing an archive";
-        let data = self.open_stream(operation).await?;
+        if self.transfer_known_absent() {
+            return self.import_client_side(archive, &opts).await.map(drop);
+        }
+        let data = match self.open_stream(operation).await {
+            Ok(d) => d,
+            Err(Error::TransferUnavailable { .. }) => {
+                self.mark_transfer_absent();
+                return self.import_client_side(archive, &opts).await.map(drop);
+            }
+            Err(e) => return Err(e),
+        };
         let platforms = opts
             .platform
             .as_deref()
@@ -303,6 +385,7 @@ impl Client {
                 .map(|b| tt::ImageReference {
                     name: b.clone(),
                     is_prefix: true,
+                    allow_overwrite: opts.allow_overwrite,
                     ..Default::default()
                 })
                 .collect(),
@@ -343,7 +426,17 @@ impl Client {
             ));
         };
         let operation = format!("exporting {}", names.join(", "));
-        let data = self.open_stream(&operation).await?;
+        if self.transfer_known_absent() {
+            return self.export_client_side(&names, out, &opts).await;
+        }
+        let data = match self.open_stream(&operation).await {
+            Ok(d) => d,
+            Err(Error::TransferUnavailable { .. }) => {
+                self.mark_transfer_absent();
+                return self.export_client_side(&names, out, &opts).await;
+            }
+            Err(e) => return Err(e),
+        };
         let source = tt::ImageStore {
             name: first.clone(),
             extra_references: rest

@@ -10,7 +10,14 @@ use berth_content::{Digest, Ingester, Manager, Provider};
 /// A content store a transfer reads and writes blobs in.
 ///
 /// Implemented for [`LocalStore`]; a server implements it for its own view
-/// of a store (berthd's namespaced, leased one).
+/// of a store (berthd's namespaced, leased one); berth-client implements it
+/// over a daemon's gRPC Content service.
+///
+/// Where it is called from: the store's methods (and a reader's) from
+/// blocking threads, so an implementation may block, on a runtime handle
+/// too; a download's `Writer::write` and `Writer::status` run on the async
+/// threads between chunks and must not wait for long (a remote writer
+/// queues the data and reports failures at the next call or at commit).
 pub trait ContentStore: Provider + Ingester + Send + Sync {
     /// Records that blob `digest` (`size` bytes) is in the store and is the
     /// transfer's, adding `labels` to its labels (garbage-collection

@@ -401,11 +401,18 @@ impl Job {
     /// Fetches a manifest, index or config (size-checked first) into memory.
     async fn fetch_small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         manifest::check_size(desc)?;
-        if let Ok(reader) = self.content.reader_at(&desc.digest) {
-            let mut data = vec![0; usize::try_from(reader.size()).unwrap_or(0)];
-            if reader.read_exact_at(&mut data, 0).is_ok() {
-                return Ok(data);
-            }
+        // Store calls block (a store may be a remote one): off the async
+        // threads.
+        let (content, digest) = (self.content.clone(), desc.digest.clone());
+        let local = blocking(move || {
+            Ok(content.reader_at(&digest).ok().and_then(|reader| {
+                let mut data = vec![0; usize::try_from(reader.size()).unwrap_or(0)];
+                reader.read_exact_at(&mut data, 0).ok().map(|()| data)
+            }))
+        })
+        .await?;
+        if let Some(data) = local {
+            return Ok(data);
         }
         let stall = self.stall;
         let what = || format!("fetching {}", desc.digest);

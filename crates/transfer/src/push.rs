@@ -68,13 +68,17 @@ fn push_order(store: &dyn ContentStore, root: &Descriptor) -> Result<Vec<Descrip
 }
 
 /// A reader streaming blob `desc` out of `store`.
-fn blob_stream(
+async fn blob_stream(
     store: Arc<dyn ContentStore>,
     desc: &Descriptor,
 ) -> Result<berth_remotes::PushReader> {
-    let reader = store.reader_at(&desc.digest).map_err(|e| {
-        Error::not_found(format!("{} is not in the content store: {e}", desc.digest))
-    })?;
+    let digest = desc.digest.clone();
+    let reader = crate::blocking(move || {
+        store
+            .reader_at(&digest)
+            .map_err(|e| Error::not_found(format!("{digest} is not in the content store: {e}")))
+    })
+    .await?;
     let (mut tx, rx) = tokio::io::duplex(CHUNK);
     tokio::spawn(async move {
         let reader: Arc<dyn berth_content::ReaderAt> = reader.into();
@@ -137,7 +141,7 @@ pub async fn push(
         );
         progress.event("uploading", &label, 0, d.size, None);
         pusher
-            .push(&remote(&d), blob_stream(store.clone(), &d)?)
+            .push(&remote(&d), blob_stream(store.clone(), &d).await?)
             .await?;
         progress.event("complete", &label, d.size, d.size, None);
     }

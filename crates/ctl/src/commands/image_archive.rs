@@ -1,6 +1,7 @@
 //! `berthctl images import|export`: image archives streamed to and from
 //! berthd, which reads and writes them (Transfer with import and export
-//! streams). Flow control is containerd's: the receiving side grants bytes
+//! streams); on a daemon without a Transfer service (containerd 1.x)
+//! berth-client reads and writes them over the Content service. Flow control is containerd's: the receiving side grants bytes
 //! with `WindowUpdate`, the sending side sends `Data` within the grants.
 
 use anyhow::{Context, bail};
@@ -9,7 +10,7 @@ use berth_api::containerd::types::transfer as tt;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::images::{any, open_stream, platforms_of, transfer};
+use super::images::{any, client_side, no_transfer_service, open_stream, platforms_of, transfer};
 use crate::context::Global;
 
 /// Bytes berthctl lets berthd have in flight on an export.
@@ -109,12 +110,7 @@ pub(crate) async fn import(global: &Global, args: ImportArgs) -> anyhow::Result<
         )
     };
     let client = global.connect().await?;
-    let data = open_stream(&client, "import").await?;
     let platforms = platforms_of(args.platform.iter())?;
-    let source = tt::ImageImportStream {
-        stream: data.id.clone(),
-        ..Default::default()
-    };
     // ctr's naming: a prefix reference for the archive's entries.
     let (prefix, overwrite) = match &args.base_name {
         Some(b) => (b.clone(), false),
@@ -122,6 +118,33 @@ pub(crate) async fn import(global: &Global, args: ImportArgs) -> anyhow::Result<
             let now = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
             (format!("import-{}", now.get(..10).unwrap_or("today")), true)
         }
+    };
+    let data = match open_stream(&client, "import").await {
+        Ok(d) => d,
+        Err(e) if no_transfer_service(&e) => {
+            if args.all_platforms {
+                bail!("--all-platforms needs the daemon's Transfer service");
+            }
+            let opts = berth_client::ImportOpts {
+                index_name: args.index_name.clone(),
+                base_name: Some(prefix),
+                allow_overwrite: overwrite,
+                unpack: !args.no_unpack,
+                snapshotter: args.snapshotter.clone(),
+                platform: args.platform.clone(),
+            };
+            client_side(&client)
+                .import(input, opts)
+                .await
+                .with_context(|| format!("importing {}", args.file))?;
+            println!("{}: imported", args.file);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let source = tt::ImageImportStream {
+        stream: data.id.clone(),
+        ..Default::default()
     };
     let dest = tt::ImageStore {
         name: args.index_name.clone().unwrap_or_default(),
@@ -200,7 +223,34 @@ pub(crate) async fn export(global: &Global, args: ExportArgs) -> anyhow::Result<
         )
     };
     let client: Client = global.connect().await?;
-    let data = open_stream(&client, "export").await?;
+    let data = match open_stream(&client, "export").await {
+        Ok(d) => d,
+        Err(e) if no_transfer_service(&e) => {
+            let opts = berth_client::ExportOpts {
+                platforms: args.platform.clone(),
+                all_platforms: args.all_platforms,
+            };
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let bytes = match client_side(&client).export(&names, out, opts).await {
+                Ok(n) => n,
+                Err(e) => {
+                    if !to_stdout {
+                        let _ = std::fs::remove_file(&args.file);
+                    }
+                    return Err(anyhow::Error::new(e));
+                }
+            };
+            if !to_stdout {
+                eprintln!(
+                    "{}: {} written",
+                    args.file,
+                    crate::format::size(i64::try_from(bytes).unwrap_or(i64::MAX))
+                );
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let source = tt::ImageStore {
         name: names[0].clone(),
         extra_references: names[1..]

@@ -1,7 +1,9 @@
 //! `berthctl images pull|push|import|export|ls|check|rm|tag|label` (and
 //! top-level `pull`/`push`): pulls, pushes, imports and exports run in
 //! berthd through the Transfer service, with progress streamed back and
-//! drawn per layer.
+//! drawn per layer. A daemon without one (containerd 1.x) answers
+//! Unimplemented: berthctl then does the work itself through berth-client
+//! (over the daemon's Content, Images, Snapshots and Diff services).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
@@ -181,19 +183,9 @@ fn rand_suffix() -> u128 {
 
 /// Answers the daemon's credential questions with `user`.
 async fn serve_auth(c: &Client, user: &str) -> anyhow::Result<String> {
-    let (username, secret) = match user.split_once(':') {
-        Some((u, p)) => (u.to_string(), p.to_string()),
-        None => {
-            let mut line = String::new();
-            eprint!("Password: ");
-            std::io::stdin().read_line(&mut line)?;
-            (
-                user.to_string(),
-                line.trim_end_matches(['\r', '\n']).to_string(),
-            )
-        }
-    };
+    // The stream first: a daemon without one is told apart before asking.
     let mut s = open_stream(c, "auth").await?;
+    let (username, secret) = user_and_secret(user)?;
     let id = s.id.clone();
     tokio::spawn(async move {
         while let Ok(Some(_question)) = s.from_daemon.message().await {
@@ -230,8 +222,70 @@ async fn resolver(c: &Client, flags: &RegistryFlags) -> anyhow::Result<tt::Regis
     })
 }
 
+/// `--user` as user name and secret, asking for the password when it is
+/// not given as `user:password`.
+fn user_and_secret(user: &str) -> anyhow::Result<(String, String)> {
+    Ok(match user.split_once(':') {
+        Some((u, p)) => (u.to_string(), p.to_string()),
+        None => {
+            let mut line = String::new();
+            eprint!("Password: ");
+            std::io::stdin().read_line(&mut line)?;
+            (
+                user.to_string(),
+                line.trim_end_matches(['\r', '\n']).to_string(),
+            )
+        }
+    })
+}
+
+/// Whether `e` is a daemon's Unimplemented answer: it serves no Transfer
+/// (or Streaming) service, as containerd 1.x.
+pub(crate) fn no_transfer_service(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tonic::Status>()
+            .is_some_and(|s| s.code() == tonic::Code::Unimplemented)
+    })
+}
+
+/// The berth-client of `c`'s connection (its namespace and lease), told
+/// that the daemon has no Transfer service: it pulls, pushes, imports and
+/// exports itself, as containerd's Go client does on containerd 1.x.
+pub(crate) fn client_side(c: &Client) -> berth_client::Client {
+    eprintln!("the daemon has no Transfer service: berthctl does the transfer itself");
+    berth_client::Client::from_raw(c.clone(), "").without_transfer_service()
+}
+
+/// Progress of a client-side transfer, drawn as the Transfer service's is.
+pub(crate) fn client_side_progress() -> (
+    berth_client::ProgressHandler,
+    std::sync::Arc<std::sync::Mutex<ProgressView>>,
+) {
+    let view = std::sync::Arc::new(std::sync::Mutex::new(ProgressView::new()));
+    let drawn = view.clone();
+    let last = std::sync::Mutex::new(Instant::now());
+    let handler = berth_client::ProgressHandler::new(move |p| {
+        let Ok(mut v) = drawn.lock() else { return };
+        v.update(tt::Progress {
+            event: p.event,
+            name: p.name,
+            parents: Vec::new(),
+            progress: p.progress,
+            total: p.total,
+            desc: None,
+        });
+        if let Ok(mut last) = last.lock()
+            && last.elapsed() >= std::time::Duration::from_millis(100)
+        {
+            *last = Instant::now();
+            v.draw();
+        }
+    });
+    (handler, view)
+}
+
 /// Draws per-layer progress bars (on a terminal) or final lines (otherwise).
-struct ProgressView {
+pub(crate) struct ProgressView {
     tty: bool,
     order: Vec<String>,
     rows: BTreeMap<String, (String, i64, i64)>,
@@ -274,7 +328,7 @@ impl ProgressView {
         }
     }
 
-    fn draw(&mut self) {
+    pub(crate) fn draw(&mut self) {
         if !self.tty {
             return;
         }
@@ -405,9 +459,17 @@ pub(crate) async fn pull(global: &Global, args: PullArgs) -> anyhow::Result<()> 
     let name = normalized(&args.reference)?;
     let client = global.connect().await?;
     let platforms = platforms_of(args.platform.iter())?;
+    let started = Instant::now();
+    let resolver = match resolver(&client, &args.registry).await {
+        Ok(r) => r,
+        Err(e) if no_transfer_service(&e) => {
+            return pull_client_side(&client, &name, &args, started).await;
+        }
+        Err(e) => return Err(e),
+    };
     let source = tt::OciRegistry {
         reference: name.clone(),
-        resolver: Some(resolver(&client, &args.registry).await?),
+        resolver: Some(resolver),
     };
     let unpacks = if args.no_unpack {
         Vec::new()
@@ -424,8 +486,48 @@ pub(crate) async fn pull(global: &Global, args: PullArgs) -> anyhow::Result<()> 
         unpacks,
         ..Default::default()
     };
-    let started = Instant::now();
-    transfer(&client, any(&source), any(&dest)).await?;
+    match transfer(&client, any(&source), any(&dest)).await {
+        Ok(()) => {}
+        Err(e) if no_transfer_service(&e) => {
+            return pull_client_side(&client, &name, &args, started).await;
+        }
+        Err(e) => return Err(e),
+    }
+    println!("{name}: pulled in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `pull` on a daemon without a Transfer service: berth-client fetches
+/// into the daemon's content store and has it unpack (Diff + Snapshots).
+async fn pull_client_side(
+    c: &Client,
+    name: &str,
+    args: &PullArgs,
+    started: Instant,
+) -> anyhow::Result<()> {
+    if args.platform.len() > 1 || args.all_platforms {
+        bail!("--all-platforms and more than one --platform need the daemon's Transfer service");
+    }
+    let (progress, view) = client_side_progress();
+    let opts = berth_client::PullOpts {
+        unpack: !args.no_unpack,
+        snapshotter: args.snapshotter.clone(),
+        platform: args.platform.first().cloned(),
+        plain_http: args.registry.plain_http,
+        hosts_dir: args.registry.hosts_dir.clone(),
+        progress: Some(progress),
+        credentials: args
+            .registry
+            .user
+            .as_deref()
+            .map(user_and_secret)
+            .transpose()?,
+    };
+    let result = client_side(c).pull_with(name, opts).await;
+    if let Ok(mut v) = view.lock() {
+        v.draw();
+    }
+    result?;
     println!("{name}: pulled in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -439,14 +541,44 @@ pub(crate) async fn push(global: &Global, args: PushArgs) -> anyhow::Result<()> 
     };
     let client = global.connect().await?;
     let source = tt::ImageStore {
-        name: local,
+        name: local.clone(),
         ..Default::default()
     };
-    let dest = tt::OciRegistry {
-        reference: remote.clone(),
-        resolver: Some(resolver(&client, &args.registry).await?),
+    let pushed = match resolver(&client, &args.registry).await {
+        Ok(resolver) => {
+            let dest = tt::OciRegistry {
+                reference: remote.clone(),
+                resolver: Some(resolver),
+            };
+            transfer(&client, any(&source), any(&dest)).await
+        }
+        Err(e) => Err(e),
     };
-    transfer(&client, any(&source), any(&dest)).await?;
+    match pushed {
+        Ok(()) => {}
+        Err(e) if no_transfer_service(&e) => {
+            // The client reads the blobs through the Content service and
+            // sends them to the registry itself.
+            let (progress, view) = client_side_progress();
+            let opts = berth_client::PushOpts {
+                plain_http: args.registry.plain_http,
+                hosts_dir: args.registry.hosts_dir.clone(),
+                progress: Some(progress),
+                credentials: args
+                    .registry
+                    .user
+                    .as_deref()
+                    .map(user_and_secret)
+                    .transpose()?,
+            };
+            let result = client_side(&client).push(&local, &remote, opts).await;
+            if let Ok(mut v) = view.lock() {
+                v.draw();
+            }
+            result?;
+        }
+        Err(e) => return Err(e),
+    }
     println!("{remote}: pushed");
     Ok(())
 }
