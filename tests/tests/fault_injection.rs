@@ -604,6 +604,84 @@ fn events_flow_again_after_an_outage_in_which_the_shim_logged() -> Result<()> {
     d.finish()
 }
 
+/// An exec whose client died before opening its stdio FIFOs: the shim
+/// opens them without waiting for a reader (outputs read-write, stdin
+/// non-blocking, as containerd's shim does), so the exec starts and
+/// neither it nor the task is held up. An exec whose FIFOs are gone (its
+/// client removed them) fails to start, at once. Either way the task is
+/// then killed and both exits are reported.
+#[test]
+fn an_exec_whose_fifos_have_no_reader_holds_nothing_up() -> Result<()> {
+    use berth_api::containerd::services::tasks::v1 as tasks;
+    let d = Daemon::start()?.in_namespace("fault-fifo");
+    import_busybox(&d)?;
+    run_sleeper(&d)?;
+    let dir = d.scratch("fifos");
+    std::fs::create_dir_all(&dir)?;
+    let fifo = |name: &str, make: bool| -> Result<String> {
+        let path = dir.join(name);
+        if make {
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        }
+        Ok(path.display().to_string())
+    };
+    let request = |exec_id: &str, make: bool| -> Result<tasks::ExecProcessRequest> {
+        let process = serde_json::json!({
+            "args": ["sleep", "300"], "cwd": "/", "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0},
+        });
+        Ok(tasks::ExecProcessRequest {
+            container_id: "c".into(),
+            exec_id: exec_id.into(),
+            stdin: fifo(&format!("{exec_id}-in"), make)?,
+            stdout: fifo(&format!("{exec_id}-out"), make)?,
+            stderr: fifo(&format!("{exec_id}-err"), make)?,
+            terminal: false,
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: process.to_string().into_bytes(),
+            }),
+        })
+    };
+    let watcher = subscribe(&d)?;
+    let rt = faults::runtime()?;
+    rt.block_on(async {
+        let c = faults::connect(&d).await?;
+        let mut ts =
+            tasks::tasks_client::TasksClient::with_interceptor(c.channel(), c.interceptor());
+        let start = |exec_id: &str| tasks::StartRequest {
+            container_id: "c".into(),
+            exec_id: exec_id.into(),
+        };
+        ts.exec(request("e1", true)?).await?;
+        let started = tokio::time::timeout(faults::HANG, ts.start(start("e1")))
+            .await
+            .context("starting an exec whose FIFOs have no reader hangs")??;
+        anyhow::ensure!(started.into_inner().pid != 0, "the exec has no pid");
+        ts.exec(request("e2", false)?).await?;
+        let refused = tokio::time::timeout(faults::HANG, ts.start(start("e2")))
+            .await
+            .context("starting an exec whose FIFOs are gone hangs")?;
+        anyhow::ensure!(
+            refused.is_err(),
+            "an exec whose FIFOs are gone started: {refused:?}"
+        );
+        anyhow::Ok(())
+    })?;
+    ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "c"])?)?;
+    watcher.wait_for(
+        &[
+            "/tasks/exec-started {\"container_id\":\"c\",\"exec_id\":\"e1\"",
+            "/tasks/exit {\"container_id\":\"c\",\"id\":\"e1\"",
+            "/tasks/exit {\"container_id\":\"c\",\"id\":\"c\"",
+        ],
+        faults::HANG,
+    )?;
+    ok(d.ctr(&["tasks", "delete", "c"])?)?;
+    ok(d.ctr(&["containers", "delete", "c"])?)?;
+    d.finish()
+}
+
 /// An ingest written under a lease is one of its resources, and deleting
 /// the lease aborts it (containerd's leased ingests).
 #[test]
