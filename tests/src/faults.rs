@@ -538,7 +538,8 @@ pub fn check(d: &Daemon, rt: &tokio::runtime::Runtime) -> Result<Vec<String>> {
                 ));
                 continue;
             }
-            let exit = format!("/tasks/exit {{\"container_id\":\"{id}\"");
+            // The init's exit (an exec's names the exec as `id`).
+            let exit = format!("/tasks/exit {{\"container_id\":\"{id}\",\"id\":\"{id}\"");
             if watcher.wait_for(&[&exit], HANG).is_err() {
                 bad.push(format!("task {id}: killed but no /tasks/exit arrived"));
             }

@@ -364,6 +364,9 @@ fn kill_berthd_during_run_detached() -> Result<()> {
     d.finish()
 }
 
+/// berthd killed while `ctr tasks exec --detach` runs. This found a lost
+/// `/tasks/exit`: see `events_flow_again_after_an_outage_in_which_the_shim_logged`
+/// for the cause and its deterministic form.
 #[test]
 fn kill_berthd_during_exec() -> Result<()> {
     let mut d = Daemon::start()?.in_namespace("fault-exec");
@@ -388,20 +391,7 @@ fn kill_berthd_during_exec() -> Result<()> {
         &Scenario {
             name: "exec",
             victim: Victim::Daemon,
-            // KNOWN FAILURE (found by this suite, not fixed yet): when berthd
-            // is killed in the middle of `ctr tasks exec` (about 50 ms into a
-            // 60 ms exec, e.g. seed 1928907579187239617, 3 of 11 iterations),
-            // after the restart the task is listed and `tasks kill` succeeds,
-            // but its /tasks/exit never arrives (30 s). Seen only under heavy
-            // load (BERTH_FAULT_ITERATIONS=10 with the whole suite running);
-            // 26 further iterations on their own did not reproduce it. Suspected: the shim's
-            // exec start, interrupted with its client, still holds the task
-            // (its stdio FIFOs have no reader) so the init's exit is not
-            // handled. The rest of the invariants still fail the test.
-            known: &[(
-                "killed but no /tasks/exit arrived",
-                "berthd killed mid-exec: the task's exit is not reported after the restart",
-            )],
+            known: &[],
             prepare: &run_sleeper,
             op: &op,
             reset: &nothing,
@@ -538,6 +528,156 @@ fn a_shim_killed_while_berthd_runs_is_reported_and_cleaned_up() -> Result<()> {
     run_sleeper(&d)?;
     ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "c"])?)?;
     ok(d.ctr(&["tasks", "delete", "--force", "c"])?)?;
+    ok(d.ctr(&["containers", "delete", "c"])?)?;
+    d.finish()
+}
+
+/// The deterministic form of what `kill_berthd_during_exec` found: after
+/// berthd was killed mid-exec and restarted, the task was listed and
+/// `tasks kill` succeeded, but its `/tasks/exit` never arrived.
+///
+/// The shim logs into the bundle's FIFO, which only berthd reads: while
+/// berthd is down every log write fails (EPIPE), and tracing-subscriber
+/// reported the failure with an `eprintln!` that panicked, killing the
+/// task that logged. The shim's event forwarder logs when it cannot
+/// reach berthd (it gave up on the event the crash interrupted), so it
+/// died and every later event of the task was lost.
+///
+/// Here an exec is killed while berthd is down, so the shim has an event
+/// it cannot forward; berthd stays down as long as an interrupted client
+/// may hold a restart up ([`faults::CLIENT_GRACE`]). After the restart the
+/// init's own exit must arrive.
+#[test]
+fn events_flow_again_after_an_outage_in_which_the_shim_logged() -> Result<()> {
+    let mut d = Daemon::start()?.in_namespace("fault-outage");
+    import_busybox(&d)?;
+    run_sleeper(&d)?;
+    let exec = [
+        "tasks",
+        "exec",
+        "--detach",
+        "--exec-id",
+        "e1",
+        "c",
+        "sleep",
+        "300",
+    ];
+    ok(d.ctr(&exec)?)?;
+    let pids = |args: &[&str], column: usize| -> Result<Vec<i32>> {
+        Ok(ok(d.ctr(args)?)?
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(column)?.parse().ok())
+            .collect())
+    };
+    let init = pids(&["tasks", "ls"], 1)?;
+    let exec_pid = pids(&["tasks", "ps", "c"], 0)?
+        .into_iter()
+        .find(|p| !init.contains(p))
+        .context("the exec's pid is not listed")?;
+
+    d.kill9()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    std::thread::sleep(faults::CLIENT_GRACE);
+    d.restart()?;
+
+    let watcher = subscribe(&d)?;
+    let tasks = ok(d.ctr(&["tasks", "ls"])?)?;
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with("c ") && l.contains("RUNNING")),
+        "the task is not listed as running after the restart:\n{tasks}"
+    );
+    ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "c"])?)?;
+    watcher
+        .wait_for(
+            &["/tasks/exit {\"container_id\":\"c\",\"id\":\"c\""],
+            faults::HANG,
+        )
+        .context("the task was killed after the restart, but its /tasks/exit did not arrive")?;
+    ok(d.ctr(&["tasks", "delete", "c"])?)?;
+    ok(d.ctr(&["containers", "delete", "c"])?)?;
+    d.finish()
+}
+
+/// An exec whose client died before opening its stdio FIFOs: the shim
+/// opens them without waiting for a reader (outputs read-write, stdin
+/// non-blocking, as containerd's shim does), so the exec starts and
+/// neither it nor the task is held up. An exec whose FIFOs are gone (its
+/// client removed them) fails to start, at once. Either way the task is
+/// then killed and both exits are reported.
+#[test]
+fn an_exec_whose_fifos_have_no_reader_holds_nothing_up() -> Result<()> {
+    use berth_api::containerd::services::tasks::v1 as tasks;
+    let d = Daemon::start()?.in_namespace("fault-fifo");
+    import_busybox(&d)?;
+    run_sleeper(&d)?;
+    let dir = d.scratch("fifos");
+    std::fs::create_dir_all(&dir)?;
+    let fifo = |name: &str, make: bool| -> Result<String> {
+        let path = dir.join(name);
+        if make {
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        }
+        Ok(path.display().to_string())
+    };
+    let request = |exec_id: &str, make: bool| -> Result<tasks::ExecProcessRequest> {
+        let process = serde_json::json!({
+            "args": ["sleep", "300"], "cwd": "/", "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0},
+        });
+        Ok(tasks::ExecProcessRequest {
+            container_id: "c".into(),
+            exec_id: exec_id.into(),
+            stdin: fifo(&format!("{exec_id}-in"), make)?,
+            stdout: fifo(&format!("{exec_id}-out"), make)?,
+            stderr: fifo(&format!("{exec_id}-err"), make)?,
+            terminal: false,
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: process.to_string().into_bytes(),
+            }),
+        })
+    };
+    let watcher = subscribe(&d)?;
+    let rt = faults::runtime()?;
+    rt.block_on(async {
+        let c = faults::connect(&d).await?;
+        let mut ts =
+            tasks::tasks_client::TasksClient::with_interceptor(c.channel(), c.interceptor());
+        let start = |exec_id: &str| tasks::StartRequest {
+            container_id: "c".into(),
+            exec_id: exec_id.into(),
+        };
+        ts.exec(request("e1", true)?).await?;
+        let started = tokio::time::timeout(faults::HANG, ts.start(start("e1")))
+            .await
+            .context("starting an exec whose FIFOs have no reader hangs")??;
+        anyhow::ensure!(started.into_inner().pid != 0, "the exec has no pid");
+        ts.exec(request("e2", false)?).await?;
+        let refused = tokio::time::timeout(faults::HANG, ts.start(start("e2")))
+            .await
+            .context("starting an exec whose FIFOs are gone hangs")?;
+        anyhow::ensure!(
+            refused.is_err(),
+            "an exec whose FIFOs are gone started: {refused:?}"
+        );
+        anyhow::Ok(())
+    })?;
+    ok(d.ctr(&["tasks", "kill", "-s", "SIGKILL", "c"])?)?;
+    watcher.wait_for(
+        &[
+            "/tasks/exec-started {\"container_id\":\"c\",\"exec_id\":\"e1\"",
+            "/tasks/exit {\"container_id\":\"c\",\"id\":\"e1\"",
+            "/tasks/exit {\"container_id\":\"c\",\"id\":\"c\"",
+        ],
+        faults::HANG,
+    )?;
+    ok(d.ctr(&["tasks", "delete", "c"])?)?;
     ok(d.ctr(&["containers", "delete", "c"])?)?;
     d.finish()
 }

@@ -9,8 +9,12 @@ use berth_api::containerd::types::Envelope;
 use prost::Name;
 use tokio::sync::mpsc;
 
-/// How often a failed forward is tried again before the event is dropped.
-const ATTEMPTS: u32 = 5;
+/// How long an event is tried again before it is dropped: the daemon may
+/// be restarting (containerd's shims retry for about as long).
+const RETRY_FOR: Duration = Duration::from_secs(15);
+/// The longest pause between two tries: once the daemon is back, events
+/// flow again within about this long.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Queues events for the daemon.
 #[derive(Debug, Clone)]
@@ -76,6 +80,8 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
         format!("unix://{address}")
     };
     let mut client: Option<fwd::EventsClient> = None;
+    // Whether the last try failed: the log says so once per outage.
+    let mut unreachable = false;
     while let Some(item) = rx.recv().await {
         let envelope = match item {
             Item::Event(e) => e,
@@ -89,7 +95,9 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
             envelope: Some(envelope),
         };
         let mut sent = false;
-        for attempt in 0..ATTEMPTS {
+        let given_up_at = tokio::time::Instant::now() + RETRY_FOR;
+        let mut backoff = Duration::from_millis(100);
+        loop {
             if client.is_none() {
                 match ttrpc::asynchronous::Client::connect(&address).await {
                     Ok(c) => client = Some(fwd::EventsClient::new(c)),
@@ -100,6 +108,10 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
                 let ctx = crate::manager::context(Duration::from_secs(5));
                 match c.forward(ctx, &req).await {
                     Ok(_) => {
+                        if unreachable {
+                            tracing::info!(topic, "the daemon's event socket answers again");
+                            unreachable = false;
+                        }
                         sent = true;
                         break;
                     }
@@ -109,7 +121,20 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            if !unreachable {
+                // Written while the daemon is down, so mostly lost: the log
+                // FIFO has no reader then (see `LogSink`).
+                tracing::info!(
+                    topic,
+                    "the daemon's event socket does not answer; retrying for {RETRY_FOR:?}"
+                );
+                unreachable = true;
+            }
+            if tokio::time::Instant::now() + backoff > given_up_at {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         if !sent {
             tracing::warn!(

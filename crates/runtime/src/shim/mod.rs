@@ -210,7 +210,8 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_ansi(false)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogSink)
+        .log_internal_errors(false)
         .try_init();
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("becoming a subreaper: {e}"))?;
     // Registered before anything is spawned, so no SIGCHLD is missed.
@@ -262,9 +263,10 @@ async fn serve_async(args: &Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("serving ttrpc: {e}"))?;
 
-    // Tell `start` we are serving, then stop using the pipe it reads.
-    println!("{address}");
-    let _ = std::io::stdout().flush();
+    // Tell `start` we are serving, then stop using the pipe it reads
+    // (`start` may be gone already: a failed write must not panic).
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{address}").and_then(|()| stdout.flush());
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
     }
@@ -280,6 +282,33 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     drop(server);
     Ok(())
+}
+
+/// Where the long-lived shim's log goes: its stderr, the bundle's `log`
+/// FIFO that berthd copies into its own log.
+///
+/// While berthd is down (killed, restarting) the FIFO has no reader and
+/// every write fails with EPIPE; the line is lost and nothing else may
+/// happen. tracing-subscriber's own writer reports a failed write with
+/// `eprintln!`, which panics when stderr is broken: the task that logged
+/// died. That killed the event forwarder whenever it logged during a
+/// berthd restart (an event given up on), and every later event of the
+/// task, its `/tasks/exit` included, was silently lost.
+#[derive(Debug, Clone, Copy)]
+struct LogSink;
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // One write per event (the formatter buffers the line): a line
+        // is written whole, in part if the FIFO is full, or not at all.
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// The `Stats` answer: cgroup metrics of the container's init process.
