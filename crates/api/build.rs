@@ -6,7 +6,8 @@
 //! `proto/containerd/` and the statistics messages of containerd/cgroups
 //! under `proto/io/containerd/cgroups/{v1,v2}/` (packages
 //! `io.containerd.cgroups.v1` and `.v2`, messages only), which a shim's
-//! `Stats` answer carries in an `Any`.
+//! `Stats` answer carries in an `Any`; and the Kubernetes CRI under
+//! `proto/runtime/v1/` (package `runtime.v1`) for the CRI plugin.
 
 use std::path::{Path, PathBuf};
 
