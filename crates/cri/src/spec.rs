@@ -1,0 +1,251 @@
+//! OCI specs of pause and application containers: berth's spec options
+//! (`berth_runtime::spec`) plus the few settings only the CRI asks for.
+
+use std::collections::HashMap;
+
+use berth_api::runtime::v1 as cri;
+use berth_runtime::spec::{self, SpecError, SpecOpt};
+use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
+use serde_json::Value;
+
+/// Type URL containerd gives an OCI runtime spec.
+pub(crate) const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// Type URL of an exec's process.
+pub(crate) const PROCESS_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/Process";
+/// Type URL of resources in a task update.
+pub(crate) const RESOURCES_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/// containerd's oom_score_adj of pause containers.
+pub(crate) const SANDBOX_OOM_SCORE_ADJ: i64 = -998;
+
+/// The daemon's own oom_score_adj (the floor with `restrict_oom_score_adj`).
+pub(crate) fn own_oom_score_adj() -> i64 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `adj`, raised to the daemon's own when `restrict` (containerd's
+/// `restrict_oom_score_adj`).
+pub(crate) fn clamp_oom(adj: i64, restrict: bool) -> i64 {
+    if restrict {
+        adj.max(own_oom_score_adj())
+    } else {
+        adj
+    }
+}
+
+pub(crate) fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Sets `oom_score_adj`.
+pub(crate) fn with_oom_score_adj(adj: i64) -> SpecOpt {
+    Box::new(move |s| {
+        let p = s.process_mut().get_or_insert_with(Default::default);
+        p.set_oom_score_adj(Some(i32::try_from(adj).unwrap_or(0)));
+        Ok(())
+    })
+}
+
+/// Sets sysctls.
+pub(crate) fn with_sysctls(sysctls: HashMap<String, String>) -> SpecOpt {
+    Box::new(move |s| {
+        if sysctls.is_empty() {
+            return Ok(());
+        }
+        let linux = s.linux_mut().get_or_insert_with(Default::default);
+        let mut all = linux.sysctl().clone().unwrap_or_default();
+        all.extend(sysctls);
+        linux.set_sysctl(Some(all));
+        Ok(())
+    })
+}
+
+/// Adds annotations.
+pub(crate) fn with_annotations(annotations: HashMap<String, String>) -> SpecOpt {
+    Box::new(move |s| {
+        let mut all = s.annotations().clone().unwrap_or_default();
+        all.extend(annotations);
+        s.set_annotations(Some(all));
+        Ok(())
+    })
+}
+
+/// Sets `noNewPrivileges`.
+pub(crate) fn with_no_new_privs(on: bool) -> SpecOpt {
+    Box::new(move |s| {
+        let p = s.process_mut().get_or_insert_with(Default::default);
+        p.set_no_new_privileges(Some(on));
+        Ok(())
+    })
+}
+
+/// The CRI's container resources (CFS quota and period, shares, memory,
+/// cpusets, unified cgroup v2 values).
+pub(crate) fn with_resources(r: cri::LinuxContainerResources) -> SpecOpt {
+    Box::new(move |s| {
+        let linux = s.linux_mut().get_or_insert_with(Default::default);
+        let mut res = linux.resources().clone().unwrap_or_default();
+        let mut cpu = res.cpu().clone().unwrap_or_default();
+        if r.cpu_period > 0 {
+            cpu.set_period(u64::try_from(r.cpu_period).ok());
+        }
+        if r.cpu_quota > 0 {
+            cpu.set_quota(Some(r.cpu_quota));
+        }
+        if r.cpu_shares > 0 {
+            cpu.set_shares(u64::try_from(r.cpu_shares).ok());
+        }
+        if !r.cpuset_cpus.is_empty() {
+            cpu.set_cpus(Some(r.cpuset_cpus.clone()));
+        }
+        if !r.cpuset_mems.is_empty() {
+            cpu.set_mems(Some(r.cpuset_mems.clone()));
+        }
+        res.set_cpu(Some(cpu));
+        if r.memory_limit_in_bytes > 0 {
+            let mut mem = (*res.memory()).unwrap_or_default();
+            mem.set_limit(Some(r.memory_limit_in_bytes));
+            if r.memory_swap_limit_in_bytes > 0 {
+                mem.set_swap(Some(r.memory_swap_limit_in_bytes));
+            }
+            res.set_memory(Some(mem));
+        }
+        if !r.unified.is_empty() {
+            res.set_unified(Some(r.unified.clone().into_iter().collect()));
+        }
+        linux.set_resources(Some(res));
+        Ok(())
+    })
+}
+
+/// A bind mount of `host` at `container`.
+pub(crate) fn bind(
+    host: &str,
+    container: &str,
+    readonly: bool,
+    propagation: &str,
+) -> Result<oci_spec::runtime::Mount, SpecError> {
+    let mut options = vec!["rbind".to_string(), propagation.to_string()];
+    options.push(if readonly { "ro" } else { "rw" }.to_string());
+    Ok(MountBuilder::default()
+        .destination(container)
+        .typ("bind")
+        .source(host)
+        .options(options)
+        .build()?)
+}
+
+/// The namespace settings a pod asks for.
+pub(crate) fn namespace_modes(config: &cri::PodSandboxConfig) -> cri::NamespaceOption {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
+}
+
+/// Whether the pod uses the host's network.
+pub(crate) fn host_network(config: &cri::PodSandboxConfig) -> bool {
+    namespace_modes(config).network == cri::NamespaceMode::Node as i32
+}
+
+/// The cgroup path of container `id` in a pod with `parent`
+/// (cgroupfs layout; `/k8s.io/<id>` when the pod names no parent).
+pub(crate) fn cgroup_path(parent: &str, id: &str) -> String {
+    if parent.is_empty() {
+        format!("/k8s.io/{id}")
+    } else {
+        format!("{}/{id}", parent.trim_end_matches('/'))
+    }
+}
+
+/// Joins or shares the pod's namespaces: network, IPC and UTS of the pause
+/// process (`pid`), its PID namespace when the pod shares one.
+pub(crate) fn with_pod_namespaces(
+    modes: &cri::NamespaceOption,
+    container_modes: &cri::NamespaceOption,
+    pid: u32,
+) -> Vec<SpecOpt> {
+    let mut opts: Vec<SpecOpt> = Vec::new();
+    let ns = |name: &str| format!("/proc/{pid}/ns/{name}");
+    if modes.network == cri::NamespaceMode::Node as i32 {
+        opts.push(spec::with_host_namespace(LinuxNamespaceType::Network));
+        opts.push(spec::with_host_namespace(LinuxNamespaceType::Uts));
+    } else {
+        opts.push(spec::with_namespace_path(
+            LinuxNamespaceType::Network,
+            ns("net"),
+        ));
+        opts.push(spec::with_namespace_path(
+            LinuxNamespaceType::Uts,
+            ns("uts"),
+        ));
+    }
+    if modes.ipc == cri::NamespaceMode::Node as i32 {
+        opts.push(spec::with_host_namespace(LinuxNamespaceType::Ipc));
+    } else {
+        opts.push(spec::with_namespace_path(
+            LinuxNamespaceType::Ipc,
+            ns("ipc"),
+        ));
+    }
+    // The kubelet gives each container its PID mode; in a pod on the
+    // host's PID namespace, joining the pause's is the host's anyway.
+    let pid_mode = container_modes.pid;
+    if pid_mode == cri::NamespaceMode::Node as i32 {
+        opts.push(spec::with_host_namespace(LinuxNamespaceType::Pid));
+    } else if pid_mode == cri::NamespaceMode::Pod as i32 {
+        opts.push(spec::with_namespace_path(
+            LinuxNamespaceType::Pid,
+            ns("pid"),
+        ));
+    }
+    opts
+}
+
+/// `resolv.conf` text of a pod's DNS settings.
+pub(crate) fn resolv_conf(dns: &cri::DnsConfig) -> String {
+    let mut text = String::new();
+    if !dns.searches.is_empty() {
+        text.push_str(&format!("search {}\n", dns.searches.join(" ")));
+    }
+    for s in &dns.servers {
+        text.push_str(&format!("nameserver {s}\n"));
+    }
+    if !dns.options.is_empty() {
+        text.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_as_containerd_writes_it() {
+        let dns = cri::DnsConfig {
+            servers: vec!["10.0.0.10".into()],
+            searches: vec!["svc.local".into(), "local".into()],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            resolv_conf(&dns),
+            "search svc.local local\nnameserver 10.0.0.10\noptions ndots:5\n"
+        );
+        assert_eq!(cgroup_path("", "x"), "/k8s.io/x");
+        assert_eq!(cgroup_path("/kubepods/", "x"), "/kubepods/x");
+        assert!(clamp_oom(-1000, true) >= own_oom_score_adj());
+        assert_eq!(clamp_oom(-1000, false), -1000);
+    }
+}
