@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod docker;
 pub mod faults;
 pub mod goclient;
+pub mod pause;
 pub mod registry;
 pub mod testimages;
 

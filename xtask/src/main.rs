@@ -65,6 +65,11 @@ const PACKAGES: &[(&str, &str)] = &[
     // systemd-analyze, which checks the shipped berthd.service (it runs
     // without systemd as init).
     ("systemd", "/usr/bin/systemd-analyze"),
+    // CNI plugins (bridge, host-local, loopback) for CRI pod networks.
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    // The CRI tests' pause image is a static C program (tests/src/pause.rs).
+    ("gcc", "/usr/bin/gcc"),
+    ("libc6-dev", "/usr/lib/x86_64-linux-gnu/libc.a"),
     // A venv for the current grpcio from PyPI (tests/tests/wire_compat.rs).
     ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];

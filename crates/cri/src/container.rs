@@ -92,7 +92,10 @@ impl Cri {
                 cri::ContainerState::ContainerCreated
             }
             Some(t) => {
-                // Exited: keep the exit in the record, free the shim.
+                // Exited: as containerd, the exit is reported once all the
+                // container wrote is in its log.
+                self.wait_copiers(&m.id).await;
+                // Keep the exit in the record, free the shim.
                 m.finished_at = t.exited_at;
                 m.exit_code = i32::try_from(t.exit_status).unwrap_or(i32::MAX);
                 if let Ok(Some(d)) = self.delete_task(&m.id).await {
@@ -127,6 +130,33 @@ impl Cri {
             config,
             state,
         })
+    }
+
+    /// Waits for the log copiers of `id` to reach the end of its output.
+    async fn wait_copiers(&self, id: &str) {
+        let copiers = self
+            .inner
+            .copiers
+            .lock()
+            .await
+            .remove(id)
+            .unwrap_or_default();
+        if copiers.is_empty() {
+            return;
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            for c in copiers {
+                let _ = c.join();
+            }
+        });
+        // A process that escaped the container with its stdout open would
+        // hold the log open forever; do not hang the kubelet on it.
+        if tokio::time::timeout(Duration::from_secs(30), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!(container = %id, "its output did not end 30s after it exited");
+        }
     }
 
     async fn delete_task(&self, id: &str) -> Result<Option<tpb::DeleteResponse>> {
@@ -418,8 +448,10 @@ impl Cri {
         let sb_modes = cspec::namespace_modes(sb_config);
         let c_modes = sc.namespace_options.clone().unwrap_or_default();
         opts.extend(cspec::with_pod_namespaces(&sb_modes, &c_modes, pause_pid));
-        if let Some(h) = Some(sb_config.hostname.clone()).filter(|h| !h.is_empty()) {
-            opts.push(spec::with_hostname(h));
+        if cspec::host_network(sb_config) {
+            opts.push(cspec::without_hostname());
+        } else if !sb_config.hostname.is_empty() {
+            opts.push(spec::with_hostname(sb_config.hostname.clone()));
         }
         // The pod's files, then the request's mounts (which win).
         let dir = self.sandbox_dir_of(sandbox_id);
@@ -656,17 +688,33 @@ impl Cri {
         };
         let log = crate::logs::LogFile::open(&path)
             .map_err(|e| CriError::Internal(format!("opening log {}: {e}", path.display())))?;
-        crate::logs::copy(stdout.to_path_buf(), "stdout", log.clone(), max);
+        let mut copiers = vec![crate::logs::copy(
+            stdout.to_path_buf(),
+            "stdout",
+            log.clone(),
+            max,
+        )];
         if let Some(stderr) = stderr {
-            crate::logs::copy(stderr.to_path_buf(), "stderr", log.clone(), max);
+            copiers.push(crate::logs::copy(
+                stderr.to_path_buf(),
+                "stderr",
+                log.clone(),
+                max,
+            ));
         }
         self.inner.logs.lock().await.insert(m.id.clone(), log);
+        self.inner
+            .copiers
+            .lock()
+            .await
+            .insert(m.id.clone(), copiers);
         Ok(())
     }
 
     /// Ends copiers waiting on FIFOs no task will open (a failed start).
     async fn detach_log(&self, id: &str, stdout: &Path, stderr: &Path) {
         self.inner.logs.lock().await.remove(id);
+        self.inner.copiers.lock().await.remove(id);
         for f in [stdout, stderr] {
             // Opening the write side once lets a waiting reader see EOF.
             let _ = std::fs::OpenOptions::new()
@@ -806,6 +854,7 @@ impl Cri {
         }
         self.remove_snapshot(&id).await;
         self.inner.logs.lock().await.remove(&id);
+        self.inner.copiers.lock().await.remove(&id);
         let _ = std::fs::remove_dir_all(self.io_dir(&id));
         self.publish(cri::ContainerEventResponse {
             container_id: id,

@@ -22,7 +22,7 @@ pub enum CriError {
     #[error("{0}")]
     Unimplemented(String),
     /// A containerd service call failed.
-    #[error("{what}: {status}")]
+    #[error("{what}: {}", status.message())]
     Service {
         /// What was being done.
         what: String,

@@ -82,6 +82,8 @@ struct Inner {
     hosts_dir: Option<PathBuf>,
     image_cache: Mutex<HashMap<String, images::ImageFacts>>,
     logs: Mutex<HashMap<String, logs::LogFile>>,
+    /// Log copiers of running containers, joined when they exit.
+    copiers: Mutex<HashMap<String, Vec<std::thread::JoinHandle<()>>>>,
     events: broadcast::Sender<cri::ContainerEventResponse>,
     restored: OnceCell<()>,
     /// Serialises creating and removing (name reservations, pod networks).
@@ -139,6 +141,7 @@ impl Cri {
                 hosts_dir,
                 image_cache: Mutex::default(),
                 logs: Mutex::default(),
+                copiers: Mutex::default(),
                 events,
                 restored: OnceCell::new(),
                 lifecycle: Mutex::new(()),

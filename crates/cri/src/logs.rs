@@ -74,8 +74,14 @@ pub fn timestamp() -> String {
 }
 
 /// Copies the FIFO `fifo` (the container's `stream`) into `log` on a
-/// thread until every writer closed it. `max_line` < 0: no limit.
-pub fn copy(fifo: PathBuf, stream: &'static str, log: LogFile, max_line: i64) {
+/// thread until every writer closed it. `max_line` < 0: no limit. The
+/// handle ends when everything the container wrote is in the log.
+pub fn copy(
+    fifo: PathBuf,
+    stream: &'static str,
+    log: LogFile,
+    max_line: i64,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         // Blocks until the shim holds the write side; EOF once it closed it.
         let mut f = match File::open(&fifo) {
@@ -99,7 +105,7 @@ pub fn copy(fifo: PathBuf, stream: &'static str, log: LogFile, max_line: i64) {
         if !pending.is_empty() {
             log.write_record(stream, 'F', &pending);
         }
-    });
+    })
 }
 
 /// Writes every whole line of `pending` (and `P` records for overlong

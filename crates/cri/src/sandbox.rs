@@ -288,10 +288,14 @@ impl Cri {
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
         let modes = cspec::namespace_modes(config);
-        let mut opts: Vec<SpecOpt> = vec![
-            spec::with_image_config(process),
-            spec::with_hostname(hostname),
-        ];
+        let mut opts: Vec<SpecOpt> = vec![spec::with_image_config(process)];
+        // As containerd: a pod on the host's network has the host's UTS
+        // namespace, hence its hostname.
+        if host_net {
+            opts.push(cspec::without_hostname());
+        } else {
+            opts.push(spec::with_hostname(hostname));
+        }
         if host_net {
             opts.push(spec::with_host_namespace(LinuxNamespaceType::Network));
             opts.push(spec::with_host_namespace(LinuxNamespaceType::Uts));

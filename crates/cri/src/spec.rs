@@ -55,6 +55,14 @@ pub(crate) fn with_oom_score_adj(adj: i64) -> SpecOpt {
     })
 }
 
+/// No hostname (a process in the host's UTS namespace may not set one).
+pub(crate) fn without_hostname() -> SpecOpt {
+    Box::new(|s| {
+        s.set_hostname(None);
+        Ok(())
+    })
+}
+
 /// Sets sysctls.
 pub(crate) fn with_sysctls(sysctls: HashMap<String, String>) -> SpecOpt {
     Box::new(move |s| {

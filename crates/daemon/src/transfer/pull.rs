@@ -375,17 +375,19 @@ impl Puller {
             progress: progress.clone(),
             source_label,
         };
-        // The image (or nothing) holds what the lease held once the job
-        // ends; a cancelled pull drops the guard too.
+        // The image (or nothing) holds what the lease held once the pull
+        // ends; a failed or cancelled pull drops the guard too.
         let guard = LeaseGuard {
             db: self.db.clone(),
             ns: req.namespace.clone(),
             lease: lease.clone(),
         };
-        let result = job.run(name, root, req).await;
+        let downloaded = job.run(name, root, req).await?;
+        // The lease goes only once the image record holds the content: a
+        // collection between the two would find it unreferenced.
+        let image = self.record_image(req, name, root).await;
         drop(guard);
-        let downloaded = result?;
-        let image = self.record_image(req, name, root).await?;
+        let image = image?;
         progress.event("saved", name, 0, 0, Some(api_desc(root)));
         Ok(Pulled { image, downloaded })
     }
