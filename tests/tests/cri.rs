@@ -252,6 +252,22 @@ fn crictl_runs_a_host_network_pod_across_a_restart() -> Result<()> {
     let out = c.ok(&["exec", "-s", &cid, "echo", "after-restart"])?;
     assert_eq!(out, "after-restart");
 
+    // UpdateContainerResources reaches the container's cgroup.
+    c.ok(&["update", "--memory", "67108864", &cid])?;
+    assert_eq!(memory_limit(&cid)?, 67_108_864);
+    // Stats come from the shim's cgroup metrics.
+    let stats = c.json(&["stats", "-o", "json", &cid])?;
+    let mine = stats["stats"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["attributes"]["id"] == cid.as_str()))
+        .cloned()
+        .with_context(|| format!("{cid} not in {stats}"))?;
+    let used: u64 = mine["memory"]["workingSetBytes"]["value"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()?;
+    assert!(used > 0, "{mine}");
+
     // Stop: the exit is recorded, the log holds everything in CRI format.
     c.ok(&["stop", "-t", "1", &cid])?;
     let status = c.json(&["inspect", "-o", "json", &cid])?;
@@ -298,6 +314,16 @@ fn crictl_runs_a_host_network_pod_across_a_restart() -> Result<()> {
     assert!(!images.contains(&image_id), "{images}");
     drop(reg);
     d.finish()
+}
+
+/// The memory limit of container `id`'s cgroup (`/k8s.io/<id>`), v1 or v2.
+fn memory_limit(id: &str) -> Result<u64> {
+    let v1 = format!("/sys/fs/cgroup/memory/k8s.io/{id}/memory.limit_in_bytes");
+    let v2 = format!("/sys/fs/cgroup/k8s.io/{id}/memory.max");
+    let text = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .with_context(|| format!("reading {v1} or {v2}"))?;
+    Ok(text.trim().parse()?)
 }
 
 /// A bridge made by the test for one pod network, removed when dropped
@@ -399,5 +425,49 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
     assert!(!all.contains(&cid), "{all}");
     drop(reg);
     drop(bridge);
+    d.finish()
+}
+
+#[test]
+fn crictl_pulls_through_a_configured_mirror() -> Result<()> {
+    let scratch = tempfile::Builder::new().prefix("berth-cri").tempdir()?;
+    let (reg, busybox, _) = registry(scratch.path())?;
+    // A registry name that resolves nowhere: only the mirror can serve it.
+    let config = format!(
+        r#"version = 2
+[plugins."io.containerd.grpc.v1.cri".registry.mirrors."mirror.invalid"]
+  endpoint = ["http://{}"]
+"#,
+        reg.host
+    );
+    let d = Daemon::start_with_config(Some(&config))?;
+    let c = Crictl::new(&d)?;
+    let wanted = busybox.replace(&reg.host, "mirror.invalid");
+    c.ok(&["pull", &wanted])?;
+    let inspected = c.json(&["inspecti", "-o", "json", &wanted])?;
+    assert_eq!(
+        inspected["status"]["repoTags"][0].as_str(),
+        Some(wanted.as_str()),
+        "{inspected}"
+    );
+    drop(reg);
+    d.finish()
+}
+
+#[test]
+fn disabled_plugins_turns_the_cri_off() -> Result<()> {
+    let d = Daemon::start_with_config(Some(
+        "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+    ))?;
+    let c = Crictl::new(&d)?;
+    let out = fails(c.run(&["version"])?)?;
+    assert!(out.contains("Unimplemented"), "{out}");
+    let plugins = ok(d.ctr(&["plugins", "ls"])?)?;
+    assert!(
+        !plugins
+            .lines()
+            .any(|l| l.contains("io.containerd.grpc.v1") && l.contains(" cri ")),
+        "{plugins}"
+    );
     d.finish()
 }
