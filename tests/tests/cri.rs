@@ -400,14 +400,17 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
         .to_string();
     assert!(Path::new(&netns).exists(), "{status}");
 
-    let ctr_json = write_json(
-        &scratch.path().join("c.json"),
-        &container_config("web", &busybox, &["sleep", "3600"]),
-    )?;
+    let ctr_json = write_json(&scratch.path().join("c.json"), &{
+        // A user by name, looked up in the image's /etc/passwd.
+        let mut web = container_config("web", &busybox, &["sleep", "3600"]);
+        web["linux"]["security_context"] = serde_json::json!({"run_as_username": "nobody"});
+        web
+    })?;
     let cid = c.ok(&["create", &pod, &ctr_json, &pod_json])?;
     c.ok(&["start", &cid])?;
     let addr = c.ok(&["exec", "-s", &cid, "ip", "-4", "addr", "show", "eth0"])?;
     assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    assert_eq!(c.ok(&["exec", "-s", &cid, "id", "-u"])?, "65534");
     let hostname = c.ok(&["exec", "-s", &cid, "hostname"])?;
     assert_eq!(hostname, "netpod");
 

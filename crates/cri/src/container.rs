@@ -259,7 +259,20 @@ impl Cri {
                 .display()
                 .to_string()
         };
-        let oci = self.container_spec(&id, &sb.id, &config, &sb_config, &image, pause.pid)?;
+        let mounts = self.prepare_snapshot(&id, &image.facts.chain_id).await?;
+        let oci = match self.resolve_user(&id, &config, &image, mounts).await {
+            Ok(resolved) => self.container_spec(
+                &id, &sb.id, &config, &sb_config, &image, pause.pid, resolved,
+            ),
+            Err(e) => Err(e),
+        };
+        let oci = match oci {
+            Ok(o) => o,
+            Err(e) => {
+                self.remove_snapshot(&id).await;
+                return Err(e);
+            }
+        };
         let m = ContainerMeta {
             id: id.clone(),
             name,
@@ -271,8 +284,6 @@ impl Cri {
             created_at: meta::now_nanos(),
             ..Default::default()
         };
-        let mounts = self.prepare_snapshot(&id, &image.facts.chain_id).await?;
-        drop(mounts);
         let created = self
             .inner
             .backend
@@ -317,6 +328,7 @@ impl Cri {
         Ok(id)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn container_spec(
         &self,
         id: &str,
@@ -325,6 +337,7 @@ impl Cri {
         sb_config: &cri::PodSandboxConfig,
         image: &crate::images::CriImage,
         pause_pid: u32,
+        resolved: Option<berth_runtime::user::ResolvedUser>,
     ) -> Result<oci_spec::runtime::Spec> {
         let c = &image.facts.config;
         let entrypoint = cspec::strings(&c["Entrypoint"]);
@@ -391,20 +404,15 @@ impl Cri {
         // User: the request's uid (and gid), else the image's numeric user.
         let uid_gid = match &sc.run_as_user {
             Some(u) => Some((u.value, sc.run_as_group.as_ref().map_or(0, |g| g.value))),
-            None if !sc.run_as_username.is_empty()
-                || image_user
-                    .split(':')
-                    .next()
-                    .is_some_and(|u| !u.is_empty() && u.parse::<u32>().is_err()) =>
-            {
-                let who = if sc.run_as_username.is_empty() {
-                    image_user.clone()
-                } else {
-                    sc.run_as_username.clone()
-                };
-                return Err(CriError::Unimplemented(format!(
-                    "user {who:?} is a name: berth's CRI plugin runs containers as numeric users only for now (set runAsUser)"
-                )));
+            None if resolved.is_some() => {
+                let mut r = resolved.unwrap_or_default();
+                if let Some(g) = &sc.run_as_group {
+                    r.gid = u32::try_from(g.value).map_err(|_| {
+                        CriError::InvalidArgument(format!("runAsGroup {} out of range", g.value))
+                    })?;
+                }
+                opts.push(spec::with_resolved_user(r));
+                None
             }
             None if !image_user.is_empty() => {
                 let mut parts = image_user.split(':');
@@ -573,6 +581,41 @@ impl Cri {
         ]);
         opts.push(cspec::with_annotations(annotations));
         spec::generate(id, crate::backend::K8S_NAMESPACE, opts).map_err(spec_err)
+    }
+
+    /// The user a container names (`runAsUsername`, else an image's named
+    /// `USER`), resolved in its root filesystem; `None` for numeric users.
+    async fn resolve_user(
+        &self,
+        id: &str,
+        config: &cri::ContainerConfig,
+        image: &crate::images::CriImage,
+        mounts: Vec<berth_api::containerd::types::Mount>,
+    ) -> Result<Option<berth_runtime::user::ResolvedUser>> {
+        let sc = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let image_user = image.facts.config["User"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let named = if sc.run_as_user.is_some() {
+            None
+        } else if !sc.run_as_username.is_empty() {
+            Some(sc.run_as_username.clone())
+        } else if crate::user::is_named(&image_user) {
+            Some(image_user)
+        } else {
+            None
+        };
+        let Some(user) = named else { return Ok(None) };
+        let scratch = self.inner.paths.state.join("usermounts").join(id);
+        tokio::task::spawn_blocking(move || crate::user::resolve(&user, &mounts, &scratch))
+            .await
+            .map_err(|e| CriError::Internal(format!("user lookup: {e}")))?
+            .map(Some)
     }
 
     fn sandbox_dir_of(&self, id: &str) -> PathBuf {

@@ -35,6 +35,7 @@ mod service;
 mod spec;
 mod stats;
 pub mod streaming;
+mod user;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
