@@ -206,7 +206,9 @@ fn crictl_runs_a_host_network_pod_across_a_restart() -> Result<()> {
             &[
                 "sh",
                 "-c",
-                "echo $GREETING; echo to-err >&2; exec sleep 3600",
+                // "bye" is written on SIGTERM, after the restart: the log
+                // copier must have been reattached.
+                "trap 'echo bye; exit 0' TERM; echo $GREETING; echo to-err >&2; while true; do sleep 1; done",
             ],
         ),
     )?;
@@ -269,15 +271,23 @@ fn crictl_runs_a_host_network_pod_across_a_restart() -> Result<()> {
     assert!(used > 0, "{mine}");
 
     // Stop: the exit is recorded, the log holds everything in CRI format.
-    c.ok(&["stop", "-t", "1", &cid])?;
+    c.ok(&["stop", "-t", "30", &cid])?;
     let status = c.json(&["inspect", "-o", "json", &cid])?;
     assert_eq!(status["status"]["state"], "CONTAINER_EXITED", "{status}");
+    assert_eq!(status["status"]["exitCode"], 0, "{status}");
+    assert_eq!(status["status"]["reason"], "Completed", "{status}");
     let log = std::fs::read_to_string(logs.join("c1.log"))?;
     let records: Vec<Vec<&str>> = log.lines().map(|l| l.splitn(4, ' ').collect()).collect();
     assert!(
         records
             .iter()
             .any(|r| r.get(1..) == Some(&["stdout", "F", "hello-cri"][..])),
+        "{log}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.get(1..) == Some(&["stdout", "F", "bye"][..])),
         "{log}"
     );
     assert!(

@@ -121,7 +121,16 @@ impl Cri {
                 });
                 cri::ContainerState::ContainerExited
             }
-            None if m.started_at > 0 || m.finished_at > 0 => cri::ContainerState::ContainerExited,
+            None if m.finished_at > 0 => cri::ContainerState::ContainerExited,
+            None if m.started_at > 0 => {
+                // Its task went without anyone seeing the exit (its shim
+                // died): containerd reports such a container exited with
+                // 255, reason Unknown.
+                m.exit_code = 255;
+                m.reason = "Unknown".to_string();
+                m.finished_at = m.started_at;
+                cri::ContainerState::ContainerExited
+            }
             None => cri::ContainerState::ContainerCreated,
         };
         Ok(Current {

@@ -340,6 +340,12 @@ impl RuntimeService for Cri {
                 .into_iter()
                 .map(|n| n.name)
                 .collect();
+            let load = match self.inner.cni.networks() {
+                Ok(n) if !n.is_empty() => "OK".to_string(),
+                Ok(_) => "cni config load failed: no network config found in conf_dir: cni plugin not initialized".to_string(),
+                Err(e) => format!("cni config load failed: {e}"),
+            };
+            info.insert("lastCNILoadStatus".to_string(), load);
             info.insert(
                 "cniconfig".to_string(),
                 serde_json::json!({ "Networks": networks }).to_string(),
