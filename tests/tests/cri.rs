@@ -484,3 +484,27 @@ fn disabled_plugins_turns_the_cri_off() -> Result<()> {
     );
     d.finish()
 }
+
+#[test]
+fn a_version_3_config_sets_the_cri_as_containerd_2_does() -> Result<()> {
+    let d = Daemon::start_with_config(Some(
+        r#"version = 3
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "registry.invalid/pause:3.10"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+"#,
+    ))?;
+    let c = Crictl::new(&d)?;
+    let info = c.json(&["info", "-o", "json"])?;
+    let config = &info["config"];
+    assert_eq!(
+        config["sandboxImage"], "registry.invalid/pause:3.10",
+        "{info}"
+    );
+    assert_eq!(config["restrictOOMScoreAdj"], true, "{info}");
+    assert_eq!(config["cni"]["binDir"], "/usr/lib/cni", "{info}");
+    d.finish()
+}

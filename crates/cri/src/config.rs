@@ -159,6 +159,54 @@ impl CriConfig {
         Ok(config)
     }
 
+    /// Reads a version 3 (containerd 2) configuration, whose CRI settings
+    /// are split over `io.containerd.cri.v1.runtime` (cni, containerd,
+    /// log and OOM settings), `io.containerd.cri.v1.images` (snapshotter,
+    /// registry, `pinned_images.sandbox`) and `io.containerd.grpc.v1.cri`
+    /// (the streaming server): merged into the version 2 shape.
+    pub fn from_v3_sections(
+        grpc: Option<&toml::Table>,
+        runtime: Option<&toml::Table>,
+        images: Option<&toml::Table>,
+    ) -> Result<CriConfig, ConfigError> {
+        let mut merged = grpc.cloned().unwrap_or_default();
+        if let Some(r) = runtime {
+            for (k, v) in r {
+                merged.insert(k.clone(), v.clone());
+            }
+            // containerd 2.1 lists plugin directories; berth uses the first.
+            let cni = merged.get_mut("cni").and_then(toml::Value::as_table_mut);
+            if let Some(cni) = cni {
+                let first = cni
+                    .get("bin_dirs")
+                    .and_then(toml::Value::as_array)
+                    .and_then(|a| a.first())
+                    .cloned();
+                if let Some(first) = first {
+                    cni.entry("bin_dir").or_insert(first);
+                }
+                cni.remove("bin_dirs");
+            }
+        }
+        if let Some(i) = images {
+            if let Some(s) = i.get("snapshotter") {
+                let containerd = merged
+                    .entry("containerd")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(t) = containerd.as_table_mut() {
+                    t.insert("snapshotter".to_string(), s.clone());
+                }
+            }
+            if let Some(r) = i.get("registry") {
+                merged.insert("registry".to_string(), r.clone());
+            }
+            if let Some(s) = i.get("pinned_images").and_then(|p| p.get("sandbox")) {
+                merged.insert("sandbox_image".to_string(), s.clone());
+            }
+        }
+        CriConfig::from_section(Some(&merged))
+    }
+
     /// The runtime handler `name` (empty: the default).
     pub fn handler(&self, name: &str) -> Option<(&str, &RuntimeHandler)> {
         let name = if name.is_empty() {
@@ -210,6 +258,34 @@ mod tests {
             c.handler("").map(|(n, h)| (n, h.runtime_type.as_str())),
             Some(("runc", "io.containerd.runc.v2"))
         );
+    }
+
+    #[test]
+    fn version_3_sections_merge_into_one() {
+        let runtime: toml::Table = r#"
+            enable_unprivileged_ports = true
+            [cni]
+            bin_dirs = ["/usr/lib/cni"]
+            [containerd.runtimes.runc]
+            runtime_type = "io.containerd.runc.v2"
+        "#
+        .parse()
+        .expect("toml");
+        let images: toml::Table = r#"
+            snapshotter = "native"
+            [pinned_images]
+            sandbox = "localhost:5000/pause:2"
+            [registry]
+            config_path = "/etc/berth/certs.d"
+        "#
+        .parse()
+        .expect("toml");
+        let c = CriConfig::from_v3_sections(None, Some(&runtime), Some(&images)).expect("config");
+        assert!(c.enable_unprivileged_ports);
+        assert_eq!(c.cni.bin_dir, PathBuf::from("/usr/lib/cni"));
+        assert_eq!(c.containerd.snapshotter, "native");
+        assert_eq!(c.sandbox_image, "localhost:5000/pause:2");
+        assert_eq!(c.registry.config_path, "/etc/berth/certs.d");
     }
 
     #[test]

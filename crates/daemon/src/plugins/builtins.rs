@@ -521,7 +521,17 @@ fn build_transfer(
 /// containerd's CRI plugin (`[plugins."io.containerd.grpc.v1.cri"]`):
 /// RuntimeService and ImageService on the daemon's socket.
 fn cri_plugin(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
-    let config = berth_cri::CriConfig::from_section(ctx.section).map_err(PluginError::failed)?;
+    // Version 3 files split the CRI settings as containerd 2 does.
+    let config = if ctx.config.version >= 3 {
+        berth_cri::CriConfig::from_v3_sections(
+            ctx.section,
+            ctx.config.plugin_section("io.containerd.cri.v1.runtime"),
+            ctx.config.plugin_section("io.containerd.cri.v1.images"),
+        )
+    } else {
+        berth_cri::CriConfig::from_section(ctx.section)
+    }
+    .map_err(PluginError::failed)?;
     let transfer = build_transfer(ctx)?;
     let puller = Arc::new(crate::cri::DaemonPuller {
         puller: transfer.puller(),
