@@ -10,6 +10,8 @@ use berth_api::containerd::services::containers::v1::containers_client::Containe
 use berth_api::containerd::services::content::v1::ReadContentRequest;
 use berth_api::containerd::services::content::v1::content_client::ContentClient;
 use berth_api::containerd::services::images::v1::images_client::ImagesClient;
+use berth_api::containerd::services::leases::v1::leases_client::LeasesClient;
+use berth_api::containerd::services::leases::v1::{CreateRequest, DeleteRequest};
 use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::containerd::services::tasks::v1::tasks_client::TasksClient;
 use tonic::service::interceptor::InterceptedService;
@@ -23,9 +25,10 @@ pub const K8S_NAMESPACE: &str = "k8s.io";
 /// A channel whose calls carry the `k8s.io` namespace.
 pub(crate) type Chan = InterceptedService<Channel, NamespaceHeader>;
 
-/// Adds `containerd-namespace: k8s.io` to each call.
-#[derive(Debug, Clone)]
-pub(crate) struct NamespaceHeader;
+/// Adds `containerd-namespace: k8s.io` to each call, and the lease new
+/// objects belong to when there is one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NamespaceHeader(Option<String>);
 
 impl tonic::service::Interceptor for NamespaceHeader {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -33,7 +36,37 @@ impl tonic::service::Interceptor for NamespaceHeader {
             berth_api::NAMESPACE_HEADER,
             tonic::metadata::MetadataValue::from_static(K8S_NAMESPACE),
         );
+        if let Some(lease) = &self.0 {
+            let value = lease
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument(format!("lease {lease:?}")))?;
+            r.metadata_mut().insert(berth_api::LEASE_HEADER, value);
+        }
         Ok(r)
+    }
+}
+
+/// A temporary lease holding what a pod or container start makes until
+/// its record refers to it (as containerd's client `WithLease`: a
+/// collection in between must not take the fresh snapshot).
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) id: String,
+    backend: Backend,
+}
+
+impl Lease {
+    /// Ends the lease (what it held is now referenced by records).
+    pub(crate) async fn release(self) {
+        let r = LeasesClient::with_interceptor(self.backend.channel.clone(), NamespaceHeader(None))
+            .delete(DeleteRequest {
+                id: self.id.clone(),
+                sync: false,
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(lease = %self.id, error = %e, "deleting a CRI lease (it expires anyway)");
+        }
     }
 }
 
@@ -60,22 +93,62 @@ impl Backend {
         Ok(Backend { channel })
     }
 
+    /// A lease that expires in a day (if berthd dies before releasing it).
+    pub(crate) async fn lease(&self) -> Result<Lease> {
+        let id = format!("berth-cri-{}", uuid::Uuid::new_v4().simple());
+        let expire = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600),
+        )
+        .to_string();
+        LeasesClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
+            .create(CreateRequest {
+                id: id.clone(),
+                labels: std::collections::HashMap::from([(
+                    "containerd.io/gc.expire".to_string(),
+                    expire,
+                )]),
+            })
+            .await
+            .map_err(CriError::service("creating a lease"))?;
+        Ok(Lease {
+            id,
+            backend: self.clone(),
+        })
+    }
+
+    /// The containers service with new records in `lease`.
+    pub(crate) fn containers_in(&self, lease: &Lease) -> ContainersClient<Chan> {
+        ContainersClient::with_interceptor(
+            self.channel.clone(),
+            NamespaceHeader(Some(lease.id.clone())),
+        )
+        .max_decoding_message_size(64 << 20)
+    }
+
+    /// The snapshots service with new snapshots in `lease`.
+    pub(crate) fn snapshots_in(&self, lease: &Lease) -> SnapshotsClient<Chan> {
+        SnapshotsClient::with_interceptor(
+            self.channel.clone(),
+            NamespaceHeader(Some(lease.id.clone())),
+        )
+    }
+
     pub(crate) fn containers(&self) -> ContainersClient<Chan> {
-        ContainersClient::with_interceptor(self.channel.clone(), NamespaceHeader)
+        ContainersClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
             .max_decoding_message_size(64 << 20)
     }
     pub(crate) fn tasks(&self) -> TasksClient<Chan> {
-        TasksClient::with_interceptor(self.channel.clone(), NamespaceHeader)
+        TasksClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
     }
     pub(crate) fn images(&self) -> ImagesClient<Chan> {
-        ImagesClient::with_interceptor(self.channel.clone(), NamespaceHeader)
+        ImagesClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
             .max_decoding_message_size(64 << 20)
     }
     pub(crate) fn snapshots(&self) -> SnapshotsClient<Chan> {
-        SnapshotsClient::with_interceptor(self.channel.clone(), NamespaceHeader)
+        SnapshotsClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
     }
     pub(crate) fn content(&self) -> ContentClient<Chan> {
-        ContentClient::with_interceptor(self.channel.clone(), NamespaceHeader)
+        ContentClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
     }
 
     /// The whole blob `digest` from the content store.

@@ -268,11 +268,51 @@ impl Cri {
                 .display()
                 .to_string()
         };
-        let mounts = self.prepare_snapshot(&id, &image.facts.chain_id).await?;
-        let oci = match self.resolve_user(&id, &config, &image, mounts).await {
-            Ok(resolved) => self.container_spec(
-                &id, &sb.id, &config, &sb_config, &image, pause.pid, resolved,
-            ),
+        let lease = self.inner.backend.lease().await?;
+        let result = self
+            .create_container_leased(
+                &lease, &id, name, log_path, &config, &sb, &sb_config, &image, &handler, pause.pid,
+            )
+            .await;
+        lease.release().await;
+        result?;
+        self.publish(cri::ContainerEventResponse {
+            container_id: id.clone(),
+            container_event_type: cri::ContainerEventType::ContainerCreatedEvent as i32,
+            created_at: meta::now_nanos(),
+            ..Default::default()
+        });
+        Ok(id)
+    }
+
+    /// The snapshot, spec and record of a new container, in `lease`.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_container_leased(
+        &self,
+        lease: &crate::backend::Lease,
+        id: &str,
+        name: String,
+        log_path: String,
+        config: &cri::ContainerConfig,
+        sb: &crate::meta::SandboxMeta,
+        sb_config: &cri::PodSandboxConfig,
+        image: &crate::images::CriImage,
+        handler: &crate::config::RuntimeHandler,
+        pause_pid: u32,
+    ) -> Result<()> {
+        let id = id.to_string();
+        let image_ref = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let mounts = self
+            .prepare_snapshot(&id, &image.facts.chain_id, lease)
+            .await?;
+        let oci = match self.resolve_user(&id, config, image, mounts).await {
+            Ok(resolved) => {
+                self.container_spec(&id, &sb.id, config, sb_config, image, pause_pid, resolved)
+            }
             Err(e) => Err(e),
         };
         let oci = match oci {
@@ -296,7 +336,7 @@ impl Cri {
         let created = self
             .inner
             .backend
-            .containers()
+            .containers_in(lease)
             .create(cpb::CreateContainerRequest {
                 container: Some(cpb::Container {
                     id: id.clone(),
@@ -306,7 +346,7 @@ impl Cri {
                         .first()
                         .cloned()
                         .unwrap_or_else(|| image.facts.id.clone()),
-                    runtime: Some(crate::sandbox::runtime_of(&handler)),
+                    runtime: Some(crate::sandbox::runtime_of(handler)),
                     spec: Some(prost_types::Any {
                         type_url: cspec::SPEC_TYPE_URL.to_string(),
                         value: serde_json::to_vec(&oci).unwrap_or_default(),
@@ -328,13 +368,7 @@ impl Cri {
                 status: Box::new(s),
             });
         }
-        self.publish(cri::ContainerEventResponse {
-            container_id: id.clone(),
-            container_event_type: cri::ContainerEventType::ContainerCreatedEvent as i32,
-            created_at: m.created_at,
-            ..Default::default()
-        });
-        Ok(id)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -398,10 +398,18 @@ impl Cri {
         extension: (&str, prost_types::Any),
     ) -> Result<()> {
         let snapshotter = self.inner.config.containerd.snapshotter.clone();
-        let mounts = self.prepare_snapshot(id, chain_id).await?;
-        self.inner
+        let lease = self.inner.backend.lease().await?;
+        let mounts = match self.prepare_snapshot(id, chain_id, &lease).await {
+            Ok(m) => m,
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        };
+        let created = self
+            .inner
             .backend
-            .containers()
+            .containers_in(&lease)
             .create(cpb::CreateContainerRequest {
                 container: Some(cpb::Container {
                     id: id.to_string(),
@@ -419,7 +427,9 @@ impl Cri {
                 }),
             })
             .await
-            .map_err(CriError::service(format!("creating container {id}")))?;
+            .map_err(CriError::service(format!("creating container {id}")));
+        lease.release().await;
+        created?;
         let mut tasks = self.inner.backend.tasks();
         tasks
             .create(tpb::CreateTaskRequest {
@@ -443,17 +453,18 @@ impl Cri {
         Ok(())
     }
 
-    /// An active snapshot `key` on `chain_id`, returning its mounts.
+    /// An active snapshot `key` on `chain_id` in `lease`, returning its mounts.
     pub(crate) async fn prepare_snapshot(
         &self,
         key: &str,
         chain_id: &str,
+        lease: &crate::backend::Lease,
     ) -> Result<Vec<berth_api::containerd::types::Mount>> {
         let snapshotter = self.inner.config.containerd.snapshotter.clone();
         Ok(self
             .inner
             .backend
-            .snapshots()
+            .snapshots_in(lease)
             .prepare(spb::PrepareSnapshotRequest {
                 snapshotter: snapshotter.clone(),
                 key: key.to_string(),
