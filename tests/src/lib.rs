@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod containerd;
+pub mod cri_daemon;
+pub mod cri_env;
+pub mod cri_images;
+pub mod critest;
 pub mod docker;
 pub mod faults;
 pub mod goclient;
@@ -478,8 +482,8 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 /// Stops everything a daemon's tasks left running: containers in runc
-/// roots under `state/runc`, shim processes started with `-address
-/// <address>`, and mounts under `dir`.
+/// roots under `state/runc`, shim processes started with
+/// `-address <address>`, and mounts under `dir`.
 pub fn cleanup_runtime(state: &Path, address: &Path, dir: &Path) {
     if let Ok(namespaces) = std::fs::read_dir(state.join("runc")) {
         for ns in namespaces.flatten() {

@@ -347,7 +347,13 @@ fn gc_removes_unreferenced_blobs_but_not_leased_ones() -> Result<()> {
         "leased",
         &leased,
     )?)?;
-    assert!(blob_path(&d, &loose_d).exists() && blob_path(&d, &leased_d).exists());
+    assert!(
+        blob_path(&d, &loose_d).exists() && blob_path(&d, &leased_d).exists(),
+        "an ingested blob is missing before any deletion (loose {}, leased {}); berthd's log:\n{}",
+        blob_path(&d, &loose_d).exists(),
+        blob_path(&d, &leased_d).exists(),
+        d.log()
+    );
 
     // A collection now: the loose blob has no reference, the other a lease.
     ok(d.berthctl(&["content", "prune"])?)?;

@@ -1,16 +1,21 @@
 //! `cargo xtask <command>`: developer automation for berth.
 //!
 //! - `deps`: install the Debian packages berth builds and tests with.
-//! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
+//! - `test`: deps, build once, fmt, clippy, rustdoc and packaging checks,
+//!   then the whole suite.
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
 //! - `install [--prefix P] [--destdir D] [--bin-dir B]`: binaries, systemd
 //!   unit, default config, completions and man pages (see `install.rs`).
 //! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side
 //!   (`run`, `pull`, `unpack`, `stress`, `memory`, `api`, `limit`; all by default).
+//! - `package [--verify]`: every publishable crate packaged as crates.io
+//!   would take it (see `package.rs`).
 
 mod bench;
 mod cleanup;
+mod fuzz;
 mod install;
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -72,7 +77,31 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libc6-dev", "/usr/lib/x86_64-linux-gnu/libc.a"),
     // A venv for the current grpcio from PyPI (tests/tests/wire_compat.rs).
     ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
+    // The CRI tests (tests/tests/critest.rs, crictl_operator.rs): pod
+    // networks through the CNI bridge, portmap and loopback plugins; the
+    // stand-in images' pause, nginx and nonewprivs programs, compiled with
+    // `gcc -static`; pgrep and ipcs copied into the e2e busybox image;
+    // critest runs ipcmk on the host.
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    ("iptables", "/usr/sbin/iptables"),
+    ("iproute2", "/usr/sbin/ip"),
+    ("gcc", "/usr/bin/gcc"),
+    ("libc6-dev", "/usr/lib/x86_64-linux-gnu/libc.a"),
+    ("procps", "/usr/bin/pgrep"),
+    ("util-linux", "/usr/bin/ipcs"),
 ];
+
+/// Packages unpacked rather than installed, because they conflict with one
+/// in [`PACKAGES`]: `(package, directory, probe inside it)`. Debian's
+/// dynamically linked `busybox` conflicts with `busybox-static`, which the
+/// other tests need; the CRI tests' e2e busybox image needs the dynamic one
+/// (its shell runs `/bin/ls` as a file, so critest's masked-paths spec sees
+/// the mask; busybox-static runs its applets internally).
+const UNPACKED: &[(&str, &str, &str)] = &[(
+    "busybox",
+    "/usr/local/lib/berth-tests/busybox",
+    "bin/busybox",
+)];
 
 /// Packages whose install starts a daemon on the default paths; tests use
 /// only their binaries, on temporary roots.
@@ -90,9 +119,11 @@ fn main() -> ExitCode {
         Some("up") => up(),
         Some("bench") => bench::bench(&args[1..]),
         Some("install") => install::install(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("package") => package::package(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|install [--prefix P] [--destdir D] [--bin-dir B]|bench [run|pull|unpack|stress|memory|api|limit]...>"
+                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|package [--verify]|bench [run|pull|unpack|stress|memory|api|limit]...>"
             );
             return ExitCode::from(2);
         }
@@ -136,6 +167,33 @@ fn is_root() -> bool {
 
 /// Installs whatever of [`PACKAGES`] is missing.
 pub(crate) fn deps() -> Result<()> {
+    install_packages()?;
+    unpack_packages()
+}
+
+/// Unpacks each of [`UNPACKED`] whose probe is missing: `apt-get download`,
+/// then `dpkg-deb -x` into its directory.
+fn unpack_packages() -> Result<()> {
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    for (pkg, dir, probe) in UNPACKED {
+        if Path::new(dir).join(probe).exists() {
+            continue;
+        }
+        eprintln!("unpacking {pkg} into {dir}");
+        root_sh(
+            sudo,
+            &format!(
+                "set -e; t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT; cd \"$t\"; \
+                 chmod 777 \"$t\"; apt-get download -qq {pkg} || {{ apt-get update -qq && apt-get download -qq {pkg}; }}; \
+                 mkdir -p {dir}; dpkg-deb -x {pkg}_*.deb {dir}"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Installs the [`PACKAGES`] whose probe is missing.
+fn install_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(_, probe)| !Path::new(probe).exists())
@@ -257,14 +315,32 @@ fn test(extra: &[String]) -> Result<()> {
         .args(["clippy"])
         .args(otel)
         .args(["--all-targets", "--", "-D", "warnings"]))?;
+    // The API docs build without a warning (a broken link, a stray `<tag>`).
+    run(cargo()
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"]))?;
+    // Every publishable crate still packages (a versioned path dependency
+    // on an unpublished crate, a file outside the crate, a missing README
+    // or LICENSE fail here, not at release time).
+    package::package(&[])?;
     // Tests that skip say why in this file; it is printed after the run so
     // skips are visible in CI rather than passing silently.
     let skips = bench::target_dir().join("berth-test-skips.log");
     let _ = std::fs::remove_file(&skips);
     let result = run_tests(extra, &skips);
     report_skips(&skips);
-    result
+    // A short coverage-guided run of every fuzz target (its own
+    // instrumented build), unless only some tests were asked for.
+    let fuzzed = if extra.is_empty() {
+        fuzz::fuzz(&["--seconds".to_string(), CI_FUZZ_SECONDS.to_string()])
+    } else {
+        Ok(())
+    };
+    result.and(fuzzed)
 }
+
+/// Seconds of libFuzzer per target in `cargo xtask test`.
+const CI_FUZZ_SECONDS: u64 = 10;
 
 /// Prints every skip the tests recorded in `skips`.
 fn report_skips(skips: &std::path::Path) {

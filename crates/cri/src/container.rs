@@ -326,7 +326,7 @@ impl Cri {
             id: id.clone(),
             name,
             sandbox_id: sb.id.clone(),
-            config: meta::encode(&config),
+            config: meta::encode(config),
             image_id: image.facts.id.clone(),
             image_ref: image_ref.clone(),
             log_path,

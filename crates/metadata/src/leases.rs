@@ -412,6 +412,33 @@ impl LeaseStore {
         Ok(())
     }
 
+    /// Drops the ingest `reference` from lease `id` of namespace `ns` once
+    /// its blob is committed (or its writer never opened): containerd's
+    /// `removeIngestLease`.
+    ///
+    /// Unlike [`LeaseStore::delete_resource`] this is no deletion for the
+    /// garbage collector: the lease holds the committed blob instead, so
+    /// nothing became collectable and no collection is scheduled (one
+    /// would take content other clients wrote without a lease, which
+    /// containerd keeps until a real deletion). A missing lease is not an
+    /// error.
+    pub fn release_ingest(&self, ns: &str, id: &str, reference: &str) -> Result<()> {
+        self.db.update(|txn| {
+            txn.open_table(schema::LEASE_RESOURCES)
+                .context("open table lease_resources")?
+                .remove((ns, id, INGESTS, reference))
+                .context("remove lease resource")?;
+            Ok(())
+        })?;
+        debug!(
+            namespace = ns,
+            lease = id,
+            ingest = reference,
+            "released ingest from lease"
+        );
+        Ok(())
+    }
+
     /// Returns the resources lease `id` of namespace `ns` holds, sorted by
     /// type, then id; [`Error::NotFound`] if the lease does not exist.
     pub fn list_resources(&self, ns: &str, id: &str) -> Result<Vec<Resource>> {
@@ -610,6 +637,29 @@ mod tests {
             "resource type widgets not supported yet: not implemented"
         );
         assert!(leases.list_resources("default", "l").unwrap().is_empty());
+    }
+
+    #[test]
+    fn releasing_a_committed_ingest_is_no_deletion() {
+        let (_dir, db) = open();
+        let leases = db.leases();
+        leases.create("default", "l", Labels::new()).unwrap();
+        leases
+            .add_resource("default", "l", res(INGESTS, "ref-1"))
+            .unwrap();
+        leases.release_ingest("default", "l", "ref-1").unwrap();
+        assert!(leases.list_resources("default", "l").unwrap().is_empty());
+        assert!(!db.is_dirty(), "a committed ingest scheduled a collection");
+        // Releasing from a lease that is gone is not an error.
+        leases.release_ingest("default", "gone", "ref-1").unwrap();
+        // Removing a resource through the Leases API is a deletion.
+        leases
+            .add_resource("default", "l", res(INGESTS, "ref-2"))
+            .unwrap();
+        leases
+            .delete_resource("default", "l", res(INGESTS, "ref-2"))
+            .unwrap();
+        assert!(db.is_dirty());
     }
 
     #[test]

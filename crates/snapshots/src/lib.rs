@@ -111,6 +111,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod apply;
 pub mod driver;
 pub mod error;
 pub mod metastore;
@@ -123,6 +124,7 @@ pub mod proxy;
 pub mod testsuite;
 mod tree;
 
+pub use apply::{DirectApply, Whiteouts};
 pub use error::{Error, Result};
 
 /// Labels on a snapshot: string keys to string values, sorted by key.
@@ -328,6 +330,13 @@ pub trait Snapshotter: Send + Sync {
     /// Removes directories that no snapshot refers to any more: left by a
     /// crash, or by a removal whose file deletion failed.
     fn cleanup(&self) -> Result<()>;
+
+    /// The driver's [`DirectApply`] capability, if it has one: layers are
+    /// then written into its snapshots without mounts (see [`apply`]).
+    /// `None` by default.
+    fn direct_apply(&self) -> Option<&dyn DirectApply> {
+        None
+    }
 }
 
 /// The labels, among `labels`, that a snapshot passes on to what is made
@@ -437,3 +446,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<Mount>(&json).unwrap(), m);
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,7 +1,7 @@
 //! The snapshot records every driver keeps: a redb file per driver root.
 //!
 //! This is containerd's `core/snapshots/storage` for berth. A driver stores,
-//! per snapshot key (or committed name), a [`Record`]-like entry: a numeric
+//! per snapshot key (or committed name), a `Record`-like entry: a numeric
 //! *id*, the kind, the parent's name, labels, timestamps and, once committed,
 //! its disk usage. Ids name the snapshot's directory on disk
 //! (`root/snapshots/<id>`), so they are short (which keeps overlay mount

@@ -248,8 +248,14 @@ fn set_attributes(src: &Path, dst: &Path, md: &Metadata) -> Result<()> {
     }
     let atime = TimeSpec::new(md.atime(), md.atime_nsec());
     let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
-    utimensat(None, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| Error::io(dst, e.into()))?;
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        dst,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::io(dst, e.into()))?;
     Ok(())
 }
 
@@ -291,7 +297,7 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let size = rustix::fs::llistxattr(path, &mut [])?;
+        let size = rustix::fs::llistxattr_query(path)?;
         if size == 0 {
             return Ok(Vec::new());
         }
@@ -316,7 +322,7 @@ fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
 /// The value of extended attribute `name` of `path` (not following symlinks).
 fn get_xattr(path: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
     loop {
-        let size = rustix::fs::lgetxattr(path, name, &mut [])?;
+        let size = rustix::fs::lgetxattr_query(path, name)?;
         let mut value = vec![0; size];
         match rustix::fs::lgetxattr(path, name, &mut value) {
             Ok(n) => {
@@ -369,7 +375,7 @@ mod tests {
         fs::set_permissions(&src, fs::Permissions::from_mode(0o711)).unwrap();
         let old = TimeSpec::new(1_000_000_000, 5);
         utimensat(
-            None,
+            nix::fcntl::AT_FDCWD,
             &src.join("sub/deep"),
             &old,
             &old,

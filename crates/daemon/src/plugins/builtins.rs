@@ -475,24 +475,6 @@ fn build_transfer(
     let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     let streams = ctx.get::<crate::transfer::Streams>(types::STREAMING)?;
-    // overlayfs layers are applied in parallel in a directory beside its
-    // snapshots (one filesystem, so a rename moves them in); what a killed
-    // daemon left there is garbage.
-    let staging: std::collections::HashMap<String, std::path::PathBuf> = ctx
-        .all()
-        .iter()
-        .filter(|p| p.plugin_type == types::SNAPSHOT && p.id == "overlayfs" && p.instance.is_ok())
-        .filter_map(|p| p.exports.get("root"))
-        .map(|root| {
-            let dir = std::path::Path::new(root).join("berth-staging");
-            if dir.exists() {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot clear the staging directory");
-                }
-            }
-            ("overlayfs".to_string(), dir)
-        })
-        .collect();
     let mut service = crate::transfer::TransferService::new(
         store,
         (*db).clone(),
@@ -500,7 +482,6 @@ fn build_transfer(
         exchange,
         &ctx.config.state,
         (*streams).clone(),
-        staging,
     );
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         service = service.with_pull_bytes(m.pull_bytes.clone());

@@ -481,9 +481,7 @@ impl WriteSession {
                 })();
                 if opened.is_err() {
                     if let Some(l) = &lease {
-                        let _ = db
-                            .leases()
-                            .delete_resource(&ns, l, ingest_resource(&reference));
+                        let _ = db.leases().release_ingest(&ns, l, &reference);
                     }
                 }
                 opened
@@ -585,11 +583,7 @@ impl WriteSession {
                             // Committed: the lease now holds the blob, not
                             // the ingest (containerd's removeIngestLease).
                             if let Some(l) = &lease {
-                                let _ = db.leases().delete_resource(
-                                    &ns,
-                                    l,
-                                    ingest_resource(&reference),
-                                );
+                                let _ = db.leases().release_ingest(&ns, l, &reference);
                             }
                             Ok(())
                         })?;
