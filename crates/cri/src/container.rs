@@ -95,6 +95,12 @@ impl Cri {
                 // Exited: as containerd, the exit is reported once all the
                 // container wrote is in its log.
                 self.wait_copiers(&m.id).await;
+                // An OOM kill in its cgroup (read before the task's
+                // deletion removes the cgroup) is the reason it ended, as
+                // containerd's OOM event makes it.
+                if m.reason.is_empty() && cspec::oom_killed(&record) {
+                    m.reason = "OOMKilled".to_string();
+                }
                 // Keep the exit in the record, free the shim.
                 m.finished_at = t.exited_at;
                 m.exit_code = i32::try_from(t.exit_status).unwrap_or(i32::MAX);
@@ -444,6 +450,16 @@ impl Cri {
         if config.tty {
             opts.push(spec::with_tty(true));
         }
+        // containerd's rule: a group needs a user named with it.
+        if let Some(g) = &sc.run_as_group
+            && sc.run_as_user.is_none()
+            && sc.run_as_username.is_empty()
+        {
+            return Err(CriError::InvalidArgument(format!(
+                "user group \"{}\" is specified without user",
+                g.value
+            )));
+        }
         // User: the request's uid (and gid), else the image's numeric user.
         let uid_gid = match &sc.run_as_user {
             Some(u) => Some((u.value, sc.run_as_group.as_ref().map_or(0, |g| g.value))),
@@ -525,27 +541,43 @@ impl Cri {
                 );
             }
         }
+        let mut rootfs_propagation = "";
         for m in &config.mounts {
             if m.host_path.is_empty() || m.container_path.is_empty() {
                 continue;
             }
-            let propagation = match cri::MountPropagation::try_from(m.propagation) {
-                Ok(cri::MountPropagation::PropagationHostToContainer) => "rslave",
-                Ok(cri::MountPropagation::PropagationBidirectional) => "rshared",
-                _ => "rprivate",
-            };
             if !Path::new(&m.host_path).exists() {
                 // containerd creates a missing host directory.
                 std::fs::create_dir_all(&m.host_path).map_err(|e| {
                     CriError::InvalidArgument(format!("failed to mkdir {:?}: {e}", m.host_path))
                 })?;
             }
+            // Propagation needs the host mount to propagate, and the
+            // container's root to pass it on (containerd's rules).
+            let propagation = match cri::MountPropagation::try_from(m.propagation) {
+                Ok(cri::MountPropagation::PropagationHostToContainer) => {
+                    cspec::ensure_propagates(&m.host_path, false)?;
+                    if rootfs_propagation != "rshared" {
+                        rootfs_propagation = "rslave";
+                    }
+                    "rslave"
+                }
+                Ok(cri::MountPropagation::PropagationBidirectional) => {
+                    cspec::ensure_propagates(&m.host_path, true)?;
+                    rootfs_propagation = "rshared";
+                    "rshared"
+                }
+                _ => "rprivate",
+            };
             mounts.push(
                 cspec::bind(&m.host_path, &m.container_path, m.readonly, propagation)
                     .map_err(spec_err)?,
             );
         }
         opts.push(spec::with_mounts(mounts));
+        if !rootfs_propagation.is_empty() {
+            opts.push(cspec::with_rootfs_propagation(rootfs_propagation));
+        }
         // Security.
         if sc.privileged {
             let sb_privileged = sb_config
@@ -565,6 +597,21 @@ impl Cri {
                 caps.add_capabilities.clone(),
                 caps.drop_capabilities.clone(),
             ));
+        }
+        // The request's masked and read-only paths replace the defaults
+        // (containerd applies them after privileged, which clears both).
+        if !sc.masked_paths.is_empty() {
+            opts.push(cspec::with_masked_paths(sc.masked_paths.clone()));
+        }
+        if !sc.readonly_paths.is_empty() {
+            opts.push(cspec::with_readonly_paths(sc.readonly_paths.clone()));
+        }
+        // The deprecated path still counts (critest and older kubelets).
+        #[allow(deprecated)]
+        let path = &sc.seccomp_profile_path;
+        let profile = crate::seccomp::profile_of(path, sc.seccomp.as_ref())?;
+        if let Some(opt) = crate::seccomp::with_profile(&profile, sc.privileged)? {
+            opts.push(opt);
         }
         if sc.readonly_rootfs {
             opts.push(spec::with_readonly_rootfs());
@@ -845,7 +892,12 @@ impl Cri {
     /// Stops container `id`: its stop signal (image `StopSignal`, else
     /// SIGTERM), then SIGKILL after `timeout` seconds.
     pub(crate) async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
-        let cur = self.container(id).await?;
+        let cur = match self.container(id).await {
+            Ok(c) => c,
+            // The CRI: stopping a container that is gone is no error.
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if cur.state != cri::ContainerState::ContainerRunning {
             return Ok(());
         }

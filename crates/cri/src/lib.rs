@@ -31,6 +31,7 @@ pub mod meta;
 pub mod netns;
 pub mod puller;
 mod sandbox;
+mod seccomp;
 mod service;
 mod spec;
 mod stats;

@@ -638,7 +638,12 @@ impl Cri {
     }
 
     pub(crate) async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
-        let (record, mut m) = self.sandbox(id).await?;
+        let (record, mut m) = match self.sandbox(id).await {
+            Ok(found) => found,
+            // The CRI: stopping a sandbox that is gone is no error.
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let id = m.id.clone();
         let config: cri::PodSandboxConfig = meta::decode(&m.config)?;
         for c in self.containers_of(&id).await? {

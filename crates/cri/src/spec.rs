@@ -135,6 +135,107 @@ pub(crate) fn with_resources(r: cri::LinuxContainerResources) -> SpecOpt {
     })
 }
 
+/// Replaces the masked paths.
+pub(crate) fn with_masked_paths(paths: Vec<String>) -> SpecOpt {
+    Box::new(move |s| {
+        s.linux_mut()
+            .get_or_insert_with(Default::default)
+            .set_masked_paths(Some(paths));
+        Ok(())
+    })
+}
+
+/// Replaces the read-only paths.
+pub(crate) fn with_readonly_paths(paths: Vec<String>) -> SpecOpt {
+    Box::new(move |s| {
+        s.linux_mut()
+            .get_or_insert_with(Default::default)
+            .set_readonly_paths(Some(paths));
+        Ok(())
+    })
+}
+
+/// Sets the propagation of the container's root mount.
+pub(crate) fn with_rootfs_propagation(propagation: &'static str) -> SpecOpt {
+    Box::new(move |s| {
+        s.linux_mut()
+            .get_or_insert_with(Default::default)
+            .set_rootfs_propagation(Some(propagation.to_string()));
+        Ok(())
+    })
+}
+
+/// Fails unless the mount holding `path` is shared (`shared`), or shared
+/// or a slave (not `shared`): else a propagated bind mount of it would
+/// silently not propagate.
+pub(crate) fn ensure_propagates(path: &str, shared: bool) -> crate::error::Result<()> {
+    let real = std::fs::canonicalize(path).map_err(|e| {
+        crate::error::CriError::InvalidArgument(format!("resolving mount source {path:?}: {e}"))
+    })?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+        crate::error::CriError::Internal(format!("reading /proc/self/mountinfo: {e}"))
+    })?;
+    // The last listed mount whose mount point is the longest prefix of the
+    // path: the one the path lives on.
+    let mut best: Option<(usize, String, Vec<String>)> = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4) else { continue };
+        let point = unescape_mountinfo(point);
+        if !real.starts_with(&point) {
+            continue;
+        }
+        let optional: Vec<String> = fields
+            .iter()
+            .skip(6)
+            .take_while(|f| **f != "-")
+            .map(|f| f.to_string())
+            .collect();
+        let len = point.len();
+        if best.as_ref().is_none_or(|(l, _, _)| len >= *l) {
+            best = Some((len, point, optional));
+        }
+    }
+    let Some((_, point, optional)) = best else {
+        return Err(crate::error::CriError::InvalidArgument(format!(
+            "no mount holds {path:?}"
+        )));
+    };
+    let is_shared = optional.iter().any(|o| o.starts_with("shared:"));
+    let is_slave = optional.iter().any(|o| o.starts_with("master:"));
+    if is_shared || (!shared && is_slave) {
+        return Ok(());
+    }
+    Err(crate::error::CriError::InvalidArgument(format!(
+        "path {path:?} is mounted on {point:?} but it is not a {} mount",
+        if shared { "shared" } else { "shared or slave" }
+    )))
+}
+
+/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let digit = |b: u8| u32::from(b - b'0');
+            let v = digit(bytes[i + 1]) * 64 + digit(bytes[i + 2]) * 8 + digit(bytes[i + 3]);
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A bind mount of `host` at `container`.
 pub(crate) fn bind(
     host: &str,
@@ -175,6 +276,41 @@ pub(crate) fn cgroup_path(parent: &str, id: &str) -> String {
     } else {
         format!("{}/{id}", parent.trim_end_matches('/'))
     }
+}
+
+/// Whether the memory cgroup of the container `record` describes (its
+/// spec's `cgroupsPath`, cgroupfs layout, v1 or v2) saw an OOM kill.
+pub(crate) fn oom_killed(
+    record: &berth_api::containerd::services::containers::v1::Container,
+) -> bool {
+    let Some(spec) = record.spec.as_ref() else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_slice::<Value>(&spec.value) else {
+        return false;
+    };
+    let Some(path) = spec["linux"]["cgroupsPath"].as_str() else {
+        return false;
+    };
+    let path = path.trim_start_matches('/');
+    if path.is_empty() || path.contains(':') {
+        // No cgroup of its own, or a systemd unit (no cgroupfs path).
+        return false;
+    }
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    [
+        root.join("memory").join(path).join("memory.oom_control"),
+        root.join(path).join("memory.events"),
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(f).ok())
+    .any(|text| {
+        text.lines().any(|l| {
+            l.strip_prefix("oom_kill ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    })
 }
 
 /// Joins or shares the pod's namespaces: network, IPC and UTS of the pause
