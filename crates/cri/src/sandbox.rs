@@ -321,6 +321,14 @@ impl Cri {
         if sc.privileged {
             opts.push(spec::with_privileged());
         }
+        // The pod's seccomp profile confines the pause process (containerd's
+        // rule; unconfined when none is given).
+        #[allow(deprecated)]
+        let path = &sc.seccomp_profile_path;
+        let profile = crate::seccomp::profile_of(path, sc.seccomp.as_ref())?;
+        if let Some(opt) = crate::seccomp::with_profile(&profile, sc.privileged)? {
+            opts.push(opt);
+        }
         if sc.readonly_rootfs {
             opts.push(spec::with_readonly_rootfs());
         }

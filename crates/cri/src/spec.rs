@@ -377,6 +377,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
+    }
+
+    #[test]
+    fn the_root_mount_is_found_for_any_path() {
+        // `/` is always mounted: the answer is about its propagation, not
+        // a failure to find the mount.
+        match ensure_propagates("/", false) {
+            Ok(()) => {}
+            Err(e) => assert!(e.to_string().contains("not a shared or slave mount"), "{e}"),
+        }
+        assert!(ensure_propagates("/no/such/path/berth", true).is_err());
+    }
+
+    #[test]
+    fn a_record_without_spec_saw_no_oom() {
+        assert!(!oom_killed(&Default::default()));
+    }
+
+    #[test]
     fn resolv_conf_as_containerd_writes_it() {
         let dns = cri::DnsConfig {
             servers: vec!["10.0.0.10".into()],
