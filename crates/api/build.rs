@@ -6,7 +6,8 @@
 //! `proto/containerd/` and the statistics messages of containerd/cgroups
 //! under `proto/io/containerd/cgroups/{v1,v2}/` (packages
 //! `io.containerd.cgroups.v1` and `.v2`, messages only), which a shim's
-//! `Stats` answer carries in an `Any`.
+//! `Stats` answer carries in an `Any`; and the Kubernetes CRI under
+//! `proto/runtime/v1/` (package `runtime.v1`) for the CRI plugin.
 
 use std::path::{Path, PathBuf};
 
@@ -176,11 +177,10 @@ fn main() {
     config
         .compile_protos(&files, &includes)
         .unwrap_or_else(|e| panic!("compiling protos: {e}"));
-    std::fs::write(
-        out_dir.join("methods.rs"),
-        format!("&[\n{}]\n", methods.borrow()),
-    )
-    .unwrap_or_else(|e| panic!("writing methods.rs: {e}"));
+    write_fresh(
+        &out_dir.join("methods.rs"),
+        &format!("&[\n{}]\n", methods.borrow()),
+    );
 
     // Pass 2: the ttrpc packages with their ttrpc bindings. Only those
     // packages' files are used; the types they import resolve through
@@ -235,8 +235,15 @@ fn main() {
                 .to_string(),
         ),
     );
-    std::fs::write(out_dir.join("containerd.rs"), module_tree(&packages))
-        .expect("write module tree");
+    write_fresh(&out_dir.join("containerd.rs"), &module_tree(&packages));
+}
+
+/// Writes `path` as a new file: an output directory seeded with hard links
+/// (shared target dirs) must never have another build's file written
+/// through, so the old link is removed rather than truncated.
+fn write_fresh(path: &Path, text: &str) {
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// Where a package module's body comes from.

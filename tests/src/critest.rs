@@ -20,6 +20,11 @@ use crate::shared_tool;
 /// The spec no local image can pass: it pulls an upstream digest.
 pub const DIGEST_SPEC: &str = "public image with digest should be pulled and removed";
 
+/// When set, critest runs only the specs matching it (`-ginkgo.focus`):
+/// for iterating on a few specs; a focused run's report holds the others
+/// as skipped, so the tests' expectations fail.
+pub const FOCUS_VAR: &str = "BERTH_CRITEST_FOCUS";
+
 /// Held while critest runs, machine-wide (critest binds fixed host ports).
 pub const LOCK_PATH: &str = "/tmp/berth-critest.lock";
 
@@ -73,6 +78,12 @@ pub fn run(daemon: &CriDaemon, skip: &[&str], hang: Duration) -> Result<Report> 
         .arg(format!("-ginkgo.skip={DIGEST_SPEC}"));
     for s in skip {
         cmd.arg(format!("-ginkgo.skip={s}"));
+    }
+    // A developer's knob while iterating: run only the matching specs.
+    if let Some(focus) = std::env::var_os(FOCUS_VAR) {
+        let mut arg = std::ffi::OsString::from("-ginkgo.focus=");
+        arg.push(focus);
+        cmd.arg(arg);
     }
     cmd.arg(format!("-ginkgo.json-report={}", report_path.display()))
         .arg("-ginkgo.no-color")

@@ -17,6 +17,7 @@ pub mod critest;
 pub mod docker;
 pub mod faults;
 pub mod goclient;
+pub mod pause;
 pub mod registry;
 pub mod testimages;
 

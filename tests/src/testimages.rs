@@ -406,6 +406,25 @@ pub fn busybox(dir: &Path) -> Result<Layout> {
     finish(dir, m, manifests, &[layer], "busybox:latest")
 }
 
+/// A one-layer image holding `files` (path in the image, contents, mode)
+/// with `cmd` as its command, named `name` (`pause:1`).
+pub fn from_files(
+    dir: &Path,
+    files: Vec<(String, Vec<u8>, u32)>,
+    cmd: &[&str],
+    name: &str,
+) -> Result<Layout> {
+    fresh(dir)?;
+    let entries: Vec<Entry> = files
+        .into_iter()
+        .map(|(path, data, mode)| Entry::File(path, data, mode))
+        .collect();
+    let layer = put_layer(dir, &entries)?;
+    let m = put_image(dir, host_arch(), std::slice::from_ref(&layer), cmd)?;
+    let manifests = vec![(format!("linux/{}", host_arch()), m.clone())];
+    finish(dir, m, manifests, &[layer], name)
+}
+
 /// Busybox plus two layers exercising whiteouts and opaque directories.
 ///
 /// After unpacking: `/data/kept` and `/data/new` exist, `/data/gone` does

@@ -5,8 +5,12 @@
 //! stats, port-forward to it, then stop and remove the pod.
 //!
 //! `containerd_*` runs Debian's containerd 1.6.20 (the reference, and the
-//! proof of the harness and images); `berthd_*` runs berthd, skipped (and
-//! recorded) while berthd serves no CRI.
+//! proof of the harness and images); `berthd_*` runs berthd. While berthd's
+//! CRI streaming server is pending (the cri-exec branch: its `Exec`
+//! answers `Unimplemented`), the berthd session runs its commands with
+//! `crictl exec --sync` (ExecSync) instead, leaves out `port-forward`, and
+//! the test is recorded as skipped for that reason once everything else
+//! passed.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -39,14 +43,27 @@ fn http_get(addr: &str) -> Result<String> {
     Ok(out)
 }
 
-/// The operator's session against `kind`; `false` when it serves no CRI.
-fn operate(kind: CriDaemonKind) -> Result<bool> {
+/// How an operator's session went.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The daemon serves no CRI (`Version` answers `Unimplemented`).
+    NoCri,
+    /// Every step passed.
+    Done,
+    /// Every step passed but the streaming ones: the daemon's `Exec`
+    /// answers `Unimplemented` (commands ran through ExecSync instead,
+    /// port-forward was left out).
+    StreamingPending,
+}
+
+/// The operator's session against `kind`.
+fn operate(kind: CriDaemonKind) -> Result<Outcome> {
     let env = CriEnv::start()?;
     let d = CriDaemon::start(kind, &env)?;
     if !d.serves_cri()? {
         d.finish()?;
         env.finish()?;
-        return Ok(false);
+        return Ok(Outcome::NoCri);
     }
     let version = crictl(&d, &["version"])?;
     if !version.contains("RuntimeApiVersion:  v1") {
@@ -145,19 +162,29 @@ fn operate(kind: CriDaemonKind) -> Result<bool> {
         bail!("crictl logs {web}: {logs_now}");
     }
 
-    let echoed = crictl(&d, &["exec", &web, "echo", "hello from exec"])?;
-    if echoed != "hello from exec\n" {
-        bail!("crictl exec echo printed {echoed:?}");
+    // Streaming exec; berthd only may fall back to ExecSync (see above).
+    let streamed = d.crictl(&["exec", &web, "echo", "hello from exec"])?;
+    let streaming = streamed.status.success()
+        || kind != CriDaemonKind::Berthd
+        || !String::from_utf8_lossy(&streamed.stderr).contains("code = Unimplemented");
+    let exec: &[&str] = if streaming {
+        &["exec", &web]
+    } else {
+        &["exec", "--sync", &web]
+    };
+    let mut echoed = crictl(&d, &[exec, &["echo", "hello from exec"]].concat())?;
+    if !streaming {
+        // `--sync` prints stdout and stderr each with Println: newlines
+        // of crictl's own follow.
+        echoed = format!("{}\n", echoed.trim_end());
     }
-    let pid = crictl(&d, &["exec", &web, "cat", "/var/run/nginx.pid"])?;
+    if echoed != "hello from exec\n" {
+        bail!("crictl {} echo printed {echoed:?}", exec.join(" "));
+    }
+    let pid = crictl(&d, &[exec, &["cat", "/var/run/nginx.pid"]].concat())?;
     let cmdline = crictl(
         &d,
-        &[
-            "exec",
-            &web,
-            "cat",
-            &format!("/proc/{}/cmdline", pid.trim()),
-        ],
+        &[exec, &["cat", &format!("/proc/{}/cmdline", pid.trim())]].concat(),
     )?;
     if !cmdline.starts_with("nginx: master process") {
         bail!("nginx's pid {pid:?} has command line {cmdline:?}");
@@ -176,14 +203,16 @@ fn operate(kind: CriDaemonKind) -> Result<bool> {
     if !direct.starts_with("HTTP/1.1 200") || !direct.contains("Welcome to nginx") {
         bail!("GET http://{ip}:80/ answered:\n{direct}");
     }
-    let local = berth_tests::registry::free_port()?;
-    let forward =
-        Watcher::spawn(d.crictl_command(&["port-forward", &pod, &format!("{local}:80")])?)?;
-    forward.wait_for(&["Forwarding from"], HANG)?;
-    let forwarded = http_get(&format!("127.0.0.1:{local}"))?;
-    drop(forward);
-    if !forwarded.starts_with("HTTP/1.1 200") || !forwarded.contains("Welcome to nginx") {
-        bail!("GET through crictl port-forward answered:\n{forwarded}");
+    if streaming {
+        let local = berth_tests::registry::free_port()?;
+        let forward =
+            Watcher::spawn(d.crictl_command(&["port-forward", &pod, &format!("{local}:80")])?)?;
+        forward.wait_for(&["Forwarding from"], HANG)?;
+        let forwarded = http_get(&format!("127.0.0.1:{local}"))?;
+        drop(forward);
+        if !forwarded.starts_with("HTTP/1.1 200") || !forwarded.contains("Welcome to nginx") {
+            bail!("GET through crictl port-forward answered:\n{forwarded}");
+        }
     }
 
     crictl(&d, &["stopp", &pod])?;
@@ -199,23 +228,32 @@ fn operate(kind: CriDaemonKind) -> Result<bool> {
     }
     d.finish()?;
     env.finish()?;
-    Ok(true)
+    Ok(if streaming {
+        Outcome::Done
+    } else {
+        Outcome::StreamingPending
+    })
 }
 
 #[test]
 fn containerd_serves_crictl_operator() -> Result<()> {
-    if !operate(CriDaemonKind::Containerd)? {
-        bail!("containerd's CRI plugin answered Version with Unimplemented");
+    match operate(CriDaemonKind::Containerd)? {
+        Outcome::Done => Ok(()),
+        other => bail!("containerd's session ended {other:?}"),
     }
-    Ok(())
 }
 
 #[test]
 fn berthd_serves_crictl_operator() -> Result<()> {
-    if !operate(CriDaemonKind::Berthd)? {
-        berth_tests::skip(
-            "berthd has no CRI plugin yet (RuntimeService.Version answers Unimplemented)",
-        );
+    match operate(CriDaemonKind::Berthd)? {
+        Outcome::Done => Ok(()),
+        Outcome::StreamingPending => {
+            berth_tests::skip(
+                "berthd's CRI streaming (Exec / PortForward) is pending (cri-exec branch): \
+                 everything else passed, commands through ExecSync, port-forward left out",
+            );
+            Ok(())
+        }
+        Outcome::NoCri => bail!("berthd's CRI plugin answered Version with Unimplemented"),
     }
-    Ok(())
 }

@@ -16,6 +16,8 @@
 //! - [`cgroups`]: containerd/cgroups' statistics messages
 //!   (`io.containerd.cgroups.v1.Metrics` and `io.containerd.cgroups.v2.Metrics`),
 //!   the payload of a shim's `Stats` answer and of `tasks metrics`.
+//! - [`runtime`]: the Kubernetes CRI (`runtime.v1` RuntimeService and
+//!   ImageService, k8s.io/cri-api v0.32) served by berthd's CRI plugin.
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptor set of the whole API.
 
 pub mod errdefs;
@@ -40,6 +42,7 @@ pub mod proto {
 pub use errdefs::Category;
 pub use proto::containerd;
 pub use proto::io::containerd::cgroups;
+pub use proto::runtime;
 
 /// Type URL of cgroup v1 statistics in a `Stats` answer's `Any`.
 pub const CGROUPS_V1_METRICS_URL: &str = "io.containerd.cgroups.v1.Metrics";

@@ -29,6 +29,7 @@ pub mod build_info;
 pub mod config;
 pub mod config_defaults;
 pub mod config_migrate;
+pub mod cri;
 mod error;
 pub mod heap;
 pub mod http;

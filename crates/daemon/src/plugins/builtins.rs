@@ -220,6 +220,20 @@ pub fn registrations() -> Vec<Registration> {
             init: ttrpc_events,
         },
         Registration {
+            plugin_type: types::GRPC,
+            id: Cow::Borrowed(berth_cri::PLUGIN_ID),
+            requires: &[
+                types::CONTENT,
+                types::METADATA,
+                types::SERVICE,
+                types::EVENT,
+                types::STREAMING,
+                types::RUNTIME,
+                types::INTERNAL,
+            ],
+            init: cri_plugin,
+        },
+        Registration {
             plugin_type: types::INTERNAL,
             id: Cow::Borrowed("restart"),
             // After everything (it is internal, like the metrics plugin the
@@ -546,6 +560,18 @@ fn streaming_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError>
 }
 
 fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let service = build_transfer(ctx)?;
+    Ok(Arc::new(GrpcService::new(sized!(
+        ctx,
+        TransferServer::new(service)
+    ))))
+}
+
+/// The Transfer service's engine, as the Transfer service and the CRI
+/// plugin both use it.
+fn build_transfer(
+    ctx: &mut InitContext<'_>,
+) -> Result<crate::transfer::TransferService, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
     let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
@@ -572,10 +598,47 @@ fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
         })?;
         service = service.with_stall_timeout(limit);
     }
-    Ok(Arc::new(GrpcService::new(sized!(
-        ctx,
-        TransferServer::new(service)
-    ))))
+    Ok(service)
+}
+
+/// containerd's CRI plugin (`[plugins."io.containerd.grpc.v1.cri"]`):
+/// RuntimeService and ImageService on the daemon's socket.
+fn cri_plugin(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    // Version 3 files split the CRI settings as containerd 2 does.
+    let config = if ctx.config.version >= 3 {
+        berth_cri::CriConfig::from_v3_sections(
+            ctx.section,
+            ctx.config.plugin_section("io.containerd.cri.v1.runtime"),
+            ctx.config.plugin_section("io.containerd.cri.v1.images"),
+        )
+    } else {
+        berth_cri::CriConfig::from_section(ctx.section)
+    }
+    .map_err(PluginError::failed)?;
+    let transfer = build_transfer(ctx)?;
+    let puller = Arc::new(crate::cri::DaemonPuller {
+        puller: transfer.puller(),
+        pull_bytes: transfer.pull_bytes(),
+    });
+    let image_fs = ctx
+        .all()
+        .iter()
+        .find(|p| p.plugin_type == types::SNAPSHOT && p.id == config.containerd.snapshotter)
+        .and_then(|p| p.exports.get("root"))
+        .map_or_else(|| ctx.root.clone(), std::path::PathBuf::from);
+    let paths = berth_cri::CriPaths {
+        root: ctx.root.clone(),
+        state: ctx.state.clone(),
+        socket: ctx.config.grpc.address.clone(),
+        image_fs,
+    };
+    ctx.exports
+        .insert("sandbox_image".to_string(), config.sandbox_image.clone());
+    let cri = berth_cri::Cri::new(config, paths, crate::build_info::VERSION, puller)
+        .map_err(PluginError::failed)?;
+    Ok(Arc::new(
+        GrpcService::new(sized!(ctx, cri.runtime_server())).with(sized!(ctx, cri.image_server())),
+    ))
 }
 
 fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {

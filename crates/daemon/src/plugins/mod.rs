@@ -40,6 +40,30 @@ impl GrpcService {
         }
     }
 
+    /// The same plugin serving `svc` too (a plugin with several services,
+    /// as the CRI's RuntimeService and ImageService).
+    pub fn with<S>(self, svc: S) -> GrpcService
+    where
+        S: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::BoxBody>,
+                Response = tonic::codegen::http::Response<tonic::body::BoxBody>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let first = self.add;
+        GrpcService {
+            add: Box::new(move |routes| {
+                first(routes);
+                routes.add_service(svc.clone());
+            }),
+        }
+    }
+
     /// Adds the service to `routes`.
     pub fn register(&self, routes: &mut tonic::service::RoutesBuilder) {
         (self.add)(routes);

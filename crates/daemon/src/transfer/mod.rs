@@ -38,7 +38,7 @@ use tonic::{Request, Response, Status, Streaming as InStream};
 
 use crate::services::namespace_of;
 use crate::snapshotters::Snapshotters;
-use progress::Progress;
+pub(crate) use progress::Progress;
 pub(crate) use pull::{PullRequest, Puller};
 
 /// The snapshotter images unpack into when the client names none.
@@ -182,6 +182,16 @@ impl TransferService {
     pub fn with_stall_timeout(mut self, limit: std::time::Duration) -> TransferService {
         self.puller.stall_timeout = limit;
         self
+    }
+
+    /// The pull engine this service drives (shared with the CRI plugin).
+    pub(crate) fn puller(&self) -> Puller {
+        self.puller.clone()
+    }
+
+    /// The counter of pulled bytes, if any.
+    pub(crate) fn pull_bytes(&self) -> Option<prometheus_client::metrics::counter::Counter> {
+        self.pull_bytes.clone()
     }
 
     /// Counts the bytes every pull downloads into `counter` (`berth_pull_bytes`).

@@ -172,7 +172,7 @@ impl Puller {
             .await?;
         }
         // The image (or nothing) holds what the lease held once the pull
-        // ends; a cancelled pull drops the guard too.
+        // ends; a failed or cancelled pull drops the guard too.
         let guard = LeaseGuard {
             db: self.db.clone(),
             ns: req.namespace.clone(),
@@ -215,9 +215,18 @@ impl Puller {
                     .await
             }
         };
+        let pulled = match result {
+            Ok(pulled) => pulled,
+            Err(e) => {
+                drop(guard);
+                return Err(status(e));
+            }
+        };
+        // The lease goes only once the image record holds the content: a
+        // collection between the two would find it unreferenced.
+        let image = self.record_image(req, &pulled.name, &pulled.root).await;
         drop(guard);
-        let pulled = result.map_err(status)?;
-        let image = self.record_image(req, &pulled.name, &pulled.root).await?;
+        let image = image?;
         progress.event("saved", &pulled.name, 0, 0, Some(&pulled.root));
         Ok(Pulled {
             image,
