@@ -466,10 +466,12 @@ impl Cri {
                 source: last.unwrap_or_else(|| std::io::Error::other("no address to listen on")),
             });
         };
-        let local = listener.local_addr().map_err(|source| StreamingError::Listen {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StreamingError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
         let mut sc = berth_cri_streaming::Config::new(local);
         // A zero timeout means none, as in containerd.
         if !idle.is_zero() {
@@ -477,10 +479,13 @@ impl Cri {
         } else {
             sc.idle_timeout = Duration::from_secs(u64::from(u32::MAX));
         }
-        sc.advertise = advertise_host.map(|h| std::net::SocketAddr::new(
-            h.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
-            local.port(),
-        ).to_string());
+        sc.advertise = advertise_host.map(|h| {
+            std::net::SocketAddr::new(
+                h.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+                local.port(),
+            )
+            .to_string()
+        });
         let runtime = std::sync::Arc::new(Streams {
             cri: std::sync::Arc::downgrade(&self.inner),
         });
@@ -698,7 +703,12 @@ impl StreamingRuntime for Streams {
     ) -> std::result::Result<i32, RuntimeError> {
         let cri = self.cri()?;
         let p = cri
-            .exec(&req.container_id, req.cmd.clone(), req.tty, io.stdin.is_some())
+            .exec(
+                &req.container_id,
+                req.cmd.clone(),
+                req.tty,
+                io.stdin.is_some(),
+            )
             .await?;
         let out = tokio::spawn(open_output(p.stdout.clone()));
         let err = p.stderr.clone().map(|e| tokio::spawn(open_output(e)));
@@ -764,9 +774,16 @@ impl StreamingRuntime for Streams {
         let cur = cri.container(&req.container_id).await?;
         running(&cur)?;
         let id = cur.meta.id.clone();
-        let log = cri.inner.logs.lock().await.get(&id).cloned().ok_or_else(|| {
-            CriError::FailedPrecondition(format!("container {id} has no output to attach to"))
-        })?;
+        let log = cri
+            .inner
+            .logs
+            .lock()
+            .await
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| {
+                CriError::FailedPrecondition(format!("container {id} has no output to attach to"))
+            })?;
         let mut output = log.subscribe();
         let resizer = cri.spawn_resizer(&id, "", io.resize.take());
         let stdin_once = cur.config.stdin_once;
