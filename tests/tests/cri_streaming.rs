@@ -490,14 +490,11 @@ fn crictl_attach_joins_stdin_and_output_of_the_container() -> Result<()> {
     );
     assert!(text(&out.stderr).contains("err:one\nerr:two\n"), "{out:?}");
     assert!(out.status.success(), "{out:?}");
-    eventually("the container exits", Duration::from_secs(20), || {
+    let s = eventually("the container exits", Duration::from_secs(20), || {
         let s = p.state(&cid)?;
         Ok((s["status"]["state"] == "CONTAINER_EXITED").then_some(s))
-    })
-    .and_then(|s| {
-        assert_eq!(s["status"]["exitCode"], 0, "{s}");
-        Ok(())
     })?;
+    assert_eq!(s["status"]["exitCode"], 0, "{s}");
     // The log got the same output.
     let logged = std::fs::read_to_string(&log)?;
     assert!(logged.contains("stdout F got:two"), "{logged}");
@@ -670,4 +667,21 @@ fn critest_streaming_specs_pass_against_berthd() -> Result<()> {
     assert!(report.failed.is_empty(), "{}", report.summary());
     assert!(report.passed.len() >= 5, "{}", report.summary());
     Ok(())
+}
+
+#[test]
+fn tls_streaming_is_refused_clearly() -> Result<()> {
+    let d = Daemon::start_with_config(Some(
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_tls_streaming = true\n",
+    ))?;
+    let c = Crictl::new(&d)?;
+    // The CRI plugin does not load; the daemon serves the rest.
+    let out = fails(c.run(&["version"])?)?;
+    assert!(out.contains("Unimplemented"), "{out}");
+    let log = d.log();
+    assert!(
+        log.contains("enable_tls_streaming = true") && log.contains("does not serve TLS"),
+        "{log}"
+    );
+    d.finish()
 }

@@ -272,28 +272,33 @@ impl Cri {
         Ok((p(&cur.meta.stdout), p(&cur.meta.stderr)))
     }
 
-    /// Connects to `port` on the loopback of sandbox `sandbox_id`'s network
-    /// (port forwarding).
+    /// Connects to `port` on `localhost` (127.0.0.1, then ::1) inside
+    /// sandbox `sandbox_id`'s network namespace (the host's for a pod on
+    /// the host network), as containerd's port forwarding does.
     pub async fn dial_in_sandbox(
         &self,
         sandbox_id: &str,
         port: u16,
     ) -> Result<std::net::TcpStream> {
         let (_, m) = self.sandbox(sandbox_id).await?;
-        if m.netns.is_empty() {
-            return std::net::TcpStream::connect(("127.0.0.1", port))
-                .map_err(|e| CriError::Internal(format!("dialing port {port}: {e}")));
-        }
-        let netns = PathBuf::from(&m.netns);
-        tokio::task::spawn_blocking(move || {
-            crate::netns::run_in(&netns, move || {
-                std::net::TcpStream::connect(("127.0.0.1", port))
+        let dial = move || {
+            let v4 = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+            v4.or_else(|e| {
+                std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port)).map_err(|_| e)
             })
+        };
+        let netns = (!m.netns.is_empty()).then(|| PathBuf::from(&m.netns));
+        let dialed = tokio::task::spawn_blocking(move || match netns {
+            Some(netns) => crate::netns::run_in(&netns, dial),
+            None => Ok(dial()),
         })
         .await
-        .map_err(|e| CriError::Internal(format!("dialing port {port}: {e}")))??
-        .map_err(|e| {
-            CriError::Internal(format!("dialing port {port} in sandbox {sandbox_id}: {e}"))
+        .map_err(|e| CriError::Internal(format!("dialing port {port}: {e}")))??;
+        dialed.map_err(|e| {
+            CriError::Internal(format!(
+                "dialing localhost:{port} in pod sandbox {}: {e}",
+                m.id
+            ))
         })
     }
 }
@@ -867,5 +872,44 @@ impl StreamingRuntime for Streams {
         let mut conn = tokio::net::TcpStream::from_std(conn)?;
         tokio::io::copy_bidirectional(&mut stream, &mut conn).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse_as_go_writes_them() {
+        assert_eq!(
+            parse_go_duration("4h0m0s"),
+            Some(Duration::from_secs(4 * 3600))
+        );
+        assert_eq!(parse_go_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("4 hours"), None);
+        assert_eq!(parse_go_duration("-1s"), None);
+        assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn stream_addresses_follow_the_config() {
+        let mut c = crate::CriConfig::default();
+        let (addrs, advertise) = stream_addresses(&c).expect("defaults");
+        assert_eq!(addrs, vec!["127.0.0.1:0".parse().expect("addr")]);
+        assert_eq!(advertise, None);
+        c.stream_server_address = "::1".into();
+        c.stream_server_port = "10010".into();
+        let (addrs, _) = stream_addresses(&c).expect("v6");
+        assert_eq!(addrs, vec!["[::1]:10010".parse().expect("addr")]);
+        c.stream_server_address = String::new();
+        let (addrs, advertise) = stream_addresses(&c).expect("empty address");
+        assert_eq!(addrs, vec!["0.0.0.0:10010".parse().expect("addr")]);
+        assert!(advertise.is_some());
+        c.stream_server_port = "http".into();
+        let e = stream_addresses(&c).expect_err("bad port");
+        assert!(e.to_string().contains("stream_server_port"), "{e}");
     }
 }
