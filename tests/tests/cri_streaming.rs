@@ -459,7 +459,7 @@ fn crictl_exec_it_gets_a_terminal_that_follows_resizes() -> Result<()> {
 
 #[test]
 fn crictl_attach_joins_stdin_and_output_of_the_container() -> Result<()> {
-    let p = Pod::start("attachpod")?;
+    let mut p = Pod::start("attachpod")?;
     let c = &p.c;
     // stdin_once: the first attach's stdin ending closes the container's.
     let cid = p.container(
@@ -509,8 +509,24 @@ fn crictl_attach_joins_stdin_and_output_of_the_container() -> Result<()> {
         ],
         serde_json::json!({}),
     )?;
+    attach_sees_ticks(&p.c, &ticker)?;
+    assert_eq!(p.state(&ticker)?["status"]["state"], "CONTAINER_RUNNING");
+    // Across a berthd restart too (the output copiers are reopened).
+    p.d.restart()?;
+    attach_sees_ticks(&p.c, &ticker)?;
+    assert_eq!(p.state(&ticker)?["status"]["state"], "CONTAINER_RUNNING");
+
+    // A stopped container refuses attach.
+    let err = fails(p.c.run(&["attach", &cid])?)?;
+    assert!(err.contains("not running"), "{err}");
+    p.finish()
+}
+
+/// `crictl attach` (no stdin) to `cid` until a "tick" line arrives, then
+/// the client leaves (killed).
+fn attach_sees_ticks(c: &Crictl, cid: &str) -> Result<()> {
     let mut child = c
-        .command(&["attach", &ticker])
+        .command(&["attach", cid])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -528,12 +544,7 @@ fn crictl_attach_joins_stdin_and_output_of_the_container() -> Result<()> {
     }
     child.kill()?;
     child.wait()?;
-    assert_eq!(p.state(&ticker)?["status"]["state"], "CONTAINER_RUNNING");
-
-    // A stopped container refuses attach.
-    let err = fails(c.run(&["attach", &cid])?)?;
-    assert!(err.contains("not running"), "{err}");
-    p.finish()
+    Ok(())
 }
 
 /// One HTTP GET of `/` through `port` on the host.
