@@ -512,6 +512,9 @@ impl Cri {
 
     /// Exec: checks the container runs and returns the URL to stream on.
     pub async fn exec_url(&self, r: berth_api::runtime::v1::ExecRequest) -> Result<String> {
+        if r.cmd.is_empty() {
+            return Err(CriError::InvalidArgument("cmd is required".into()));
+        }
         let cur = self.container(&r.container_id).await?;
         running(&cur)?;
         self.stream_server()?
