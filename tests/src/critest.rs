@@ -82,11 +82,11 @@ pub fn run_focused(
         .args(["-image-endpoint", &daemon.endpoint()])
         .arg(format!("-config={}", dir.join("crictl.yaml").display()))
         .arg(format!("-ginkgo.skip={DIGEST_SPEC}"));
-    for s in skip {
-        cmd.arg(format!("-ginkgo.skip={s}"));
-    }
     for f in focus {
         cmd.arg(format!("-ginkgo.focus={f}"));
+    }
+    for s in skip {
+        cmd.arg(format!("-ginkgo.skip={s}"));
     }
     cmd.arg(format!("-ginkgo.json-report={}", report_path.display()))
         .arg("-ginkgo.no-color")
