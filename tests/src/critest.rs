@@ -65,6 +65,17 @@ impl Report {
 /// matching `skip` (Ginkgo regular expressions); fails if it runs longer
 /// than `hang` (then it is killed) or writes no report.
 pub fn run(daemon: &CriDaemon, skip: &[&str], hang: Duration) -> Result<Report> {
+    run_focused(daemon, &[], skip, hang)
+}
+
+/// [`run`] of only the specs matching `focus` (Ginkgo regular
+/// expressions; none: every spec).
+pub fn run_focused(
+    daemon: &CriDaemon,
+    focus: &[&str],
+    skip: &[&str],
+    hang: Duration,
+) -> Result<Report> {
     let critest = shared_tool("critest")?;
     let dir = daemon.scratch("critest");
     std::fs::create_dir_all(&dir)?;
@@ -76,6 +87,9 @@ pub fn run(daemon: &CriDaemon, skip: &[&str], hang: Duration) -> Result<Report> 
         .args(["-image-endpoint", &daemon.endpoint()])
         .arg(format!("-config={}", dir.join("crictl.yaml").display()))
         .arg(format!("-ginkgo.skip={DIGEST_SPEC}"));
+    for f in focus {
+        cmd.arg(format!("-ginkgo.focus={f}"));
+    }
     for s in skip {
         cmd.arg(format!("-ginkgo.skip={s}"));
     }

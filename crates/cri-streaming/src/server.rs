@@ -96,6 +96,31 @@ impl Server {
                 addr: config.addr,
                 source,
             })?;
+        Self::serve(listener, config, runtime)
+    }
+
+    /// Serves streams with `runtime` on `listener`, bound already (for
+    /// callers that start without awaiting, e.g. a plugin's init); must be
+    /// called within a Tokio runtime. `config.addr` only names it in errors.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Config,
+        runtime: Arc<dyn StreamingRuntime>,
+    ) -> Result<Self, Error> {
+        let bind_err = |source| Error::Bind {
+            addr: config.addr,
+            source,
+        };
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener = TcpListener::from_std(listener).map_err(bind_err)?;
+        Self::serve(listener, config, runtime)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        config: Config,
+        runtime: Arc<dyn StreamingRuntime>,
+    ) -> Result<Self, Error> {
         let local_addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: config.addr,
             source,

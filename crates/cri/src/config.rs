@@ -29,6 +29,12 @@ pub struct CriConfig {
     pub stream_server_address: String,
     /// Port of the streaming server ("0": any free port).
     pub stream_server_port: String,
+    /// A streaming connection with no traffic for this long is closed (Go
+    /// duration, e.g. "4h0m0s", "30m").
+    pub stream_idle_timeout: String,
+    /// Serve the streaming server over TLS (not supported by berth yet:
+    /// starting fails with a clear error when set).
+    pub enable_tls_streaming: bool,
     /// Set `net.ipv4.ip_unprivileged_port_start=0` in pods with their own network.
     pub enable_unprivileged_ports: bool,
     /// Set `net.ipv4.ping_group_range=0 2147483647` in pods with their own network.
@@ -46,6 +52,8 @@ impl Default for CriConfig {
             max_container_log_line_size: 16 * 1024,
             stream_server_address: "127.0.0.1".to_string(),
             stream_server_port: "0".to_string(),
+            stream_idle_timeout: "4h0m0s".to_string(),
+            enable_tls_streaming: false,
             enable_unprivileged_ports: false,
             enable_unprivileged_icmp: false,
         }

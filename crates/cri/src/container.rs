@@ -25,7 +25,7 @@ pub(crate) struct Current {
 }
 
 impl Cri {
-    fn io_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn io_dir(&self, id: &str) -> PathBuf {
         self.inner.paths.state.join("io").join(id)
     }
 
@@ -749,6 +749,20 @@ impl Cri {
             }
         }
         let tty = cur.config.tty;
+        // A container asking for stdin gets a FIFO clients attach to (the
+        // shim holds it open until CloseIO).
+        let stdin = cur.config.stdin.then(|| io.join("stdin"));
+        if let Some(f) = &stdin {
+            match nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(CriError::Internal(format!(
+                        "creating FIFO {}: {e}",
+                        f.display()
+                    )));
+                }
+            }
+        }
         self.attach_log(&cur.meta, &stdout, (!tty).then_some(stderr.as_path()))
             .await?;
         let rootfs = self.snapshot_mounts(&id).await?;
@@ -757,6 +771,10 @@ impl Cri {
             .create(tpb::CreateTaskRequest {
                 container_id: id.clone(),
                 rootfs,
+                stdin: stdin
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 stdout: stdout.display().to_string(),
                 stderr: if tty {
                     String::new()

@@ -12,10 +12,13 @@
 //! is read from the task at the time of the call. So pods and containers
 //! survive a restart of berthd with nothing to reload but the log copiers.
 //!
-//! Differences from containerd, deliberate for now: the streaming calls
-//! (Exec, Attach, PortForward) answer Unimplemented (the streaming server is
-//! a separate crate; [`streaming`] has the pieces it builds on); pod and
-//! container stats are per container only.
+//! Exec, Attach and PortForward answer with URLs on the streaming server
+//! (berth-cri-streaming), started by [`Cri::start_streaming`] on
+//! `stream_server_address`/`stream_server_port`; [`streaming`] runs those
+//! streams against containers and pods.
+//!
+//! Differences from containerd, deliberate for now: no TLS on the streaming
+//! server; pod and container stats are per container only.
 //!
 //! See the README for an example.
 
@@ -90,6 +93,8 @@ struct Inner {
     restored: OnceCell<()>,
     /// Serialises creating and removing (name reservations, pod networks).
     lifecycle: Mutex<()>,
+    /// The streaming server (exec, attach, port-forward), once started.
+    stream_server: std::sync::OnceLock<berth_cri_streaming::Server>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -147,6 +152,7 @@ impl Cri {
                 events,
                 restored: OnceCell::new(),
                 lifecycle: Mutex::new(()),
+                stream_server: std::sync::OnceLock::new(),
             }),
         })
     }

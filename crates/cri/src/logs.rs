@@ -8,12 +8,34 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// A container's log file, shared by its stdout and stderr copiers.
+/// A container's log file, shared by its stdout and stderr copiers; it
+/// also hands what they copy to attached clients ([`LogFile::subscribe`]).
 #[derive(Debug, Clone)]
 pub struct LogFile {
     path: PathBuf,
     file: Arc<Mutex<Option<File>>>,
+    tee: Arc<Mutex<Tee>>,
 }
+
+/// What an attached client receives of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Bytes the container wrote to `stream` (`stdout` or `stderr`).
+    Data(&'static str, Vec<u8>),
+    /// `stream` reached its end (the container closed it, i.e. exited).
+    End(&'static str),
+}
+
+#[derive(Debug, Default)]
+struct Tee {
+    subscribers: Vec<tokio::sync::mpsc::Sender<Output>>,
+    ended: Vec<&'static str>,
+}
+
+/// How many chunks of output an attached client may lag behind before the
+/// container's output copier waits for it (as containerd's attach writers
+/// hold up the container's output).
+const TEE_BACKLOG: usize = 64;
 
 impl LogFile {
     /// Opens (appends to) `path`, creating its directory.
@@ -22,7 +44,47 @@ impl LogFile {
         Ok(LogFile {
             path: path.to_path_buf(),
             file: Arc::new(Mutex::new(Some(file))),
+            tee: Arc::default(),
         })
+    }
+
+    /// Receives everything the copiers copy from now on, then an
+    /// [`Output::End`] per stream (at once for streams already ended).
+    pub fn subscribe(&self) -> tokio::sync::mpsc::Receiver<Output> {
+        let (tx, rx) = tokio::sync::mpsc::channel(TEE_BACKLOG);
+        if let Ok(mut tee) = self.tee.lock() {
+            for stream in &tee.ended {
+                let _ = tx.try_send(Output::End(stream));
+            }
+            tee.subscribers.push(tx);
+        }
+        rx
+    }
+
+    /// Hands `data` of `stream` (or its end, `None`) to every subscriber,
+    /// waiting while one lags behind, forgetting those gone. Called on the
+    /// copier threads only.
+    fn tee(&self, stream: &'static str, data: Option<&[u8]>) {
+        let subscribers = match self.tee.lock() {
+            Ok(mut tee) => {
+                if data.is_none() {
+                    tee.ended.push(stream);
+                }
+                tee.subscribers.retain(|s| !s.is_closed());
+                if tee.subscribers.is_empty() {
+                    return;
+                }
+                tee.subscribers.clone()
+            }
+            Err(_) => return,
+        };
+        let out = match data {
+            Some(d) => Output::Data(stream, d.to_vec()),
+            None => Output::End(stream),
+        };
+        for s in subscribers {
+            let _ = s.blocking_send(out.clone());
+        }
     }
 
     /// Reopens the file at its path (after the kubelet rotated it).
@@ -99,12 +161,14 @@ pub fn copy(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            log.tee(stream, Some(&buf[..n]));
             pending.extend_from_slice(&buf[..n]);
             emit_lines(&mut pending, stream, &log, max);
         }
         if !pending.is_empty() {
             log.write_record(stream, 'F', &pending);
         }
+        log.tee(stream, None);
     })
 }
 

@@ -20,12 +20,6 @@ const CRI_VERSION: &str = "v1";
 /// The `version` field containerd's CRI plugin answers (its kubeAPIVersion).
 const KUBE_API_VERSION: &str = "0.1.0";
 
-fn streaming_unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} needs berth's CRI streaming server, which is not wired into this build yet; use ExecSync (crictl exec -s) for commands"
-    ))
-}
-
 #[tonic::async_trait]
 impl RuntimeService for Cri {
     async fn version(&self, _: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
@@ -199,19 +193,25 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        Err(streaming_unimplemented("Exec"))
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        self.restore().await;
+        let url = self.exec_url(r.into_inner()).await?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        Err(streaming_unimplemented("Attach"))
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        self.restore().await;
+        let url = self.attach_url(r.into_inner()).await?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        Err(streaming_unimplemented("PortForward"))
+        self.restore().await;
+        let url = self.port_forward_url(r.into_inner()).await?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

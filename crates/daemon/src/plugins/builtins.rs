@@ -636,6 +636,11 @@ fn cri_plugin(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
         .insert("sandbox_image".to_string(), config.sandbox_image.clone());
     let cri = berth_cri::Cri::new(config, paths, crate::build_info::VERSION, puller)
         .map_err(PluginError::failed)?;
+    // containerd starts the streaming server (exec, attach, port-forward)
+    // with the plugin.
+    let stream_addr = cri.start_streaming().map_err(PluginError::failed)?;
+    ctx.exports
+        .insert("stream_server".to_string(), stream_addr.to_string());
     Ok(Arc::new(
         GrpcService::new(sized!(ctx, cri.runtime_server())).with(sized!(ctx, cri.image_server())),
     ))
