@@ -108,6 +108,12 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Mount an image's root filesystem on a target path (unpacking it if needed).
+    Mount(super::image_mount::MountArgs),
+    /// Unmount an image mounted with `images mount`.
+    Unmount(super::image_mount::UnmountArgs),
+    /// Show the disk usage of an image's snapshots.
+    Usage(super::image_mount::UsageArgs),
     /// Give an image another name.
     Tag {
         /// The existing image.
@@ -514,12 +520,21 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Command::Push(a) => return push(global, a).await,
         Command::Import(a) => return super::image_archive::import(global, a).await,
         Command::Export(a) => return super::image_archive::export(global, a).await,
+        Command::Mount(a) => return super::image_mount::mount(global, a).await,
+        Command::Unmount(a) => return super::image_mount::unmount(global, a).await,
+        Command::Usage(a) => return super::image_mount::usage(global, a).await,
         _ => {}
     }
     let client = global.connect().await?;
     let mut svc = images(&client);
     match args.command {
-        Command::Pull(_) | Command::Push(_) | Command::Import(_) | Command::Export(_) => {
+        Command::Pull(_)
+        | Command::Push(_)
+        | Command::Import(_)
+        | Command::Export(_)
+        | Command::Mount(_)
+        | Command::Unmount(_)
+        | Command::Usage(_) => {
             unreachable!("handled above")
         }
         Command::Ls { quiet, filters } => {

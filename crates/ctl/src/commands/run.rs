@@ -247,7 +247,7 @@ pub(crate) async fn read_blob(
 }
 
 /// The host platform's architecture as OCI names it.
-fn host_arch() -> &'static str {
+pub(crate) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -400,11 +400,71 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     result
 }
 
+/// What [`create_container`] made that the task needs.
+pub(crate) struct Created {
+    /// The root filesystem's mounts (empty with `--rootfs`).
+    pub(crate) rootfs: Vec<Mount>,
+    /// The snapshot prepared for it (empty with `--rootfs`).
+    pub(crate) snapshot_key: String,
+}
+
+/// `containers create`: the container `run` would make, without a task.
+pub(crate) async fn create(global: &Global, args: Args) -> anyhow::Result<()> {
+    let client = global.connect().await?;
+    if global.lease.is_some() {
+        return create_container(global, &client, &args).await.map(|_| ());
+    }
+    let lease = crate::commands::leases::temporary(&client).await?;
+    let result = create_container(global, &client.clone().with_lease(lease.clone()), &args).await;
+    crate::commands::leases::release(&client, &lease).await;
+    result.map(|_| ())
+}
+
 async fn run_leased(
     global: &Global,
     client: &berth_api::client::Client,
     args: Args,
 ) -> anyhow::Result<()> {
+    let Created {
+        rootfs: rootfs_mounts,
+        snapshot_key,
+    } = create_container(global, client, &args).await?;
+    let client = client.clone();
+    let mut containers = clients::containers(&client);
+    let status = start_task(&client, &args.id, args.tty, args.detach, rootfs_mounts).await;
+    if args.detach {
+        return status.map(|_| ());
+    }
+    let mut tasks = clients::tasks(&client);
+    let _ = tasks
+        .delete(tpb::DeleteTaskRequest {
+            container_id: args.id.clone(),
+        })
+        .await;
+    if args.rm {
+        containers
+            .delete(cpb::DeleteContainerRequest {
+                id: args.id.clone(),
+            })
+            .await?;
+        remove_snapshot(&client, &args.snapshotter, &snapshot_key).await;
+    }
+    let status = status?;
+    if status != 0 {
+        return Err(crate::ExitStatus(i32::try_from(status).unwrap_or(1)).into());
+    }
+    Ok(())
+}
+
+
+/// Builds the spec from `args` (the image's config and ctr's flags) and
+/// creates the container, preparing its root filesystem snapshot: the part
+/// `run` and `containers create` share.
+pub(crate) async fn create_container(
+    global: &Global,
+    client: &berth_api::client::Client,
+    args: &Args,
+) -> anyhow::Result<Created> {
     let client = client.clone();
     let ns = global.namespace();
     let mut opts: Vec<SpecOpt> = Vec::new();
@@ -571,27 +631,8 @@ async fn run_leased(
         })
         .await
         .with_context(|| format!("creating container {:?}", args.id))?;
-    let status = start_task(&client, &args.id, args.tty, args.detach, rootfs_mounts).await;
-    if args.detach {
-        return status.map(|_| ());
-    }
-    let mut tasks = clients::tasks(&client);
-    let _ = tasks
-        .delete(tpb::DeleteTaskRequest {
-            container_id: args.id.clone(),
-        })
-        .await;
-    if args.rm {
-        containers
-            .delete(cpb::DeleteContainerRequest {
-                id: args.id.clone(),
-            })
-            .await?;
-        remove_snapshot(&client, &args.snapshotter, &snapshot_key).await;
-    }
-    let status = status?;
-    if status != 0 {
-        return Err(crate::ExitStatus(i32::try_from(status).unwrap_or(1)).into());
-    }
-    Ok(())
+    Ok(Created {
+        rootfs: rootfs_mounts,
+        snapshot_key,
+    })
 }
