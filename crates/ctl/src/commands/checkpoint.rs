@@ -88,7 +88,13 @@ fn with_platform(mut v: serde_json::Value) -> serde_json::Value {
 }
 
 /// The index as containerd's client encodes it (field order of Go's structs).
-fn index_bytes(manifests: &[serde_json::Value], annotations: &HashMap<String, String>) -> Vec<u8> {
+/// `newline`: the task's index ends with one (json.Encoder), the
+/// container's not (json.Marshal).
+fn index_bytes(
+    manifests: &[serde_json::Value],
+    annotations: &HashMap<String, String>,
+    newline: bool,
+) -> Vec<u8> {
     let entries: Vec<String> = manifests
         .iter()
         .map(|m| {
@@ -109,11 +115,20 @@ fn index_bytes(manifests: &[serde_json::Value], annotations: &HashMap<String, St
             s
         })
         .collect();
-    let mut s = format!("{{\"schemaVersion\":2,\"manifests\":[{}]", entries.join(","));
+    let mut s = format!(
+        "{{\"schemaVersion\":2,\"manifests\":[{}]",
+        entries.join(",")
+    );
     if !annotations.is_empty() {
-        s.push_str(&format!(",\"annotations\":{}", serde_json::json!(annotations)));
+        s.push_str(&format!(
+            ",\"annotations\":{}",
+            serde_json::json!(annotations)
+        ));
     }
-    s.push_str("}\n");
+    s.push('}');
+    if newline {
+        s.push('\n');
+    }
     s.into_bytes()
 }
 
@@ -123,6 +138,7 @@ async fn write_index(
     reference: &str,
     manifests: &[serde_json::Value],
     annotations: &HashMap<String, String>,
+    newline: bool,
 ) -> anyhow::Result<Descriptor> {
     let labels = manifests
         .iter()
@@ -134,7 +150,14 @@ async fn write_index(
             )
         })
         .collect();
-    blob::write(client, INDEX, reference, index_bytes(manifests, annotations), labels).await
+    blob::write(
+        client,
+        INDEX,
+        reference,
+        index_bytes(manifests, annotations, newline),
+        labels,
+    )
+    .await
 }
 
 async fn task_status(client: &Client, id: &str) -> anyhow::Result<Option<i32>> {
@@ -234,7 +257,10 @@ async fn create_image(
 
 /// `tasks checkpoint`: pauses the task, checkpoints it with CRIU, resumes
 /// it, and stores the checkpoint as image `containerd.io/checkpoint/<id>:<date>`.
-pub(crate) async fn task_checkpoint(global: &Global, args: TaskCheckpointArgs) -> anyhow::Result<()> {
+pub(crate) async fn task_checkpoint(
+    global: &Global,
+    args: TaskCheckpointArgs,
+) -> anyhow::Result<()> {
     let base = global.connect().await?;
     let lease = crate::commands::leases::temporary(&base).await?;
     let client = base.clone().with_lease(lease.clone());
@@ -261,8 +287,16 @@ async fn task_checkpoint_leased(
     );
     let options = CheckpointOptions {
         exit: args.exit && runc,
-        image_path: if runc { args.image_path.clone() } else { String::new() },
-        work_path: if runc { args.work_path.clone() } else { String::new() },
+        image_path: if runc {
+            args.image_path.clone()
+        } else {
+            String::new()
+        },
+        work_path: if runc {
+            args.work_path.clone()
+        } else {
+            String::new()
+        },
         ..Default::default()
     };
     let paused = status != TaskStatus::Paused as i32;
@@ -276,7 +310,9 @@ async fn task_checkpoint_leased(
         }
         let mut annotations = HashMap::new();
         if !c.image.is_empty() {
-            manifests.push(blob::descriptor_json(&image_target(client, &c.image).await?));
+            manifests.push(blob::descriptor_json(
+                &image_target(client, &c.image).await?,
+            ));
             annotations.insert("image.name".to_string(), c.image.clone());
         }
         if !c.snapshot_key.is_empty() {
@@ -293,7 +329,7 @@ async fn task_checkpoint_leased(
             .await?;
             manifests.push(with_platform(blob::descriptor_json(&rw)));
         }
-        let index = write_index(client, id, &manifests, &annotations).await?;
+        let index = write_index(client, id, &manifests, &annotations, true).await?;
         let name = format!("containerd.io/checkpoint/{id}:{}", checkpoint_date());
         create_image(
             client,
@@ -368,7 +404,9 @@ async fn container_checkpoint_leased(
         manifests.push(with_platform(blob::descriptor_json(&d)));
     }
     if args.image {
-        manifests.push(blob::descriptor_json(&image_target(client, &c.image).await?));
+        manifests.push(blob::descriptor_json(
+            &image_target(client, &c.image).await?,
+        ));
     }
     if args.rw {
         let rw = snapshot_diff::create_diff(
@@ -400,7 +438,14 @@ async fn container_checkpoint_leased(
         .await?;
         manifests.push(with_platform(blob::descriptor_json(&d)));
     }
-    let index = write_index(client, &format!("{}index", c.id), &manifests, &annotations).await?;
+    let index = write_index(
+        client,
+        &format!("{}index", c.id),
+        &manifests,
+        &annotations,
+        false,
+    )
+    .await?;
     create_image(client, &args.reference, index, HashMap::new()).await
 }
 
@@ -423,7 +468,12 @@ async fn restore_leased(client: &Client, args: &RestoreArgs) -> anyhow::Result<(
     );
     let index: serde_json::Value =
         serde_json::from_slice(&run::read_blob(&mut content, &target.digest).await?)?;
-    let annotation = |k: &str| index["annotations"][k].as_str().unwrap_or_default().to_string();
+    let annotation = |k: &str| {
+        index["annotations"][k]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     let find = |mt: &str| {
         index["manifests"]
             .as_array()
@@ -449,7 +499,11 @@ async fn restore_leased(client: &Client, args: &RestoreArgs) -> anyhow::Result<(
     .await
     .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     let spec_entry = find(CHECKPOINT_CONFIG).context("media type not found")?;
-    let spec_bytes = run::read_blob(&mut content, spec_entry["digest"].as_str().unwrap_or_default()).await?;
+    let spec_bytes = run::read_blob(
+        &mut content,
+        spec_entry["digest"].as_str().unwrap_or_default(),
+    )
+    .await?;
     let spec = prost_types::Any::decode(spec_bytes.as_slice())?;
     if !index["annotations"][RUNTIME_NAME].is_string() {
         bail!("runtime not found in index");

@@ -244,7 +244,9 @@ pub(crate) async fn usage(global: &Global, args: UsageArgs) -> anyhow::Result<()
                 key: key.clone(),
             })
             .await
-            .map_err(|e| anyhow::anyhow!("failed to get usage for snapshot {key}: {}", e.message()))?
+            .map_err(|e| {
+                anyhow::anyhow!("failed to get usage for snapshot {key}: {}", e.message())
+            })?
             .into_inner();
         let info = snapshots
             .stat(spb::StatSnapshotRequest {

@@ -20,8 +20,14 @@ enum Command {
 pub(crate) fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Spec => {
-            let spec = berth_runtime::spec::generate("", &global.namespace(), Vec::new())
+            let mut spec = berth_runtime::spec::generate("", &global.namespace(), Vec::new())
                 .map_err(|e| anyhow::anyhow!("failed to generate spec: {e}"))?;
+            // berth's default spec carries the default PATH, which
+            // containerd's clients add separately (WithDefaultPathEnv, or
+            // the image's config): GenerateSpec alone has no env.
+            if let Some(p) = spec.process_mut() {
+                p.set_env(None);
+            }
             // Go's json.MarshalIndent(x, "", "    ").
             let mut out = Vec::new();
             let mut ser = serde_json::Serializer::with_formatter(

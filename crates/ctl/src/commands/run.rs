@@ -367,6 +367,23 @@ pub(crate) async fn image_parts_for(
     Ok((process, chain))
 }
 
+/// The container label holding the image's stop signal.
+const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
+
+/// The image's `StopSignal`, or SIGTERM.
+async fn stop_signal(client: &berth_api::client::Client, image: &str) -> anyhow::Result<String> {
+    let target = crate::commands::image_mount::image_target(client, image).await?;
+    let parts = crate::commands::unpack::image_layers(client, &target).await?;
+    let mut content = ContentClient::with_interceptor(client.channel(), client.interceptor());
+    let config: serde_json::Value =
+        serde_json::from_slice(&read_blob(&mut content, &parts.config).await?)?;
+    Ok(config["config"]["StopSignal"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("SIGTERM")
+        .to_string())
+}
+
 /// Removes the snapshot `key` this run prepared (none when empty); a
 /// failure leaves it to garbage collection, so it is not reported.
 async fn remove_snapshot(client: &berth_api::client::Client, snapshotter: &str, key: &str) {
@@ -456,7 +473,6 @@ async fn run_leased(
     Ok(())
 }
 
-
 /// Builds the spec from `args` (the image's config and ctr's flags) and
 /// creates the container, preparing its root filesystem snapshot: the part
 /// `run` and `containers create` share.
@@ -514,6 +530,13 @@ pub(crate) async fn create_container(
         rootfs_mounts = mounts_to_proto(vec![prepared]);
         snapshot_key = args.id.clone();
         image_name = found;
+    }
+    let mut labels = crate::format::parse_labels(&args.labels);
+    if !image_name.is_empty() {
+        // As ctr (WithImageStopSignal): the image's stop signal, SIGTERM
+        // when it names none, for clients that stop the container later.
+        let signal = stop_signal(&client, &image_name).await?;
+        labels.insert(STOP_SIGNAL_LABEL.to_string(), signal);
     }
     let user = args.user.clone().unwrap_or(image_user);
     let resolved = match &rootfs_dir {
@@ -613,9 +636,9 @@ pub(crate) async fn create_container(
                 image: image_name,
                 runtime: Some(cpb::container::Runtime {
                     name: args.runtime.clone(),
-                    options: runc_options(&args),
+                    options: runc_options(args),
                 }),
-                labels: crate::format::parse_labels(&args.labels),
+                labels,
                 spec: Some(prost_types::Any {
                     type_url: SPEC_TYPE_URL.to_string(),
                     value: serde_json::to_vec(&spec)?,

@@ -229,7 +229,11 @@ pub(crate) async fn diff(global: &Global, snapshotter: &str, args: DiffArgs) -> 
 }
 
 /// `snapshots unpack`: unpacks the image whose target is `digest`.
-pub(crate) async fn unpack(global: &Global, snapshotter: &str, args: UnpackArgs) -> anyhow::Result<()> {
+pub(crate) async fn unpack(
+    global: &Global,
+    snapshotter: &str,
+    args: UnpackArgs,
+) -> anyhow::Result<()> {
     let base = global.connect().await?;
     if !args.digest.contains(':') {
         bail!("invalid checksum digest format");

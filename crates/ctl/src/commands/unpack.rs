@@ -57,7 +57,10 @@ pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 }
 
 /// Reads the manifest (the host's, through indexes) and config of `target`.
-pub(crate) async fn image_layers(client: &Client, target: &Descriptor) -> anyhow::Result<ImageLayers> {
+pub(crate) async fn image_layers(
+    client: &Client,
+    target: &Descriptor,
+) -> anyhow::Result<ImageLayers> {
     let mut content = ContentClient::with_interceptor(client.channel(), client.interceptor());
     let mut digest = target.digest.clone();
     let mut manifest: serde_json::Value =
@@ -66,10 +69,15 @@ pub(crate) async fn image_layers(client: &Client, target: &Descriptor) -> anyhow
         if !manifest["manifests"].is_array() {
             break;
         }
-        let entries = manifest["manifests"].as_array().cloned().unwrap_or_default();
+        let entries = manifest["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let chosen = entries
             .iter()
-            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch())
+            .find(|m| {
+                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
+            })
             .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
             .with_context(|| format!("{} has no linux/{} manifest", target.digest, host_arch()))?;
         digest = chosen["digest"].as_str().unwrap_or_default().to_string();
