@@ -347,3 +347,74 @@ fn tasks_checkpoint_and_restore_as_ctr() -> Result<()> {
     }
     d.finish()
 }
+
+#[test]
+fn content_edit_as_ctr() -> Result<()> {
+    let d = Daemon::start()?;
+    let ingest = |args: &[&str], data: &str| -> Result<()> {
+        let mut child = d
+            .berthctl_command(args)?
+            .stdin(std::process::Stdio::piped())
+            .spawn()?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(data.as_bytes())?;
+        anyhow::ensure!(child.wait()?.success(), "ingest failed");
+        Ok(())
+    };
+    ingest(&["content", "ingest", "original"], "hello\n")?;
+    let digest = ok(d.ctr(&["content", "ls", "-q"])?)?.trim().to_string();
+    // Kept through the collections `content rm` starts.
+    ok(d.ctr(&["content", "label", &digest, "containerd.io/gc.root=test"])?)?;
+    // The editor: a script that appends a line to the file it is given.
+    let editor = d.scratch("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\necho edited >> \"$1\"\n")?;
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let editor = editor.display().to_string();
+    let b = ok(d.berthctl(&["content", "edit", "--editor", &editor, &digest])?)?;
+    assert_ne!(b.trim(), digest);
+    assert_eq!(
+        ok(d.ctr(&["content", "get", b.trim()])?)?,
+        "hello\nedited\n"
+    );
+    // An edit whose result exists already fails in both, alike.
+    let again_b = fails(d.berthctl(&["content", "edit", "--editor", &editor, &digest])?)?;
+    let again_c = fails(d.ctr(&["content", "edit", "--editor", &editor, &digest])?)?;
+    let expected = format!("commit failed: content {}: already exists", b.trim());
+    assert!(again_b.contains(&expected), "{again_b}");
+    assert!(again_c.contains(&expected), "{again_c}");
+    // Without it, ctr makes the same blob.
+    ok(d.ctr(&["content", "rm", b.trim()])?)?;
+    let c = ok(d.ctr(&["content", "edit", "--editor", &editor, &digest])?)?;
+    assert_eq!(b, c, "same edit, same new digest");
+    // $EDITOR is the default, as with ctr.
+    ok(d.ctr(&["content", "rm", b.trim()])?)?;
+    let mut cmd = d.berthctl_command(&["content", "edit", &digest])?;
+    let b = ok(cmd.env("EDITOR", &editor).output()?)?;
+    assert_eq!(b, c);
+    // Errors: no editor, --validate, unknown blob.
+    let mut cmd = d.berthctl_command(&["content", "edit", &digest])?;
+    let b = fails(cmd.env_remove("EDITOR").output()?)?;
+    assert!(b.contains("editor is required"), "{b}");
+    let b = fails(d.berthctl(&["content", "edit", "--validate", "json", &digest])?)?;
+    let c = fails(d.ctr(&["content", "edit", "--validate", "json", &digest])?)?;
+    assert!(
+        b.contains("validating the edit result not supported"),
+        "{b}"
+    );
+    assert!(
+        c.contains("validating the edit result not supported"),
+        "{c}"
+    );
+    let missing = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let b = fails(d.berthctl(&["content", "edit", "--editor", &editor, missing])?)?;
+    let c = fails(d.ctr(&["content", "edit", "--editor", &editor, missing])?)?;
+    assert!(
+        b.contains("not found") && c.contains("not found"),
+        "{b}\n{c}"
+    );
+    d.finish()
+}

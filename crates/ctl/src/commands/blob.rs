@@ -19,6 +19,20 @@ pub(crate) async fn write(
     data: Vec<u8>,
     labels: HashMap<String, String>,
 ) -> anyhow::Result<Descriptor> {
+    write_checked(client, media_type, reference, data, labels, true).await
+}
+
+/// [`write`]; with `exists_ok` false, content that already exists is an
+/// error (`commit failed: content <digest>: already exists`, as ctr's
+/// `content edit` reports it).
+pub(crate) async fn write_checked(
+    client: &Client,
+    media_type: &str,
+    reference: &str,
+    data: Vec<u8>,
+    labels: HashMap<String, String>,
+    exists_ok: bool,
+) -> anyhow::Result<Descriptor> {
     let digest = format!("sha256:{:x}", sha2::Sha256::digest(&data));
     let size = i64::try_from(data.len())?;
     let mut content = ContentClient::with_interceptor(client.channel(), client.interceptor());
@@ -51,7 +65,10 @@ pub(crate) async fn write(
     .await;
     match written {
         Ok(()) => {}
-        Err(e) if e.code() == tonic::Code::AlreadyExists => {}
+        Err(e) if e.code() == tonic::Code::AlreadyExists && exists_ok => {}
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {
+            bail!("commit failed: content {digest}: already exists")
+        }
         Err(e) => bail!("writing {reference}: {}", e.message()),
     }
     Ok(Descriptor {

@@ -36,7 +36,11 @@ enum Command {
         id: String,
     },
     /// Delete containers (their tasks must be gone).
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Container ids.
         #[arg(required = true)]

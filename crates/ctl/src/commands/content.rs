@@ -26,6 +26,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Edit a blob in $EDITOR and store the result as a new blob.
+    Edit(super::content_edit::EditArgs),
     /// List all blobs in the store.
     #[command(visible_alias = "list")]
     Ls {
@@ -81,9 +83,13 @@ enum Command {
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    if let Command::Edit(a) = args.command {
+        return super::content_edit::edit(global, a).await;
+    }
     let client = global.connect().await?;
     let mut svc = ContentClient::with_interceptor(client.channel(), client.interceptor());
     match args.command {
+        Command::Edit(_) => unreachable!("handled above"),
         Command::Ls { quiet, filters } => {
             let mut stream = svc.list(ListContentRequest { filters }).await?.into_inner();
             let mut infos: Vec<Info> = Vec::new();

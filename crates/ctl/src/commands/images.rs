@@ -102,7 +102,11 @@ enum Command {
         snapshotter: String,
     },
     /// Remove images.
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Image names.
         #[arg(required = true)]

@@ -5,6 +5,7 @@ mod blob;
 mod checkpoint;
 mod containers;
 mod content;
+mod content_edit;
 mod events;
 mod image_archive;
 mod image_mount;

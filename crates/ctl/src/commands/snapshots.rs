@@ -41,7 +41,11 @@ enum Command {
         keys: Vec<String>,
     },
     /// Remove snapshots.
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Snapshot keys.
         #[arg(required = true)]

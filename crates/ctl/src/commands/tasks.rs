@@ -86,12 +86,17 @@ enum Command {
         id: String,
     },
     /// Show a task's cgroup metrics.
+    #[command(visible_alias = "metric")]
     Metrics {
         /// Task id.
         id: String,
     },
     /// Delete stopped tasks (`--force` kills running ones first).
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Kill the task first if it is running.
         #[arg(short, long)]
