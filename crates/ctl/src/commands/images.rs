@@ -605,7 +605,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             print!("{}", table::render(&rows, 1));
         }
         Command::Rm { names } => {
-            let mut failed = false;
+            // As ctr: an unknown name is a warning; the first other failure
+            // is the command's error, after trying every name.
+            let mut first_error: Option<String> = None;
             for name in names {
                 match svc
                     .delete(pb::DeleteImageRequest {
@@ -616,14 +618,20 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                     .await
                 {
                     Ok(_) => println!("{name}"),
+                    Err(e) if e.code() == tonic::Code::NotFound => {
+                        eprintln!("berthctl: {name}: image not found");
+                    }
                     Err(e) => {
-                        eprintln!("unable to delete {name}: {}", e.message());
-                        failed = true;
+                        let message = format!("unable to delete {name}: {}", e.message());
+                        if first_error.is_some() {
+                            eprintln!("berthctl: {message}");
+                        }
+                        first_error.get_or_insert(message);
                     }
                 }
             }
-            if failed {
-                bail!("some images were not removed");
+            if let Some(message) = first_error {
+                bail!("{message}");
             }
         }
         Command::Tag {

@@ -287,8 +287,13 @@ async fn find_image(
             }
         }
     }
+    // ctr's `image "x": not found`, naming the image as the user gave it
+    // (the daemon's message names the normalised one).
     let image = found
-        .map_err(|e| anyhow::anyhow!("image {name:?}: {} (pull it first)", e.message()))?
+        .map_err(|e| match e.code() {
+            tonic::Code::NotFound => anyhow::anyhow!("image {name:?}: not found (pull it first)"),
+            _ => anyhow::anyhow!("{}", e.message()),
+        })?
         .into_inner()
         .image
         .unwrap_or_default();

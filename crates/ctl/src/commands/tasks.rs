@@ -150,7 +150,7 @@ pub(crate) async fn container_rootfs(
     let c = clients::containers(client)
         .get(cpb::GetContainerRequest { id: id.to_string() })
         .await
-        .map_err(|e| anyhow::anyhow!("container {id:?}: {}", e.message()))?
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
         .into_inner()
         .container
         .unwrap_or_default();
