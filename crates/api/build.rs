@@ -126,12 +126,13 @@ fn protos(dir: &Path, out: &mut Vec<PathBuf>) {
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    // The crate carries a copy of the protos when packaged; in the workspace
-    // they live at the top.
-    let root = [manifest.join("proto"), manifest.join("../../proto")]
-        .into_iter()
-        .find(|p| p.join("containerd").is_dir())
-        .expect("proto/ directory with containerd/ not found");
+    // The protos live inside the crate so a packaged berth-api builds alone.
+    let root = manifest.join("proto");
+    assert!(
+        root.join("containerd").is_dir(),
+        "{} has no containerd/ directory: the crate's protos are missing",
+        root.display()
+    );
     println!("cargo:rerun-if-changed={}", root.display());
 
     let mut files = Vec::new();

@@ -14,6 +14,8 @@
 //! `BERTH_FUZZ_ITERS` (inputs per target, default per target),
 //! `BERTH_FUZZ_SEED` (random seed, default fixed).
 
+pub mod targets;
+
 use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

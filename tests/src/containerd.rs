@@ -31,15 +31,42 @@ impl Containerd {
     /// Like [`Containerd::start`], with `extra` appended to the config file
     /// (top-level sections such as `[metrics]`).
     pub fn start_with_config(extra: &str) -> Result<Containerd> {
+        Containerd::start_prepared(extra, &[], |_| Ok(()))
+    }
+
+    /// Like [`Containerd::start_with_config`], with the plugins in `enable`
+    /// (by `type.id`) loaded although the harness normally disables them,
+    /// and `prepare` run on the root directory (made, empty) before the
+    /// start (say, to mount a filesystem there: unmounted on drop).
+    pub fn start_prepared(
+        extra: &str,
+        enable: &[&str],
+        prepare: impl FnOnce(&std::path::Path) -> Result<()>,
+    ) -> Result<Containerd> {
         let dir = tempfile::Builder::new().prefix("berth-ctrd").tempdir()?;
         let address = dir.path().join("containerd.sock");
         let config = dir.path().join("config.toml");
+        let disabled: Vec<String> = [
+            "io.containerd.grpc.v1.cri",
+            "io.containerd.snapshotter.v1.btrfs",
+            "io.containerd.snapshotter.v1.zfs",
+            "io.containerd.snapshotter.v1.devmapper",
+            "io.containerd.snapshotter.v1.aufs",
+        ]
+        .iter()
+        .filter(|p| !enable.contains(p))
+        .map(|p| format!("{p:?}"))
+        .collect();
         std::fs::write(
             &config,
             format!(
-                "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n{extra}"
+                "version = 2\ndisabled_plugins = [{}]\n{extra}",
+                disabled.join(", ")
             ),
         )?;
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root)?;
+        prepare(&root)?;
         let path = format!(
             "{}:{}",
             crate::bin_dir().display(),
@@ -48,7 +75,7 @@ impl Containerd {
         let log = std::fs::File::create(dir.path().join("containerd.log"))?;
         let mut child = Command::new("/usr/bin/containerd")
             .arg("--root")
-            .arg(dir.path().join("root"))
+            .arg(&root)
             .arg("--state")
             .arg(dir.path().join("state"))
             .arg("--address")

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod containerd;
+pub mod cri_daemon;
+pub mod cri_env;
+pub mod cri_images;
+pub mod critest;
 pub mod docker;
 pub mod faults;
 pub mod goclient;
@@ -119,6 +123,8 @@ pub fn shared_tool(name: &str) -> Result<PathBuf> {
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The daemon binary (`berthd`, or a custom build taking its flags).
+    binary: &'static str,
     config: Option<PathBuf>,
     /// gRPC socket path.
     pub address: PathBuf,
@@ -150,6 +156,17 @@ impl Daemon {
         config: Option<&str>,
         prepare: impl FnOnce(&Daemon) -> Result<()>,
     ) -> Result<Daemon> {
+        Daemon::start_binary("berthd", config, prepare)
+    }
+
+    /// Like [`Daemon::start_prepared`], running `binary` from the build's
+    /// binaries instead of berthd: a custom build of berthd (say, with a
+    /// third party's plugins compiled in) that takes berthd's flags.
+    pub fn start_binary(
+        binary: &'static str,
+        config: Option<&str>,
+        prepare: impl FnOnce(&Daemon) -> Result<()>,
+    ) -> Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("berth-e2e").tempdir()?;
         let config_path = match config {
             Some(text) => {
@@ -165,6 +182,7 @@ impl Daemon {
             state: dir.path().join("state"),
             dir,
             child: None,
+            binary,
             config: config_path,
             startup: Duration::ZERO,
             namespace: "default".to_string(),
@@ -176,7 +194,7 @@ impl Daemon {
 
     /// The command line that starts this daemon.
     pub fn command(&self) -> Result<Command> {
-        let mut cmd = Command::new(bin("berthd")?);
+        let mut cmd = Command::new(bin(self.binary)?);
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--state")
@@ -207,11 +225,11 @@ impl Daemon {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting berthd")?;
+            .with_context(|| format!("starting {}", self.binary))?;
         wait_until_serving(
             &mut child,
             &self.address,
-            "berthd",
+            self.binary,
             Duration::from_secs(20),
             || self.log(),
         )?;
@@ -477,8 +495,8 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 /// Stops everything a daemon's tasks left running: containers in runc
-/// roots under `state/runc`, shim processes started with `-address
-/// <address>`, and mounts under `dir`.
+/// roots under `state/runc`, shim processes started with
+/// `-address <address>`, and mounts under `dir`.
 pub fn cleanup_runtime(state: &Path, address: &Path, dir: &Path) {
     if let Ok(namespaces) = std::fs::read_dir(state.join("runc")) {
         for ns in namespaces.flatten() {

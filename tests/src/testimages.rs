@@ -154,7 +154,7 @@ fn sha256(data: &[u8]) -> String {
 }
 
 /// Writes `data` as a blob of the layout at `dir`.
-fn put_blob(dir: &Path, media_type: &str, data: &[u8]) -> Result<Descriptor> {
+pub fn put_blob(dir: &Path, media_type: &str, data: &[u8]) -> Result<Descriptor> {
     let digest = sha256(data);
     let path = blob_path(dir, &digest);
     std::fs::create_dir_all(dir.join("blobs/sha256"))?;
@@ -179,8 +179,9 @@ pub enum Entry {
     Hardlink(String, String),
 }
 
-/// Builds a gzip layer of `entries`; returns (descriptor, diffID).
-fn put_layer(dir: &Path, entries: &[Entry]) -> Result<(Descriptor, String)> {
+/// Builds a gzip layer of `entries` in the layout at `dir`; returns
+/// (descriptor, diffID).
+pub fn put_layer(dir: &Path, entries: &[Entry]) -> Result<(Descriptor, String)> {
     let mut tar = tar::Builder::new(Vec::new());
     for e in entries {
         let mut h = tar::Header::new_ustar();
@@ -211,8 +212,17 @@ fn put_layer(dir: &Path, entries: &[Entry]) -> Result<(Descriptor, String)> {
                 tar.append_link(&mut h, path, target)?;
             }
             Entry::Hardlink(path, target) => {
+                // A hard link's header carries its file's mode, as tar
+                // writes it: containerd applies that mode to the file.
+                let mode = entries
+                    .iter()
+                    .find_map(|e| match e {
+                        Entry::File(p, _, m) if p == target => Some(*m),
+                        _ => None,
+                    })
+                    .unwrap_or(0o644);
                 h.set_entry_type(tar::EntryType::Link);
-                h.set_mode(0o644);
+                h.set_mode(mode);
                 h.set_size(0);
                 tar.append_link(&mut h, path, target)?;
             }
@@ -226,6 +236,22 @@ fn put_layer(dir: &Path, entries: &[Entry]) -> Result<(Descriptor, String)> {
     Ok((put_blob(dir, media::LAYER_GZIP, &compressed)?, diff_id))
 }
 
+/// The runtime settings of an image's config (`config` in the OCI image
+/// config): what a container of it runs, and as whom.
+#[derive(Debug, Clone, Default)]
+pub struct ImageConfig {
+    /// `Entrypoint` (left out when empty).
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env` besides `PATH`.
+    pub env: Vec<String>,
+    /// `User` (left out when empty).
+    pub user: String,
+    /// `Labels`.
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Writes config + manifest for `layers`; returns the manifest descriptor.
 fn put_image(
     dir: &Path,
@@ -233,14 +259,42 @@ fn put_image(
     layers: &[(Descriptor, String)],
     cmd: &[&str],
 ) -> Result<Descriptor> {
+    let config = ImageConfig {
+        cmd: cmd.iter().map(|c| (*c).to_string()).collect(),
+        ..ImageConfig::default()
+    };
+    put_image_config(dir, arch, layers, &config)
+}
+
+/// Writes config + manifest for `layers` with the runtime settings
+/// `settings`; returns the manifest descriptor.
+pub fn put_image_config(
+    dir: &Path,
+    arch: &str,
+    layers: &[(Descriptor, String)],
+    settings: &ImageConfig,
+) -> Result<Descriptor> {
+    let mut env =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    env.extend(settings.env.iter().cloned());
+    let mut runtime = serde_json::json!({
+        "Env": env,
+        "Cmd": settings.cmd,
+        "WorkingDir": "/",
+    });
+    if !settings.entrypoint.is_empty() {
+        runtime["Entrypoint"] = serde_json::json!(settings.entrypoint);
+    }
+    if !settings.user.is_empty() {
+        runtime["User"] = serde_json::json!(settings.user);
+    }
+    if !settings.labels.is_empty() {
+        runtime["Labels"] = serde_json::json!(settings.labels);
+    }
     let config = serde_json::json!({
         "architecture": arch,
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": cmd,
-            "WorkingDir": "/",
-        },
+        "config": runtime,
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>()},
         "history": layers.iter().map(|_| serde_json::json!({"created_by": "berth xtask"})).collect::<Vec<_>>(),
     });
@@ -254,7 +308,9 @@ fn put_image(
     put_blob(dir, media::MANIFEST, &serde_json::to_vec(&manifest)?)
 }
 
-fn finish(
+/// Writes `oci-layout` and `index.json` (naming the image `name`) for the
+/// image whose top descriptor is `root`; returns the layout.
+pub fn finish(
     dir: &Path,
     root: Descriptor,
     manifests: Vec<(String, Descriptor)>,
@@ -332,7 +388,8 @@ fn busybox_entries() -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-fn fresh(dir: &Path) -> Result<()> {
+/// Empties (or creates) the layout directory `dir`.
+pub fn fresh(dir: &Path) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }

@@ -30,10 +30,23 @@ fn ctr_plugins_ls_lists_services() -> Result<()> {
     ] {
         assert!(out.contains(needle), "missing {needle}:\n{out}");
     }
+    // All load, except (as in containerd) the snapshotters that need a
+    // setup a default root lacks: btrfs (a Btrfs root), blockfile (a
+    // scratch_file), erofs (a kernel with EROFS); they are listed as `skip`.
     assert!(
-        out.lines().skip(1).all(|l| l.trim_end().ends_with("ok")),
+        out.lines().skip(1).all(|l| {
+            let l = l.trim_end();
+            l.ends_with("ok")
+                || (l.ends_with("skip")
+                    && l.starts_with("io.containerd.snapshotter.v1")
+                    && [" btrfs ", " blockfile ", " erofs "]
+                        .iter()
+                        .any(|id| l.contains(id)))
+        }),
         "{out}"
     );
+    // Listed either way (loaded where /tmp happens to be on Btrfs).
+    assert!(out.lines().any(|l| l.contains(" btrfs ")), "{out}");
     // Filters go through the filter language on the server.
     let out = ok(d.ctr(&["plugins", "ls", "type==io.containerd.grpc.v1"])?)?;
     assert!(out.contains("namespaces"), "{out}");

@@ -1,5 +1,6 @@
-//! Hardening: private state, recovery from a full disk, refusing a second
-//! daemon on one root, and bad command-line and label input.
+//! Hardening: private state, recovery from a full disk and from a read-only
+//! root, refusing a second daemon on one root, and bad command-line and
+//! label input.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -500,6 +501,107 @@ fn a_mount_target_through_a_symlink_stays_inside_the_root() -> Result<()> {
     assert!(
         status.message().contains("No such file or directory"),
         "{status:?}"
+    );
+    Ok(())
+}
+
+/// Unmounts its path when dropped (so a failing test leaves no mount).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Makes `dir` read-only by binding it over itself read-only: the part of
+/// berth's root below `dir` turns read-only under a running daemon, as when
+/// the kernel remounts a failing disk read-only (a plain `remount,ro` of
+/// the whole root is refused while the daemon holds its databases open for
+/// writing).
+fn read_only(dir: &Path) -> Result<Unmount> {
+    ok(Command::new("mount")
+        .arg("--bind")
+        .arg(dir)
+        .arg(dir)
+        .output()?)?;
+    let guard = Unmount(dir.to_path_buf());
+    ok(Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(dir)
+        .output()?)?;
+    Ok(guard)
+}
+
+#[test]
+fn a_read_only_root_is_reported_and_nothing_is_lost() -> Result<()> {
+    let d = Daemon::start()?.in_namespace("h7-ro");
+    let layout = testimages::busybox(&d.scratch("busybox"))?;
+    let archive = d.scratch("busybox.tar");
+    layout.write_archive(&archive)?;
+    let archive = archive.display().to_string();
+    let image = "docker.io/library/busybox:latest";
+    let content = d.root.join("io.containerd.content.v1.content");
+    let snapshots = d.root.join("io.containerd.snapshotter.v1.overlayfs");
+
+    // Blobs and snapshots read-only: an import and a run fail, naming the
+    // cause; the daemon keeps serving what needs no new files.
+    {
+        let _content = read_only(&content)?;
+        let _snapshots = read_only(&snapshots)?;
+        let err = fails(d.ctr(&["images", "import", &archive])?)?;
+        assert!(err.contains("Read-only file system"), "{err}");
+        ok(d.ctr(&["namespaces", "create", "during-ro"])?)?;
+        assert_eq!(ok(d.ctr(&["images", "ls", "-q"])?)?, "");
+        assert_eq!(ok(d.ctr(&["content", "active"])?)?.lines().count(), 1);
+    }
+    // Writable again: the same calls work without a restart, and nothing
+    // half-written was left behind.
+    ok(d.ctr(&["images", "import", &archive])?)?;
+    {
+        let _snapshots = read_only(&snapshots.join("snapshots"))?;
+        let err = fails(d.ctr(&["run", "--rm", image, "h7-ro-run", "true"])?)?;
+        assert!(err.contains("Read-only file system"), "{err}");
+        // The failed run left no container behind.
+        assert_eq!(ok(d.ctr(&["containers", "ls", "-q"])?)?, "");
+    }
+    let hello = ok(d.ctr(&["run", "--rm", image, "h7-ro-run", "echo", "hello"])?)?;
+    assert_eq!(hello, "hello\n");
+    let blobs = ok(d.ctr(&["content", "ls", "-q"])?)?;
+    for digest in ok(d.ctr(&["content", "ls", "-q"])?)?.lines() {
+        ok(d.ctr(&["content", "get", digest])?)?;
+    }
+    assert!(!blobs.is_empty());
+    assert_eq!(ok(d.ctr(&["content", "active"])?)?.lines().count(), 1);
+    assert!(ok(d.ctr(&["namespaces", "ls", "-q"])?)?.contains("during-ro"));
+    d.finish()
+}
+
+#[test]
+fn berthd_refuses_to_start_on_a_read_only_root() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("berth-ro-root").tempdir()?;
+    let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+    std::fs::create_dir_all(&root)?;
+    ok(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs"])
+        .arg(&root)
+        .output()?)?;
+    let unmount = Unmount(root.clone());
+    let out = Command::new(berth_tests::bin("berthd")?)
+        .arg("--root")
+        .arg(&root)
+        .arg("--state")
+        .arg(&state)
+        .arg("--address")
+        .arg(state.join("berthd.sock"))
+        .stdin(Stdio::null())
+        .output()?;
+    drop(unmount);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "berthd started on a read-only root");
+    assert!(
+        err.contains(&root.display().to_string()) && err.contains("Read-only file system"),
+        "{err}"
     );
     Ok(())
 }

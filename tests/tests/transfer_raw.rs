@@ -1,7 +1,7 @@
 //! Transfer calls no CLI makes, through berth-api's generated gRPC clients:
 //! an import stream transferred straight to an export stream (containerd's
 //! "echo", which clients use to test their stream plumbing) comes back
-//! byte for byte.
+//! byte for byte; a registry's "not found" stays NotFound on the wire.
 
 use anyhow::{Context, Result, bail};
 use berth_api::client::Client;
@@ -10,9 +10,10 @@ use berth_api::containerd::services::streaming::v1::streaming_client::StreamingC
 use berth_api::containerd::services::transfer::v1::TransferRequest;
 use berth_api::containerd::services::transfer::v1::transfer_client::TransferClient;
 use berth_api::containerd::types::transfer::{
-    Data, ImageExportStream, ImageImportStream, WindowUpdate,
+    Data, ImageExportStream, ImageImportStream, ImageStore, OciRegistry, RegistryResolver,
+    WindowUpdate,
 };
-use berth_tests::{Daemon, testimages};
+use berth_tests::{Daemon, Registry, testimages};
 use prost::{Message, Name};
 use tokio::sync::mpsc;
 
@@ -136,5 +137,29 @@ async fn an_import_stream_echoes_to_an_export_stream() -> Result<()> {
     sender.await??;
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "the echo differs from what was sent");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulling_an_image_the_registry_lacks_is_not_found() -> Result<()> {
+    let registry = Registry::start()?;
+    let d = Daemon::start()?;
+    let client = Client::connect(&d.address).await?.with_namespace("default");
+    let req = TransferRequest {
+        source: Some(any(&OciRegistry {
+            reference: format!("{}/berth/missing:v1", registry.host),
+            resolver: Some(RegistryResolver {
+                default_scheme: "http".to_string(),
+                ..Default::default()
+            }),
+        })),
+        destination: Some(any(&ImageStore::default())),
+        options: None,
+    };
+    let mut transfer = TransferClient::with_interceptor(client.channel(), client.interceptor());
+    let Err(status) = transfer.transfer(req).await else {
+        bail!("pulling an image the registry does not have succeeded");
+    };
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     Ok(())
 }

@@ -1,84 +1,27 @@
 //! `cargo xtask <command>`: developer automation for berth.
 //!
 //! - `deps`: install the Debian packages berth builds and tests with.
-//! - `test`: deps, build once, fmt and clippy checks, then the whole suite.
+//! - `test`: deps, build once, fmt, clippy, rustdoc and packaging checks,
+//!   then the whole suite.
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
 //! - `install [--prefix P] [--destdir D] [--bin-dir B]`: binaries, systemd
 //!   unit, default config, completions and man pages (see `install.rs`).
 //! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side
 //!   (`run`, `pull`, `unpack`, `stress`, `memory`, `api`, `limit`; all by default).
+//! - `package [--verify]`: every publishable crate packaged as crates.io
+//!   would take it (see `package.rs`).
 
 mod bench;
 mod cleanup;
+mod deps;
+mod fuzz;
 mod install;
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// Debian packages berth needs: protoc for the API crate; runc, containerd
-/// (for its `ctr` client and as the benchmark baseline), docker-registry and
-/// busybox-static for the end-to-end tests; tmux to drive TTY sessions;
-/// openssl to make the certificates of the registry TLS tests.
-const PACKAGES: &[(&str, &str)] = &[
-    ("protobuf-compiler", "/usr/bin/protoc"),
-    (
-        "libprotobuf-dev",
-        "/usr/include/google/protobuf/empty.proto",
-    ),
-    ("runc", "/usr/sbin/runc"),
-    ("containerd", "/usr/bin/ctr"),
-    ("docker-registry", "/usr/bin/docker-registry"),
-    ("busybox-static", "/bin/busybox"),
-    ("tmux", "/usr/bin/tmux"),
-    ("openssl", "/usr/bin/openssl"),
-    // Checkpoint/restore tests (berthctl_parity.rs); they skip, saying why,
-    // where `criu check` fails (kernels without the features CRIU needs).
-    ("criu", "/usr/sbin/criu"),
-    // A loop-mounted Btrfs for the reflink test, and filefrag to see
-    // shared extents.
-    ("btrfs-progs", "/usr/sbin/mkfs.btrfs"),
-    ("e2fsprogs", "/usr/sbin/filefrag"),
-    // containerd 1.6's own .proto files (and the ones they import), which
-    // berth-api's upstream_protos test compares berth's protos with.
-    (
-        "golang-github-containerd-containerd-dev",
-        "/usr/share/gocode/src/github.com/containerd/containerd/api/services/tasks/v1/tasks.proto",
-    ),
-    (
-        "golang-github-containerd-cgroups-dev",
-        "/usr/share/gocode/src/github.com/containerd/cgroups/stats/v1/metrics.proto",
-    ),
-    (
-        "golang-github-gogo-protobuf-dev",
-        "/usr/share/gocode/src/github.com/gogo/protobuf/gogoproto/gogo.proto",
-    ),
-    (
-        "golang-github-gogo-googleapis-dev",
-        "/usr/share/gocode/src/github.com/gogo/googleapis/google/rpc/status.proto",
-    ),
-    (
-        "python3-grpcio",
-        "/usr/lib/python3/dist-packages/grpc/__init__.py",
-    ),
-    // Docker Engine 20.10, run by tests on berthd (`--containerd`).
-    ("docker.io", "/usr/sbin/dockerd"),
-    // The Go client program of tests/goclient (Go; containerd 1.6's sources
-    // come with the package above).
-    ("golang-go", "/usr/bin/go"),
-    // systemd-analyze, which checks the shipped berthd.service (it runs
-    // without systemd as init).
-    ("systemd", "/usr/bin/systemd-analyze"),
-    // A venv for the current grpcio from PyPI (tests/tests/wire_compat.rs).
-    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
-];
-
-/// Packages whose install starts a daemon on the default paths; tests use
-/// only their binaries, on temporary roots.
-const DAEMON_PACKAGES: &[&str] = &["containerd", "docker.io"];
-
-/// Debian's hook that lets `invoke-rc.d` / `deb-systemd-invoke` start a
-/// package's service; exit code 101 forbids it.
-const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+pub(crate) use deps::{deps, run};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,9 +31,11 @@ fn main() -> ExitCode {
         Some("up") => up(),
         Some("bench") => bench::bench(&args[1..]),
         Some("install") => install::install(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("package") => package::package(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|install [--prefix P] [--destdir D] [--bin-dir B]|bench [run|pull|unpack|stress|memory|api|limit]...>"
+                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|package [--verify]|bench [run|pull|unpack|stress|memory|api|limit]...>"
             );
             return ExitCode::from(2);
         }
@@ -110,91 +55,6 @@ pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-pub(crate) fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("+ {cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed: {status}"))
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Installs whatever of [`PACKAGES`] is missing.
-pub(crate) fn deps() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(_, probe)| !Path::new(probe).exists())
-        .map(|(pkg, _)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("installing: {}", missing.join(" "));
-    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
-    let apt = |args: &[&str]| {
-        let mut all: Vec<&str> = sudo.to_vec();
-        all.push("apt-get");
-        all.extend_from_slice(args);
-        let mut cmd = Command::new(all[0]);
-        cmd.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut cmd)
-    };
-    apt(&["update", "-qq"])?;
-    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    args.extend(missing.iter().copied());
-    let daemons = missing.iter().any(|p| DAEMON_PACKAGES.contains(p));
-    // Keep the packages' daemons from starting at all, with or without an
-    // init system: a policy-rc.d that forbids every start, for the time of
-    // the install, unless the machine has one already.
-    let own_policy = daemons && !Path::new(POLICY_RC_D).exists();
-    if own_policy {
-        root_sh(
-            sudo,
-            &format!("printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}"),
-        )?;
-    }
-    let installed = apt(&args);
-    if own_policy {
-        root_sh(sudo, &format!("rm -f {POLICY_RC_D}"))?;
-    }
-    installed?;
-    // Under systemd, socket activation could still start dockerd: stop
-    // whatever the packages enabled. Without systemd this does nothing.
-    if daemons && Path::new("/run/systemd/system").exists() {
-        let mut cmd = Command::new(sudo.first().copied().unwrap_or("systemctl"));
-        if !sudo.is_empty() {
-            cmd.arg("systemctl");
-        }
-        let _ = cmd
-            .args([
-                "stop",
-                "docker.socket",
-                "docker.service",
-                "containerd.service",
-            ])
-            .status();
-    }
-    Ok(())
-}
-
-/// Runs `script` with `sh -c` as root (through `sudo` when given).
-fn root_sh(sudo: &[&str], script: &str) -> Result<()> {
-    let mut all: Vec<&str> = sudo.to_vec();
-    all.extend_from_slice(&["sh", "-c", script]);
-    run(Command::new(all[0]).args(&all[1..]))
 }
 
 /// Builds the release binaries, then relinks berth's shim and berthd
@@ -255,14 +115,32 @@ fn test(extra: &[String]) -> Result<()> {
         .args(["clippy"])
         .args(otel)
         .args(["--all-targets", "--", "-D", "warnings"]))?;
+    // The API docs build without a warning (a broken link, a stray `<tag>`).
+    run(cargo()
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"]))?;
+    // Every publishable crate still packages (a versioned path dependency
+    // on an unpublished crate, a file outside the crate, a missing README
+    // or LICENSE fail here, not at release time).
+    package::package(&[])?;
     // Tests that skip say why in this file; it is printed after the run so
     // skips are visible in CI rather than passing silently.
     let skips = bench::target_dir().join("berth-test-skips.log");
     let _ = std::fs::remove_file(&skips);
     let result = run_tests(extra, &skips);
     report_skips(&skips);
-    result
+    // A short coverage-guided run of every fuzz target (its own
+    // instrumented build), unless only some tests were asked for.
+    let fuzzed = if extra.is_empty() {
+        fuzz::fuzz(&["--seconds".to_string(), CI_FUZZ_SECONDS.to_string()])
+    } else {
+        Ok(())
+    };
+    result.and(fuzzed)
 }
+
+/// Seconds of libFuzzer per target in `cargo xtask test`.
+const CI_FUZZ_SECONDS: u64 = 10;
 
 /// Prints every skip the tests recorded in `skips`.
 fn report_skips(skips: &std::path::Path) {

@@ -26,7 +26,7 @@ fn bin_dir() -> PathBuf {
 
 fn xtask_install(args: &[&str]) {
     let bins = bin_dir();
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let out = Command::new(env!("CARGO_BIN_EXE_berth-xtask"))
         .arg("install")
         .args(args)
         .arg("--bin-dir")

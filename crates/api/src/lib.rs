@@ -60,3 +60,8 @@ pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 pub const LEASE_HEADER: &str = "containerd-lease";
 /// ttrpc metadata key carrying the namespace of a call.
 pub const TTRPC_NAMESPACE_HEADER: &str = "containerd-namespace-ttrpc";
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -434,3 +434,8 @@ mod tests {
         assert!(info.labels.is_empty());
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -47,6 +47,41 @@ fn plugin_defaults() -> Vec<(&'static str, &'static str, toml::Value)> {
             toml::Value::Table(toml::Table::new()),
         ),
         (
+            "io.containerd.snapshotter.v1.blockfile",
+            "fs_type",
+            Str(String::new()),
+        ),
+        (
+            "io.containerd.snapshotter.v1.blockfile",
+            "mount_options",
+            toml::Value::Array(Vec::new()),
+        ),
+        (
+            "io.containerd.snapshotter.v1.blockfile",
+            "recreate_scratch",
+            toml::Value::Boolean(false),
+        ),
+        (
+            "io.containerd.snapshotter.v1.blockfile",
+            "root_path",
+            Str(String::new()),
+        ),
+        (
+            "io.containerd.snapshotter.v1.blockfile",
+            "scratch_file",
+            Str(String::new()),
+        ),
+        (
+            "io.containerd.snapshotter.v1.btrfs",
+            "root_path",
+            Str(String::new()),
+        ),
+        (
+            "io.containerd.snapshotter.v1.erofs",
+            "root_path",
+            Str(String::new()),
+        ),
+        (
             "io.containerd.snapshotter.v1.native",
             "root_path",
             Str(String::new()),

@@ -55,3 +55,8 @@ pub use server::{run, run_until, run_with};
 /// The version berthd reports: the containerd API level it implements,
 /// with berth's own version as build metadata.
 pub const VERSION: &str = concat!("1.7.0+berth.", env!("CARGO_PKG_VERSION"));
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -378,7 +378,13 @@ impl Snapshotters {
         blocking(move || Ok(sn.cleanup()?)).await
     }
 
-    async fn backend_of(&self, ns: &str, snapshotter: &str, key: &str) -> Result<String> {
+    /// The driver loaded as `name`.
+    pub fn driver_of(&self, name: &str) -> Result<Arc<dyn Snapshotter>> {
+        Ok(self.driver(name)?.sn.clone())
+    }
+
+    /// The driver's name for `key` of namespace `ns`.
+    pub async fn backend_of(&self, ns: &str, snapshotter: &str, key: &str) -> Result<String> {
         let store = self.db.snapshots();
         let (ns, sn, key) = (ns.to_owned(), snapshotter.to_owned(), key.to_owned());
         blocking(move || Ok(store.get(&ns, &sn, &key)?.backend_name)).await

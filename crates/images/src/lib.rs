@@ -3,7 +3,7 @@
 //! This is containerd's `core/images` (and `reference`, `platforms`) for
 //! berth:
 //!
-//! - [`reference`]: image names, parsed and normalised like Docker's
+//! - [`mod@reference`]: image names, parsed and normalised like Docker's
 //!   (`busybox` → `docker.io/library/busybox:latest`).
 //! - [`media`]: OCI and Docker schema 2 media types and what they are
 //!   (manifest, index, config, layer; compression; non-distributable).

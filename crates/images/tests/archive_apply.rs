@@ -126,6 +126,44 @@ fn files_links_and_diff_id() {
 }
 
 #[test]
+fn a_hard_link_header_sets_its_inode_mode_and_owner() {
+    // containerd lchowns and chmods every entry, hard links included, so a
+    // link's header mode and owner end up on the file it shares an inode
+    // with (how `docker save` and busybox images mark applets executable).
+    let (_d, root) = sandbox();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut file = tar::Header::new_gnu();
+    file.set_entry_type(tar::EntryType::Regular);
+    file.set_mode(0o644);
+    file.set_size(2);
+    b.append_data(&mut file, "bin/tool", &b"hi"[..]).unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Link);
+    link.set_mode(0o755);
+    link.set_uid(1000);
+    link.set_gid(1001);
+    link.set_size(0);
+    b.append_link(&mut link, "bin/alias", "bin/tool").unwrap();
+    let tar = b.into_inner().unwrap();
+    apply(
+        &root,
+        tar.as_slice(),
+        Compression::None,
+        Whiteouts::Remove,
+        None,
+    )
+    .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root.join("bin/tool")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o755);
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1001));
+    assert_eq!(
+        meta.ino(),
+        std::fs::metadata(root.join("bin/alias")).unwrap().ino()
+    );
+}
+
+#[test]
 fn zstd_layers_apply_and_keep_the_uncompressed_diff_id() {
     let (_dir, root) = sandbox();
     let tar = layer(&[E::Dir("etc"), E::File("etc/os-release", b"ID=berth\n")]);

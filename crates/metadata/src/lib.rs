@@ -77,3 +77,8 @@ pub use leases::{Lease, LeaseStore, Resource};
 pub use namespaces::{Namespace, Namespaces};
 pub use schema::SCHEMA_VERSION;
 pub use snapshots::{PendingCommit, SnapshotKind, SnapshotRecord, SnapshotStore};
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

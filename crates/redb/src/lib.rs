@@ -316,3 +316,8 @@ mod tests {
         assert!(!is_storage_full(&redb::Error::PreviousIo));
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

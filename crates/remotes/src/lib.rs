@@ -198,3 +198,8 @@ pub trait Pusher: Send + Sync {
         self.push(desc, Box::new(std::io::Cursor::new(data))).await
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -10,8 +10,8 @@
 //! module calls glibc's `posix_spawn` directly, which std would have done
 //! in a dynamically linked binary.
 
-// posix_spawn and its attribute and file-action calls have no safe
-// wrapper in nix 0.29 (nix 0.31 has some, not addchdir).
+// posix_spawn and its attribute and file-action calls have no complete safe
+// wrapper: nix 0.31's spawn module has no addchdir.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr, OsString};
@@ -225,7 +225,7 @@ fn filled_pipe(data: &[u8]) -> io::Result<OwnedFd> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // A full pipe would block the daemon: refuse rather than wait.
     nix::fcntl::fcntl(
-        w.as_raw_fd(),
+        &w,
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     )?;
     let mut w = std::fs::File::from(w);

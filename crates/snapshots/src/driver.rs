@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, warn};
 
 use crate::metastore::{MetaStore, Snapshot};
-use crate::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage, tree};
+use crate::{
+    DirectApply, Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage, Whiteouts, tree,
+};
 
 /// How a directory-per-snapshot driver lays out and mounts its snapshots.
 pub trait Layout: Send + Sync + std::fmt::Debug {
@@ -30,6 +32,22 @@ pub trait Layout: Send + Sync + std::fmt::Debug {
 
     /// Fills `td`, the new snapshot's directory under a temporary name.
     fn populate(&self, td: &Path, s: &Snapshot) -> Result<()>;
+
+    /// How deletions are recorded in a snapshot's own files.
+    fn whiteouts(&self) -> Whiteouts {
+        Whiteouts::Remove
+    }
+
+    /// Whether a layer's changes are independent of its parents (so they
+    /// may be staged and adopted, see [`DirectApply::staging_dir`]).
+    fn stages_layers(&self) -> bool {
+        false
+    }
+}
+
+/// The staging directory of a driver whose layers can be staged.
+pub(crate) fn staging_dir(root: &Path) -> PathBuf {
+    root.join("berth-staging")
 }
 
 /// A [`Snapshotter`] over a [`Layout`]: the overlay and native drivers.
@@ -202,5 +220,52 @@ impl<L: Layout> Snapshotter for Driver<L> {
         tree::remove_unreferenced(&self.snapshots_dir(), &ids);
         drop(tx);
         Ok(())
+    }
+
+    fn direct_apply(&self) -> Option<&dyn DirectApply> {
+        Some(self)
+    }
+}
+
+impl<L: Layout> Driver<L> {
+    /// The own-files directory of active snapshot `key`.
+    fn active_dir(&self, key: &str) -> Result<PathBuf> {
+        let s = self.ms.read()?.snapshot(key)?;
+        if s.kind != Kind::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "{key} is a {}, not an active snapshot",
+                s.kind
+            )));
+        }
+        Ok(self.layout.own_files(s.id))
+    }
+}
+
+impl<L: Layout> DirectApply for Driver<L> {
+    fn whiteouts(&self) -> Whiteouts {
+        self.layout.whiteouts()
+    }
+
+    fn writable_dir(&self, key: &str) -> Result<PathBuf> {
+        self.active_dir(key)
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        self.layout
+            .stages_layers()
+            .then(|| staging_dir(self.layout.root()))
+    }
+
+    fn adopt(&self, key: &str, staged: &Path) -> Result<()> {
+        if !self.layout.stages_layers() {
+            return Err(Error::FailedPrecondition(format!(
+                "{key}: this snapshotter's layers depend on their parents; nothing can be staged"
+            )));
+        }
+        let dir = self.active_dir(key)?;
+        // The fresh snapshot's directory is empty: replace it.
+        fs::remove_dir(&dir)
+            .and_then(|()| fs::rename(staged, &dir))
+            .map_err(|e| Error::io(&dir, e))
     }
 }

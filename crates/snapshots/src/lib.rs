@@ -11,7 +11,12 @@
 //! only its own changes, stacked as lower directories) and
 //! [`native::NativeSnapshotter`] (works on any filesystem: each snapshot is a
 //! full copy of its parent, reflinked where the filesystem can). Both keep
-//! their records in a [`metastore::MetaStore`], an embedded redb file.
+//! their records in a [`metastore::MetaStore`], an embedded redb file, as do
+//! [`btrfs::BtrfsSnapshotter`] (a Btrfs subvolume per snapshot) and
+//! [`blockfile::BlockfileSnapshotter`] (a filesystem image file per
+//! snapshot, mounted through a loop device) and
+//! [`erofs::ErofsSnapshotter`] (committed layers as EROFS images under
+//! overlayfs).
 //!
 //! # The three kinds
 //!
@@ -111,8 +116,13 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod apply;
+pub mod blockfile;
+pub mod btrfs;
 pub mod driver;
+pub mod erofs;
 pub mod error;
+mod loopdev;
 pub mod metastore;
 pub mod mount;
 pub mod native;
@@ -123,6 +133,7 @@ pub mod proxy;
 pub mod testsuite;
 mod tree;
 
+pub use apply::{DirectApply, Whiteouts};
 pub use error::{Error, Result};
 
 /// Labels on a snapshot: string keys to string values, sorted by key.
@@ -328,6 +339,13 @@ pub trait Snapshotter: Send + Sync {
     /// Removes directories that no snapshot refers to any more: left by a
     /// crash, or by a removal whose file deletion failed.
     fn cleanup(&self) -> Result<()>;
+
+    /// The driver's [`DirectApply`] capability, if it has one: layers are
+    /// then written into its snapshots without mounts (see [`apply`]).
+    /// `None` by default.
+    fn direct_apply(&self) -> Option<&dyn DirectApply> {
+        None
+    }
 }
 
 /// The labels, among `labels`, that a snapshot passes on to what is made
@@ -437,3 +455,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<Mount>(&json).unwrap(), m);
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,7 +1,7 @@
 //! The snapshot records every driver keeps: a redb file per driver root.
 //!
 //! This is containerd's `core/snapshots/storage` for berth. A driver stores,
-//! per snapshot key (or committed name), a [`Record`]-like entry: a numeric
+//! per snapshot key (or committed name), a `Record`-like entry: a numeric
 //! *id*, the kind, the parent's name, labels, timestamps and, once committed,
 //! its disk usage. Ids name the snapshot's directory on disk
 //! (`root/snapshots/<id>`), so they are short (which keeps overlay mount
@@ -275,6 +275,19 @@ impl WriteTxn {
             .open_table(SNAPSHOTS)
             .context("open snapshots table")?;
         ids_in(&table)
+    }
+
+    /// The kind of every snapshot, by id (for drivers whose directory
+    /// depends on the kind, like btrfs).
+    pub fn kinds(&self) -> Result<std::collections::BTreeMap<u64, Kind>> {
+        let table = self
+            .txn
+            .open_table(SNAPSHOTS)
+            .context("open snapshots table")?;
+        Ok(records(&table)?
+            .iter()
+            .map(|(_, rec)| (rec.id, rec.kind))
+            .collect())
     }
 
     /// Records a new active snapshot or view `key` on `parent`, with a fresh id.

@@ -92,6 +92,13 @@ impl OverlaySnapshotter {
             .map_err(|e| Error::io(&root, e))?;
         check_support(&root)?;
         let ms = driver::open_root(&root)?;
+        // What a killed unpack left staged is garbage (the root is ours now).
+        let staging = driver::staging_dir(&root);
+        if staging.exists() {
+            if let Err(e) = tree::remove_all(&staging) {
+                warn!(dir = %staging.display(), error = %e, "cannot clear the staging directory");
+            }
+        }
         let index_off = Path::new(INDEX_PARAMETER).exists();
         info!(root = %root.display(), index_off, "overlay snapshotter ready");
         Ok(Driver {
@@ -157,6 +164,15 @@ impl Layout for OverlayLayout {
             target: String::new(),
             options,
         }]
+    }
+
+    fn whiteouts(&self) -> crate::Whiteouts {
+        crate::Whiteouts::Overlay
+    }
+
+    fn stages_layers(&self) -> bool {
+        // A layer is its own upper directory: it needs nothing of its parents.
+        true
     }
 
     fn needs_dir(&self, _s: &Snapshot) -> bool {

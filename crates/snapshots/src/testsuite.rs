@@ -25,6 +25,120 @@ use crate::{Error, Kind, Labels, Result, Snapshotter};
 /// Opens a snapshotter rooted at the given directory.
 pub type Open<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Snapshotter>>;
 
+thread_local! {
+    /// Where this thread's [`Scratch`] areas go (see [`with_scratch_base`]).
+    static SCRATCH_BASE: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's [`Scratch`] areas under `base` (say, a
+/// filesystem a driver needs, like Btrfs), then restores the default.
+pub fn with_scratch_base<T>(base: &Path, f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SCRATCH_BASE.with(|b| *b.borrow_mut() = None);
+        }
+    }
+    SCRATCH_BASE.with(|b| *b.borrow_mut() = Some(base.to_path_buf()));
+    let _reset = Reset;
+    f()
+}
+
+/// Reports the running test as skipped for `reason`: printed, and
+/// recorded where `cargo xtask test` collects skips (`BERTH_SKIP_LOG`).
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("SKIP: {test}: {reason}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("BERTH_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// A filesystem image made by `mkfs.<fs_type>`, loop-mounted on a
+/// temporary directory for one test; unmounted and deleted when dropped.
+#[derive(Debug)]
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+    mnt: PathBuf,
+}
+
+impl LoopFs {
+    /// Makes a sparse `size`-byte image, formats it with `mkfs.<fs_type>`
+    /// (plus `mkfs_args`) and mounts it with `-o loop`.
+    ///
+    /// `None` (with the skip recorded, see [`skip`]) if the kernel does not
+    /// know `fs_type`; panics if the mkfs tool is missing (`cargo xtask
+    /// deps` installs it) or a step fails.
+    pub fn new(fs_type: &str, mkfs_args: &[&str], size: u64) -> Option<LoopFs> {
+        let known = fs::read_to_string("/proc/filesystems")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(fs_type));
+        if !known {
+            skip(&format!(
+                "the kernel does not support {fs_type} (not in /proc/filesystems)"
+            ));
+            return None;
+        }
+        let base = std::env::var_os("BERTH_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-{fs_type}-"))
+            .tempdir_in(base)
+            .expect("create image directory");
+        let image = dir.path().join("fs.img");
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(size))
+            .expect("create image file");
+        let mkfs = format!("mkfs.{fs_type}");
+        let out = std::process::Command::new(&mkfs)
+            .args(mkfs_args)
+            .arg(&image)
+            .output()
+            .unwrap_or_else(|e| panic!("{mkfs}: {e} (cargo xtask deps installs it)"));
+        assert!(
+            out.status.success(),
+            "{mkfs}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).expect("create mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", fs_type, "-o", "loop"])
+            .arg(&image)
+            .arg(&mnt)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -o loop {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(LoopFs { dir, mnt })
+    }
+
+    /// The mounted filesystem's root.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // The loop device goes with the last unmount (mount sets autoclear).
+        if crate::mount::unmount_all(&self.mnt).is_err() {
+            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = fs::remove_file(self.dir.path().join("fs.img"));
+    }
+}
+
 /// A temporary root and mount-point area for one check.
 #[derive(Debug)]
 pub struct Scratch {
@@ -36,8 +150,9 @@ impl Scratch {
     /// A fresh scratch area (under `/var/tmp`, which is not overlayfs or tmpfs
     /// on most hosts; `BERTH_TEST_TMP` overrides).
     pub fn new() -> Scratch {
-        let base = std::env::var_os("BERTH_TEST_TMP")
-            .map(PathBuf::from)
+        let base = SCRATCH_BASE
+            .with(|b| b.borrow().clone())
+            .or_else(|| std::env::var_os("BERTH_TEST_TMP").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("/var/tmp"));
         let dir = tempfile::Builder::new()
             .prefix("berth-snapshots-")
@@ -331,7 +446,10 @@ pub fn deep_chain_mounts(open: Open<'_>) {
 
 /// Defines one `#[test]` per conformance check for a snapshotter.
 ///
-/// `$open` is a closure `|root: &Path| -> Result<impl Snapshotter>`.
+/// `$open` is a closure `|root: &Path| -> Result<impl Snapshotter>`. With
+/// `on = || -> Option<LoopFs>`, each check runs on a filesystem of its own
+/// (made per check; `None` means skipped), as drivers that need one (Btrfs)
+/// do.
 #[macro_export]
 macro_rules! snapshotter_conformance {
     ($name:ident, $open:expr) => {
@@ -351,6 +469,38 @@ macro_rules! snapshotter_conformance {
                 parents_with_children_stay, labels_update, usage_counts_own_files,
                 survives_reopen, cleanup_keeps_live_snapshots, deep_chain_mounts);
         }
+    };
+    ($name:ident, $open:expr, on = $fs:expr) => {
+        mod $name {
+            use std::path::Path;
+
+            use $crate::Snapshotter;
+
+            fn open(root: &Path) -> $crate::Result<Box<dyn Snapshotter>> {
+                #[allow(clippy::redundant_closure_call)]
+                let sn = ($open)(root)?;
+                Ok(Box::new(sn))
+            }
+
+            $crate::snapshotter_conformance!(@on $fs; open;
+                layers_stack, deletions_hide_lower_files, keys_and_parents_are_checked,
+                parents_with_children_stay, labels_update, usage_counts_own_files,
+                survives_reopen, cleanup_keeps_live_snapshots, deep_chain_mounts);
+        }
+    };
+    (@on $fs:expr; $open:ident; $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                #[allow(clippy::redundant_closure_call)]
+                let Some(fs): Option<$crate::testsuite::LoopFs> = ($fs)() else {
+                    return;
+                };
+                $crate::testsuite::with_scratch_base(fs.path(), || {
+                    $crate::testsuite::$check(&$open)
+                });
+            }
+        )*
     };
     (@tests $open:ident; $($check:ident),*) => {
         $(

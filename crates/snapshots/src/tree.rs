@@ -38,6 +38,91 @@ pub(crate) fn disk_usage(root: &Path) -> Result<Usage> {
     Ok(usage)
 }
 
+/// Measures what tree `child` adds to or changes in tree `parent` (roots
+/// excluded): the files, directories and links that are new or differ,
+/// each hard-linked inode counted once. This is containerd's
+/// `fs.DiffUsage`, used by drivers whose snapshots are full copies (Btrfs)
+/// to report a snapshot's own usage.
+///
+/// Entries "differ" as containerd's change walk decides: mode, owner or
+/// device number changed, `security.capability` changed, or (not for
+/// directories) size or mtime changed; where both mtimes have whole
+/// seconds only, the contents (or link targets) are compared.
+pub(crate) fn diff_usage(parent: &Path, child: &Path) -> Result<Usage> {
+    let mut usage = Usage::default();
+    let mut seen = HashSet::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let dir = child.join(&rel);
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let rel = rel.join(entry.file_name());
+            let path = child.join(&rel);
+            let md = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let old = parent.join(&rel);
+            let changed = match fs::symlink_metadata(&old) {
+                Ok(old_md) => !same_file(&old, &old_md, &path, &md)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => return Err(Error::io(&old, e)),
+            };
+            if changed && seen.insert((md.dev(), md.ino())) {
+                usage.inodes += 1;
+                usage.size += md.blocks() * BLOCK_UNIT;
+            }
+            if md.is_dir() {
+                todo.push(rel);
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// Whether `b` is unchanged from `a` by containerd's rules (see [`diff_usage`]).
+fn same_file(a: &Path, am: &Metadata, b: &Path, bm: &Metadata) -> Result<bool> {
+    if am.mode() != bm.mode()
+        || am.uid() != bm.uid()
+        || am.gid() != bm.gid()
+        || am.rdev() != bm.rdev()
+    {
+        return Ok(false);
+    }
+    let cap = |p: &Path| -> Result<Option<Vec<u8>>> {
+        let mut buf = vec![0_u8; 256];
+        match rustix::fs::lgetxattr(p, "security.capability", &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
+            Err(e) => Err(Error::io(p, e.into())),
+        }
+    };
+    if cap(a)? != cap(b)? {
+        return Ok(false);
+    }
+    if am.is_dir() {
+        return Ok(true);
+    }
+    if am.size() != bm.size() || am.mtime() != bm.mtime() {
+        return Ok(false);
+    }
+    if am.mtime_nsec() != 0 || bm.mtime_nsec() != 0 {
+        return Ok(am.mtime_nsec() == bm.mtime_nsec());
+    }
+    // Whole-second times may be truncated ones: look at the contents.
+    if am.file_type().is_symlink() {
+        let ta = fs::read_link(a).map_err(|e| Error::io(a, e))?;
+        let tb = fs::read_link(b).map_err(|e| Error::io(b, e))?;
+        return Ok(ta == tb);
+    }
+    if am.size() == 0 || !am.is_file() {
+        return Ok(true);
+    }
+    let ca = fs::read(a).map_err(|e| Error::io(a, e))?;
+    let cb = fs::read(b).map_err(|e| Error::io(b, e))?;
+    Ok(ca == cb)
+}
+
 /// Creates a fresh directory `parent/<prefix>XXXXXX` and returns its path.
 pub(crate) fn temp_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
     let template = parent.join(format!("{prefix}XXXXXX"));
@@ -248,8 +333,14 @@ fn set_attributes(src: &Path, dst: &Path, md: &Metadata) -> Result<()> {
     }
     let atime = TimeSpec::new(md.atime(), md.atime_nsec());
     let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
-    utimensat(None, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| Error::io(dst, e.into()))?;
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        dst,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::io(dst, e.into()))?;
     Ok(())
 }
 
@@ -291,7 +382,7 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let size = rustix::fs::llistxattr(path, &mut [])?;
+        let size = rustix::fs::llistxattr_query(path)?;
         if size == 0 {
             return Ok(Vec::new());
         }
@@ -316,7 +407,7 @@ fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
 /// The value of extended attribute `name` of `path` (not following symlinks).
 fn get_xattr(path: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
     loop {
-        let size = rustix::fs::lgetxattr(path, name, &mut [])?;
+        let size = rustix::fs::lgetxattr_query(path, name)?;
         let mut value = vec![0; size];
         match rustix::fs::lgetxattr(path, name, &mut value) {
             Ok(n) => {
@@ -369,7 +460,7 @@ mod tests {
         fs::set_permissions(&src, fs::Permissions::from_mode(0o711)).unwrap();
         let old = TimeSpec::new(1_000_000_000, 5);
         utimensat(
-            None,
+            nix::fcntl::AT_FDCWD,
             &src.join("sub/deep"),
             &old,
             &old,

@@ -1,7 +1,5 @@
-//! `berthctl events`: streams daemon events until interrupted.
-
-use berth_api::containerd::services::events::v1::SubscribeRequest;
-use berth_api::containerd::services::events::v1::events_client::EventsClient;
+//! `berthctl events`: streams daemon events until interrupted, through
+//! berth-client's subscription.
 
 use crate::context::Global;
 
@@ -12,35 +10,30 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let client = global.connect().await?;
-    let mut svc = EventsClient::with_interceptor(client.channel(), client.interceptor());
-    let mut stream = svc
-        .subscribe(SubscribeRequest {
-            filters: args.filters,
-        })
-        .await?
-        .into_inner();
-    while let Some(envelope) = stream.message().await? {
-        let ts = envelope
+    let client = berth_client::Client::from_raw(global.connect().await?, "");
+    let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
+    let mut stream = client.events(&filters).await?;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        let ts = event
             .timestamp
-            .and_then(|t| std::time::SystemTime::try_from(t).ok())
             .map(|t| humantime::format_rfc3339_nanos(t).to_string())
             .unwrap_or_default();
         // The payload decoded from its type, as ctr prints it (JSON).
-        let event = envelope
-            .event
+        let payload = event
+            .any
             .as_ref()
             .map_or(serde_json::Value::Null, crate::json::any);
         if global.json() {
             let line = serde_json::json!({
                 "timestamp": ts,
-                "namespace": envelope.namespace,
-                "topic": envelope.topic,
-                "event": event,
+                "namespace": event.namespace,
+                "topic": event.topic,
+                "event": payload,
             });
             println!("{line}");
         } else {
-            println!("{ts} {} {} {event}", envelope.namespace, envelope.topic);
+            println!("{ts} {} {} {payload}", event.namespace, event.topic);
         }
     }
     Ok(())

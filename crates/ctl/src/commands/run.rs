@@ -5,15 +5,12 @@ use anyhow::{Context as _, bail};
 use berth_api::containerd::services::containers::v1 as cpb;
 use berth_api::containerd::services::content::v1 as content_pb;
 use berth_api::containerd::services::content::v1::content_client::ContentClient;
-use berth_api::containerd::services::images::v1 as ipb;
-use berth_api::containerd::services::images::v1::images_client::ImagesClient;
 use berth_api::containerd::services::snapshots::v1 as spb;
 use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::containerd::services::tasks::v1 as tpb;
 use berth_api::containerd::types::Mount;
 use berth_runtime::spec::{self, ImageProcess, SpecOpt};
 use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
-use sha2::Digest as _;
 
 use crate::commands::tasks::start_task;
 use crate::context::{Global, clients};
@@ -150,53 +147,13 @@ fn runc_options(args: &Args) -> Option<prost_types::Any> {
     })
 }
 
-/// `m` made read-only for a look inside, as containerd's read-only temporary
-/// mounts do: an overlay's upper directory becomes its top lower one (no
-/// `upperdir`/`workdir`, so the task's own overlay mount is undisturbed);
-/// anything else gets `ro`.
-fn readonly_mount(m: &Mount) -> berth_snapshots::Mount {
-    let mut options: Vec<String> = Vec::new();
-    if m.r#type == "overlay" {
-        let (mut upper, mut lower) = (None, None);
-        for o in &m.options {
-            if let Some(u) = o.strip_prefix("upperdir=") {
-                upper = Some(u.to_string());
-            } else if let Some(l) = o.strip_prefix("lowerdir=") {
-                lower = Some(l.to_string());
-            } else if !o.starts_with("workdir=") && o != "rw" {
-                options.push(o.clone());
-            }
-        }
-        let lowers: Vec<String> = upper.into_iter().chain(lower).collect();
-        options.push(format!("lowerdir={}", lowers.join(":")));
-    } else {
-        options.extend(m.options.iter().filter(|o| o.as_str() != "rw").cloned());
-    }
-    options.push("ro".to_string());
-    berth_snapshots::Mount {
-        kind: m.r#type.clone(),
-        source: m.source.clone(),
-        target: m.target.clone(),
-        options,
-    }
-}
-
 /// Resolves `user` through the files of the root filesystem `mounts`
-/// describe, mounted read-only on a temporary directory for the lookup
-/// (as containerd's `WithUser` does).
+/// describe, as containerd's `WithUser` does (berth-client's lookup).
 fn resolve_user_in_mounts(
     user: &str,
     mounts: &[Mount],
 ) -> anyhow::Result<berth_runtime::user::ResolvedUser> {
-    let dir = tempfile::tempdir().context("creating a temporary mount point")?;
-    let mounts: Vec<berth_snapshots::Mount> = mounts.iter().map(readonly_mount).collect();
-    let guard = berth_snapshots::mount::MountGuard::mount(&mounts, dir.path())
-        .context("mounting the root filesystem to look up the user")?;
-    let resolved = berth_runtime::user::resolve(user, guard.target());
-    guard
-        .unmount()
-        .context("unmounting the root filesystem after the user lookup")?;
-    Ok(resolved?)
+    Ok(berth_client::user::resolve_in_mounts(user, mounts)?)
 }
 
 fn parse_mount(s: &str) -> anyhow::Result<oci_spec::runtime::Mount> {
@@ -265,42 +222,38 @@ pub(crate) async fn image_parts(
 }
 
 /// [`image_parts`], and the name of the image record found (`name`, or
-/// its normalised form).
+/// its normalised form, as berth-client looks it up).
 async fn find_image(
     client: &berth_api::client::Client,
     name: &str,
 ) -> anyhow::Result<(ImageProcess, String, String)> {
-    let images = ImagesClient::with_interceptor(client.channel(), client.interceptor());
-    let get = |name: String| {
-        let mut images = images.clone();
-        async move { images.get(ipb::GetImageRequest { name }).await }
-    };
-    // The name as given first (as ctr looks it up), then its normalised
-    // form (`busybox` -> `docker.io/library/busybox:latest`), as pull
-    // stores it.
-    let mut found = get(name.to_string()).await;
-    if matches!(&found, Err(e) if e.code() == tonic::Code::NotFound) {
-        if let Ok(full) = berth_images::reference::Reference::parse(name) {
-            let full = full.to_string();
-            if full != name {
-                found = get(full).await;
-            }
+    let shared = berth_client::Client::from_raw(client.clone(), "");
+    let record = shared.get_image_record(name).await.map_err(|e| {
+        // ctr's `image "x": not found`, naming the image as the user
+        // gave it (the daemon's message names the normalised one).
+        if e.is_not_found() {
+            anyhow::anyhow!("image {name:?}: not found (pull it first)")
+        } else {
+            anyhow::Error::new(e)
         }
-    }
-    // ctr's `image "x": not found`, naming the image as the user gave it
-    // (the daemon's message names the normalised one).
-    let image = found
-        .map_err(|e| match e.code() {
-            tonic::Code::NotFound => anyhow::anyhow!("image {name:?}: not found (pull it first)"),
-            _ => anyhow::anyhow!("{}", e.message()),
-        })?
-        .into_inner()
-        .image
-        .unwrap_or_default();
-    let (process, chain) = image_parts_for(client, &image.target.unwrap_or_default())
-        .await
-        .with_context(|| format!("image {name:?}"))?;
-    Ok((process, chain, image.name))
+    })?;
+    let found = record.name.clone();
+    let image = shared.resolve_image(record).await?;
+    let (process, chain) = parts(image);
+    Ok((process, chain, found))
+}
+
+/// berth-client's image as the spec builder's process and a chain ID.
+fn parts(image: berth_client::Image) -> (ImageProcess, String) {
+    let c = image.config;
+    let process = ImageProcess {
+        env: c.env,
+        entrypoint: c.entrypoint,
+        cmd: c.cmd,
+        working_dir: c.working_dir,
+        user: c.user,
+    };
+    (process, image.chain_id)
 }
 
 /// [`image_parts`] of an image given by its target descriptor.
@@ -308,68 +261,13 @@ pub(crate) async fn image_parts_for(
     client: &berth_api::client::Client,
     target: &berth_api::containerd::types::Descriptor,
 ) -> anyhow::Result<(ImageProcess, String)> {
-    let name = &target.digest;
-    let mut content = ContentClient::with_interceptor(client.channel(), client.interceptor());
-    let mut digest = target.digest.clone();
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&read_blob(&mut content, &digest).await?)?;
-    // Indexes (possibly nested): the host's entry, or one with no platform.
-    let mut depth = 0;
-    while manifest["manifests"].is_array() {
-        depth += 1;
-        if depth > 4 {
-            bail!("image {name:?}: indexes nested too deep");
-        }
-        let entries: Vec<&serde_json::Value> = manifest["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect();
-        let chosen = entries
-            .iter()
-            .find(|m| {
-                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
-            })
-            .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
-            .with_context(|| format!("image {name:?} has no linux/{} manifest", host_arch()))?;
-        digest = chosen["digest"].as_str().unwrap_or_default().to_string();
-        manifest = serde_json::from_slice(&read_blob(&mut content, &digest).await?)?;
-    }
-    let config_digest = manifest["config"]["digest"]
-        .as_str()
-        .with_context(|| format!("manifest {digest} has no config"))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&read_blob(&mut content, config_digest).await?)?;
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect()
+    let shared = berth_client::Client::from_raw(client.clone(), "");
+    let record = berth_client::ImageRecord {
+        name: target.digest.clone(),
+        target: target.clone().into(),
+        ..Default::default()
     };
-    let c = &config["config"];
-    let process = ImageProcess {
-        env: strings(&c["Env"]),
-        entrypoint: strings(&c["Entrypoint"]),
-        cmd: strings(&c["Cmd"]),
-        working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
-        user: c["User"].as_str().unwrap_or_default().to_string(),
-    };
-    let mut chain = String::new();
-    for diff_id in strings(&config["rootfs"]["diff_ids"]) {
-        chain = if chain.is_empty() {
-            diff_id
-        } else {
-            format!(
-                "sha256:{:x}",
-                sha2::Sha256::digest(format!("{chain} {diff_id}").as_bytes())
-            )
-        };
-    }
-    if chain.is_empty() {
-        bail!("image {name:?} has no layers");
-    }
-    Ok((process, chain))
+    Ok(parts(shared.resolve_image(record).await?))
 }
 
 /// The container label holding the image's stop signal.

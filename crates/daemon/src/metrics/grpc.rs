@@ -326,7 +326,7 @@ impl Drop for Observer {
     }
 }
 
-/// A response body that tells its [`Observer`] when it ends.
+/// A response body that tells its `Observer` when it ends.
 #[derive(Debug)]
 pub struct ObservedBody<B> {
     inner: B,

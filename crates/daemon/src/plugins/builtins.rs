@@ -105,6 +105,24 @@ pub fn registrations() -> Vec<Registration> {
             init: native_snapshotter,
         },
         Registration {
+            plugin_type: types::SNAPSHOT,
+            id: Cow::Borrowed("blockfile"),
+            requires: &[],
+            init: blockfile_snapshotter,
+        },
+        Registration {
+            plugin_type: types::SNAPSHOT,
+            id: Cow::Borrowed("erofs"),
+            requires: &[],
+            init: erofs_snapshotter,
+        },
+        Registration {
+            plugin_type: types::SNAPSHOT,
+            id: Cow::Borrowed("btrfs"),
+            requires: &[],
+            init: btrfs_snapshotter,
+        },
+        Registration {
             plugin_type: types::SERVICE,
             id: Cow::Borrowed("snapshots-service"),
             requires: &[types::SNAPSHOT, types::METADATA, types::EVENT, types::GC],
@@ -257,6 +275,90 @@ fn native_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError
     let root = snapshotter_root(ctx);
     let driver =
         berth_snapshots::native::NativeSnapshotter::new(&root).map_err(PluginError::failed)?;
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+/// Skipped, as containerd's, where the root is not on Btrfs.
+fn btrfs_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let root = snapshotter_root(ctx);
+    let driver = berth_snapshots::btrfs::BtrfsSnapshotter::new(&root).map_err(|e| {
+        if e.is_failed_precondition() {
+            PluginError::Skipped(e.to_string())
+        } else {
+            PluginError::failed(e)
+        }
+    })?;
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+/// containerd 2.x's keys: `scratch_file`, `fs_type`, `mount_options`,
+/// `recreate_scratch`; skipped, as containerd's, without a scratch file.
+fn blockfile_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    use berth_snapshots::blockfile::{BlockfileConfig, BlockfileSnapshotter};
+    let root = snapshotter_root(ctx);
+    let section = ctx.section;
+    let text = |key: &str| -> Result<Option<String>, PluginError> {
+        match section.and_then(|s| s.get(key)) {
+            None => Ok(None),
+            Some(toml::Value::String(v)) => Ok(Some(v.clone()).filter(|v| !v.is_empty())),
+            Some(other) => Err(PluginError::failed(format!(
+                "blockfile: {key} must be a string, not {other}"
+            ))),
+        }
+    };
+    let mount_options = match section.and_then(|s| s.get("mount_options")) {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    PluginError::failed(format!(
+                        "blockfile: mount_options must be strings, not {v}"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(PluginError::failed(format!(
+                "blockfile: mount_options must be a list of strings, not {other}"
+            )));
+        }
+    };
+    let recreate_scratch = match section.and_then(|s| s.get("recreate_scratch")) {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(PluginError::failed(format!(
+                "blockfile: recreate_scratch must be true or false, not {other}"
+            )));
+        }
+    };
+    let config = BlockfileConfig {
+        scratch_file: text("scratch_file")?.map(std::path::PathBuf::from),
+        fs_type: text("fs_type")?,
+        mount_options,
+        recreate_scratch,
+    };
+    let driver = BlockfileSnapshotter::new(&root, config).map_err(|e| {
+        if e.is_failed_precondition() {
+            PluginError::Skipped(e.to_string())
+        } else {
+            PluginError::failed(e)
+        }
+    })?;
+    Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
+}
+
+/// containerd 2.1's `erofs` (root_path only); skipped without EROFS.
+fn erofs_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
+    let root = snapshotter_root(ctx);
+    let driver = berth_snapshots::erofs::ErofsSnapshotter::new(&root).map_err(|e| {
+        if e.is_failed_precondition() {
+            PluginError::Skipped(e.to_string())
+        } else {
+            PluginError::failed(e)
+        }
+    })?;
     Ok(Arc::new(SnapshotterPlugin(Arc::new(driver))))
 }
 
@@ -449,24 +551,6 @@ fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
     let layer = ctx.get::<Snapshotters>(types::SERVICE)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     let streams = ctx.get::<crate::transfer::Streams>(types::STREAMING)?;
-    // overlayfs layers are applied in parallel in a directory beside its
-    // snapshots (one filesystem, so a rename moves them in); what a killed
-    // daemon left there is garbage.
-    let staging: std::collections::HashMap<String, std::path::PathBuf> = ctx
-        .all()
-        .iter()
-        .filter(|p| p.plugin_type == types::SNAPSHOT && p.id == "overlayfs" && p.instance.is_ok())
-        .filter_map(|p| p.exports.get("root"))
-        .map(|root| {
-            let dir = std::path::Path::new(root).join("berth-staging");
-            if dir.exists() {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot clear the staging directory");
-                }
-            }
-            ("overlayfs".to_string(), dir)
-        })
-        .collect();
     let mut service = crate::transfer::TransferService::new(
         store,
         (*db).clone(),
@@ -474,7 +558,6 @@ fn transfer_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> 
         exchange,
         &ctx.config.state,
         (*streams).clone(),
-        staging,
     );
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         service = service.with_pull_bytes(m.pull_bytes.clone());

@@ -10,12 +10,10 @@
 //! `docker save` archive) and image store → export stream (export as an OCI
 //! layout).
 
-mod archive;
-mod blob;
 mod progress;
 mod pull;
-mod push;
 mod stream;
+mod views;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -32,6 +30,7 @@ use berth_images::Platform;
 use berth_metadata::Db;
 use berth_remotes::auth::{Credential, StaticCredentials};
 use berth_remotes::registry::RegistryOptions;
+use berth_transfer::archive;
 use futures::Stream;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -159,7 +158,6 @@ impl TransferService {
         exchange: Arc<Exchange>,
         state: &std::path::Path,
         streams: Streams,
-        staging: HashMap<String, std::path::PathBuf>,
     ) -> TransferService {
         let tmp_mounts = state
             .join("io.containerd.transfer.v1.local")
@@ -172,8 +170,7 @@ impl TransferService {
                 snapshotters,
                 exchange,
                 tmp_mounts,
-                staging,
-                stall_timeout: pull::DEFAULT_STALL_TIMEOUT,
+                stall_timeout: berth_transfer::DEFAULT_STALL_TIMEOUT,
             },
             streams,
             pull_bytes: None,
@@ -195,6 +192,29 @@ impl TransferService {
         self.pull_bytes = Some(counter);
         self
     }
+}
+
+/// A library transfer error as a gRPC status: the one place categories
+/// become codes.
+pub(crate) fn status(e: berth_transfer::Error) -> Status {
+    use berth_transfer::Category as C;
+    use tonic::Code;
+    let code = match e.category() {
+        C::NotFound => Code::NotFound,
+        C::InvalidArgument => Code::InvalidArgument,
+        C::AlreadyExists => Code::AlreadyExists,
+        C::FailedPrecondition => Code::FailedPrecondition,
+        C::Unavailable => Code::Unavailable,
+        C::DeadlineExceeded => Code::DeadlineExceeded,
+        C::DataLoss => Code::DataLoss,
+        C::Cancelled => Code::Cancelled,
+        C::Aborted => Code::Aborted,
+        C::Unauthenticated => Code::Unauthenticated,
+        C::PermissionDenied => Code::PermissionDenied,
+        C::ResourceExhausted => Code::ResourceExhausted,
+        _ => Code::Internal,
+    };
+    Status::new(code, e.message())
 }
 
 fn decode<M: Message + Default>(any: &prost_types::Any, what: &str) -> Result<M, Status> {
@@ -322,14 +342,15 @@ impl Transfer for TransferService {
                     .to_string();
                 let registry = registry_options(&self.streams, &dest, &host).await?;
                 let root = self.image_root(&ns, &source.name).await?;
-                push::push(
+                berth_transfer::push(
                     self.puller.store.clone(),
-                    root,
+                    &root,
                     &dest.reference,
                     registry,
-                    progress,
+                    &progress.library(),
                 )
-                .await?;
+                .await
+                .map_err(status)?;
                 Ok(Response::new(()))
             }
             ("ImageImportStream", "ImageStore") => {
@@ -427,13 +448,24 @@ impl TransferService {
         let prefix = format!("{ns}-import-{}", uuid::Uuid::new_v4().simple());
         let naming = archive::Naming {
             index_name: (!dest.name.is_empty()).then(|| dest.name.clone()),
-            references: dest.extra_references.clone(),
+            references: dest
+                .extra_references
+                .iter()
+                .map(|r| archive::ImageReference {
+                    name: r.name.clone(),
+                    is_prefix: r.is_prefix,
+                    allow_overwrite: r.allow_overwrite,
+                    add_digest: r.add_digest,
+                    skip_named_digest: r.skip_named_digest,
+                })
+                .collect(),
         };
         progress.event("importing", "archive", 0, 0, None);
         let imported =
-            tokio::task::spawn_blocking(move || archive::import(&store, reader, &prefix, &naming))
+            tokio::task::spawn_blocking(move || archive::import(&*store, reader, &prefix, &naming))
                 .await
-                .map_err(|e| Status::internal(format!("import task: {e}")))??;
+                .map_err(|e| Status::internal(format!("import task: {e}")))?
+                .map_err(status)?;
         tracing::info!(
             images = imported.images.len(),
             blobs = imported.blobs_written,
@@ -455,8 +487,7 @@ impl TransferService {
                     &req,
                     &name,
                     &root,
-                    Arc::new(pull::ArchiveOnly),
-                    None,
+                    Arc::new(archive::ArchiveOnly),
                     progress.clone(),
                 )
                 .await?;
@@ -596,7 +627,7 @@ impl TransferService {
         let all = dest.all_platforms;
         let writer = tokio::task::spawn_blocking(move || {
             archive::export(
-                &store,
+                &*store,
                 &images,
                 &matcher,
                 all,
@@ -608,7 +639,8 @@ impl TransferService {
         let sent = sender.send_all(rx).await;
         writer
             .await
-            .map_err(|e| Status::internal(format!("export task: {e}")))??;
+            .map_err(|e| Status::internal(format!("export task: {e}")))?
+            .map_err(status)?;
         sent?;
         sender.finish().await;
         Ok(())

@@ -3,6 +3,7 @@
 
 use berth_api::containerd::types::Descriptor as ApiDescriptor;
 use berth_api::containerd::types::transfer::Progress as ProgressMsg;
+use berth_images::manifest::Descriptor;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -10,6 +11,35 @@ use tonic::Status;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Progress {
     tx: Option<mpsc::Sender<Result<prost_types::Any, Status>>>,
+}
+
+fn api_desc(d: &Descriptor) -> ApiDescriptor {
+    ApiDescriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.to_string(),
+        size: i64::try_from(d.size).unwrap_or(i64::MAX),
+        annotations: Default::default(),
+    }
+}
+
+fn send(
+    tx: &mpsc::Sender<Result<prost_types::Any, Status>>,
+    event: &str,
+    name: &str,
+    progress: u64,
+    total: u64,
+    desc: Option<&Descriptor>,
+) {
+    let msg = ProgressMsg {
+        event: event.to_string(),
+        name: name.to_string(),
+        parents: Vec::new(),
+        progress: i64::try_from(progress).unwrap_or(i64::MAX),
+        total: i64::try_from(total).unwrap_or(i64::MAX),
+        desc: desc.map(api_desc),
+    };
+    // A slow client loses intermediate updates, never blocks the transfer.
+    let _ = tx.try_send(Ok(crate::services::namespaces::pack(&msg)));
 }
 
 impl Progress {
@@ -26,18 +56,20 @@ impl Progress {
         name: &str,
         progress: u64,
         total: u64,
-        desc: Option<ApiDescriptor>,
+        desc: Option<&Descriptor>,
     ) {
-        let Some(tx) = &self.tx else { return };
-        let msg = ProgressMsg {
-            event: event.to_string(),
-            name: name.to_string(),
-            parents: Vec::new(),
-            progress: i64::try_from(progress).unwrap_or(i64::MAX),
-            total: i64::try_from(total).unwrap_or(i64::MAX),
-            desc,
-        };
-        // A slow client loses intermediate updates, never blocks the pull.
-        let _ = tx.try_send(Ok(crate::services::namespaces::pack(&msg)));
+        if let Some(tx) = &self.tx {
+            send(tx, event, name, progress, total, desc);
+        }
+    }
+
+    /// The same stream as berth-transfer's progress callback.
+    pub(crate) fn library(&self) -> berth_transfer::Progress {
+        match self.tx.clone() {
+            None => berth_transfer::Progress::none(),
+            Some(tx) => berth_transfer::Progress::to(move |e| {
+                send(&tx, &e.event, &e.name, e.progress, e.total, e.desc.as_ref());
+            }),
+        }
     }
 }

@@ -424,6 +424,15 @@ pub fn apply(
                         .map_err(io_err(&entry_name))?;
                 rustix::fs::linkat(&target_dir, target_name, &dir, &name, AtFlags::empty())
                     .map_err(io_err(&entry_name))?;
+                // As containerd: the link's header owner and mode apply to
+                // the shared inode (lchown, then chmod unless a symlink).
+                chown_at(&dir, &name, owner).map_err(io_err(&entry_name))?;
+                let linked = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(io_err(&entry_name))?;
+                if FileType::from_raw_mode(linked.st_mode) != FileType::Symlink {
+                    rustix::fs::chmodat(&dir, &name, mode, AtFlags::empty())
+                        .map_err(io_err(&entry_name))?;
+                }
             } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
                 let file_type = if kind.is_character_special() {
                     FileType::CharacterDevice
@@ -486,9 +495,8 @@ fn copy_data(from: &mut impl Read, to: &mut impl io::Write, buf: &mut [u8]) -> i
 
 /// `fchown(fd, uid, gid)`.
 fn chown_fd(fd: impl AsFd, (uid, gid): (u32, u32)) -> rustix::io::Result<()> {
-    use std::os::fd::AsRawFd;
     nix::unistd::fchown(
-        fd.as_fd().as_raw_fd(),
+        fd,
         Some(nix::unistd::Uid::from_raw(uid)),
         Some(nix::unistd::Gid::from_raw(gid)),
     )
@@ -501,9 +509,8 @@ fn chown_at(
     name: &std::ffi::OsStr,
     (uid, gid): (u32, u32),
 ) -> rustix::io::Result<()> {
-    use std::os::fd::AsRawFd;
     nix::unistd::fchownat(
-        Some(dir.as_raw_fd()),
+        dir,
         name,
         Some(nix::unistd::Uid::from_raw(uid)),
         Some(nix::unistd::Gid::from_raw(gid)),

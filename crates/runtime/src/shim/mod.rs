@@ -266,7 +266,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     println!("{address}");
     let _ = std::io::stdout().flush();
     if let Ok(null) = std::fs::File::open("/dev/null") {
-        let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+        let _ = nix::unistd::dup2_stdout(&null);
     }
 
     shutdown.notified().await;

@@ -156,7 +156,7 @@ impl ConsoleSocket {
 fn receive_fd(listener: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let (stream, _) = listener.accept()?;
-    let mut space = [0u8; rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut ancillary = RecvAncillaryBuffer::new(&mut space);
     let mut buf = [0u8; 4096];
     rustix::net::recvmsg(

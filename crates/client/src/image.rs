@@ -1,0 +1,313 @@
+//! Images: records from the Images service, and what a container needs
+//! from one (process defaults, top layer's chain ID) read through Content.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use berth_api::containerd::services::content::v1 as content_pb;
+use berth_api::containerd::services::images::v1 as pb;
+use sha2::Digest as _;
+
+use crate::client::Client;
+use crate::error::{Error, Result, StatusContext};
+
+/// A content descriptor: what a blob is, its digest and size.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Descriptor {
+    /// Media type (`application/vnd.oci.image.index.v1+json`).
+    pub media_type: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// OCI annotations.
+    pub annotations: HashMap<String, String>,
+}
+
+impl From<berth_api::containerd::types::Descriptor> for Descriptor {
+    fn from(d: berth_api::containerd::types::Descriptor) -> Descriptor {
+        Descriptor {
+            media_type: d.media_type,
+            digest: d.digest,
+            size: d.size,
+            annotations: d.annotations,
+        }
+    }
+}
+
+/// An image record as the Images service stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageRecord {
+    /// Name (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// Labels.
+    pub labels: HashMap<String, String>,
+    /// The root descriptor (manifest or index).
+    pub target: Descriptor,
+    /// When the record was created.
+    pub created_at: Option<SystemTime>,
+    /// When the record was last updated.
+    pub updated_at: Option<SystemTime>,
+}
+
+impl From<pb::Image> for ImageRecord {
+    fn from(i: pb::Image) -> ImageRecord {
+        let time = |t: Option<prost_types::Timestamp>| t.and_then(|t| SystemTime::try_from(t).ok());
+        ImageRecord {
+            name: i.name,
+            labels: i.labels,
+            target: i.target.map(Descriptor::from).unwrap_or_default(),
+            created_at: time(i.created_at),
+            updated_at: time(i.updated_at),
+        }
+    }
+}
+
+/// The process defaults of an image's config (`config` of the OCI image
+/// config), as containerd's `WithImageConfig` uses them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageConfig {
+    /// `Env` (`KEY=value`).
+    pub env: Vec<String>,
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `WorkingDir`.
+    pub working_dir: String,
+    /// `User` (`uid`, `name`, `uid:gid`, `name:group`, or empty for root).
+    pub user: String,
+}
+
+/// An image resolved for the host platform: its record, the manifest
+/// chosen, the process defaults of its config, and the chain ID of its
+/// top layer (the snapshot a container's root filesystem starts from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The record.
+    pub record: ImageRecord,
+    /// Digest of the host platform's manifest.
+    pub manifest: String,
+    /// Digest of the image config.
+    pub config_digest: String,
+    /// Process defaults from the config.
+    pub config: ImageConfig,
+    /// The uncompressed digests of the layers, bottom first.
+    pub diff_ids: Vec<String>,
+    /// Chain ID of the top layer: the parent of a container's snapshot.
+    pub chain_id: String,
+}
+
+impl Image {
+    /// The image's name.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+}
+
+/// The host's architecture as OCI names it.
+pub(crate) fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// The chain ID of layers with these diff IDs (OCI image spec: the first
+/// is its own; each next is `sha256(parent + " " + diff_id)`).
+pub fn chain_id(diff_ids: &[String]) -> Option<String> {
+    let mut chain: Option<String> = None;
+    for d in diff_ids {
+        chain = Some(match chain {
+            None => d.clone(),
+            Some(parent) => format!(
+                "sha256:{:x}",
+                sha2::Sha256::digest(format!("{parent} {d}").as_bytes())
+            ),
+        });
+    }
+    chain
+}
+
+/// `reference` in the form pull stores (`busybox` ->
+/// `docker.io/library/busybox:latest`).
+pub fn normalize(reference: &str) -> Result<String> {
+    berth_images::Reference::parse(reference)
+        .map(|r| r.to_string())
+        .map_err(|e| Error::InvalidArgument(format!("image reference {reference:?}: {e}")))
+}
+
+impl Client {
+    /// Reads a whole blob through the Content service.
+    pub async fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let mut stream = self
+            .content()
+            .read(content_pb::ReadContentRequest {
+                digest: digest.to_string(),
+                offset: 0,
+                size: 0,
+            })
+            .await
+            .ctx(|| format!("reading blob {digest}"))?;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| Error::status(format!("reading blob {digest}"), s))?
+        {
+            data.extend_from_slice(&chunk.data);
+        }
+        Ok(data)
+    }
+
+    async fn read_json(&self, digest: &str) -> Result<serde_json::Value> {
+        let bytes = self.read_blob(digest).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            what: format!("blob {digest} as JSON"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The image record `name`, looked up as given, then normalised
+    /// (`busybox` finds `docker.io/library/busybox:latest`).
+    pub async fn get_image_record(&self, name: &str) -> Result<ImageRecord> {
+        let get = |name: String| {
+            let mut images = self.images();
+            async move { images.get(pb::GetImageRequest { name }).await }
+        };
+        let mut found = get(name.to_string()).await;
+        if matches!(&found, Err(s) if s.code() == tonic::Code::NotFound) {
+            if let Ok(full) = normalize(name) {
+                if full != name {
+                    found = get(full).await;
+                }
+            }
+        }
+        let image = found.ctx(|| format!("getting image {name:?}"))?.image;
+        Ok(image.map(ImageRecord::from).unwrap_or_default())
+    }
+
+    /// The image `name` resolved for the host platform (see [`Image`]).
+    pub async fn get_image(&self, name: &str) -> Result<Image> {
+        let record = self.get_image_record(name).await?;
+        self.resolve_image(record).await
+    }
+
+    /// Image records matching `filters` (containerd filter syntax, OR'd;
+    /// none lists all).
+    pub async fn list_images(&self, filters: &[&str]) -> Result<Vec<ImageRecord>> {
+        let reply = self
+            .images()
+            .list(pb::ListImagesRequest {
+                filters: filters.iter().map(|f| f.to_string()).collect(),
+            })
+            .await
+            .ctx(|| "listing images".to_string())?;
+        Ok(reply.images.into_iter().map(ImageRecord::from).collect())
+    }
+
+    /// Deletes the image record `name` (its content becomes garbage once
+    /// nothing else refers to it).
+    pub async fn delete_image(&self, name: &str) -> Result<()> {
+        self.images()
+            .delete(pb::DeleteImageRequest {
+                name: name.to_string(),
+                sync: false,
+                target: None,
+            })
+            .await
+            .ctx(|| format!("deleting image {name:?}"))?;
+        Ok(())
+    }
+
+    /// Reads an image's manifest (the host platform's, through nested
+    /// indexes) and config.
+    pub async fn resolve_image(&self, record: ImageRecord) -> Result<Image> {
+        let name = record.name.clone();
+        let bad = |reason: String| Error::Image {
+            name: name.clone(),
+            reason,
+        };
+        let mut digest = record.target.digest.clone();
+        let mut manifest = self.read_json(&digest).await?;
+        let mut depth = 0;
+        while manifest["manifests"].is_array() {
+            depth += 1;
+            if depth > 4 {
+                return Err(bad("indexes nested more than 4 deep".into()));
+            }
+            let entries: Vec<&serde_json::Value> = manifest["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .collect();
+            let chosen = entries
+                .iter()
+                .find(|m| {
+                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
+                })
+                .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
+                .ok_or_else(|| bad(format!("no linux/{} manifest in its index", host_arch())))?;
+            digest = chosen["digest"].as_str().unwrap_or_default().to_string();
+            manifest = self.read_json(&digest).await?;
+        }
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| bad(format!("manifest {digest} has no config")))?
+            .to_string();
+        let config = self.read_json(&config_digest).await?;
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        let c = &config["config"];
+        let diff_ids = strings(&config["rootfs"]["diff_ids"]);
+        let chain = chain_id(&diff_ids).ok_or_else(|| bad("it has no layers".into()))?;
+        Ok(Image {
+            record,
+            manifest: digest,
+            config_digest,
+            config: ImageConfig {
+                env: strings(&c["Env"]),
+                entrypoint: strings(&c["Entrypoint"]),
+                cmd: strings(&c["Cmd"]),
+                working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
+                user: c["User"].as_str().unwrap_or_default().to_string(),
+            },
+            diff_ids,
+            chain_id: chain,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        assert_eq!(chain_id(&[]), None);
+        let a = "sha256:aaaa".to_string();
+        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a.clone()));
+        let two = chain_id(&[a.clone(), "sha256:bbbb".into()]).unwrap_or_default();
+        let want = format!(
+            "sha256:{:x}",
+            sha2::Sha256::digest(b"sha256:aaaa sha256:bbbb")
+        );
+        assert_eq!(two, want);
+    }
+
+    #[test]
+    fn references_are_normalised() {
+        assert_eq!(
+            normalize("busybox").ok().as_deref(),
+            Some("docker.io/library/busybox:latest")
+        );
+        assert!(normalize("Not A Ref").is_err());
+    }
+}
