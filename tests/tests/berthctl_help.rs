@@ -33,10 +33,6 @@ const NOT_IN_BERTHCTL: &[(&str, &str)] = &[
     ),
     ("images convert", "not implemented yet"),
     (
-        "content prune references",
-        "not implemented yet (`content prune` runs a garbage collection)",
-    ),
-    (
         "shim",
         "not implemented yet: needs a ttrpc client for the shim's task API",
     ),

@@ -418,3 +418,45 @@ fn content_edit_as_ctr() -> Result<()> {
     );
     d.finish()
 }
+
+#[test]
+fn content_prune_references_as_ctr() -> Result<()> {
+    // The same unpacked image on two daemons; ctr prunes one, berthctl
+    // the other: the same blobs and labels must remain.
+    let mine = daemon_with(testimages::layered, true)?;
+    let theirs = daemon_with(testimages::layered, true)?;
+    let before = ok(mine.ctr(&["content", "ls", "-q"])?)?;
+    let listing = ok(mine.ctr(&["content", "ls"])?)?;
+    assert!(
+        listing.contains("containerd.io/gc.ref.content.l."),
+        "{listing}"
+    );
+    // A dry run changes nothing.
+    let dry = mine.berthctl(&["content", "prune", "references", "--dry"])?;
+    let said = String::from_utf8_lossy(&dry.stderr).into_owned();
+    ok(dry)?;
+    assert!(
+        said.contains("would remove label containerd.io/gc.ref.content.l."),
+        "{said}"
+    );
+    assert_eq!(ok(mine.ctr(&["content", "ls", "-q"])?)?, before);
+
+    ok(mine.berthctl(&["content", "prune", "references"])?)?;
+    ok(theirs.ctr(&["content", "prune", "references"])?)?;
+    let (after_mine, after_theirs) = (
+        ok(mine.ctr(&["content", "ls", "-q"])?)?,
+        ok(theirs.ctr(&["content", "ls", "-q"])?)?,
+    );
+    assert_eq!(after_mine, after_theirs);
+    // The layers went (the snapshots hold the image's files), the
+    // manifest and config stayed.
+    assert!(
+        after_mine.lines().count() < before.lines().count(),
+        "{before}\n{after_mine}"
+    );
+    assert!(!after_mine.is_empty());
+    let listing = ok(mine.ctr(&["content", "ls"])?)?;
+    assert!(!listing.contains("gc.ref.content.l."), "{listing}");
+    mine.finish()?;
+    theirs.finish()
+}
