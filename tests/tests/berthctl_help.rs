@@ -17,7 +17,7 @@ const NOT_IN_BERTHCTL: &[(&str, &str)] = &[
     ),
     (
         "install",
-        "installs binaries from an image onto the host; out of berthctl's scope",
+        "installs binaries from an image onto the host; `cargo xtask install` installs berth",
     ),
     (
         "content fetch",
