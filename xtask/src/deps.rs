@@ -26,6 +26,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("tmux", "/usr/bin/tmux"),
     ("openssl", "/usr/bin/openssl"),
+    // Checkpoint/restore tests (berthctl_parity.rs); they skip, saying why,
+    // where `criu check` fails (kernels without the features CRIU needs).
+    ("criu", "/usr/sbin/criu"),
     // A loop-mounted Btrfs for the reflink test, and filefrag to see
     // shared extents.
     ("btrfs-progs", "/usr/sbin/mkfs.btrfs"),

@@ -24,17 +24,51 @@ use crate::{LEASE_HEADER, NAMESPACE_HEADER};
 /// Errors connecting to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The socket exists, but this user may not open it (EACCES).
+    #[error(
+        "permission denied connecting to {path}: run as root (sudo), or as a member of the group owning the socket"
+    )]
+    PermissionDenied {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The socket could not be reached.
     #[error(
-        "cannot connect to {path}: {source} (is the daemon running, and is the address right?)"
+        "cannot connect to {path}: {reason} (is the daemon running, and is the address right?)"
     )]
     Connect {
         /// The socket path.
         path: PathBuf,
-        /// What the transport said.
-        #[source]
-        source: tonic::transport::Error,
+        /// What the transport said (its innermost cause, once).
+        reason: String,
     },
+}
+
+impl ConnectError {
+    fn new(path: PathBuf, source: &tonic::transport::Error) -> ConnectError {
+        // The transport wraps the dial's io::Error; its message alone says it.
+        let mut cause: &(dyn std::error::Error + 'static) = source;
+        let mut io = None;
+        while let Some(next) = cause.source() {
+            if let Some(e) = next.downcast_ref::<std::io::Error>() {
+                io = Some(e);
+            }
+            cause = next;
+        }
+        match io {
+            Some(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                ConnectError::PermissionDenied { path }
+            }
+            Some(e) => ConnectError::Connect {
+                path,
+                reason: e.to_string(),
+            },
+            None => ConnectError::Connect {
+                path,
+                reason: cause.to_string(),
+            },
+        }
+    }
 }
 
 /// A connection to a daemon plus the namespace and lease its calls carry.
@@ -60,7 +94,7 @@ impl Client {
                 }
             }))
             .await
-            .map_err(|source| ConnectError::Connect { path, source })?;
+            .map_err(|source| ConnectError::new(path, &source))?;
         Ok(Client {
             channel,
             namespace: None,

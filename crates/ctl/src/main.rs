@@ -88,6 +88,14 @@ async fn main() -> ExitCode {
             if let Some(ExitStatus(code)) = e.downcast_ref::<ExitStatus>() {
                 return ExitCode::from(u8::try_from(*code).unwrap_or(1));
             }
+            // Connecting failed: the connect error says where and why.
+            if let Some(c) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<berth_api::client::ConnectError>())
+            {
+                eprintln!("berthctl: {c}");
+                return ExitCode::FAILURE;
+            }
             // A daemon's answer: its message says it all.
             if let Some(status) = e.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) {
                 let context: Vec<String> = e

@@ -130,15 +130,7 @@ pub async fn push(
         let is_root = d.digest == root.digest;
         let target = if is_root { name.clone() } else { by_digest(&d) };
         let pusher = registry.pusher(&target)?;
-        let label = format!(
-            "{}-{}",
-            if media::is_manifest(&d.media_type) || media::is_index(&d.media_type) {
-                "manifest"
-            } else {
-                "layer"
-            },
-            d.digest
-        );
+        let label = format!("{}-{}", ref_key_kind(&d.media_type), d.digest);
         progress.event("uploading", &label, 0, d.size, None);
         pusher
             .push(&remote(&d), blob_stream(store.clone(), &d).await?)
@@ -147,4 +139,40 @@ pub async fn push(
     }
     progress.event("pushed", &name, root.size, root.size, None);
     Ok(())
+}
+
+/// The kind prefix containerd's `remotes.MakeRefKey` gives a blob's
+/// progress name: `manifest-`, `index-`, `config-`, `layer-` (else `unknown-`).
+fn ref_key_kind(media_type: &str) -> &'static str {
+    if media::is_manifest(media_type) {
+        "manifest"
+    } else if media::is_index(media_type) {
+        "index"
+    } else if media::is_config(media_type) {
+        "config"
+    } else if media::is_layer(media_type) {
+        "layer"
+    } else {
+        "unknown"
+    }
+}
+
+#[cfg(test)]
+mod ref_key_tests {
+    #[test]
+    fn kinds_as_containerd_names_them() {
+        for (mt, kind) in [
+            ("application/vnd.oci.image.manifest.v1+json", "manifest"),
+            (
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+                "index",
+            ),
+            ("application/vnd.oci.image.config.v1+json", "config"),
+            ("application/vnd.docker.container.image.v1+json", "config"),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", "layer"),
+            ("application/x-unknown", "unknown"),
+        ] {
+            assert_eq!(super::ref_key_kind(mt), kind, "{mt}");
+        }
+    }
 }

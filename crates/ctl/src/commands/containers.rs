@@ -1,4 +1,5 @@
-//! `berthctl containers ls|info|rm|label`.
+//! `berthctl containers ls|info|rm|label` (and `create`, `checkpoint`,
+//! `restore`, in their own modules).
 
 use anyhow::bail;
 use berth_api::containerd::services::containers::v1 as pb;
@@ -14,6 +15,12 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Create a container from an image (run's flags; start it with `tasks start`).
+    Create(Box<super::run::Args>),
+    /// Checkpoint a container (CRIU): its task, spec and, on request, its image and rw layer.
+    Checkpoint(super::checkpoint::ContainerCheckpointArgs),
+    /// Restore a container from a checkpoint image.
+    Restore(super::checkpoint::RestoreArgs),
     /// List containers.
     #[command(visible_alias = "list")]
     Ls {
@@ -29,7 +36,11 @@ enum Command {
         id: String,
     },
     /// Delete containers (their tasks must be gone).
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Container ids.
         #[arg(required = true)]
@@ -67,9 +78,18 @@ fn info_json(c: &pb::Container) -> serde_json::Value {
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Create(a) => return super::run::create(global, *a).await,
+        Command::Checkpoint(a) => return super::checkpoint::container_checkpoint(global, a).await,
+        Command::Restore(a) => return super::checkpoint::restore(global, a).await,
+        _ => {}
+    }
     let client = global.connect().await?;
     let mut svc = clients::containers(&client);
     match args.command {
+        Command::Create(_) | Command::Checkpoint(_) | Command::Restore(_) => {
+            unreachable!("handled above")
+        }
         Command::Ls { quiet, filters } => {
             let mut list = svc
                 .list(pb::ListContainersRequest { filters })

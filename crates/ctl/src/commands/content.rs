@@ -26,6 +26,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Edit a blob in $EDITOR and store the result as a new blob.
+    Edit(super::content_edit::EditArgs),
     /// List all blobs in the store.
     #[command(visible_alias = "list")]
     Ls {
@@ -77,13 +79,70 @@ enum Command {
         quiet: bool,
     },
     /// Remove content no longer referenced (runs garbage collection now).
-    Prune,
+    Prune {
+        #[command(subcommand)]
+        command: Option<PruneCommand>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PruneCommand {
+    /// Prunes reference labels from the content store (layers only by default), as ctr's.
+    References {
+        /// Return without waiting for the garbage collection.
+        #[arg(long = "async")]
+        asynchronous: bool,
+        /// Just show the labels that would go, changing nothing.
+        #[arg(long)]
+        dry: bool,
+    },
+}
+
+/// containerd's reference label prefixes: a layer's, and any blob's
+/// (`...content.<n>`, where `0` is an image's config in older clients).
+const LAYER_REF_PREFIX: &str = "containerd.io/gc.ref.content.l.";
+const CONTENT_REF_PREFIX: &str = "containerd.io/gc.ref.content.";
+
+/// Whether `key` is a label referencing a layer, as ctr's `isLayerLabel`:
+/// `...content.l.<n>`, or the legacy `...content.<n>` with `n` > 0.
+fn is_layer_label(key: &str) -> bool {
+    if key.starts_with(LAYER_REF_PREFIX) {
+        return true;
+    }
+    match key.strip_prefix(CONTENT_REF_PREFIX) {
+        Some(rest) => rest.chars().all(|c| c.is_ascii_digit()) && rest != "0",
+        None => false,
+    }
+}
+
+/// Runs a garbage collection: creating a lease and deleting it, `sync`
+/// unless `asynchronous`, is the API's way to ask for one.
+async fn collect(client: &berth_api::client::Client, asynchronous: bool) -> anyhow::Result<()> {
+    let mut leases = LeasesClient::with_interceptor(client.channel(), client.interceptor());
+    let id = format!("berthctl-prune-{}", std::process::id());
+    leases
+        .create(CreateRequest {
+            id: id.clone(),
+            labels: Default::default(),
+        })
+        .await?;
+    leases
+        .delete(DeleteRequest {
+            id,
+            sync: !asynchronous,
+        })
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    if let Command::Edit(a) = args.command {
+        return super::content_edit::edit(global, a).await;
+    }
     let client = global.connect().await?;
     let mut svc = ContentClient::with_interceptor(client.channel(), client.interceptor());
     match args.command {
+        Command::Edit(_) => unreachable!("handled above"),
         Command::Ls { quiet, filters } => {
             let mut stream = svc.list(ListContentRequest { filters }).await?.into_inner();
             let mut infos: Vec<Info> = Vec::new();
@@ -217,18 +276,48 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             }
             print!("{}", table::render(&rows, 1));
         }
-        Command::Prune => {
-            // Deleting a lease with `sync` runs a garbage collection and
-            // waits for it: the API's way to ask for one.
-            let mut leases = LeasesClient::with_interceptor(client.channel(), client.interceptor());
-            let id = format!("berthctl-prune-{}", std::process::id());
-            leases
-                .create(CreateRequest {
-                    id: id.clone(),
-                    labels: Default::default(),
+        Command::Prune { command: None } => collect(&client, false).await?,
+        Command::Prune {
+            command: Some(PruneCommand::References { asynchronous, dry }),
+        } => {
+            let mut stream = svc
+                .list(ListContentRequest { filters: vec![] })
+                .await?
+                .into_inner();
+            let mut infos: Vec<Info> = Vec::new();
+            while let Some(batch) = stream.message().await? {
+                infos.extend(batch.info);
+            }
+            for mut info in infos {
+                let mut keys: Vec<String> = info
+                    .labels
+                    .keys()
+                    .filter(|k| is_layer_label(k))
+                    .cloned()
+                    .collect();
+                keys.sort();
+                if dry {
+                    for k in &keys {
+                        eprintln!("would remove label {k} from {}", info.digest);
+                    }
+                    continue;
+                }
+                if keys.is_empty() {
+                    continue;
+                }
+                for k in &keys {
+                    info.labels.remove(k);
+                }
+                let paths = keys.iter().map(|k| format!("labels.{k}")).collect();
+                svc.update(UpdateRequest {
+                    info: Some(info),
+                    update_mask: Some(prost_types::FieldMask { paths }),
                 })
                 .await?;
-            leases.delete(DeleteRequest { id, sync: true }).await?;
+            }
+            if !dry {
+                collect(&client, asynchronous).await?;
+            }
         }
     }
     Ok(())
@@ -313,5 +402,24 @@ where
         Ok(_) => Ok(()),
         Err(e) if e.code() == tonic::Code::AlreadyExists => Ok(()),
         Err(e) => Err(anyhow::anyhow!("committing {reference}: {}", e.message())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layer_labels_as_ctr_sees_them() {
+        for (key, layer) in [
+            ("containerd.io/gc.ref.content.l.0", true),
+            ("containerd.io/gc.ref.content.l.12", true),
+            ("containerd.io/gc.ref.content.3", true),
+            ("containerd.io/gc.ref.content.0", false),
+            ("containerd.io/gc.ref.content.config", false),
+            ("containerd.io/gc.ref.content.m.0", false),
+            ("containerd.io/gc.ref.snapshot.overlayfs", false),
+            ("other", false),
+        ] {
+            assert_eq!(super::is_layer_label(key), layer, "{key}");
+        }
     }
 }

@@ -274,6 +274,10 @@ pub(crate) async fn export(global: &Global, args: ExportArgs) -> anyhow::Result<
         if !to_stdout {
             let _ = std::fs::remove_file(&args.file);
         }
+        // berthd's answer names the image already.
+        if e.chain().any(|c| c.is::<tonic::Status>()) {
+            return Err(e);
+        }
         return Err(e.context(format!("exporting {}", names.join(", "))));
     }
     let bytes = receiver.await.context("export writer")??;

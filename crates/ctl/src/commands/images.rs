@@ -104,12 +104,22 @@ enum Command {
         snapshotter: String,
     },
     /// Remove images.
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Image names.
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Mount an image's root filesystem on a target path (unpacking it if needed).
+    Mount(super::image_mount::MountArgs),
+    /// Unmount an image mounted with `images mount`.
+    Unmount(super::image_mount::UnmountArgs),
+    /// Show the disk usage of an image's snapshots.
+    Usage(super::image_mount::UsageArgs),
     /// Give an image another name.
     Tag {
         /// The existing image.
@@ -646,12 +656,21 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Command::Push(a) => return push(global, a).await,
         Command::Import(a) => return super::image_archive::import(global, a).await,
         Command::Export(a) => return super::image_archive::export(global, a).await,
+        Command::Mount(a) => return super::image_mount::mount(global, a).await,
+        Command::Unmount(a) => return super::image_mount::unmount(global, a).await,
+        Command::Usage(a) => return super::image_mount::usage(global, a).await,
         _ => {}
     }
     let client = global.connect().await?;
     let mut svc = images(&client);
     match args.command {
-        Command::Pull(_) | Command::Push(_) | Command::Import(_) | Command::Export(_) => {
+        Command::Pull(_)
+        | Command::Push(_)
+        | Command::Import(_)
+        | Command::Export(_)
+        | Command::Mount(_)
+        | Command::Unmount(_)
+        | Command::Usage(_) => {
             unreachable!("handled above")
         }
         Command::Ls { quiet, filters } => {
@@ -718,7 +737,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             print!("{}", table::render(&rows, 1));
         }
         Command::Rm { names } => {
-            let mut failed = false;
+            // As ctr: an unknown name is a warning; the first other failure
+            // is the command's error, after trying every name.
+            let mut first_error: Option<String> = None;
             for name in names {
                 match svc
                     .delete(pb::DeleteImageRequest {
@@ -729,14 +750,20 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                     .await
                 {
                     Ok(_) => println!("{name}"),
+                    Err(e) if e.code() == tonic::Code::NotFound => {
+                        eprintln!("berthctl: {name}: image not found");
+                    }
                     Err(e) => {
-                        eprintln!("unable to delete {name}: {}", e.message());
-                        failed = true;
+                        let message = format!("unable to delete {name}: {}", e.message());
+                        if first_error.is_some() {
+                            eprintln!("berthctl: {message}");
+                        }
+                        first_error.get_or_insert(message);
                     }
                 }
             }
-            if failed {
-                bail!("some images were not removed");
+            if let Some(message) = first_error {
+                bail!("{message}");
             }
         }
         Command::Tag {

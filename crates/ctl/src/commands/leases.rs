@@ -41,7 +41,11 @@ enum Command {
         filters: Vec<String>,
     },
     /// Delete leases.
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Run garbage collection before returning.
         #[arg(long)]

@@ -1,18 +1,25 @@
 //! The command tree, one module per `ctr` command.
 
 mod bench_api;
+mod blob;
+mod checkpoint;
 mod containers;
 mod content;
+mod content_edit;
 mod events;
 mod image_archive;
+mod image_mount;
 mod images;
 pub(crate) mod leases;
 mod namespaces;
+mod oci;
 mod plugins;
-mod run;
+pub(crate) mod run;
+mod snapshot_diff;
 mod snapshots;
 mod stress;
 pub(crate) mod tasks;
+mod unpack;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +69,8 @@ pub(crate) enum Command {
     Pull(images::PullArgs),
     /// Push an image to a registry (same as `images push`).
     Push(images::PushArgs),
+    /// OCI tools.
+    Oci(oci::Args),
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
@@ -79,6 +88,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(args) => plugins::run(&cli.global, args).await,
         Command::Namespaces(args) => namespaces::run(&cli.global, args).await,
         Command::Events(args) => events::run(&cli.global, args).await,
+        Command::Oci(args) => oci::run(&cli.global, args),
         Command::Images(args) => images::run(&cli.global, args).await,
         Command::Pull(args) => images::pull(&cli.global, args).await,
         Command::Push(args) => images::push(&cli.global, args).await,

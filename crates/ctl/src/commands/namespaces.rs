@@ -19,6 +19,7 @@ pub(crate) struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Create a new namespace, with optional labels `key=value`.
+    #[command(visible_alias = "c")]
     Create {
         /// Namespace name.
         name: String,

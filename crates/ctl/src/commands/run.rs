@@ -203,6 +203,15 @@ pub(crate) async fn read_blob(
     Ok(data)
 }
 
+/// The host platform's architecture as OCI names it.
+pub(crate) fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 /// The image's process settings and the chain ID of its top layer.
 pub(crate) async fn image_parts(
     client: &berth_api::client::Client,
@@ -219,10 +228,15 @@ async fn find_image(
     name: &str,
 ) -> anyhow::Result<(ImageProcess, String, String)> {
     let shared = berth_client::Client::from_raw(client.clone(), "");
-    let record = shared
-        .get_image_record(name)
-        .await
-        .map_err(|e| anyhow::anyhow!("image {name:?}: {e} (pull it first)"))?;
+    let record = shared.get_image_record(name).await.map_err(|e| {
+        // ctr's `image "x": not found`, naming the image as the user
+        // gave it (the daemon's message names the normalised one).
+        if e.is_not_found() {
+            anyhow::anyhow!("image {name:?}: not found (pull it first)")
+        } else {
+            anyhow::Error::new(e)
+        }
+    })?;
     let found = record.name.clone();
     let image = shared.resolve_image(record).await?;
     let (process, chain) = parts(image);
@@ -254,6 +268,23 @@ pub(crate) async fn image_parts_for(
         ..Default::default()
     };
     Ok(parts(shared.resolve_image(record).await?))
+}
+
+/// The container label holding the image's stop signal.
+const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
+
+/// The image's `StopSignal`, or SIGTERM.
+async fn stop_signal(client: &berth_api::client::Client, image: &str) -> anyhow::Result<String> {
+    let target = crate::commands::image_mount::image_target(client, image).await?;
+    let parts = crate::commands::unpack::image_layers(client, &target).await?;
+    let mut content = ContentClient::with_interceptor(client.channel(), client.interceptor());
+    let config: serde_json::Value =
+        serde_json::from_slice(&read_blob(&mut content, &parts.config).await?)?;
+    Ok(config["config"]["StopSignal"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("SIGTERM")
+        .to_string())
 }
 
 /// Removes the snapshot `key` this run prepared (none when empty); a
@@ -289,11 +320,70 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     result
 }
 
+/// What [`create_container`] made that the task needs.
+pub(crate) struct Created {
+    /// The root filesystem's mounts (empty with `--rootfs`).
+    pub(crate) rootfs: Vec<Mount>,
+    /// The snapshot prepared for it (empty with `--rootfs`).
+    pub(crate) snapshot_key: String,
+}
+
+/// `containers create`: the container `run` would make, without a task.
+pub(crate) async fn create(global: &Global, args: Args) -> anyhow::Result<()> {
+    let client = global.connect().await?;
+    if global.lease.is_some() {
+        return create_container(global, &client, &args).await.map(|_| ());
+    }
+    let lease = crate::commands::leases::temporary(&client).await?;
+    let result = create_container(global, &client.clone().with_lease(lease.clone()), &args).await;
+    crate::commands::leases::release(&client, &lease).await;
+    result.map(|_| ())
+}
+
 async fn run_leased(
     global: &Global,
     client: &berth_api::client::Client,
     args: Args,
 ) -> anyhow::Result<()> {
+    let Created {
+        rootfs: rootfs_mounts,
+        snapshot_key,
+    } = create_container(global, client, &args).await?;
+    let client = client.clone();
+    let mut containers = clients::containers(&client);
+    let status = start_task(&client, &args.id, args.tty, args.detach, rootfs_mounts).await;
+    if args.detach {
+        return status.map(|_| ());
+    }
+    let mut tasks = clients::tasks(&client);
+    let _ = tasks
+        .delete(tpb::DeleteTaskRequest {
+            container_id: args.id.clone(),
+        })
+        .await;
+    if args.rm {
+        containers
+            .delete(cpb::DeleteContainerRequest {
+                id: args.id.clone(),
+            })
+            .await?;
+        remove_snapshot(&client, &args.snapshotter, &snapshot_key).await;
+    }
+    let status = status?;
+    if status != 0 {
+        return Err(crate::ExitStatus(i32::try_from(status).unwrap_or(1)).into());
+    }
+    Ok(())
+}
+
+/// Builds the spec from `args` (the image's config and ctr's flags) and
+/// creates the container, preparing its root filesystem snapshot: the part
+/// `run` and `containers create` share.
+pub(crate) async fn create_container(
+    global: &Global,
+    client: &berth_api::client::Client,
+    args: &Args,
+) -> anyhow::Result<Created> {
     let client = client.clone();
     let ns = global.namespace();
     let mut opts: Vec<SpecOpt> = Vec::new();
@@ -343,6 +433,13 @@ async fn run_leased(
         rootfs_mounts = mounts_to_proto(vec![prepared]);
         snapshot_key = args.id.clone();
         image_name = found;
+    }
+    let mut labels = crate::format::parse_labels(&args.labels);
+    if !image_name.is_empty() {
+        // As ctr (WithImageStopSignal): the image's stop signal, SIGTERM
+        // when it names none, for clients that stop the container later.
+        let signal = stop_signal(&client, &image_name).await?;
+        labels.insert(STOP_SIGNAL_LABEL.to_string(), signal);
     }
     let user = args.user.clone().unwrap_or(image_user);
     let resolved = match &rootfs_dir {
@@ -442,9 +539,9 @@ async fn run_leased(
                 image: image_name,
                 runtime: Some(cpb::container::Runtime {
                     name: args.runtime.clone(),
-                    options: runc_options(&args),
+                    options: runc_options(args),
                 }),
-                labels: crate::format::parse_labels(&args.labels),
+                labels,
                 spec: Some(prost_types::Any {
                     type_url: SPEC_TYPE_URL.to_string(),
                     value: serde_json::to_vec(&spec)?,
@@ -460,27 +557,8 @@ async fn run_leased(
         })
         .await
         .with_context(|| format!("creating container {:?}", args.id))?;
-    let status = start_task(&client, &args.id, args.tty, args.detach, rootfs_mounts).await;
-    if args.detach {
-        return status.map(|_| ());
-    }
-    let mut tasks = clients::tasks(&client);
-    let _ = tasks
-        .delete(tpb::DeleteTaskRequest {
-            container_id: args.id.clone(),
-        })
-        .await;
-    if args.rm {
-        containers
-            .delete(cpb::DeleteContainerRequest {
-                id: args.id.clone(),
-            })
-            .await?;
-        remove_snapshot(&client, &args.snapshotter, &snapshot_key).await;
-    }
-    let status = status?;
-    if status != 0 {
-        return Err(crate::ExitStatus(i32::try_from(status).unwrap_or(1)).into());
-    }
-    Ok(())
+    Ok(Created {
+        rootfs: rootfs_mounts,
+        snapshot_key,
+    })
 }

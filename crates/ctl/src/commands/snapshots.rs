@@ -1,4 +1,5 @@
-//! `berthctl snapshots prepare|view|commit|ls|tree|mounts|info|usage|rm|label`.
+//! `berthctl snapshots prepare|view|commit|ls|tree|mounts|info|usage|rm|label`
+//! (`diff` and `unpack` in their own module).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -40,7 +41,11 @@ enum Command {
         keys: Vec<String>,
     },
     /// Remove snapshots.
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Snapshot keys.
         #[arg(required = true)]
@@ -48,6 +53,10 @@ enum Command {
     },
     /// Prepare an active snapshot on a committed one.
     Prepare(CreateArgs),
+    /// Print the diff of two snapshots (default: the first's parent) as a layer.
+    Diff(super::snapshot_diff::DiffArgs),
+    /// Unpack the layers of an image (given by its target digest) into snapshots.
+    Unpack(super::snapshot_diff::UnpackArgs),
     /// Create a read-only view of a committed snapshot.
     View(CreateArgs),
     /// Print mount commands for a snapshot.
@@ -230,10 +239,25 @@ fn print_tree(infos: &[pb::Info]) {
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Diff(a) => return super::snapshot_diff::diff(global, &args.snapshotter, a).await,
+        Command::Unpack(a) => {
+            return super::snapshot_diff::unpack(global, &args.snapshotter, a).await;
+        }
+        command => run_other(global, args.snapshotter, command).await,
+    }
+}
+
+async fn run_other(global: &Global, snapshotter: String, command: Command) -> anyhow::Result<()> {
+    let args = Args {
+        snapshotter,
+        command,
+    };
     let client = global.connect().await?;
     let mut svc = SnapshotsClient::with_interceptor(client.channel(), client.interceptor());
     let sn = args.snapshotter;
     match args.command {
+        Command::Diff(_) | Command::Unpack(_) => unreachable!("handled in run"),
         Command::Ls { quiet } => {
             let infos = list_all(&mut svc, &sn).await?;
             if global.json() {

@@ -16,6 +16,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Checkpoint a task with CRIU (stored as a checkpoint image).
+    Checkpoint(super::checkpoint::TaskCheckpointArgs),
     /// List tasks.
     #[command(visible_alias = "list")]
     Ls {
@@ -84,12 +86,17 @@ enum Command {
         id: String,
     },
     /// Show a task's cgroup metrics.
+    #[command(visible_alias = "metric")]
     Metrics {
         /// Task id.
         id: String,
     },
     /// Delete stopped tasks (`--force` kills running ones first).
-    #[command(visible_alias = "delete", visible_alias = "remove")]
+    #[command(
+        visible_alias = "delete",
+        visible_alias = "del",
+        visible_alias = "remove"
+    )]
     Rm {
         /// Kill the task first if it is running.
         #[arg(short, long)]
@@ -130,6 +137,36 @@ fn status_name(s: i32) -> &'static str {
         Ok(TaskStatus::Pausing) => "PAUSING",
         _ => "UNKNOWN",
     }
+}
+
+/// The mounts of container `id`'s snapshot (none when it has no snapshot).
+pub(crate) async fn container_rootfs(
+    client: &berth_api::client::Client,
+    id: &str,
+) -> anyhow::Result<Vec<berth_api::containerd::types::Mount>> {
+    use berth_api::containerd::services::containers::v1 as cpb;
+    use berth_api::containerd::services::snapshots::v1 as spb;
+    use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+    let c = clients::containers(client)
+        .get(cpb::GetContainerRequest { id: id.to_string() })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner()
+        .container
+        .unwrap_or_default();
+    if c.snapshot_key.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut snapshots = SnapshotsClient::with_interceptor(client.channel(), client.interceptor());
+    Ok(snapshots
+        .mounts(spb::MountsRequest {
+            snapshotter: c.snapshotter,
+            key: c.snapshot_key.clone(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("snapshot {:?}: {}", c.snapshot_key, e.message()))?
+        .into_inner()
+        .mounts)
 }
 
 /// Creates the task of container `id` with fresh stdio, starts it and,
@@ -206,9 +243,13 @@ pub(crate) async fn start_task(
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    if let Command::Checkpoint(a) = args.command {
+        return super::checkpoint::task_checkpoint(global, a).await;
+    }
     let client = global.connect().await?;
     let mut tasks = clients::tasks(&client);
     match args.command {
+        Command::Checkpoint(_) => unreachable!("handled above"),
         Command::Ls { quiet } => {
             let mut list = tasks
                 .list(pb::ListTasksRequest::default())
@@ -232,7 +273,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             print!("{}", table::render(&rows, 4));
         }
         Command::Start { detach, tty, id } => {
-            let status = start_task(&client, &id, tty, detach, Vec::new()).await?;
+            // As containerd's client: the root filesystem is the mounts of
+            // the container's snapshot.
+            let rootfs = container_rootfs(&client, &id).await?;
+            let status = start_task(&client, &id, tty, detach, rootfs).await?;
             if !detach {
                 tasks
                     .delete(pb::DeleteTaskRequest { container_id: id })

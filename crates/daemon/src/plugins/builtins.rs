@@ -149,7 +149,7 @@ pub fn registrations() -> Vec<Registration> {
         Registration {
             plugin_type: types::GRPC,
             id: Cow::Borrowed("diff"),
-            requires: &[types::CONTENT, types::METADATA],
+            requires: &[types::CONTENT, types::METADATA, types::GC],
             init: diff_service,
         },
         Registration {
@@ -539,11 +539,17 @@ fn restart_monitor(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
+    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
     let tmp = services::diff::tmp_mounts(&ctx.config.state);
     crate::private::create_private_dir(&tmp);
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
-        DiffServer::new(services::diff::DiffService::new(store, (*db).clone(), tmp),)
+        DiffServer::new(services::diff::DiffService::new(
+            store,
+            (*db).clone(),
+            tmp,
+            (*gc).clone()
+        ),)
     ))))
 }
 

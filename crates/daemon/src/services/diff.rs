@@ -29,17 +29,26 @@ pub struct DiffService {
     /// Where mounts that cannot be applied to directly are mounted.
     tmp_mounts: PathBuf,
     next: AtomicU64,
+    /// Holds off blob deletion while a computed diff is recorded.
+    gc: super::gc::Collector,
 }
 
 impl DiffService {
     /// A service reading layers from `store` (recording computed ones in
-    /// `db`), mounting under `tmp_mounts`.
-    pub fn new(store: Arc<LocalStore>, db: berth_metadata::Db, tmp_mounts: PathBuf) -> DiffService {
+    /// `db`, with `gc` kept from deleting them meanwhile), mounting under
+    /// `tmp_mounts`.
+    pub fn new(
+        store: Arc<LocalStore>,
+        db: berth_metadata::Db,
+        tmp_mounts: PathBuf,
+        gc: super::gc::Collector,
+    ) -> DiffService {
         DiffService {
             store,
             db,
             tmp_mounts,
             next: AtomicU64::new(0),
+            gc,
         }
     }
 }
@@ -173,9 +182,10 @@ impl Diff for DiffService {
             r.r#ref.clone()
         };
         let store = self.store.clone();
+        let (db, gc) = (self.db.clone(), self.gc.clone());
         let mut labels: std::collections::BTreeMap<String, String> = r.labels.into_iter().collect();
         let (left, right) = (r.left, r.right);
-        let (digest, size, labels) = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+        let (digest, size_i) = tokio::task::spawn_blocking(move || -> Result<_, Status> {
             let read_only = |mounts: Vec<Mount>| -> Vec<berth_snapshots::Mount> {
                 mounts
                     .into_iter()
@@ -218,24 +228,42 @@ impl Diff for DiffService {
             let size = berth_content::Writer::status(&writer)
                 .map_err(|e| Status::internal(e.to_string()))?
                 .offset;
-            match Box::new(writer).commit(size, Some(&digest), labels.clone()) {
-                Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
-                Err(e) => return Err(Status::internal(format!("committing the diff: {e}"))),
-            }
-            Ok((digest, size, labels))
+            let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+            // Stored and recorded with no collection in between, which
+            // would take the blob file while no record holds it.
+            gc.while_files_kept(|| {
+                match Box::new(writer).commit(size, Some(&digest), labels.clone()) {
+                    Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(Status::internal(format!("committing the diff: {e}"))),
+                }
+                let d = digest.to_string();
+                match db.content().add(&ns, &d, size_i, labels, lease.as_deref()) {
+                    Ok(_) => Ok(()),
+                    // Already recorded (the same diff made before): the
+                    // caller's lease holds it all the same, as containerd's
+                    // commit adds the content lease on AlreadyExists.
+                    Err(berth_metadata::Error::AlreadyExists(_)) => match &lease {
+                        Some(l) => db
+                            .leases()
+                            .add_resource(
+                                &ns,
+                                l,
+                                berth_metadata::Resource {
+                                    id: d,
+                                    kind: berth_metadata::leases::CONTENT.to_string(),
+                                },
+                            )
+                            .map_err(super::namespaces::to_status),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(super::namespaces::to_status(e)),
+                }
+            })?;
+            Ok((digest, size_i))
         })
         .await
         .map_err(|e| Status::internal(format!("diff task failed: {e}")))??;
-        let size_i = i64::try_from(size).unwrap_or(i64::MAX);
-        let (db, d) = (self.db.clone(), digest.to_string());
-        super::with_db(&self.db, move |_| {
-            match db.content().add(&ns, &d, size_i, labels, lease.as_deref()) {
-                Ok(_) | Err(berth_metadata::Error::AlreadyExists(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-        tracing::debug!(digest = %digest, size, "computed diff");
+        tracing::debug!(digest = %digest, size = size_i, "computed diff");
         Ok(Response::new(pb::DiffResponse {
             diff: Some(Descriptor {
                 media_type,

@@ -24,8 +24,11 @@ pub enum RuncError {
         #[source]
         source: std::io::Error,
     },
-    /// runc ran and failed.
-    #[error("runc {command} failed (exit status {status}): {message}")]
+    /// runc ran and failed: containerd's shim wording (`OCI runtime create
+    /// failed: runc create failed: ...`); runc's own message already names
+    /// the command, so it is not repeated, and the status only shows when
+    /// runc logged nothing.
+    #[error("OCI runtime {command} failed: {}", failure_detail(*status, message))]
     Failed {
         /// The subcommand.
         command: String,
@@ -34,6 +37,15 @@ pub enum RuncError {
         /// runc's last logged error.
         message: String,
     },
+}
+
+/// runc's logged message, or its exit status when it logged none.
+fn failure_detail(status: u32, message: &str) -> String {
+    if message.is_empty() {
+        format!("runc exited with status {status}")
+    } else {
+        message.to_string()
+    }
 }
 
 /// Where a process's standard streams go when runc starts it.

@@ -193,7 +193,13 @@ pub fn default_spec(id: &str, namespace_name: &str) -> Result<Spec, SpecError> {
             "/proc/sys",
             "/proc/sysrq-trigger",
         ]))
-        .cgroups_path(PathBuf::from(format!("/{namespace_name}/{id}")))
+        // containerd's path.Join("/", namespace, id): no trailing slash
+        // for an empty id (`ctr oci spec`).
+        .cgroups_path(PathBuf::from(if id.is_empty() {
+            format!("/{namespace_name}")
+        } else {
+            format!("/{namespace_name}/{id}")
+        }))
         .resources(
             LinuxResourcesBuilder::default()
                 .devices(vec![
@@ -212,7 +218,7 @@ pub fn default_spec(id: &str, namespace_name: &str) -> Result<Spec, SpecError> {
             namespace(LinuxNamespaceType::Network)?,
         ])
         .build()?;
-    Ok(SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version(OCI_VERSION)
         .root(
             RootBuilder::default()
@@ -223,7 +229,16 @@ pub fn default_spec(id: &str, namespace_name: &str) -> Result<Spec, SpecError> {
         .process(process)
         .mounts(default_mounts()?)
         .linux(linux)
-        .build()?)
+        .build()?;
+    // oci-spec's builders default a hostname ("youki") and `sh` as the
+    // process; containerd's default spec has neither, so a container gets
+    // no hostname unless asked and its args come from the image or the user.
+    spec.set_hostname(None);
+    if let Some(process) = spec.process_mut() {
+        process.set_args(None);
+    }
+    spec.set_annotations(None);
+    Ok(spec)
 }
 
 /// The default spec with `opts` applied in order.
