@@ -5,12 +5,8 @@
 //! stats, port-forward to it, then stop and remove the pod.
 //!
 //! `containerd_*` runs Debian's containerd 1.6.20 (the reference, and the
-//! proof of the harness and images); `berthd_*` runs berthd. While berthd's
-//! CRI streaming server is pending (the cri-exec branch: its `Exec`
-//! answers `Unimplemented`), the berthd session runs its commands with
-//! `crictl exec --sync` (ExecSync) instead, leaves out `port-forward`, and
-//! the test is recorded as skipped for that reason once everything else
-//! passed.
+//! proof of the harness and images); `berthd_*` runs berthd through the
+//! same session.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -43,27 +39,14 @@ fn http_get(addr: &str) -> Result<String> {
     Ok(out)
 }
 
-/// How an operator's session went.
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// The daemon serves no CRI (`Version` answers `Unimplemented`).
-    NoCri,
-    /// Every step passed.
-    Done,
-    /// Every step passed but the streaming ones: the daemon's `Exec`
-    /// answers `Unimplemented` (commands ran through ExecSync instead,
-    /// port-forward was left out).
-    StreamingPending,
-}
-
 /// The operator's session against `kind`.
-fn operate(kind: CriDaemonKind) -> Result<Outcome> {
+fn operate(kind: CriDaemonKind) -> Result<()> {
     let env = CriEnv::start()?;
     let d = CriDaemon::start(kind, &env)?;
     if !d.serves_cri()? {
         d.finish()?;
         env.finish()?;
-        return Ok(Outcome::NoCri);
+        bail!("{kind:?}'s CRI plugin answered Version with Unimplemented");
     }
     let version = crictl(&d, &["version"])?;
     if !version.contains("RuntimeApiVersion:  v1") {
@@ -162,24 +145,10 @@ fn operate(kind: CriDaemonKind) -> Result<Outcome> {
         bail!("crictl logs {web}: {logs_now}");
     }
 
-    // Streaming exec; berthd only may fall back to ExecSync (see above).
-    let streamed = d.crictl(&["exec", &web, "echo", "hello from exec"])?;
-    let streaming = streamed.status.success()
-        || kind != CriDaemonKind::Berthd
-        || !String::from_utf8_lossy(&streamed.stderr).contains("code = Unimplemented");
-    let exec: &[&str] = if streaming {
-        &["exec", &web]
-    } else {
-        &["exec", "--sync", &web]
-    };
-    let mut echoed = crictl(&d, &[exec, &["echo", "hello from exec"]].concat())?;
-    if !streaming {
-        // `--sync` prints stdout and stderr each with Println: newlines
-        // of crictl's own follow.
-        echoed = format!("{}\n", echoed.trim_end());
-    }
+    let exec: &[&str] = &["exec", &web];
+    let echoed = crictl(&d, &[exec, &["echo", "hello from exec"]].concat())?;
     if echoed != "hello from exec\n" {
-        bail!("crictl {} echo printed {echoed:?}", exec.join(" "));
+        bail!("crictl exec {web} echo printed {echoed:?}");
     }
     let pid = crictl(&d, &[exec, &["cat", "/var/run/nginx.pid"]].concat())?;
     let cmdline = crictl(
@@ -203,16 +172,14 @@ fn operate(kind: CriDaemonKind) -> Result<Outcome> {
     if !direct.starts_with("HTTP/1.1 200") || !direct.contains("Welcome to nginx") {
         bail!("GET http://{ip}:80/ answered:\n{direct}");
     }
-    if streaming {
-        let local = berth_tests::registry::free_port()?;
-        let forward =
-            Watcher::spawn(d.crictl_command(&["port-forward", &pod, &format!("{local}:80")])?)?;
-        forward.wait_for(&["Forwarding from"], HANG)?;
-        let forwarded = http_get(&format!("127.0.0.1:{local}"))?;
-        drop(forward);
-        if !forwarded.starts_with("HTTP/1.1 200") || !forwarded.contains("Welcome to nginx") {
-            bail!("GET through crictl port-forward answered:\n{forwarded}");
-        }
+    let local = berth_tests::registry::free_port()?;
+    let forward =
+        Watcher::spawn(d.crictl_command(&["port-forward", &pod, &format!("{local}:80")])?)?;
+    forward.wait_for(&["Forwarding from"], HANG)?;
+    let forwarded = http_get(&format!("127.0.0.1:{local}"))?;
+    drop(forward);
+    if !forwarded.starts_with("HTTP/1.1 200") || !forwarded.contains("Welcome to nginx") {
+        bail!("GET through crictl port-forward answered:\n{forwarded}");
     }
 
     crictl(&d, &["stopp", &pod])?;
@@ -228,32 +195,15 @@ fn operate(kind: CriDaemonKind) -> Result<Outcome> {
     }
     d.finish()?;
     env.finish()?;
-    Ok(if streaming {
-        Outcome::Done
-    } else {
-        Outcome::StreamingPending
-    })
+    Ok(())
 }
 
 #[test]
 fn containerd_serves_crictl_operator() -> Result<()> {
-    match operate(CriDaemonKind::Containerd)? {
-        Outcome::Done => Ok(()),
-        other => bail!("containerd's session ended {other:?}"),
-    }
+    operate(CriDaemonKind::Containerd)
 }
 
 #[test]
 fn berthd_serves_crictl_operator() -> Result<()> {
-    match operate(CriDaemonKind::Berthd)? {
-        Outcome::Done => Ok(()),
-        Outcome::StreamingPending => {
-            berth_tests::skip(
-                "berthd's CRI streaming (Exec / PortForward) is pending (cri-exec branch): \
-                 everything else passed, commands through ExecSync, port-forward left out",
-            );
-            Ok(())
-        }
-        Outcome::NoCri => bail!("berthd's CRI plugin answered Version with Unimplemented"),
-    }
+    operate(CriDaemonKind::Berthd)
 }

@@ -8,11 +8,8 @@
 //!   StopContainer / StopPodSandbox not-found idempotence bugs).
 //! - `berthd_passes_critest`: berthd and its CRI plugin. Every spec of
 //!   `critest_expected_pass.txt` (every spec containerd passes plus the two
-//!   it fails) must pass, except the streaming specs of
-//!   [`STREAMING_PENDING`]: Exec / Attach / PortForward over the streaming
-//!   server are another branch's work (cri-exec). Those may fail, and the
-//!   test prints which did; once one passes it is flagged, so the list
-//!   shrinks with the work. Nothing else is skipped.
+//!   it fails), the streaming ones (Exec / Attach / PortForward through
+//!   the streaming server) included, must pass. Nothing is skipped.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -24,20 +21,6 @@ use berth_tests::critest;
 
 /// Specs containerd 1.6.20 passes here, at least.
 const CONTAINERD_MIN_PASSED: usize = 84;
-
-/// Specs of `critest_expected_pass.txt` berthd may still fail: they use
-/// the CRI streaming server (`Exec`, `Attach`, `PortForward` answer with a
-/// URL the client then talks to), which berth's CRI plugin does not serve
-/// yet; the cri-exec branch delivers it. The rest of the Exec-like specs
-/// (`execSync`, "should support container exec") go through `ExecSync`
-/// and must pass.
-const STREAMING_PENDING: &[&str] = &[
-    "[k8s.io] Streaming runtime should support streaming interfaces runtime should support attach [Conformance]",
-    "[k8s.io] Streaming runtime should support streaming interfaces runtime should support exec with tty=false and stdin=false [Conformance]",
-    "[k8s.io] Streaming runtime should support streaming interfaces runtime should support exec with tty=true and stdin=true [Conformance]",
-    "[k8s.io] Streaming runtime should support streaming interfaces runtime should support portforward [Conformance]",
-    "[k8s.io] Streaming runtime should support streaming interfaces runtime should support portforward in host network",
-];
 
 /// A hang guard, not a timing expectation: critest takes minutes.
 const HANG: Duration = Duration::from_secs(20 * 60);
@@ -130,39 +113,16 @@ fn berthd_passes_critest() -> Result<()> {
     let Some(report) = run_critest(CriDaemonKind::Berthd)? else {
         bail!("berthd's CRI plugin answered Version with Unimplemented");
     };
-    let expected = expected_pass();
-    for pending in STREAMING_PENDING {
-        if !expected.contains(*pending) {
-            bail!("STREAMING_PENDING names {pending:?}, which critest_expected_pass.txt lacks");
-        }
-    }
-    let (pending, not_passed): (Vec<String>, Vec<String>) = expected
+    let not_passed: Vec<String> = expected_pass()
         .into_iter()
         .filter(|s| !report.passed.contains(s))
-        .partition(|s| STREAMING_PENDING.contains(&s.as_str()));
-    for p in &pending {
-        println!("streaming spec pending (cri-exec): {p}");
-    }
+        .collect();
     if !not_passed.is_empty() {
         bail!(
             "berthd did not pass {} expected critest specs ({}):\n  {}",
             not_passed.len(),
             report.summary(),
             not_passed.join("\n  ")
-        );
-    }
-    let now_passing: Vec<&&str> = STREAMING_PENDING
-        .iter()
-        .filter(|s| report.passed.contains(**s))
-        .collect();
-    if !now_passing.is_empty() {
-        bail!(
-            "streaming specs berthd passes now: drop them from STREAMING_PENDING:\n  {}",
-            now_passing
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join("\n  ")
         );
     }
     Ok(())
