@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_tests::{
-    Containerd, Daemon, fails, in_mount_namespace, mount_script, ok, skip, subscribe, testimages,
+    Containerd, Daemon, fails, in_mount_namespace, mount_script, ok, subscribe, testimages,
 };
 
 /// Whether this machine has the kernel filesystems and loop devices

@@ -9,10 +9,15 @@
 //! - `run`: `ctr run --rm ... true` latency; 20 sequential `run -d`;
 //!   daemon and shim RSS (both daemons run the same runc on the same
 //!   busybox root filesystem, `--rootfs`).
-//! - `pull`, `unpack`: the ~250 MB 6-layer test image from a local
-//!   registry (berthd: `berthctl pull`, daemon-side; containerd 1.6: `ctr
-//!   pull`, client-side), and imported again with the content local
-//!   (`berthctl images import` / `ctr images import`).
+//! - `pull`: the ~250 MB 6-layer test image from a local registry
+//!   (berthd: `berthctl pull`, daemon-side; containerd 1.6: `ctr pull`,
+//!   client-side) into the default snapshotter.
+//! - `unpack`: per snapshotter (overlayfs, native, btrfs, blockfile,
+//!   erofs), the same pull, and the image imported again with its content
+//!   already in the store (`berthctl images import` / `ctr images import`),
+//!   beside containerd 1.6 where it has the same snapshotter; on daemons of
+//!   its own, btrfs on loop-mounted Btrfs images; snapshotters this machine
+//!   cannot run are listed as skipped, with the reason (see `bench/unpack.rs`).
 //! - `stress`: `berthctl stress` (containerd-stress's loop through the API)
 //!   at concurrency 2 and 8, at 8 again while `/v1/metrics` is scraped every
 //!   100 ms (both daemons serve metrics), and its exec variant at 2.
@@ -26,6 +31,9 @@
 //! - `docker`: Docker Engine 20.10 on each daemon (`dockerd --containerd`,
 //!   set up as the end-to-end tests do): `docker run --rm busybox true`
 //!   latency, and the daemon's RSS with 50 running Docker containers.
+//!
+//! `--rounds N` sets the rounds per daemon of the repeated measurements
+//! (default 3).
 //!
 //! Everything started is registered in [`crate::cleanup`] and stopped by
 //! PID on exit, on error and on Ctrl-C.
