@@ -299,19 +299,21 @@ fn snapshot_plugins(d: &Daemon) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// Asks `d` to exit (SIGTERM) and waits for it, up to 20 s.
+/// Asks `d` to exit (SIGTERM) and waits up to 20 s for it to have exited,
+/// without reaping it: its PID stays its own until the cleanup (which
+/// `Drop` runs) reaps it.
 fn stop(d: &Daemon) {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
     let Ok(raw) = i32::try_from(d.pid) else {
         return;
     };
     let pid = nix::unistd::Pid::from_raw(raw);
     if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         while Instant::now() < deadline {
-            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(nix::sys::wait::WaitStatus::StillAlive) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+            match waitid(Id::Pid(pid), flags) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
                 _ => return,
             }
         }
