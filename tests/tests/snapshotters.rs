@@ -9,21 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_tests::{
-    Containerd, Daemon, fails, in_mount_namespace, mount_script, ok, skip, subscribe, testimages,
+    Containerd, Daemon, fails, in_mount_namespace, mount_script, ok, subscribe, testimages,
 };
 
-/// Whether the kernel knows filesystem `fs_type` (else the skip is recorded).
-fn kernel_has(fs_type: &str) -> bool {
-    let known = std::fs::read_to_string("/proc/filesystems")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(fs_type));
-    if !known {
-        skip(&format!(
-            "the kernel does not support {fs_type} (not in /proc/filesystems)"
-        ));
-    }
-    known
+/// Whether this machine has the kernel filesystems and loop devices
+/// snapshotter `driver` needs (its test filesystem included); if not, the
+/// skip is recorded with the reasons and the test returns.
+fn host_supports(driver: &str) -> bool {
+    berth_snapshots::testsuite::host_supports(driver)
 }
 
 /// Makes a 512 MiB Btrfs image at `image` and loop-mounts it on `target`.
@@ -72,7 +65,7 @@ fn device_of(target: &Path) -> Result<String> {
 
 #[test]
 fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result<()> {
-    if !kernel_has("btrfs") {
+    if !host_supports("btrfs") {
         return Ok(());
     }
     let mut d = daemon_on_btrfs("sn-btrfs")?;
@@ -87,7 +80,7 @@ fn btrfs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result
 
 #[test]
 fn blockfile_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result<()> {
-    if !kernel_has("ext4") {
+    if !host_supports("blockfile") {
         return Ok(());
     }
     let mut d = daemon_with_blockfile("sn-blockfile", &[])?;
@@ -108,7 +101,7 @@ fn blockfile_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Re
 
 #[test]
 fn erofs_runs_containers_through_ctr_and_berthctl_and_survives_kill9() -> Result<()> {
-    if !kernel_has("erofs") {
+    if !host_supports("erofs") {
         return Ok(());
     }
     let mut d = Daemon::start()?.in_namespace("sn-erofs");
@@ -467,7 +460,7 @@ fn btrfs_observations(
 /// lists, kinds, labels, usage and mounts print the same.
 #[test]
 fn btrfs_matches_containerd_1_6() -> Result<()> {
-    if !kernel_has("btrfs") {
+    if !host_supports("btrfs") {
         return Ok(());
     }
     let c = Containerd::start_prepared("", &["io.containerd.snapshotter.v1.btrfs"], |root| {
@@ -612,7 +605,7 @@ impl Drop for StopOnDrop {
 /// elsewhere while berthd's own root is not on Btrfs.
 #[test]
 fn btrfs_root_path_moves_the_snapshotter_to_a_btrfs_mount() -> Result<()> {
-    if !kernel_has("btrfs") {
+    if !host_supports("btrfs") {
         return Ok(());
     }
     let dir = tempfile::Builder::new()

@@ -9,10 +9,15 @@
 //! - `run`: `ctr run --rm ... true` latency; 20 sequential `run -d`;
 //!   daemon and shim RSS (both daemons run the same runc on the same
 //!   busybox root filesystem, `--rootfs`).
-//! - `pull`, `unpack`: the ~250 MB 6-layer test image from a local
-//!   registry (berthd: `berthctl pull`, daemon-side; containerd 1.6: `ctr
-//!   pull`, client-side), and imported again with the content local
-//!   (`berthctl images import` / `ctr images import`).
+//! - `pull`: the ~250 MB 6-layer test image from a local registry
+//!   (berthd: `berthctl pull`, daemon-side; containerd 1.6: `ctr pull`,
+//!   client-side) into the default snapshotter.
+//! - `unpack`: per snapshotter (overlayfs, native, btrfs, blockfile,
+//!   erofs), the same pull, and the image imported again with its content
+//!   already in the store (`berthctl images import` / `ctr images import`),
+//!   beside containerd 1.6 where it has the same snapshotter; on daemons of
+//!   its own, btrfs on loop-mounted Btrfs images; snapshotters this machine
+//!   cannot run are listed as skipped, with the reason (see `bench/unpack.rs`).
 //! - `stress`: `berthctl stress` (containerd-stress's loop through the API)
 //!   at concurrency 2 and 8, at 8 again while `/v1/metrics` is scraped every
 //!   100 ms (both daemons serve metrics), and its exec variant at 2.
@@ -27,6 +32,9 @@
 //!   set up as the end-to-end tests do): `docker run --rm busybox true`
 //!   latency, and the daemon's RSS with 50 running Docker containers.
 //!
+//! `--rounds N` sets the rounds per daemon of the repeated measurements
+//! (default 3).
+//!
 //! Everything started is registered in [`crate::cleanup`] and stopped by
 //! PID on exit, on error and on Ctrl-C.
 
@@ -39,10 +47,20 @@ use std::time::{Duration, Instant};
 
 use crate::{Result, cleanup, run, workspace_root};
 
+mod unpack;
+
 /// Samples of each latency measurement per daemon in `run`.
 const RUNS: usize = 5;
-/// Rounds (per daemon) of the `run -d`, `pull`, `unpack`, `stress`, `api` and `memory` measurements.
+/// Rounds (per daemon) of the `run -d`, `pull`, `unpack`, `stress`, `api`
+/// and `memory` measurements, unless `--rounds N` says otherwise.
 const ROUNDS: usize = 3;
+/// `--rounds N`, when given.
+static ROUNDS_SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Rounds per daemon of each measurement (see [`ROUNDS`]).
+fn rounds() -> usize {
+    ROUNDS_SET.get().copied().unwrap_or(ROUNDS)
+}
 /// Samples of each `limit` measurement.
 const LIMIT_RUNS: usize = 5;
 /// Duration of one `berthctl stress` run.
@@ -204,11 +222,17 @@ fn spawn_daemon(
 }
 
 fn start_berthd(dir: &Path, bin: &Path) -> Result<Daemon> {
+    start_berthd_with(dir, bin, "")
+}
+
+/// berthd with `plugins` (TOML tables) added to its config.
+fn start_berthd_with(dir: &Path, bin: &Path, plugins: &str) -> Result<Daemon> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let address = dir.join("berthd.sock");
     let port = free_port()?;
     let config = dir.join("config.toml");
-    std::fs::write(&config, metrics_config(port)).map_err(|e| e.to_string())?;
+    std::fs::write(&config, format!("{}{plugins}", metrics_config(port)))
+        .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin.join("berthd"));
     cmd.arg("--config")
         .arg(&config)
@@ -224,15 +248,37 @@ fn start_berthd(dir: &Path, bin: &Path) -> Result<Daemon> {
 }
 
 fn start_containerd(dir: &Path, bin: &Path) -> Result<Daemon> {
+    start_containerd_with(dir, bin, None)
+}
+
+/// containerd, with its btrfs snapshotter on `btrfs_root` (its
+/// `root_path`, on a Btrfs) when given.
+fn start_containerd_with(dir: &Path, bin: &Path, btrfs_root: Option<&Path>) -> Result<Daemon> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let address = dir.join("containerd.sock");
     let config = dir.join("config.toml");
     let port = free_port()?;
     // Only what the scenarios use: CRI and the extra snapshotters off.
+    let mut disabled = vec![
+        "io.containerd.grpc.v1.cri",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.snapshotter.v1.aufs",
+    ];
+    let mut plugins = String::new();
+    match btrfs_root {
+        Some(root) => {
+            plugins = format!(
+                "[plugins.\"io.containerd.snapshotter.v1.btrfs\"]\n  root_path = \"{}\"\n",
+                root.display()
+            )
+        }
+        None => disabled.push("io.containerd.snapshotter.v1.btrfs"),
+    }
     std::fs::write(
         &config,
         format!(
-            "disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n{}",
+            "disabled_plugins = {disabled:?}\n{}{plugins}",
             metrics_config(port)
         ),
     )
@@ -409,6 +455,10 @@ struct Row {
     goal: Option<Goal>,
     berth: Vec<f64>,
     containerd: Vec<f64>,
+    /// Not measured, and why (shown instead of the figures).
+    skipped: Option<String>,
+    /// Why there is no containerd figure, shown in its column.
+    no_baseline: Option<String>,
 }
 
 impl Row {
@@ -420,6 +470,8 @@ impl Row {
             goal: None,
             berth: Vec::new(),
             containerd: Vec::new(),
+            skipped: None,
+            no_baseline: None,
         }
     }
 
@@ -460,14 +512,26 @@ fn print_and_save(scenario: &str, rows: &mut [Row], summary: &mut Summary) -> Re
     );
     let mut json = Vec::new();
     for r in rows.iter_mut() {
-        let (bm, bmin, bmax) = stats(&mut r.berth);
-        let baseline = !r.containerd.is_empty();
-        let (cm, cmin, cmax) = stats(&mut r.containerd);
-        let ratio = if cm > 0.0 { bm / cm } else { 0.0 };
         let better = match r.better {
             Better::Lower => "lower",
             Better::Higher => "higher",
         };
+        if let Some(reason) = &r.skipped {
+            println!("{:<40} {better:>6} skipped: {reason}", r.metric);
+            summary.lines.push(format!(
+                "| {scenario} | {} | {better} | skipped: {reason} | – | – | – |",
+                r.metric
+            ));
+            json.push(serde_json::json!({
+                "metric": r.metric, "unit": r.unit, "better": better, "skipped": reason,
+            }));
+            continue;
+        }
+        let (bm, bmin, bmax) = stats(&mut r.berth);
+        let baseline = !r.containerd.is_empty();
+        let (cm, cmin, cmax) = stats(&mut r.containerd);
+        let ratio = if cm > 0.0 { bm / cm } else { 0.0 };
+        let none = r.no_baseline.clone().unwrap_or_else(|| "-".into());
         let goal = r.goal.map(|g| {
             format!(
                 "{} {}",
@@ -482,7 +546,7 @@ fn print_and_save(scenario: &str, rows: &mut [Row], summary: &mut Summary) -> Re
                 format!("{ratio:.2}"),
             )
         } else {
-            ("-".into(), "-".into(), "-".into())
+            (none.clone(), "-".into(), "-".into())
         };
         println!(
             "{:<40} {:>6} {:>10} {:>19} {:>10} {:>19} {:>7} {}",
@@ -511,7 +575,7 @@ fn print_and_save(scenario: &str, rows: &mut [Row], summary: &mut Summary) -> Re
                     fmt_num(cmax)
                 )
             } else {
-                "–".into()
+                r.no_baseline.clone().unwrap_or_else(|| "–".into())
             },
             if baseline { ratio_s } else { "–".into() },
             goal.unwrap_or_else(|| "–".into()),
@@ -525,6 +589,7 @@ fn print_and_save(scenario: &str, rows: &mut [Row], summary: &mut Summary) -> Re
                 serde_json::Value::Null
             },
             "ratio": if baseline { serde_json::json!(ratio) } else { serde_json::Value::Null },
+            "no_baseline": r.no_baseline,
             "goal": r.goal.map(Goal::text),
             "goal_met": r.goal.map(|g| g.met(ratio)),
         }));
@@ -644,7 +709,7 @@ fn scenario_run(berth: &Daemon, containerd: &Daemon, ctx: &Ctx, s: &mut Summary)
     let mut daemon_rss = Row::new("daemon RSS with 20 tasks", "MB", Better::Lower);
     let mut shim_rss = Row::new("RSS per shim", "MB", Better::Lower).goal(Goal::AtMost(0.2));
     let mut idle = Row::new("daemon RSS idle", "MB", Better::Lower).goal(Goal::AtMost(0.25));
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         for d in [berth, containerd] {
             let idle_mb = d.rss_kib() as f64 / 1024.0;
             let started = Instant::now();
@@ -700,9 +765,20 @@ fn remove_tasks(d: &Daemon, ns: &str, ids: impl Iterator<Item = String> + Clone)
 /// Removes image `name`, its snapshots and (with `content`) all content from `d`.
 fn reset_image(d: &Daemon, name: &str, content: bool) {
     let _ = d.ctr(&["images", "rm", "--sync", name]).status();
+    remove_snapshots(d, "overlayfs");
+    if content {
+        remove_content(d);
+    }
+}
+
+/// Removes every snapshot of snapshotter `sn` from `d`.
+fn remove_snapshots(d: &Daemon, sn: &str) {
     // Snapshots leaf first: repeat until nothing more goes.
     for _ in 0..10 {
-        let out = d.ctr(&["snapshot", "ls"]).stdout(Stdio::piped()).output();
+        let out = d
+            .ctr(&["snapshots", "--snapshotter", sn, "ls"])
+            .stdout(Stdio::piped())
+            .output();
         let keys: Vec<String> = out
             .map(|o| {
                 String::from_utf8_lossy(&o.stdout)
@@ -716,88 +792,70 @@ fn reset_image(d: &Daemon, name: &str, content: bool) {
             break;
         }
         for k in keys {
-            let _ = d.ctr(&["snapshot", "rm", &k]).status();
-        }
-    }
-    if content {
-        let out = d
-            .ctr(&["content", "ls", "-q"])
-            .stdout(Stdio::piped())
-            .output();
-        if let Ok(o) = out {
-            for digest in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = d.ctr(&["content", "rm", digest]).status();
-            }
-        }
-        // Garbage collection removes the blobs in the background: wait for
-        // it, so the next pull really downloads.
-        let blobs = d.root.join("io.containerd.content.v1.content/blobs/sha256");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::read_dir(&blobs).is_ok_and(|mut r| r.next().is_some())
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = d
+                .ctr(&["snapshots", "--snapshotter", sn, "rm", &k])
+                .status();
         }
     }
 }
 
-/// `pull`: the ~250 MB 6-layer image from a local registry, fresh content
-/// each run; `unpack`: the same image re-imported with its content already
-/// local (so the time is mostly unpacking). berthd pulls and imports
-/// daemon-side (`berthctl pull`, `berthctl images import`), containerd 1.6
-/// client-side (`ctr pull`, `ctr images import`).
-fn scenario_images(
+/// Removes all content from `d`, and waits for its blobs to be gone.
+fn remove_content(d: &Daemon) {
+    let out = d
+        .ctr(&["content", "ls", "-q"])
+        .stdout(Stdio::piped())
+        .output();
+    if let Ok(o) = out {
+        for digest in String::from_utf8_lossy(&o.stdout).lines() {
+            let _ = d.ctr(&["content", "rm", digest]).status();
+        }
+    }
+    // Garbage collection removes the blobs in the background: wait for
+    // it, so the next pull really downloads.
+    let blobs = d.root.join("io.containerd.content.v1.content/blobs/sha256");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&blobs).is_ok_and(|mut r| r.next().is_some())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `pull`: the ~250 MB 6-layer image from a local registry into the
+/// default snapshotter (overlayfs), fresh content each run. berthd pulls
+/// daemon-side (`berthctl pull`), containerd 1.6 client-side (`ctr pull`).
+/// `unpack` (see [`unpack`]) measures pull and unpack per snapshotter.
+fn scenario_pull(
     berth: &Daemon,
     containerd: &Daemon,
     ctx: &mut Ctx,
-    which: &str,
     s: &mut Summary,
 ) -> Result<()> {
     let big = ctx.big(berth)?;
-    let name = "docker.io/library/big:latest";
-    let mut row = if which == "pull" {
-        Row::new(
-            "pull 250 MB, 6 layers (berthctl pull vs ctr pull)",
-            "s",
-            Better::Lower,
-        )
-    } else {
-        Row::new(
-            "unpack 250 MB, content local (berthctl import vs ctr import)",
-            "s",
-            Better::Lower,
-        )
-    }
+    let mut row = Row::new(
+        "pull 250 MB, 6 layers (berthctl pull vs ctr pull)",
+        "s",
+        Better::Lower,
+    )
     .goal(Goal::AtMost(0.33));
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         for d in [berth, containerd] {
-            let t = if which == "pull" {
-                reset_image(d, &big.remote, true);
-                // Each daemon's fastest client path: berthd pulls
-                // daemon-side (Transfer); ctr 1.6 pulls client-side.
-                if d.is_berth() {
-                    timed(d.berthctl(&["pull", "--plain-http", &big.remote]))?
-                } else {
-                    timed(d.ctr(&["images", "pull", "--plain-http", &big.remote]))?
-                }
+            reset_image(d, &big.remote, true);
+            // Each daemon's fastest client path: berthd pulls daemon-side
+            // (Transfer); ctr 1.6 pulls client-side.
+            let t = if d.is_berth() {
+                timed(d.berthctl(&["pull", "--plain-http", &big.remote]))?
             } else {
-                reset_image(d, name, false);
-                // Again each daemon's fastest path: berthd imports
-                // daemon-side (Transfer), ctr 1.6 client-side.
-                if d.is_berth() {
-                    timed(d.berthctl(&["images", "import", &big.archive]))?
-                } else {
-                    timed(d.ctr(&["images", "import", &big.archive]))?
-                }
+                timed(d.ctr(&["images", "pull", "--plain-http", &big.remote]))?
             };
             row.push(d, t.as_secs_f64());
         }
     }
     // Leave the daemons as small as they were for later scenarios.
     for d in [berth, containerd] {
-        reset_image(d, if which == "pull" { &big.remote } else { name }, true);
+        reset_image(d, &big.remote, true);
     }
-    print_and_save(which, &mut [row], s)
+    print_and_save("pull", &mut [row], s)
 }
 
 /// `stress`: `berthctl stress` (the same binary against both daemons).
@@ -849,7 +907,7 @@ fn scenario_stress(
     for d in [berth, containerd] {
         stress(d, 2, false, "2s")?;
     }
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         for (i, (_, c, exec, scraped)) in configs.iter().enumerate() {
             for d in [berth, containerd] {
                 let scraper = scraped.then(|| Scraper::start(d.metrics_port));
@@ -898,7 +956,7 @@ fn scenario_api(berth: &Daemon, containerd: &Daemon, ctx: &mut Ctx, s: &mut Summ
         }
     }
     let result = (|| {
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds() {
             for (call, _) in calls {
                 for c in concurrency {
                     for d in [berth, containerd] {
@@ -950,7 +1008,7 @@ fn scenario_memory(ctx: &mut Ctx, s: &mut Summary) -> Result<()> {
     let mut shim_rss =
         Row::new("shim RSS (mean of 100)", "MB", Better::Lower).goal(Goal::AtMost(0.2));
     let mut shim_pss = Row::new("shim PSS (mean of 100)", "MB", Better::Lower);
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         for name in ["berthd", "containerd"] {
             let dir = ctx.dir.join(format!("mem-{round}-{name}"));
             let d = if name == "berthd" {
@@ -1158,7 +1216,22 @@ const ALL: [&str; 8] = [
 ];
 
 /// Entry point of `cargo xtask bench`.
-pub(crate) fn bench(scenarios: &[String]) -> Result<()> {
+pub(crate) fn bench(args: &[String]) -> Result<()> {
+    let mut scenarios = Vec::new();
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        if a == "--rounds" {
+            let n = args
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .ok_or("--rounds takes a number of rounds, at least 1")?;
+            let _ = ROUNDS_SET.set(n);
+        } else {
+            scenarios.push(a.clone());
+        }
+    }
+    let scenarios = &scenarios[..];
     for s in scenarios {
         if !ALL.contains(&s.as_str()) {
             return Err(format!(
@@ -1203,7 +1276,8 @@ fn bench_in(scenarios: &[String]) -> Result<()> {
         let t = Instant::now();
         result = match *s {
             "run" => scenario_run(&berth, &containerd, &ctx, &mut summary),
-            "pull" | "unpack" => scenario_images(&berth, &containerd, &mut ctx, s, &mut summary),
+            "pull" => scenario_pull(&berth, &containerd, &mut ctx, &mut summary),
+            "unpack" => unpack::scenario(&berth, &mut ctx, &mut summary),
             "stress" => scenario_stress(&berth, &containerd, &mut ctx, &mut summary),
             "memory" => scenario_memory(&mut ctx, &mut summary),
             "api" => scenario_api(&berth, &containerd, &mut ctx, &mut summary),

@@ -2,7 +2,8 @@
 //! by PID — on normal exit, on error and on Ctrl-C (SIGINT, SIGTERM,
 //! SIGHUP): daemons and their shims are killed, containers left in runc
 //! roots deleted, mounts under the daemon's directory unmounted (deepest
-//! first), temporary directories removed.
+//! first), loop devices backed by files there detached, temporary
+//! directories removed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -196,6 +197,54 @@ fn unmount_under(dir: &Path) {
     }
 }
 
+/// Loop devices whose backing file is under `dir`: `(device, file)`.
+pub(crate) fn loops_under(dir: &Path) -> Vec<(String, String)> {
+    let prefix = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(file) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let file = file.trim_end().to_owned();
+        if file.starts_with(&prefix) {
+            out.push((format!("/dev/{name}"), file));
+        }
+    }
+    out
+}
+
+/// Mount points under `dir`.
+pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|t| t.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Detaches the loop devices backed by files under `dir` (one still in
+/// use, say under a lazy unmount, goes when its last user does).
+fn detach_loops_under(dir: &Path) {
+    for (device, _) in loops_under(dir) {
+        let _ = Command::new("losetup")
+            .arg("--detach")
+            .arg(&device)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 fn stop(item: &Item) {
     match item {
         Item::Daemon {
@@ -212,10 +261,12 @@ fn stop(item: &Item) {
             delete_runc_containers(&state.join("runc"), dir);
             delete_runc_containers(Path::new("/run/containerd/runc"), dir);
             unmount_under(dir);
+            detach_loops_under(dir);
         }
         Item::Process { pid } => kill_and_reap(*pid),
         Item::Dir(d) => {
             unmount_under(d);
+            detach_loops_under(d);
             let _ = std::fs::remove_dir_all(d);
         }
     }

@@ -6,8 +6,9 @@
 //! - `up`: deps, build, start berthd on its default paths and talk to it.
 //! - `install [--prefix P] [--destdir D] [--bin-dir B]`: binaries, systemd
 //!   unit, default config, completions and man pages (see `install.rs`).
-//! - `bench [SCENARIO...]`: berthd against Debian's containerd, side by side
-//!   (`run`, `pull`, `unpack`, `stress`, `memory`, `api`, `limit`; all by default).
+//! - `bench [--rounds N] [SCENARIO...]`: berthd against Debian's containerd,
+//!   side by side (`run`, `pull`, `unpack`, `stress`, `memory`, `api`,
+//!   `limit`, `docker`; all by default; `unpack` per snapshotter).
 //! - `package [--verify]`: every publishable crate packaged as crates.io
 //!   would take it (see `package.rs`).
 
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
         Some("package") => package::package(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|package [--verify]|bench [run|pull|unpack|stress|memory|api|limit]...>"
+                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|package [--verify]|bench [--rounds N] [run|pull|unpack|stress|memory|api|limit|docker]...>"
             );
             return ExitCode::from(2);
         }

@@ -58,6 +58,134 @@ pub fn skip(reason: &str) {
     }
 }
 
+/// Something of the host a snapshotter needs to run, or to be tested and
+/// benchmarked here (see [`needs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A filesystem the kernel must know (listed in `/proc/filesystems`).
+    Filesystem(&'static str),
+    /// Loop devices: `/dev/loop-control` and a free `/dev/loopN` (the
+    /// driver's mounts go through one, or its tests loop-mount an image).
+    LoopDevices,
+    /// A program on `PATH` (installed by `cargo xtask deps`).
+    Tool(&'static str),
+}
+
+impl Need {
+    /// Whether this is something of the machine (kernel, devices) rather
+    /// than a program a package installs.
+    pub fn is_host(self) -> bool {
+        !matches!(self, Need::Tool(_))
+    }
+
+    /// Why this need is not met here, or `None` if it is.
+    pub fn unmet(self) -> Option<String> {
+        match self {
+            Need::Filesystem(fs_type) => filesystem_unsupported(fs_type),
+            Need::LoopDevices => loop_devices_unavailable(),
+            Need::Tool(name) => (!on_path(name))
+                .then(|| format!("{name} is not installed (cargo xtask deps installs it)")),
+        }
+    }
+}
+
+/// What snapshotter `driver` (its plugin name: `overlayfs`, `native`,
+/// `btrfs`, `blockfile`, `erofs`) needs here, for itself and for the
+/// filesystem its tests make: Btrfs is tested on a loop-mounted image made
+/// by `mkfs.btrfs`, blockfile needs an ext4 scratch image (`mkfs.ext4`)
+/// and mounts it through loop devices, erofs mounts its layer images
+/// through loop devices under overlayfs and makes them with `mkfs.erofs`.
+/// Unknown names need nothing.
+pub fn needs(driver: &str) -> &'static [Need] {
+    use Need::{Filesystem, LoopDevices, Tool};
+    match driver {
+        "overlayfs" => &[Filesystem("overlay")],
+        "btrfs" => &[Filesystem("btrfs"), LoopDevices, Tool("mkfs.btrfs")],
+        "blockfile" => &[Filesystem("ext4"), LoopDevices, Tool("mkfs.ext4")],
+        "erofs" => &[
+            Filesystem("erofs"),
+            Filesystem("overlay"),
+            LoopDevices,
+            Tool("mkfs.erofs"),
+        ],
+        _ => &[],
+    }
+}
+
+/// Why `driver` cannot run here (every unmet [`needs`] entry, tools
+/// included), empty if it can.
+pub fn unmet(driver: &str) -> Vec<String> {
+    needs(driver).iter().filter_map(|n| n.unmet()).collect()
+}
+
+/// Whether this machine has what `driver` needs of the kernel and devices
+/// (filesystems, loop devices); if not, the running test is reported as
+/// skipped with the reasons (see [`skip`]) and the caller returns. Missing
+/// tools are not a reason to skip: `cargo xtask deps` installs them, and a
+/// test without one fails saying so.
+pub fn host_supports(driver: &str) -> bool {
+    let reasons: Vec<String> = needs(driver)
+        .iter()
+        .filter(|n| n.is_host())
+        .filter_map(|n| n.unmet())
+        .collect();
+    if reasons.is_empty() {
+        return true;
+    }
+    skip(&format!("{driver}: {}", reasons.join("; ")));
+    false
+}
+
+/// Why the kernel cannot mount `fs_type`, or `None`.
+fn filesystem_unsupported(fs_type: &str) -> Option<String> {
+    let known = fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(fs_type));
+    (!known).then(|| format!("the kernel does not support {fs_type} (not in /proc/filesystems)"))
+}
+
+/// Why loop devices cannot be used here, or `None`: asks util-linux's
+/// `losetup --find` for a free device (which also creates one through
+/// `/dev/loop-control` when all are taken) and checks its node opens.
+fn loop_devices_unavailable() -> Option<String> {
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+    {
+        return Some(format!("no loop devices: /dev/loop-control: {e}"));
+    }
+    let out = match std::process::Command::new("losetup").arg("--find").output() {
+        Ok(out) => out,
+        Err(e) => return Some(format!("losetup (util-linux): {e}")),
+    };
+    if !out.status.success() {
+        return Some(format!(
+            "no free loop device: losetup --find: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match fs::OpenOptions::new().read(true).open(&device) {
+        Ok(_) => None,
+        Err(e) => Some(format!("no usable loop device: {device}: {e}")),
+    }
+}
+
+/// Whether program `name` is on `PATH` (or in `/usr/sbin`, `/sbin`, where
+/// Debian puts `mkfs.*` and which a non-login `PATH` may lack).
+fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|d| {
+            fs::metadata(d.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// A filesystem image made by `mkfs.<fs_type>`, loop-mounted on a
 /// temporary directory for one test; unmounted and deleted when dropped.
 #[derive(Debug)]
@@ -71,17 +199,15 @@ impl LoopFs {
     /// (plus `mkfs_args`) and mounts it with `-o loop`.
     ///
     /// `None` (with the skip recorded, see [`skip`]) if the kernel does not
-    /// know `fs_type`; panics if the mkfs tool is missing (`cargo xtask
-    /// deps` installs it) or a step fails.
+    /// know `fs_type` or there are no loop devices; panics if the mkfs tool
+    /// is missing (`cargo xtask deps` installs it) or a step fails.
     pub fn new(fs_type: &str, mkfs_args: &[&str], size: u64) -> Option<LoopFs> {
-        let known = fs::read_to_string("/proc/filesystems")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.split_whitespace().last() == Some(fs_type));
-        if !known {
-            skip(&format!(
-                "the kernel does not support {fs_type} (not in /proc/filesystems)"
-            ));
+        let reasons: Vec<String> = [filesystem_unsupported(fs_type), loop_devices_unavailable()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !reasons.is_empty() {
+            skip(&format!("a loop-mounted {fs_type}: {}", reasons.join("; ")));
             return None;
         }
         let base = std::env::var_os("BERTH_TEST_TMP")
@@ -449,9 +575,30 @@ pub fn deep_chain_mounts(open: Open<'_>) {
 /// `$open` is a closure `|root: &Path| -> Result<impl Snapshotter>`. With
 /// `on = || -> Option<LoopFs>`, each check runs on a filesystem of its own
 /// (made per check; `None` means skipped), as drivers that need one (Btrfs)
-/// do.
+/// do. With `requires = "<driver>"`, each check first checks the host has
+/// what [`needs`] lists for that driver ([`host_supports`]), and is
+/// reported as skipped if not. `@tests open; check, ...` (optionally
+/// `@tests open, requires "<driver>"; ...`) defines only the checks named.
 #[macro_export]
 macro_rules! snapshotter_conformance {
+    ($name:ident, $open:expr, requires = $driver:expr) => {
+        mod $name {
+            use std::path::Path;
+
+            use $crate::Snapshotter;
+
+            fn open(root: &Path) -> $crate::Result<Box<dyn Snapshotter>> {
+                #[allow(clippy::redundant_closure_call)]
+                let sn = ($open)(root)?;
+                Ok(Box::new(sn))
+            }
+
+            $crate::snapshotter_conformance!(@tests open, requires $driver;
+                layers_stack, deletions_hide_lower_files, keys_and_parents_are_checked,
+                parents_with_children_stay, labels_update, usage_counts_own_files,
+                survives_reopen, cleanup_keeps_live_snapshots, deep_chain_mounts);
+        }
+    };
     ($name:ident, $open:expr) => {
         mod $name {
             use std::path::Path;
@@ -499,6 +646,17 @@ macro_rules! snapshotter_conformance {
                 $crate::testsuite::with_scratch_base(fs.path(), || {
                     $crate::testsuite::$check(&$open)
                 });
+            }
+        )*
+    };
+    (@tests $open:ident, requires $driver:expr; $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                if !$crate::testsuite::host_supports($driver) {
+                    return;
+                }
+                $crate::testsuite::$check(&$open);
             }
         )*
     };

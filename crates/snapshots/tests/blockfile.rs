@@ -12,6 +12,9 @@ use berth_snapshots::{Labels, Snapshotter};
 /// and what the child writes stays its own.
 #[test]
 fn images_are_reflinked_on_btrfs() {
+    if !berth_snapshots::testsuite::host_supports("blockfile") {
+        return;
+    }
     let Some(fs) = LoopFs::new("btrfs", &["-q"], 512 << 20) else {
         return;
     };
