@@ -47,6 +47,7 @@ pub mod size_errors;
 pub mod snapshotters;
 pub mod socket;
 pub mod transfer;
+mod wire;
 
 pub use config::Config;
 pub use error::{Error, Result};

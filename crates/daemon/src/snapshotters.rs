@@ -26,7 +26,7 @@ use berth_metadata::{Db, SnapshotKind, SnapshotRecord};
 use berth_snapshots::{Info, Kind, Labels, Mount, Snapshotter, Usage};
 use tokio::sync::RwLock;
 
-use crate::services::namespaces::pack;
+use crate::wire::pack;
 
 /// Why a namespaced snapshot operation failed.
 #[derive(Debug, thiserror::Error)]

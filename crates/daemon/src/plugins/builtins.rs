@@ -479,8 +479,8 @@ fn publish_dead_task(exchange: &Exchange, ns: &str, id: &str) {
             exited_at: Some(now.into()),
             id: String::new(),
         };
-        let _ = exchange.publish(ns, "/tasks/exit", services::namespaces::pack(&exit));
-        let _ = exchange.publish(ns, "/tasks/delete", services::namespaces::pack(&delete));
+        let _ = exchange.publish(ns, "/tasks/exit", crate::wire::pack(&exit));
+        let _ = exchange.publish(ns, "/tasks/delete", crate::wire::pack(&delete));
     }
 }
 

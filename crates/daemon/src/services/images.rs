@@ -11,8 +11,8 @@ use berth_metadata::{Db, ImageRecord, Labels, Target};
 use tonic::{Request, Response, Status};
 
 use super::gc::Collector;
-use super::namespaces::pack;
 use super::{namespace_of, with_db};
+use crate::wire::pack;
 
 /// Serves the images API.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use berth_metadata::Db;
 use berth_metadata::leases::{Lease, Resource};
 use tonic::{Request, Response, Status};
 
-use super::events::to_timestamp;
 use super::gc::Collector;
+use crate::wire::to_timestamp;
 
 /// Manages leases; deleting one schedules (or with `sync`, runs) a collection.
 #[derive(Debug, Clone)]

@@ -46,7 +46,7 @@ pub fn read_db<T>(
     db: &berth_metadata::Db,
     f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T>,
 ) -> Result<T, Status> {
-    f(db).map_err(namespaces::to_status)
+    f(db).map_err(crate::wire::metadata_status)
 }
 
 /// Runs blocking store, file or DB work off the async workers.
@@ -64,5 +64,5 @@ pub async fn with_db<T: Send + 'static>(
     f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T> + Send + 'static,
 ) -> Result<T, Status> {
     let db = db.clone();
-    blocking(move || f(&db).map_err(namespaces::to_status)).await
+    blocking(move || f(&db).map_err(crate::wire::metadata_status)).await
 }

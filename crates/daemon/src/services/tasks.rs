@@ -15,13 +15,13 @@ use berth_api::containerd::services::tasks::v1::tasks_server::Tasks;
 use berth_api::containerd::task::v2 as shim;
 use berth_api::containerd::types::Metric;
 use berth_api::containerd::v1::types::Process;
-use berth_api::errdefs::RpcError;
 use berth_metadata::Db;
-use berth_runtime::manager::{self, Shim, ShimManager, context_for};
+use berth_runtime::manager::{Shim, ShimManager, context_for};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{namespace_of, with_db};
+use crate::wire::{manager_status, shim_status};
 
 /// Timeout of ordinary shim calls (not Wait).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,26 +45,6 @@ impl TasksService {
             shims,
             runc_root,
         }
-    }
-}
-
-fn shim_status(e: ttrpc::Error) -> Status {
-    RpcError::from(e).into()
-}
-
-fn manager_status(e: manager::Error) -> Status {
-    match e {
-        manager::Error::NotFound(id) => Status::not_found(format!(
-            "task {id:?}: not found (start it with `tasks start`)"
-        )),
-        manager::Error::AlreadyExists(id) => {
-            Status::already_exists(format!("task {id:?}: already exists"))
-        }
-        // containerd returns these as plain errors: code Unknown.
-        manager::Error::NoShim { .. } | manager::Error::BadRuntime(_) => {
-            Status::unknown(e.to_string())
-        }
-        other => Status::unavailable(other.to_string()),
     }
 }
 

@@ -38,6 +38,7 @@ use tonic::{Request, Response, Status, Streaming as InStream};
 
 use crate::services::namespace_of;
 use crate::snapshotters::Snapshotters;
+use crate::wire::{transfer_status, unpack};
 use progress::Progress;
 pub(crate) use pull::{PullRequest, Puller};
 
@@ -194,33 +195,6 @@ impl TransferService {
     }
 }
 
-/// A library transfer error as a gRPC status: the one place categories
-/// become codes.
-pub(crate) fn status(e: berth_transfer::Error) -> Status {
-    use berth_transfer::Category as C;
-    use tonic::Code;
-    let code = match e.category() {
-        C::NotFound => Code::NotFound,
-        C::InvalidArgument => Code::InvalidArgument,
-        C::AlreadyExists => Code::AlreadyExists,
-        C::FailedPrecondition => Code::FailedPrecondition,
-        C::Unavailable => Code::Unavailable,
-        C::DeadlineExceeded => Code::DeadlineExceeded,
-        C::DataLoss => Code::DataLoss,
-        C::Cancelled => Code::Cancelled,
-        C::Aborted => Code::Aborted,
-        C::Unauthenticated => Code::Unauthenticated,
-        C::PermissionDenied => Code::PermissionDenied,
-        C::ResourceExhausted => Code::ResourceExhausted,
-        _ => Code::Internal,
-    };
-    Status::new(code, e.message())
-}
-
-fn decode<M: Message + Default>(any: &prost_types::Any, what: &str) -> Result<M, Status> {
-    M::decode(any.value.as_slice()).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
-}
-
 fn kind(any: &Option<prost_types::Any>) -> &str {
     any.as_ref()
         .map(|a| a.type_url.rsplit(['/', '.']).next().unwrap_or_default())
@@ -264,7 +238,7 @@ async fn registry_options(
     };
     stream
         .to_client
-        .send(Ok(crate::services::namespaces::pack(&ask)))
+        .send(Ok(crate::wire::pack(&ask)))
         .await
         .map_err(|_| Status::cancelled("the client closed its auth stream"))?;
     let answer = stream
@@ -274,7 +248,7 @@ async fn registry_options(
         .message()
         .await?
         .ok_or_else(|| Status::cancelled("the client closed its auth stream"))?;
-    let auth: ttypes::AuthResponse = decode(&answer, "AuthResponse")?;
+    let auth: ttypes::AuthResponse = unpack(&answer, "AuthResponse")?;
     if auth.auth_type == ttypes::AuthType::Credentials as i32 {
         let credential = Credential::new(auth.username, auth.secret);
         options = options.with_credentials(StaticCredentials::new().with_host(host, credential));
@@ -296,8 +270,8 @@ impl Transfer for TransferService {
         match (kind(&r.source), kind(&r.destination)) {
             ("OCIRegistry", "ImageStore") => {
                 let source: ttypes::OciRegistry =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageStore = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -331,8 +305,8 @@ impl Transfer for TransferService {
             }
             ("ImageStore", "OCIRegistry") => {
                 let source: ttypes::ImageStore =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::OciRegistry = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::OciRegistry = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -350,13 +324,13 @@ impl Transfer for TransferService {
                     &progress.library(),
                 )
                 .await
-                .map_err(status)?;
+                .map_err(transfer_status)?;
                 Ok(Response::new(()))
             }
             ("ImageImportStream", "ImageStore") => {
                 let source: ttypes::ImageImportStream =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageStore = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -365,8 +339,8 @@ impl Transfer for TransferService {
             }
             ("ImageStore", "ImageExportStream") => {
                 let source: ttypes::ImageStore =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageExportStream = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageExportStream = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -375,8 +349,8 @@ impl Transfer for TransferService {
             }
             ("ImageImportStream", "ImageExportStream") => {
                 let source: ttypes::ImageImportStream =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageExportStream = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageExportStream = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -385,8 +359,8 @@ impl Transfer for TransferService {
             }
             ("ImageStore", "ImageStore") => {
                 let source: ttypes::ImageStore =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageStore = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -465,7 +439,7 @@ impl TransferService {
             tokio::task::spawn_blocking(move || archive::import(&*store, reader, &prefix, &naming))
                 .await
                 .map_err(|e| Status::internal(format!("import task: {e}")))?
-                .map_err(status)?;
+                .map_err(transfer_status)?;
         tracing::info!(
             images = imported.images.len(),
             blobs = imported.blobs_written,
@@ -532,7 +506,7 @@ impl TransferService {
         let image = tokio::task::spawn_blocking(move || db.images().get(&ns, &name))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(crate::services::namespaces::to_status)?;
+            .map_err(crate::wire::metadata_status)?;
         Ok(berth_images::Descriptor::new(
             image.target.media_type.clone(),
             berth_content::Digest::parse(&image.target.digest)
@@ -604,7 +578,7 @@ impl TransferService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(crate::services::namespaces::to_status)?;
+        .map_err(crate::wire::metadata_status)?;
         let mut images = Vec::new();
         for (name, image) in names.into_iter().zip(records) {
             let digest = berth_content::Digest::parse(&image.target.digest)
@@ -640,7 +614,7 @@ impl TransferService {
         writer
             .await
             .map_err(|e| Status::internal(format!("export task: {e}")))?
-            .map_err(status)?;
+            .map_err(transfer_status)?;
         sent?;
         sender.finish().await;
         Ok(())
