@@ -30,6 +30,7 @@ pub mod config;
 pub mod config_defaults;
 pub mod config_migrate;
 mod error;
+pub mod gc;
 pub mod heap;
 pub mod http;
 pub mod lock;

@@ -90,7 +90,7 @@ pub async fn run_with(
     }
 
     // containerd's startup collection, done before anyone can connect.
-    if let Some(gc) = find::<crate::services::gc::Collector>(&plugins, types::GC) {
+    if let Some(gc) = find::<crate::gc::Collector>(&plugins, types::GC) {
         gc.startup().await;
     }
     let metrics = find::<crate::metrics::Metrics>(&plugins, types::INTERNAL);

@@ -484,7 +484,7 @@ impl Snapshotters {
 }
 
 #[async_trait::async_trait]
-impl crate::services::gc::Sweeper for Snapshotters {
+impl crate::gc::Sweeper for Snapshotters {
     async fn sweep(&self, snapshotters: &[String]) {
         for name in snapshotters {
             if !self.drivers.contains_key(name) {

@@ -380,7 +380,7 @@ fn proxy_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError>
 fn snapshots_layer(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     let drivers: BTreeMap<String, Arc<dyn berth_snapshots::Snapshotter>> = ctx
         .all()
         .iter()
@@ -593,7 +593,7 @@ fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError
 fn images_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
         ImagesServer::new(services::images::ImagesService::new(
@@ -653,11 +653,11 @@ fn content_store(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 fn gc_scheduler(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
-    let collector = services::gc::Collector::new((*db).clone(), store);
+    let collector = crate::gc::Collector::new((*db).clone(), store);
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         collector.set_metrics(m);
     }
-    let config = services::gc::scheduler::SchedulerConfig::from_section(ctx.section)
+    let config = crate::gc::scheduler::SchedulerConfig::from_section(ctx.section)
         .map_err(PluginError::failed)?;
     ctx.exports.extend([
         (
@@ -715,7 +715,7 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     let mut service =
         services::content::ContentService::new(store, (*db).clone(), exchange, (*gc).clone());
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
@@ -729,7 +729,7 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 
 fn leases_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
         LeasesServer::new(services::leases::LeasesService::new(

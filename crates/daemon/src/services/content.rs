@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::blocking;
-use super::gc::Collector;
+use crate::gc::Collector;
 use crate::wire::{content_status, metadata_status, pack, to_timestamp};
 
 /// Bytes per Read response and per List batch size, as containerd uses.

@@ -10,8 +10,8 @@ use berth_events::Exchange;
 use berth_metadata::{Db, ImageRecord, Labels, Target};
 use tonic::{Request, Response, Status};
 
-use super::gc::Collector;
 use super::{namespace_of, with_db};
+use crate::gc::Collector;
 use crate::wire::pack;
 
 /// Serves the images API.

@@ -12,7 +12,7 @@ use berth_metadata::Db;
 use berth_metadata::leases::{Lease, Resource};
 use tonic::{Request, Response, Status};
 
-use super::gc::Collector;
+use crate::gc::Collector;
 use crate::wire::to_timestamp;
 
 /// Manages leases; deleting one schedules (or with `sync`, runs) a collection.

@@ -6,7 +6,6 @@ pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;
-pub mod gc;
 pub mod images;
 pub mod introspection;
 pub mod leases;
