@@ -28,7 +28,11 @@ pub enum SocketError {
 ///
 /// A socket file nobody answers on (left by a killed daemon) is removed; a
 /// socket that accepts a connection belongs to a live daemon and is refused.
-pub fn listen(path: &Path, uid: u32, gid: u32) -> Result<tokio::net::UnixListener, SocketError> {
+pub(crate) fn listen(
+    path: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<tokio::net::UnixListener, SocketError> {
     let io_err = |source| SocketError::Io {
         path: path.to_path_buf(),
         source,

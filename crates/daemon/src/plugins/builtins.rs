@@ -237,7 +237,7 @@ pub fn registrations() -> Vec<Registration> {
 }
 
 /// One snapshotter registration per `[proxy_plugins.NAME]` of type `snapshot`.
-pub fn proxy_registrations(config: &crate::Config) -> Vec<Registration> {
+pub(crate) fn proxy_registrations(config: &crate::Config) -> Vec<Registration> {
     config
         .proxy_plugins
         .iter()

@@ -15,14 +15,14 @@ use crate::wire::{any_from_record, any_to_record, pack};
 
 /// Serves the containers API.
 #[derive(Debug, Clone)]
-pub struct ContainersService {
+pub(crate) struct ContainersService {
     db: Db,
     exchange: Arc<Exchange>,
 }
 
 impl ContainersService {
     /// A service over `db`, publishing on `exchange`.
-    pub fn new(db: Db, exchange: Arc<Exchange>) -> ContainersService {
+    pub(crate) fn new(db: Db, exchange: Arc<Exchange>) -> ContainersService {
         ContainersService { db, exchange }
     }
 
@@ -34,7 +34,7 @@ impl ContainersService {
 }
 
 /// A record from the wire form (timestamps are the store's).
-pub fn record_of(c: pb::Container) -> ContainerRecord {
+pub(crate) fn record_of(c: pb::Container) -> ContainerRecord {
     let runtime = c.runtime.unwrap_or_default();
     let mut r = ContainerRecord::default();
     r.id = c.id;
@@ -57,7 +57,7 @@ pub fn record_of(c: pb::Container) -> ContainerRecord {
 }
 
 /// The wire form of a record.
-pub fn container_to_proto(r: ContainerRecord) -> pb::Container {
+pub(crate) fn container_to_proto(r: ContainerRecord) -> pb::Container {
     let (created, updated) = (r.created_at(), r.updated_at());
     pb::Container {
         id: r.id,

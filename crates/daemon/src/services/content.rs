@@ -74,7 +74,7 @@ fn ingest_resource(reference: &str) -> berth_metadata::leases::Resource {
 }
 
 /// The lease named in a call's `containerd-lease` header, if any.
-pub fn lease_of<T>(request: &Request<T>) -> Option<String> {
+pub(crate) fn lease_of<T>(request: &Request<T>) -> Option<String> {
     request
         .metadata()
         .get(berth_api::LEASE_HEADER)
@@ -85,7 +85,7 @@ pub fn lease_of<T>(request: &Request<T>) -> Option<String> {
 
 /// Serves the content API over the local store and the metadata DB.
 #[derive(Debug, Clone)]
-pub struct ContentService {
+pub(crate) struct ContentService {
     store: Arc<LocalStore>,
     db: Db,
     exchange: Arc<Exchange>,
@@ -96,7 +96,7 @@ pub struct ContentService {
 impl ContentService {
     /// A service over `store` and `db`, publishing on `exchange`, asking `gc`
     /// to collect after deletions.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<LocalStore>,
         db: Db,
         exchange: Arc<Exchange>,
@@ -113,7 +113,7 @@ impl ContentService {
 
     /// Counts every byte written through ingests into `counter` (the
     /// daemon's pull bytes).
-    pub fn with_pull_bytes(
+    pub(crate) fn with_pull_bytes(
         mut self,
         counter: prometheus_client::metrics::counter::Counter,
     ) -> ContentService {

@@ -23,7 +23,7 @@ const LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Serves the diff API.
 #[derive(Debug)]
-pub struct DiffService {
+pub(crate) struct DiffService {
     store: Arc<LocalStore>,
     db: berth_metadata::Db,
     /// Where mounts that cannot be applied to directly are mounted.
@@ -34,7 +34,11 @@ pub struct DiffService {
 impl DiffService {
     /// A service reading layers from `store` (recording computed ones in
     /// `db`), mounting under `tmp_mounts`.
-    pub fn new(store: Arc<LocalStore>, db: berth_metadata::Db, tmp_mounts: PathBuf) -> DiffService {
+    pub(crate) fn new(
+        store: Arc<LocalStore>,
+        db: berth_metadata::Db,
+        tmp_mounts: PathBuf,
+    ) -> DiffService {
         DiffService {
             store,
             db,
@@ -248,7 +252,7 @@ impl Diff for DiffService {
 }
 
 /// The temp-mount directory of the differ under the daemon's state.
-pub fn tmp_mounts(state: &Path) -> PathBuf {
+pub(crate) fn tmp_mounts(state: &Path) -> PathBuf {
     state
         .join("io.containerd.differ.v1.walking")
         .join("tmpmounts")

@@ -28,7 +28,7 @@ pub fn from_wire(e: WireEnvelope) -> Result<Envelope, Status> {
 }
 
 /// The wire envelope of a library envelope.
-pub fn to_wire(e: Envelope) -> WireEnvelope {
+pub(crate) fn to_wire(e: Envelope) -> WireEnvelope {
     WireEnvelope {
         timestamp: Some(to_timestamp(e.timestamp)),
         namespace: e.namespace,
@@ -39,13 +39,13 @@ pub fn to_wire(e: Envelope) -> WireEnvelope {
 
 /// Publishes, forwards and streams events through the exchange.
 #[derive(Debug, Clone)]
-pub struct EventsService {
+pub(crate) struct EventsService {
     exchange: Arc<Exchange>,
 }
 
 impl EventsService {
     /// A service over `exchange`.
-    pub fn new(exchange: Arc<Exchange>) -> EventsService {
+    pub(crate) fn new(exchange: Arc<Exchange>) -> EventsService {
         EventsService { exchange }
     }
 }
@@ -94,13 +94,13 @@ impl Events for EventsService {
 
 /// The ttrpc `Forward` endpoint shims publish their task events to.
 #[derive(Debug, Clone)]
-pub struct TtrpcEventsService {
+pub(crate) struct TtrpcEventsService {
     exchange: Arc<Exchange>,
 }
 
 impl TtrpcEventsService {
     /// A service over `exchange`.
-    pub fn new(exchange: Arc<Exchange>) -> TtrpcEventsService {
+    pub(crate) fn new(exchange: Arc<Exchange>) -> TtrpcEventsService {
         TtrpcEventsService { exchange }
     }
 }

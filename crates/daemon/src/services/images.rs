@@ -16,7 +16,7 @@ use crate::wire::pack;
 
 /// Serves the images API.
 #[derive(Debug, Clone)]
-pub struct ImagesService {
+pub(crate) struct ImagesService {
     db: Db,
     exchange: Arc<Exchange>,
     gc: Collector,
@@ -24,7 +24,7 @@ pub struct ImagesService {
 
 impl ImagesService {
     /// A service over `db`, publishing on `exchange`, collecting with `gc` after deletions.
-    pub fn new(db: Db, exchange: Arc<Exchange>, gc: Collector) -> ImagesService {
+    pub(crate) fn new(db: Db, exchange: Arc<Exchange>, gc: Collector) -> ImagesService {
         ImagesService { db, exchange, gc }
     }
 
@@ -36,7 +36,7 @@ impl ImagesService {
 }
 
 /// The wire form of an image record.
-pub fn image_to_proto(r: ImageRecord) -> pb::Image {
+pub(crate) fn image_to_proto(r: ImageRecord) -> pb::Image {
     pb::Image {
         name: r.name,
         labels: r.labels.into_iter().collect(),

@@ -17,14 +17,14 @@ use crate::wire::to_timestamp;
 
 /// Manages leases; deleting one schedules (or with `sync`, runs) a collection.
 #[derive(Debug, Clone)]
-pub struct LeasesService {
+pub(crate) struct LeasesService {
     db: Db,
     gc: Collector,
 }
 
 impl LeasesService {
     /// A service over `db` that collects garbage through `gc`.
-    pub fn new(db: Db, gc: Collector) -> LeasesService {
+    pub(crate) fn new(db: Db, gc: Collector) -> LeasesService {
         LeasesService { db, gc }
     }
 

@@ -35,14 +35,14 @@ use crate::wire::pack;
 
 /// Manages namespaces and publishes `/namespaces/*` events.
 #[derive(Debug, Clone)]
-pub struct NamespacesService {
+pub(crate) struct NamespacesService {
     db: Db,
     exchange: Arc<Exchange>,
 }
 
 impl NamespacesService {
     /// A service over `db`, publishing on `exchange`.
-    pub fn new(db: Db, exchange: Arc<Exchange>) -> NamespacesService {
+    pub(crate) fn new(db: Db, exchange: Arc<Exchange>) -> NamespacesService {
         NamespacesService { db, exchange }
     }
 

@@ -16,13 +16,13 @@ use crate::wire::snapshot_status;
 
 /// Serves the snapshots API.
 #[derive(Debug, Clone)]
-pub struct SnapshotsService {
+pub(crate) struct SnapshotsService {
     snapshotters: Arc<Snapshotters>,
 }
 
 impl SnapshotsService {
     /// A service over `snapshotters`.
-    pub fn new(snapshotters: Arc<Snapshotters>) -> SnapshotsService {
+    pub(crate) fn new(snapshotters: Arc<Snapshotters>) -> SnapshotsService {
         SnapshotsService { snapshotters }
     }
 }

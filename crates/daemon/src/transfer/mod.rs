@@ -53,7 +53,7 @@ struct OpenStream {
 
 /// Streams clients opened, by id.
 #[derive(Default, Clone)]
-pub struct Streams {
+pub(crate) struct Streams {
     open: Arc<Mutex<HashMap<String, OpenStream>>>,
 }
 
@@ -74,13 +74,13 @@ impl Streams {
 
 /// Serves `containerd.services.streaming.v1.Streaming`.
 #[derive(Debug, Clone)]
-pub struct StreamingService {
+pub(crate) struct StreamingService {
     streams: Streams,
 }
 
 impl StreamingService {
     /// A service registering into `streams`.
-    pub fn new(streams: Streams) -> StreamingService {
+    pub(crate) fn new(streams: Streams) -> StreamingService {
         StreamingService { streams }
     }
 }
@@ -144,7 +144,7 @@ impl Streaming for StreamingService {
 
 /// Serves `containerd.services.transfer.v1.Transfer`.
 #[derive(Debug, Clone)]
-pub struct TransferService {
+pub(crate) struct TransferService {
     puller: Puller,
     streams: Streams,
     pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
@@ -152,7 +152,7 @@ pub struct TransferService {
 
 impl TransferService {
     /// A service pulling into `store`/`db`/`snapshotters`.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<LocalStore>,
         db: Db,
         snapshotters: Arc<Snapshotters>,
@@ -180,13 +180,13 @@ impl TransferService {
 
     /// Gives up a pull whose registry sends nothing for `limit` (the
     /// ingest is kept: a retry resumes it).
-    pub fn with_stall_timeout(mut self, limit: std::time::Duration) -> TransferService {
+    pub(crate) fn with_stall_timeout(mut self, limit: std::time::Duration) -> TransferService {
         self.puller.stall_timeout = limit;
         self
     }
 
     /// Counts the bytes every pull downloads into `counter` (`berth_pull_bytes`).
-    pub fn with_pull_bytes(
+    pub(crate) fn with_pull_bytes(
         mut self,
         counter: prometheus_client::metrics::counter::Counter,
     ) -> TransferService {
