@@ -3,7 +3,7 @@
 //! glibc's malloc keeps what a burst of calls freed (an import, a pull, a
 //! thousand-container list) in its arenas, so an idle daemon would keep the
 //! resident size of its busiest moment. After every burst of gRPC calls,
-//! once no call has started for [`QUIET`], the trimmer asks malloc to give
+//! once no call has started for `QUIET`, the trimmer asks malloc to give
 //! free pages back (`malloc_trim`), which costs well under a millisecond on
 //! a heap this size and nothing while calls keep coming.
 
@@ -91,7 +91,7 @@ impl HeapTrimmer {
 /// Arenas malloc may use; see [`limit_arenas`].
 pub(crate) const ARENAS: i32 = 1;
 
-/// Caps malloc's arenas at [`ARENAS`] (glibc otherwise makes up to eight
+/// Caps malloc's arenas at `ARENAS` (glibc otherwise makes up to eight
 /// per core, one per thread that meets contention). Freed memory is
 /// scattered over fewer arenas, so more of it comes back when trimmed.
 /// Call before starting threads; an explicit `MALLOC_ARENA_MAX` or

@@ -1,7 +1,7 @@
 //! Namespaced snapshotters: containerd's metadata snapshotter for berthd.
 //!
 //! Drivers (built-in or proxies) have one flat key space and no labels that
-//! the collector can see. [`Snapshotters`] gives each namespace its own keys
+//! the collector can see. `Snapshotters` gives each namespace its own keys
 //! on each driver: namespace `ns`'s key `k` is the driver's snapshot
 //! `ns/<sequence>/k`, recorded in the metadata DB
 //! ([`berth_metadata::SnapshotStore`]) with its parent, kind and labels.
@@ -12,7 +12,7 @@
 //! new snapshots are made in the driver first and recorded second; commits
 //! are recorded as pending, done, then finished; removals delete the record
 //! first. Driver snapshots no record refers to are removed by
-//! [`Snapshotters::reconcile`], run at startup and after each garbage
+//! `Snapshotters::reconcile`, run at startup and after each garbage
 //! collection, under a lock that keeps in-flight creations out.
 
 use std::collections::{BTreeMap, HashSet};
