@@ -45,6 +45,17 @@ pub(crate) enum Error {
     Task(String),
 }
 
+/// The gRPC status for a namespaced snapshot error.
+pub(crate) fn snapshot_status(e: Error) -> tonic::Status {
+    use tonic::Status;
+    match e {
+        Error::UnknownSnapshotter(_) => Status::invalid_argument(e.to_string()),
+        Error::Metadata(m) => crate::wire::metadata_status(m),
+        Error::Driver(d) => berth_snapshots::proxy::status(&d),
+        Error::Task(_) => Status::internal(e.to_string()),
+    }
+}
+
 /// Results of namespaced snapshot operations.
 pub(crate) type Result<T> = std::result::Result<T, Error>;
 

@@ -24,6 +24,13 @@ pub enum SocketError {
     },
 }
 
+/// The ttrpc socket path for gRPC socket `address`, as containerd names it.
+pub(crate) fn ttrpc_address(address: &Path) -> PathBuf {
+    let mut s = address.as_os_str().to_owned();
+    s.push(".ttrpc");
+    s.into()
+}
+
 /// Binds a UNIX socket at `path` owned by `uid:gid` with mode 0660.
 ///
 /// A socket file nobody answers on (left by a killed daemon) is removed; a

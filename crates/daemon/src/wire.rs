@@ -1,6 +1,11 @@
 //! Wire helpers shared by the gRPC services: packing and unpacking
 //! `google.protobuf.Any`, timestamp conversion, and the one mapping per
 //! library error type to the `tonic::Status` containerd would send.
+//!
+//! This module depends on no other module of the crate, so every module
+//! can use it without an import cycle; the one daemon-owned error type,
+//! `snapshotters::Error`, is mapped beside its definition
+//! (`snapshotters::snapshot_status`) on top of [`metadata_status`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,17 +101,6 @@ pub(crate) fn content_status(e: berth_content::Error) -> Status {
             Status::resource_exhausted(message)
         }
         _ => Status::internal(message),
-    }
-}
-
-/// The gRPC status for a namespaced snapshot error.
-pub(crate) fn snapshot_status(e: crate::snapshotters::Error) -> Status {
-    use crate::snapshotters::Error;
-    match e {
-        Error::UnknownSnapshotter(_) => Status::invalid_argument(e.to_string()),
-        Error::Metadata(m) => metadata_status(m),
-        Error::Driver(d) => berth_snapshots::proxy::status(&d),
-        Error::Task(_) => Status::internal(e.to_string()),
     }
 }
 

@@ -427,7 +427,7 @@ fn shim_manager(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let config = berth_runtime::manager::ManagerConfig {
         state: ctx.state.clone(),
         grpc_address: ctx.config.grpc.address.clone(),
-        ttrpc_address: crate::server::ttrpc_address(&ctx.config.grpc.address),
+        ttrpc_address: crate::socket::ttrpc_address(&ctx.config.grpc.address),
         publish_binary: exe,
         bin_dir,
         shims,

@@ -11,8 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::content::lease_of;
 use super::namespace_of;
-use crate::snapshotters::Snapshotters;
-use crate::wire::snapshot_status;
+use crate::snapshotters::{Snapshotters, snapshot_status};
 
 /// Serves the snapshots API.
 #[derive(Debug, Clone)]

@@ -192,7 +192,7 @@ impl Puller {
                     name,
                     Some(lease.clone()),
                 )
-                .map_err(crate::wire::snapshot_status)?;
+                .map_err(crate::snapshotters::snapshot_status)?;
                 Some(Unpacker::new(name.clone(), Arc::new(sn), &self.tmp_mounts))
             }
             None => None,
