@@ -11,17 +11,17 @@
 //! imitating one client's, so every ctr shows that warning; it is harmless.
 
 /// The upstream-compatible version, as the Version API reports it.
-pub const VERSION: &str = crate::VERSION;
+pub(crate) const VERSION: &str = crate::VERSION;
 
 /// The git commit berthd was built from (`BERTH_REVISION`), or `unknown`.
-pub const REVISION: &str = match option_env!("BERTH_REVISION") {
+pub(crate) const REVISION: &str = match option_env!("BERTH_REVISION") {
     Some(r) => r,
     None => "unknown",
 };
 
 /// The package path printed after the program name, as containerd prints
 /// `github.com/containerd/containerd`.
-pub const PACKAGE: &str = "github.com/berth-dev/berth";
+pub(crate) const PACKAGE: &str = "github.com/berth-dev/berth";
 
 /// The `--version` text after the program name:
 /// `github.com/berth-dev/berth 1.7.0+berth.0.1.0 <revision>`.

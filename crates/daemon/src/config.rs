@@ -351,7 +351,6 @@ impl Config {
     /// Renames version 1's bare plugin ids (`scheduler`) to their `type.id`
     /// names, in sections and in the disabled and required lists.
     fn v1_plugin_names(&mut self, path: &Path) {
-        use crate::config_migrate::v1_plugin_name;
         let mut renamed = Vec::new();
         self.plugins = std::mem::take(&mut self.plugins)
             .into_iter()
@@ -400,6 +399,40 @@ fn line_column(text: &str, at: usize) -> (usize, usize) {
         .map_or(before.len(), |nl| before.len() - nl - 1)
         + 1;
     (line, column)
+}
+
+/// Bare v1 plugin ids containerd knew, with their `type.id` names.
+const V1_PLUGINS: &[(&str, &str)] = &[
+    ("cri", "io.containerd.grpc.v1.cri"),
+    ("cgroups", "io.containerd.monitor.v1.cgroups"),
+    ("linux", "io.containerd.runtime.v1.linux"),
+    ("scheduler", "io.containerd.gc.v1.scheduler"),
+    ("bolt", "io.containerd.metadata.v1.bolt"),
+    ("task", "io.containerd.runtime.v2.task"),
+    ("opt", "io.containerd.internal.v1.opt"),
+    ("restart", "io.containerd.internal.v1.restart"),
+    ("tracing", "io.containerd.internal.v1.tracing"),
+    ("otlp", "io.containerd.tracing.processor.v1.otlp"),
+    ("aufs", "io.containerd.snapshotter.v1.aufs"),
+    ("btrfs", "io.containerd.snapshotter.v1.btrfs"),
+    ("devmapper", "io.containerd.snapshotter.v1.devmapper"),
+    ("native", "io.containerd.snapshotter.v1.native"),
+    ("overlayfs", "io.containerd.snapshotter.v1.overlayfs"),
+    ("zfs", "io.containerd.snapshotter.v1.zfs"),
+];
+
+/// The `type.id` name of a v1 plugin id (names with a dot are kept).
+pub(crate) fn v1_plugin_name(id: &str) -> String {
+    if id.contains('.') {
+        return id.to_string();
+    }
+    if let Some((_, full)) = V1_PLUGINS.iter().find(|(short, _)| *short == id) {
+        return (*full).to_string();
+    }
+    if id.ends_with("-service") {
+        return format!("io.containerd.service.v1.{id}");
+    }
+    format!("io.containerd.grpc.v1.{id}")
 }
 
 #[cfg(test)]

@@ -12,27 +12,7 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigError};
-
-/// Bare v1 plugin ids containerd knew, with their `type.id` names.
-const V1_PLUGINS: &[(&str, &str)] = &[
-    ("cri", "io.containerd.grpc.v1.cri"),
-    ("cgroups", "io.containerd.monitor.v1.cgroups"),
-    ("linux", "io.containerd.runtime.v1.linux"),
-    ("scheduler", "io.containerd.gc.v1.scheduler"),
-    ("bolt", "io.containerd.metadata.v1.bolt"),
-    ("task", "io.containerd.runtime.v2.task"),
-    ("opt", "io.containerd.internal.v1.opt"),
-    ("restart", "io.containerd.internal.v1.restart"),
-    ("tracing", "io.containerd.internal.v1.tracing"),
-    ("otlp", "io.containerd.tracing.processor.v1.otlp"),
-    ("aufs", "io.containerd.snapshotter.v1.aufs"),
-    ("btrfs", "io.containerd.snapshotter.v1.btrfs"),
-    ("devmapper", "io.containerd.snapshotter.v1.devmapper"),
-    ("native", "io.containerd.snapshotter.v1.native"),
-    ("overlayfs", "io.containerd.snapshotter.v1.overlayfs"),
-    ("zfs", "io.containerd.snapshotter.v1.zfs"),
-];
+use crate::config::{Config, ConfigError, v1_plugin_name};
 
 /// The CRI section of version 2 and the two sections version 3 adds.
 const CRI_V2: &str = "io.containerd.grpc.v1.cri";
@@ -62,20 +42,6 @@ const CRI_CONTAINERD_IMAGE_KEYS: &[&str] = &[
     "disable_snapshot_annotations",
     "discard_unpacked_layers",
 ];
-
-/// The `type.id` name of a v1 plugin id (names with a dot are kept).
-pub fn v1_plugin_name(id: &str) -> String {
-    if id.contains('.') {
-        return id.to_string();
-    }
-    if let Some((_, full)) = V1_PLUGINS.iter().find(|(short, _)| *short == id) {
-        return (*full).to_string();
-    }
-    if id.ends_with("-service") {
-        return format!("io.containerd.service.v1.{id}");
-    }
-    format!("io.containerd.grpc.v1.{id}")
-}
 
 /// Rewrites config `text` (read from `path`) as a version 3 config.
 pub fn migrate(text: &str, path: &Path) -> Result<String, ConfigError> {

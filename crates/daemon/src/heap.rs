@@ -3,7 +3,7 @@
 //! glibc's malloc keeps what a burst of calls freed (an import, a pull, a
 //! thousand-container list) in its arenas, so an idle daemon would keep the
 //! resident size of its busiest moment. After every burst of gRPC calls,
-//! once no call has started for [`QUIET`], the trimmer asks malloc to give
+//! once no call has started for `QUIET`, the trimmer asks malloc to give
 //! free pages back (`malloc_trim`), which costs well under a millisecond on
 //! a heap this size and nothing while calls keep coming.
 
@@ -18,11 +18,11 @@ use tokio::sync::Notify;
 use tower::util::MapRequestLayer;
 
 /// How long no call may start before the heap is trimmed.
-pub const QUIET: Duration = Duration::from_millis(200);
+pub(crate) const QUIET: Duration = Duration::from_millis(200);
 
 /// Counts calls and trims the heap after each quiet spell.
 #[derive(Debug, Clone, Default)]
-pub struct HeapTrimmer {
+pub(crate) struct HeapTrimmer {
     shared: Arc<Shared>,
 }
 
@@ -35,19 +35,19 @@ struct Shared {
 
 impl HeapTrimmer {
     /// A trimmer; nothing happens until [`HeapTrimmer::spawn`].
-    pub fn new() -> HeapTrimmer {
+    pub(crate) fn new() -> HeapTrimmer {
         HeapTrimmer::default()
     }
 
     /// Notes that a call started.
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
         self.shared.activity.notify_one();
     }
 
     /// Runs the trimming loop on the current tokio runtime until the
     /// returned task is aborted.
-    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut trimmed_at = 0;
@@ -73,12 +73,13 @@ impl HeapTrimmer {
     }
 
     /// How many times the heap was trimmed.
-    pub fn trims(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn trims(&self) -> u64 {
         self.shared.trims.load(Ordering::Relaxed)
     }
 
     /// A tower layer that calls [`HeapTrimmer::touch`] for every request.
-    pub fn layer<R>(&self) -> MapRequestLayer<impl Fn(R) -> R + Clone + use<R>> {
+    pub(crate) fn layer<R>(&self) -> MapRequestLayer<impl Fn(R) -> R + Clone + use<R>> {
         let trimmer = self.clone();
         MapRequestLayer::new(move |req| {
             trimmer.touch();
@@ -88,9 +89,9 @@ impl HeapTrimmer {
 }
 
 /// Arenas malloc may use; see [`limit_arenas`].
-pub const ARENAS: i32 = 1;
+pub(crate) const ARENAS: i32 = 1;
 
-/// Caps malloc's arenas at [`ARENAS`] (glibc otherwise makes up to eight
+/// Caps malloc's arenas at `ARENAS` (glibc otherwise makes up to eight
 /// per core, one per thread that meets contention). Freed memory is
 /// scattered over fewer arenas, so more of it comes back when trimmed.
 /// Call before starting threads; an explicit `MALLOC_ARENA_MAX` or
@@ -110,7 +111,7 @@ pub fn limit_arenas() {
 }
 
 /// Gives free heap pages back to the system; true when some were.
-pub fn trim() -> bool {
+pub(crate) fn trim() -> bool {
     #[cfg(target_env = "gnu")]
     {
         // SAFETY: malloc_trim only walks malloc's own arenas, under their

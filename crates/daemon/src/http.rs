@@ -26,13 +26,13 @@ use crate::plugins::{Plugin, PluginError};
 use crate::services::tasks::{TaskProbe, probe};
 
 /// The path of the metrics endpoint.
-pub const METRICS_PATH: &str = "/v1/metrics";
+pub(crate) const METRICS_PATH: &str = "/v1/metrics";
 /// The path of the debug state endpoint.
-pub const DEBUG_STATE_PATH: &str = "/debug/state";
+pub(crate) const DEBUG_STATE_PATH: &str = "/debug/state";
 
 /// Errors setting up the endpoints.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// The address is neither `host:port` nor an absolute socket path.
     #[error(
         "invalid {what} address {address:?}: use host:port (e.g. 127.0.0.1:1338) or an absolute UNIX socket path"
@@ -58,7 +58,7 @@ pub enum HttpError {
 
 /// What the endpoints read from: the daemon's parts, found among its plugins.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     /// The metrics registry, if the metrics plugin is loaded.
     pub metrics: Option<Handle>,
     /// The shim manager, if the task runtime plugin is loaded.
@@ -75,7 +75,7 @@ pub struct Sources {
 
 /// What one listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Routes {
+pub(crate) struct Routes {
     /// `GET /v1/metrics`.
     pub metrics: bool,
     /// `GET /debug/state`.
@@ -84,7 +84,7 @@ pub struct Routes {
 
 /// A bound listener.
 #[derive(Debug)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// TCP.
     Tcp(tokio::net::TcpListener),
     /// A UNIX socket (removed when the daemon stops).
@@ -93,7 +93,7 @@ pub enum Listener {
 
 impl Listener {
     /// Binds `address` (`host:port`, or an absolute path for a UNIX socket).
-    pub async fn bind(what: &'static str, address: &str) -> Result<Listener, HttpError> {
+    pub(crate) async fn bind(what: &'static str, address: &str) -> Result<Listener, HttpError> {
         let bind_err = |source| HttpError::Bind {
             what,
             address: address.to_string(),
@@ -119,7 +119,7 @@ impl Listener {
     }
 
     /// The bound address, for logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Listener::Tcp(l) => l
                 .local_addr()
@@ -131,7 +131,11 @@ impl Listener {
 
 /// Serves `routes` on `listener` until the returned task is aborted (which
 /// also ends its open connections).
-pub fn spawn(listener: Listener, routes: Routes, sources: Sources) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    listener: Listener,
+    routes: Routes,
+    sources: Sources,
+) -> tokio::task::JoinHandle<()> {
     let sources = Arc::new(sources);
     tokio::spawn(async move {
         let mut conns = JoinSet::new();

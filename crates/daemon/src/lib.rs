@@ -6,7 +6,7 @@
 //! v1 API) and the ttrpc services (event forwarding from shims) on
 //! `<address>.ttrpc`, until SIGINT or SIGTERM. With `[metrics] address`
 //! and `[debug] address` set it also serves Prometheus metrics and a JSON
-//! state dump over HTTP ([`http`], [`metrics`]).
+//! state dump over HTTP.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), berth_daemon::Error> {
@@ -24,30 +24,32 @@
 // feed them use the same error type rather than boxing it.
 #![allow(clippy::result_large_err)]
 
-pub mod authority;
+pub(crate) mod authority;
 pub mod build_info;
 pub mod config;
 pub mod config_defaults;
 pub mod config_migrate;
 pub mod cri;
 mod error;
+pub(crate) mod gc;
 pub mod heap;
-pub mod http;
-pub mod lock;
+pub(crate) mod http;
+pub(crate) mod lock;
 pub mod log_json;
-pub mod metrics;
-pub mod notify;
+pub(crate) mod metrics;
+pub(crate) mod notify;
 pub mod oci_hook;
 pub mod otlp;
 pub mod plugins;
-pub mod private;
-pub mod restart;
+pub(crate) mod private;
+pub(crate) mod restart;
 mod server;
 pub mod services;
-pub mod size_errors;
+pub(crate) mod size_errors;
 pub mod snapshotters;
-pub mod socket;
-pub mod transfer;
+pub(crate) mod socket;
+pub(crate) mod transfer;
+mod wire;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -14,17 +14,17 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::{Error, Result};
 
 /// The lock file's name in root and in state.
-pub const LOCK_FILE: &str = "berthd.lock";
+pub(crate) const LOCK_FILE: &str = "berthd.lock";
 
 /// A held lock: released when dropped (or when the process dies).
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: Flock<std::fs::File>,
 }
 
 /// Locks `dir` for this daemon, writing its pid into the lock file;
 /// [`Error::InUse`] if another process holds it.
-pub fn lock(dir: &Path) -> Result<DirLock> {
+pub(crate) fn lock(dir: &Path) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
     let io = |source| Error::Io {
         path: path.clone(),

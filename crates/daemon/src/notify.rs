@@ -6,13 +6,13 @@
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// The readiness message: the sockets are bound and served.
-pub const READY: &str = "READY=1";
+pub(crate) const READY: &str = "READY=1";
 /// The message berthd sends when it begins shutting down.
-pub const STOPPING: &str = "STOPPING=1";
+pub(crate) const STOPPING: &str = "STOPPING=1";
 
 /// Errors sending a notification.
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     /// `$NOTIFY_SOCKET` is neither an absolute path nor `@abstract`.
     #[error("NOTIFY_SOCKET {0:?} is neither an absolute path nor an @abstract name")]
     BadAddress(String),
@@ -28,7 +28,7 @@ pub enum NotifyError {
 }
 
 /// Sends `state` to `$NOTIFY_SOCKET` if set; `Ok(false)` when unset.
-pub fn notify(state: &str) -> Result<bool, NotifyError> {
+pub(crate) fn notify(state: &str) -> Result<bool, NotifyError> {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
@@ -39,7 +39,7 @@ pub fn notify(state: &str) -> Result<bool, NotifyError> {
 
 /// Sends `state` to the notify socket `socket` (a path, or `@name` for
 /// an abstract socket, as systemd sets it).
-pub fn send(socket: &str, state: &str) -> Result<(), NotifyError> {
+pub(crate) fn send(socket: &str, state: &str) -> Result<(), NotifyError> {
     let addr = if let Some(name) = socket.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         SocketAddr::from_abstract_name(name.as_bytes())
@@ -67,7 +67,7 @@ pub fn send(socket: &str, state: &str) -> Result<(), NotifyError> {
 
 /// Tells systemd (if it started berthd) about `state`; a failure is logged,
 /// never fatal: the daemon works without its supervisor knowing.
-pub fn tell(state: &str) {
+pub(crate) fn tell(state: &str) {
     match notify(state) {
         Ok(true) => tracing::debug!(state, "notified systemd"),
         Ok(false) => {}

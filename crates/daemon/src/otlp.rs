@@ -17,9 +17,9 @@
 use crate::config::Config;
 
 /// The OTLP processor's config section.
-pub const PROCESSOR_SECTION: &str = "io.containerd.tracing.processor.v1.otlp";
+pub(crate) const PROCESSOR_SECTION: &str = "io.containerd.tracing.processor.v1.otlp";
 /// The tracing plugin's config section (sampling, service name).
-pub const TRACING_SECTION: &str = "io.containerd.internal.v1.tracing";
+pub(crate) const TRACING_SECTION: &str = "io.containerd.internal.v1.tracing";
 
 /// How OTLP data travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ const READABLE_BY_OTHERS: u32 = 0o066;
 /// Removes group and other read/write bits from every directory directly
 /// under `dir` (0755 becomes 0711), leaving the search bit so a plugin's own
 /// choice of a deeper private directory still works.
-pub fn restrict_children(dir: &Path) {
+pub(crate) fn restrict_children(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -41,7 +41,7 @@ pub fn restrict_children(dir: &Path) {
 
 /// Creates `dir` and any missing parents with mode 0700 (scratch space for
 /// mounts, created before any request so it never appears world-readable).
-pub fn create_private_dir(dir: &Path) {
+pub(crate) fn create_private_dir(dir: &Path) {
     use std::os::unix::fs::DirBuilderExt;
     let made = std::fs::DirBuilder::new()
         .recursive(true)

@@ -30,23 +30,23 @@ use crate::services::tasks::TasksService;
 use crate::snapshotters::Snapshotters;
 
 /// The status a container's task should have.
-pub const STATUS_LABEL: &str = "containerd.io/restart.status";
+pub(crate) const STATUS_LABEL: &str = "containerd.io/restart.status";
 /// Where a restarted task's output goes (a log URI).
-pub const LOG_URI_LABEL: &str = "containerd.io/restart.loguri";
+pub(crate) const LOG_URI_LABEL: &str = "containerd.io/restart.loguri";
 /// Where a restarted task's output goes (a file path; containerd 1.x).
-pub const LOG_PATH_LABEL: &str = "containerd.io/restart.logpath";
+pub(crate) const LOG_PATH_LABEL: &str = "containerd.io/restart.logpath";
 /// When to restart: `always`, `no`, `on-failure[:max]`, `unless-stopped`.
-pub const POLICY_LABEL: &str = "containerd.io/restart.policy";
+pub(crate) const POLICY_LABEL: &str = "containerd.io/restart.policy";
 /// How many times the monitor restarted the task.
-pub const COUNT_LABEL: &str = "containerd.io/restart.count";
+pub(crate) const COUNT_LABEL: &str = "containerd.io/restart.count";
 /// Set by clients when the user stopped the task (for `unless-stopped`).
-pub const EXPLICITLY_STOPPED_LABEL: &str = "containerd.io/restart.explicitly-stopped";
+pub(crate) const EXPLICITLY_STOPPED_LABEL: &str = "containerd.io/restart.explicitly-stopped";
 /// containerd's default reconcile interval.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the monitor drives.
 #[derive(Debug, Clone)]
-pub struct Monitor {
+pub(crate) struct Monitor {
     db: Db,
     tasks: TasksService,
     snapshotters: Arc<Snapshotters>,
@@ -81,7 +81,7 @@ fn status_word(s: TaskStatus) -> &'static str {
 
 /// containerd's restart policy decision for a task not in its desired
 /// `running` status.
-pub fn policy_allows(labels: &BTreeMap<String, String>, exit_status: u32) -> bool {
+pub(crate) fn policy_allows(labels: &BTreeMap<String, String>, exit_status: u32) -> bool {
     let policy = labels.get(POLICY_LABEL).map_or("", String::as_str);
     let (name, max) = match policy.split_once(':') {
         Some((n, m)) => (n, Some(m)),
@@ -118,7 +118,7 @@ pub fn policy_allows(labels: &BTreeMap<String, String>, exit_status: u32) -> boo
 }
 
 /// A Go duration (`10s`, `500ms`, `1m30s`, `1.5h`); `None` if malformed.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();
     if rest == "0" {
         return Some(Duration::ZERO);
@@ -155,7 +155,7 @@ fn parse_bool(v: &str) -> bool {
 
 impl Monitor {
     /// A monitor over the containers in `db`, driving tasks through `tasks`.
-    pub fn new(db: Db, tasks: TasksService, snapshotters: Arc<Snapshotters>) -> Monitor {
+    pub(crate) fn new(db: Db, tasks: TasksService, snapshotters: Arc<Snapshotters>) -> Monitor {
         Monitor {
             db,
             tasks,
@@ -164,7 +164,7 @@ impl Monitor {
     }
 
     /// Reconciles now, then every `interval`, forever.
-    pub async fn run(self, interval: Duration) {
+    pub(crate) async fn run(self, interval: Duration) {
         let interval = if interval.is_zero() {
             DEFAULT_INTERVAL
         } else {
@@ -177,7 +177,7 @@ impl Monitor {
     }
 
     /// One pass over every namespace.
-    pub async fn reconcile(&self) {
+    pub(crate) async fn reconcile(&self) {
         let db = self.db.clone();
         let listed = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();

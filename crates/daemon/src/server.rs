@@ -90,7 +90,7 @@ pub async fn run_with(
     }
 
     // containerd's startup collection, done before anyone can connect.
-    if let Some(gc) = find::<crate::services::gc::Collector>(&plugins, types::GC) {
+    if let Some(gc) = find::<crate::gc::Collector>(&plugins, types::GC) {
         gc.startup().await;
     }
     let metrics = find::<crate::metrics::Metrics>(&plugins, types::INTERNAL);
@@ -108,7 +108,7 @@ pub async fn run_with(
     let endpoints = start_endpoints(&config, &sources).await?;
 
     let grpc_path = config.grpc.address.clone();
-    let ttrpc_path = ttrpc_address(&grpc_path);
+    let ttrpc_path = crate::socket::ttrpc_address(&grpc_path);
     // The ttrpc socket first: once the gRPC socket appears, clients (and
     // shims) find both.
     let ttrpc_listener =
@@ -275,13 +275,6 @@ async fn stop_endpoints(endpoints: Vec<Endpoint>) {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-/// The ttrpc socket path for gRPC socket `address`, as containerd names it.
-pub(crate) fn ttrpc_address(address: &Path) -> std::path::PathBuf {
-    let mut s = address.as_os_str().to_owned();
-    s.push(".ttrpc");
-    s.into()
 }
 
 fn remove_sockets(grpc: &Path, ttrpc: &Path) {

@@ -15,10 +15,10 @@ use tonic::body::BoxBody;
 use tower::util::MapResponseLayer;
 
 /// The response mapper [`layer`] installs.
-pub type MapFn = fn(http::Response<BoxBody>) -> http::Response<BoxBody>;
+pub(crate) type MapFn = fn(http::Response<BoxBody>) -> http::Response<BoxBody>;
 
 /// A layer for the gRPC server that gives size-limit errors containerd's status.
-pub fn layer() -> MapResponseLayer<MapFn> {
+pub(crate) fn layer() -> MapResponseLayer<MapFn> {
     MapResponseLayer::new(map_response as MapFn)
 }
 

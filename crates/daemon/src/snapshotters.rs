@@ -1,7 +1,7 @@
 //! Namespaced snapshotters: containerd's metadata snapshotter for berthd.
 //!
 //! Drivers (built-in or proxies) have one flat key space and no labels that
-//! the collector can see. [`Snapshotters`] gives each namespace its own keys
+//! the collector can see. `Snapshotters` gives each namespace its own keys
 //! on each driver: namespace `ns`'s key `k` is the driver's snapshot
 //! `ns/<sequence>/k`, recorded in the metadata DB
 //! ([`berth_metadata::SnapshotStore`]) with its parent, kind and labels.
@@ -12,7 +12,7 @@
 //! new snapshots are made in the driver first and recorded second; commits
 //! are recorded as pending, done, then finished; removals delete the record
 //! first. Driver snapshots no record refers to are removed by
-//! [`Snapshotters::reconcile`], run at startup and after each garbage
+//! `Snapshotters::reconcile`, run at startup and after each garbage
 //! collection, under a lock that keeps in-flight creations out.
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,11 +26,11 @@ use berth_metadata::{Db, SnapshotKind, SnapshotRecord};
 use berth_snapshots::{Info, Kind, Labels, Mount, Snapshotter, Usage};
 use tokio::sync::RwLock;
 
-use crate::services::namespaces::pack;
+use crate::wire::pack;
 
 /// Why a namespaced snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// No snapshotter by that name is loaded.
     #[error("snapshotter {0:?} was not found (see `ctr plugins ls` for the loaded ones)")]
     UnknownSnapshotter(String),
@@ -45,8 +45,19 @@ pub enum Error {
     Task(String),
 }
 
+/// The gRPC status for a namespaced snapshot error.
+pub(crate) fn snapshot_status(e: Error) -> tonic::Status {
+    use tonic::Status;
+    match e {
+        Error::UnknownSnapshotter(_) => Status::invalid_argument(e.to_string()),
+        Error::Metadata(m) => crate::wire::metadata_status(m),
+        Error::Driver(d) => berth_snapshots::proxy::status(&d),
+        Error::Task(_) => Status::internal(e.to_string()),
+    }
+}
+
 /// Results of namespaced snapshot operations.
-pub type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 /// One loaded driver and the lock that orders creations against reconciliation.
 struct Driver {
@@ -66,7 +77,7 @@ impl std::fmt::Debug for SnapshotterPlugin {
 }
 
 /// Every loaded snapshotter, seen per namespace (see the module docs).
-pub struct Snapshotters {
+pub(crate) struct Snapshotters {
     drivers: BTreeMap<String, Driver>,
     db: Db,
     exchange: Arc<Exchange>,
@@ -90,7 +101,7 @@ fn kind_of(k: SnapshotKind) -> Kind {
 }
 
 /// The [`Info`] a namespace sees for its record.
-pub fn info_of(r: &SnapshotRecord) -> Info {
+pub(crate) fn info_of(r: &SnapshotRecord) -> Info {
     Info {
         kind: kind_of(r.kind),
         name: r.key.clone(),
@@ -110,7 +121,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Snapshotters {
     /// Namespaced access to `drivers` (name → driver), recording in `db`
     /// and publishing `/snapshot/*` events on `exchange`.
-    pub fn new(
+    pub(crate) fn new(
         drivers: BTreeMap<String, Arc<dyn Snapshotter>>,
         db: Db,
         exchange: Arc<Exchange>,
@@ -141,11 +152,6 @@ impl Snapshotters {
         }
     }
 
-    /// The names of the loaded snapshotters.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.drivers.keys().map(String::as_str)
-    }
-
     fn driver(&self, name: &str) -> Result<&Driver> {
         self.drivers
             .get(name)
@@ -166,7 +172,7 @@ impl Snapshotters {
     /// Creates active snapshot (or, with `view`, a view) `key` on `parent`
     /// in namespace `ns`, held by `lease` if given; returns its mounts.
     #[allow(clippy::too_many_arguments)]
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         ns: &str,
         snapshotter: &str,
@@ -247,7 +253,7 @@ impl Snapshotters {
     }
 
     /// Commits active `key` of namespace `ns` as `name`, held by `lease` if given.
-    pub async fn commit(
+    pub(crate) async fn commit(
         &self,
         ns: &str,
         snapshotter: &str,
@@ -302,7 +308,7 @@ impl Snapshotters {
     }
 
     /// Removes `key` of namespace `ns` (FailedPrecondition while it has children).
-    pub async fn remove(&self, ns: &str, snapshotter: &str, key: &str) -> Result<()> {
+    pub(crate) async fn remove(&self, ns: &str, snapshotter: &str, key: &str) -> Result<()> {
         let driver = self.driver(snapshotter)?;
         let store = self.db.snapshots();
         let (ns_o, sn_o, key_o) = (ns.to_owned(), snapshotter.to_owned(), key.to_owned());
@@ -325,7 +331,7 @@ impl Snapshotters {
     }
 
     /// The record of `key` in namespace `ns`.
-    pub async fn stat(&self, ns: &str, snapshotter: &str, key: &str) -> Result<Info> {
+    pub(crate) async fn stat(&self, ns: &str, snapshotter: &str, key: &str) -> Result<Info> {
         self.driver(snapshotter)?;
         let store = self.db.snapshots();
         let (ns, sn, key) = (ns.to_owned(), snapshotter.to_owned(), key.to_owned());
@@ -333,7 +339,7 @@ impl Snapshotters {
     }
 
     /// Changes labels of `key` by containerd's field paths.
-    pub async fn update(
+    pub(crate) async fn update(
         &self,
         ns: &str,
         snapshotter: &str,
@@ -348,7 +354,7 @@ impl Snapshotters {
     }
 
     /// Every snapshot of namespace `ns` in `snapshotter`.
-    pub async fn list(&self, ns: &str, snapshotter: &str) -> Result<Vec<Info>> {
+    pub(crate) async fn list(&self, ns: &str, snapshotter: &str) -> Result<Vec<Info>> {
         self.driver(snapshotter)?;
         let store = self.db.snapshots();
         let (ns, sn) = (ns.to_owned(), snapshotter.to_owned());
@@ -356,7 +362,12 @@ impl Snapshotters {
     }
 
     /// The mounts of active snapshot or view `key`.
-    pub async fn mounts(&self, ns: &str, snapshotter: &str, key: &str) -> Result<Vec<Mount>> {
+    pub(crate) async fn mounts(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        key: &str,
+    ) -> Result<Vec<Mount>> {
         let driver = self.driver(snapshotter)?;
         let backend = self.backend_of(ns, snapshotter, key).await?;
         let sn = driver.sn.clone();
@@ -364,7 +375,7 @@ impl Snapshotters {
     }
 
     /// The disk usage of `key` (its own files).
-    pub async fn usage(&self, ns: &str, snapshotter: &str, key: &str) -> Result<Usage> {
+    pub(crate) async fn usage(&self, ns: &str, snapshotter: &str, key: &str) -> Result<Usage> {
         let driver = self.driver(snapshotter)?;
         let backend = self.backend_of(ns, snapshotter, key).await?;
         let sn = driver.sn.clone();
@@ -372,26 +383,31 @@ impl Snapshotters {
     }
 
     /// Asks the driver to reclaim what no snapshot uses.
-    pub async fn cleanup(&self, snapshotter: &str) -> Result<()> {
+    pub(crate) async fn cleanup(&self, snapshotter: &str) -> Result<()> {
         self.reconcile(snapshotter).await?;
         let sn = self.driver(snapshotter)?.sn.clone();
         blocking(move || Ok(sn.cleanup()?)).await
     }
 
     /// The driver loaded as `name`.
-    pub fn driver_of(&self, name: &str) -> Result<Arc<dyn Snapshotter>> {
+    pub(crate) fn driver_of(&self, name: &str) -> Result<Arc<dyn Snapshotter>> {
         Ok(self.driver(name)?.sn.clone())
     }
 
     /// The driver's name for `key` of namespace `ns`.
-    pub async fn backend_of(&self, ns: &str, snapshotter: &str, key: &str) -> Result<String> {
+    pub(crate) async fn backend_of(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        key: &str,
+    ) -> Result<String> {
         let store = self.db.snapshots();
         let (ns, sn, key) = (ns.to_owned(), snapshotter.to_owned(), key.to_owned());
         blocking(move || Ok(store.get(&ns, &sn, &key)?.backend_name)).await
     }
 
     /// Finishes or rolls back commits a crash interrupted, in every driver.
-    pub async fn recover(&self) {
+    pub(crate) async fn recover(&self) {
         let store = self.db.snapshots();
         let pending = match blocking(move || Ok(store.pending_commits()?)).await {
             Ok(p) => p,
@@ -432,7 +448,7 @@ impl Snapshotters {
 
     /// Removes the driver's snapshots that no namespace's record refers to
     /// (children before parents); returns how many were removed.
-    pub async fn reconcile(&self, snapshotter: &str) -> Result<usize> {
+    pub(crate) async fn reconcile(&self, snapshotter: &str) -> Result<usize> {
         let driver = self.driver(snapshotter)?;
         let _exclusive = driver.creating.write().await;
         let store = self.db.snapshots();
@@ -474,7 +490,7 @@ impl Snapshotters {
     }
 
     /// Reconciles every driver (after a garbage collection, at startup).
-    pub async fn reconcile_all(&self) {
+    pub(crate) async fn reconcile_all(&self) {
         for name in self.drivers.keys() {
             if let Err(e) = self.reconcile(name).await {
                 tracing::warn!(snapshotter = %name, error = %e, "cannot reconcile snapshots");
@@ -484,7 +500,7 @@ impl Snapshotters {
 }
 
 #[async_trait::async_trait]
-impl crate::services::gc::Sweeper for Snapshotters {
+impl crate::gc::Sweeper for Snapshotters {
     async fn sweep(&self, snapshotters: &[String]) {
         for name in snapshotters {
             if !self.drivers.contains_key(name) {

@@ -24,11 +24,22 @@ pub enum SocketError {
     },
 }
 
+/// The ttrpc socket path for gRPC socket `address`, as containerd names it.
+pub(crate) fn ttrpc_address(address: &Path) -> PathBuf {
+    let mut s = address.as_os_str().to_owned();
+    s.push(".ttrpc");
+    s.into()
+}
+
 /// Binds a UNIX socket at `path` owned by `uid:gid` with mode 0660.
 ///
 /// A socket file nobody answers on (left by a killed daemon) is removed; a
 /// socket that accepts a connection belongs to a live daemon and is refused.
-pub fn listen(path: &Path, uid: u32, gid: u32) -> Result<tokio::net::UnixListener, SocketError> {
+pub(crate) fn listen(
+    path: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<tokio::net::UnixListener, SocketError> {
     let io_err = |source| SocketError::Io {
         path: path.to_path_buf(),
         source,

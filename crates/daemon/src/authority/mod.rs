@@ -25,7 +25,7 @@ use scan::{Scanner, Step};
 /// An accepted connection whose client→server header blocks get a valid
 /// `:authority`.
 #[derive(Debug)]
-pub struct AuthorityFilter<S> {
+pub(crate) struct AuthorityFilter<S> {
     inner: S,
     scanner: Scanner,
     /// Bytes read but not yet classified (an incomplete frame header or
@@ -40,7 +40,7 @@ pub struct AuthorityFilter<S> {
 
 impl<S> AuthorityFilter<S> {
     /// Wraps an accepted connection.
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
             scanner: Scanner::default(),
@@ -49,11 +49,6 @@ impl<S> AuthorityFilter<S> {
             out: Vec::new(),
             out_pos: 0,
         }
-    }
-
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 
     /// Classifies `held` into `out` as far as it goes.

@@ -15,7 +15,7 @@ use prometheus_client::registry::Unit;
 
 /// The statistics of one task, as read at a scrape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskStats {
+pub(crate) struct TaskStats {
     /// The task's namespace.
     pub namespace: String,
     /// The task (container) id.
@@ -651,13 +651,13 @@ fn gather<M>(out: &mut Vec<Output>, families: &[Family<M>], task: &TaskStats, m:
 
 /// A `prometheus-client` collector over one scrape's task statistics.
 #[derive(Debug)]
-pub struct Collector {
+pub(crate) struct Collector {
     tasks: Vec<TaskStats>,
 }
 
 impl Collector {
     /// Encodes `tasks` when the registry holding it is encoded.
-    pub fn new(tasks: Vec<TaskStats>) -> Collector {
+    pub(crate) fn new(tasks: Vec<TaskStats>) -> Collector {
         Collector { tasks }
     }
 

@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 /// Labels of started calls and of the latency histogram.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CallLabels {
+pub(crate) struct CallLabels {
     grpc_type: String,
     grpc_service: String,
     grpc_method: String,
@@ -37,7 +37,7 @@ pub struct CallLabels {
 
 /// Labels of handled calls.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandledLabels {
+pub(crate) struct HandledLabels {
     grpc_type: String,
     grpc_service: String,
     grpc_method: String,
@@ -53,7 +53,7 @@ type LatencyFamily = Family<CallLabels, Histogram, fn() -> Histogram>;
 
 /// The gRPC server families.
 #[derive(Debug, Clone)]
-pub struct GrpcMetrics {
+pub(crate) struct GrpcMetrics {
     started: Family<CallLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
     received: Family<CallLabels, Counter>,
@@ -67,7 +67,7 @@ impl GrpcMetrics {
     /// The families, with a zero series for every method of the API (and
     /// every code, for handled), as go-grpc-prometheus' `InitializeMetrics`
     /// makes them in containerd; `histogram` turns on the latency histogram.
-    pub fn new(histogram: bool) -> GrpcMetrics {
+    pub(crate) fn new(histogram: bool) -> GrpcMetrics {
         let m = GrpcMetrics {
             started: Family::default(),
             handled: Family::default(),
@@ -98,7 +98,7 @@ impl GrpcMetrics {
     }
 
     /// Adds the families to `registry`.
-    pub fn register(&self, registry: &mut Registry) {
+    pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "grpc_server_started",
             "Total number of RPCs started on the server",
@@ -188,7 +188,7 @@ const CODE_NAMES: [&str; 17] = [
 ];
 
 /// containerd's (go-grpc) name of a gRPC status code number.
-pub fn code_name(code: &str) -> &'static str {
+pub(crate) fn code_name(code: &str) -> &'static str {
     code.trim()
         .parse::<usize>()
         .ok()
@@ -199,13 +199,13 @@ pub fn code_name(code: &str) -> &'static str {
 
 /// The layer: metrics (when a handle is given) and a span per call.
 #[derive(Debug, Clone, Default)]
-pub struct MetricsLayer {
+pub(crate) struct MetricsLayer {
     metrics: Option<GrpcMetrics>,
 }
 
 impl MetricsLayer {
     /// Records into `metrics` if given; spans are always made.
-    pub fn new(metrics: Option<GrpcMetrics>) -> MetricsLayer {
+    pub(crate) fn new(metrics: Option<GrpcMetrics>) -> MetricsLayer {
         MetricsLayer { metrics }
     }
 }
@@ -223,7 +223,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
 
 /// The service the [`MetricsLayer`] wraps around the routes.
 #[derive(Debug, Clone)]
-pub struct MetricsService<S> {
+pub(crate) struct MetricsService<S> {
     inner: S,
     metrics: Option<GrpcMetrics>,
 }
@@ -328,7 +328,7 @@ impl Drop for Observer {
 
 /// A response body that tells its `Observer` when it ends.
 #[derive(Debug)]
-pub struct ObservedBody<B> {
+pub(crate) struct ObservedBody<B> {
     inner: B,
     observer: Option<Observer>,
     sent: Option<(Counter, Frames)>,
@@ -380,7 +380,7 @@ impl<B: Body + Unpin> Body for ObservedBody<B> {
 /// Counts whole gRPC messages (a 5-byte header: flag and big-endian
 /// length, then the body) in a byte stream that arrives in pieces.
 #[derive(Debug, Default)]
-pub struct Frames {
+pub(crate) struct Frames {
     /// Header bytes seen of the current message (0..=5).
     header: usize,
     /// The length being read from the header.
@@ -425,7 +425,7 @@ impl Frames {
 
 /// A request body whose gRPC messages are counted as they are read.
 #[derive(Debug)]
-pub struct CountedBody<B> {
+pub(crate) struct CountedBody<B> {
     inner: B,
     counter: Option<(Counter, Frames)>,
 }

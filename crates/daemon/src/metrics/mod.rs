@@ -12,8 +12,8 @@
 //!   shim (`Stats`) at scrape time, with containerd's family names and the
 //!   labels `container_id` and `namespace`.
 
-pub mod cgroups;
-pub mod grpc;
+pub(crate) mod cgroups;
+pub(crate) mod grpc;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +25,14 @@ use prometheus_client::registry::{Registry, Unit};
 
 /// Buckets of latency histograms, in seconds (Prometheus' defaults, as
 /// containerd's gRPC histogram uses).
-pub const LATENCY_BUCKETS: [f64; 11] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// The daemon's metrics: what services record into, and the registry the
 /// endpoint encodes. Cheap to share behind an `Arc`.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// gRPC server metrics, recorded by the [`grpc::MetricsLayer`].
     pub grpc: grpc::GrpcMetrics,
@@ -58,7 +58,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A fresh registry; `grpc_histogram` turns on the gRPC latency histogram.
-    pub fn new(grpc_histogram: bool) -> Metrics {
+    pub(crate) fn new(grpc_histogram: bool) -> Metrics {
         let mut registry = Registry::default();
         let grpc = grpc::GrpcMetrics::new(grpc_histogram);
         grpc.register(&mut registry);
@@ -109,14 +109,14 @@ impl Metrics {
     }
 
     /// Records one garbage collection that took `took`.
-    pub fn observe_gc(&self, took: Duration) {
+    pub(crate) fn observe_gc(&self, took: Duration) {
         self.gc_runs.inc();
         self.gc_duration.observe(took.as_secs_f64());
     }
 
     /// The OpenMetrics text of the daemon's metrics followed by `tasks`'
     /// cgroup metrics, ending with `# EOF`.
-    pub fn encode(&self, tasks: &[cgroups::TaskStats]) -> Result<String, std::fmt::Error> {
+    pub(crate) fn encode(&self, tasks: &[cgroups::TaskStats]) -> Result<String, std::fmt::Error> {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::with_capacity(16 * 1024);
         encode_registry(&mut out, &self.registry)?;
@@ -129,7 +129,7 @@ impl Metrics {
 }
 
 /// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The metrics handle shared by plugins and servers.
-pub type Handle = Arc<Metrics>;
+pub(crate) type Handle = Arc<Metrics>;

@@ -251,7 +251,7 @@ pub fn registrations() -> Vec<Registration> {
 }
 
 /// One snapshotter registration per `[proxy_plugins.NAME]` of type `snapshot`.
-pub fn proxy_registrations(config: &crate::Config) -> Vec<Registration> {
+pub(crate) fn proxy_registrations(config: &crate::Config) -> Vec<Registration> {
     config
         .proxy_plugins
         .iter()
@@ -394,7 +394,7 @@ fn proxy_snapshotter(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError>
 fn snapshots_layer(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     let drivers: BTreeMap<String, Arc<dyn berth_snapshots::Snapshotter>> = ctx
         .all()
         .iter()
@@ -441,7 +441,7 @@ fn shim_manager(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let config = berth_runtime::manager::ManagerConfig {
         state: ctx.state.clone(),
         grpc_address: ctx.config.grpc.address.clone(),
-        ttrpc_address: crate::server::ttrpc_address(&ctx.config.grpc.address),
+        ttrpc_address: crate::socket::ttrpc_address(&ctx.config.grpc.address),
         publish_binary: exe,
         bin_dir,
         shims,
@@ -493,8 +493,8 @@ fn publish_dead_task(exchange: &Exchange, ns: &str, id: &str) {
             exited_at: Some(now.into()),
             id: String::new(),
         };
-        let _ = exchange.publish(ns, "/tasks/exit", services::namespaces::pack(&exit));
-        let _ = exchange.publish(ns, "/tasks/delete", services::namespaces::pack(&delete));
+        let _ = exchange.publish(ns, "/tasks/exit", crate::wire::pack(&exit));
+        let _ = exchange.publish(ns, "/tasks/delete", crate::wire::pack(&delete));
     }
 }
 
@@ -539,7 +539,7 @@ fn restart_monitor(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     let tmp = services::diff::tmp_mounts(&ctx.config.state);
     crate::private::create_private_dir(&tmp);
     Ok(Arc::new(GrpcService::new(sized!(
@@ -667,7 +667,7 @@ fn containers_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError
 fn images_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
         ImagesServer::new(services::images::ImagesService::new(
@@ -727,11 +727,11 @@ fn content_store(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 fn gc_scheduler(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
-    let collector = services::gc::Collector::new((*db).clone(), store);
+    let collector = crate::gc::Collector::new((*db).clone(), store);
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         collector.set_metrics(m);
     }
-    let config = services::gc::scheduler::SchedulerConfig::from_section(ctx.section)
+    let config = crate::gc::scheduler::SchedulerConfig::from_section(ctx.section)
         .map_err(PluginError::failed)?;
     ctx.exports.extend([
         (
@@ -789,7 +789,7 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     let mut service =
         services::content::ContentService::new(store, (*db).clone(), exchange, (*gc).clone());
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
@@ -803,7 +803,7 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 
 fn leases_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
-    let gc = ctx.get::<services::gc::Collector>(types::GC)?;
+    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
         LeasesServer::new(services::leases::LeasesService::new(

@@ -7,22 +7,22 @@ use berth_api::containerd::events as ev;
 use berth_api::containerd::services::containers::v1 as pb;
 use berth_api::containerd::services::containers::v1::containers_server::Containers;
 use berth_events::Exchange;
-use berth_metadata::{AnyValue, ContainerRecord, Db, Runtime};
+use berth_metadata::{ContainerRecord, Db, Runtime};
 use tonic::{Request, Response, Status};
 
-use super::namespaces::pack;
 use super::{namespace_of, with_db};
+use crate::wire::{any_from_record, any_to_record, pack};
 
 /// Serves the containers API.
 #[derive(Debug, Clone)]
-pub struct ContainersService {
+pub(crate) struct ContainersService {
     db: Db,
     exchange: Arc<Exchange>,
 }
 
 impl ContainersService {
     /// A service over `db`, publishing on `exchange`.
-    pub fn new(db: Db, exchange: Arc<Exchange>) -> ContainersService {
+    pub(crate) fn new(db: Db, exchange: Arc<Exchange>) -> ContainersService {
         ContainersService { db, exchange }
     }
 
@@ -33,22 +33,8 @@ impl ContainersService {
     }
 }
 
-fn any_of(a: prost_types::Any) -> AnyValue {
-    AnyValue {
-        type_url: a.type_url,
-        value: a.value,
-    }
-}
-
-fn proto_any(a: AnyValue) -> prost_types::Any {
-    prost_types::Any {
-        type_url: a.type_url,
-        value: a.value,
-    }
-}
-
 /// A record from the wire form (timestamps are the store's).
-pub fn record_of(c: pb::Container) -> ContainerRecord {
+pub(crate) fn record_of(c: pb::Container) -> ContainerRecord {
     let runtime = c.runtime.unwrap_or_default();
     let mut r = ContainerRecord::default();
     r.id = c.id;
@@ -56,22 +42,22 @@ pub fn record_of(c: pb::Container) -> ContainerRecord {
     r.image = c.image;
     r.runtime = Runtime {
         name: runtime.name,
-        options: runtime.options.map(any_of),
+        options: runtime.options.map(any_to_record),
     };
-    r.spec = c.spec.map(any_of);
+    r.spec = c.spec.map(any_to_record);
     r.snapshotter = c.snapshotter;
     r.snapshot_key = c.snapshot_key;
     r.extensions = c
         .extensions
         .into_iter()
-        .map(|(k, v)| (k, any_of(v)))
+        .map(|(k, v)| (k, any_to_record(v)))
         .collect();
     r.sandbox = c.sandbox;
     r
 }
 
 /// The wire form of a record.
-pub fn container_to_proto(r: ContainerRecord) -> pb::Container {
+pub(crate) fn container_to_proto(r: ContainerRecord) -> pb::Container {
     let (created, updated) = (r.created_at(), r.updated_at());
     pb::Container {
         id: r.id,
@@ -79,9 +65,9 @@ pub fn container_to_proto(r: ContainerRecord) -> pb::Container {
         image: r.image,
         runtime: Some(pb::container::Runtime {
             name: r.runtime.name,
-            options: r.runtime.options.map(proto_any),
+            options: r.runtime.options.map(any_from_record),
         }),
-        spec: r.spec.map(proto_any),
+        spec: r.spec.map(any_from_record),
         snapshotter: r.snapshotter,
         snapshot_key: r.snapshot_key,
         created_at: Some(created.into()),
@@ -89,7 +75,7 @@ pub fn container_to_proto(r: ContainerRecord) -> pb::Container {
         extensions: r
             .extensions
             .into_iter()
-            .map(|(k, v)| (k, proto_any(v)))
+            .map(|(k, v)| (k, any_from_record(v)))
             .collect(),
         sandbox: r.sandbox,
     }
@@ -179,7 +165,7 @@ impl Containers for ContainersService {
                 image: created.image.clone(),
                 runtime: Some(ev::container_create::Runtime {
                     name: created.runtime.name.clone(),
-                    options: created.runtime.options.clone().map(proto_any),
+                    options: created.runtime.options.clone().map(any_from_record),
                 }),
             }),
         );

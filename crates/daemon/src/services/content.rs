@@ -27,36 +27,12 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::blocking;
-use super::events::to_timestamp;
-use super::gc::Collector;
-use super::namespaces::pack;
+use crate::gc::Collector;
+use crate::wire::{content_status, metadata_status, pack, to_timestamp};
 
 /// Bytes per Read response and per List batch size, as containerd uses.
 const READ_CHUNK: usize = 1 << 20;
 const LIST_BATCH: usize = 100;
-
-/// Maps a content-store error to a status.
-pub fn store_status(e: berth_content::Error) -> Status {
-    use berth_content::Error as E;
-    let message = e.to_string();
-    match e {
-        E::NotFound(_) => Status::not_found(message),
-        E::AlreadyExists(_) => Status::already_exists(message),
-        E::InvalidArgument(_) => Status::invalid_argument(message),
-        E::FailedPrecondition(_) => Status::failed_precondition(message),
-        E::Unavailable(_) => Status::unavailable(message),
-        // A full disk (as for the metadata DB): "free space", not a bug.
-        E::Io { source, .. }
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) =>
-        {
-            Status::resource_exhausted(message)
-        }
-        _ => Status::internal(message),
-    }
-}
 
 fn parse_digest(s: &str) -> Result<Digest, Status> {
     Digest::parse(s).map_err(|e| Status::invalid_argument(format!("digest {s:?}: {e}")))
@@ -98,7 +74,7 @@ fn ingest_resource(reference: &str) -> berth_metadata::leases::Resource {
 }
 
 /// The lease named in a call's `containerd-lease` header, if any.
-pub fn lease_of<T>(request: &Request<T>) -> Option<String> {
+pub(crate) fn lease_of<T>(request: &Request<T>) -> Option<String> {
     request
         .metadata()
         .get(berth_api::LEASE_HEADER)
@@ -109,7 +85,7 @@ pub fn lease_of<T>(request: &Request<T>) -> Option<String> {
 
 /// Serves the content API over the local store and the metadata DB.
 #[derive(Debug, Clone)]
-pub struct ContentService {
+pub(crate) struct ContentService {
     store: Arc<LocalStore>,
     db: Db,
     exchange: Arc<Exchange>,
@@ -120,7 +96,7 @@ pub struct ContentService {
 impl ContentService {
     /// A service over `store` and `db`, publishing on `exchange`, asking `gc`
     /// to collect after deletions.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<LocalStore>,
         db: Db,
         exchange: Arc<Exchange>,
@@ -137,7 +113,7 @@ impl ContentService {
 
     /// Counts every byte written through ingests into `counter` (the
     /// daemon's pull bytes).
-    pub fn with_pull_bytes(
+    pub(crate) fn with_pull_bytes(
         mut self,
         counter: prometheus_client::metrics::counter::Counter,
     ) -> ContentService {
@@ -233,7 +209,7 @@ impl Content for ContentService {
         let record = blocking(move || {
             db.content()
                 .update(&ns, &digest, labels, &paths)
-                .map_err(super::namespaces::to_status)
+                .map_err(metadata_status)
         })
         .await?;
         Ok(Response::new(UpdateResponse {
@@ -251,8 +227,7 @@ impl Content for ContentService {
         let filter = berth_filters::parse_all(&request.get_ref().filters)
             .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
         let db = self.db.clone();
-        let records =
-            blocking(move || db.content().list(&ns).map_err(super::namespaces::to_status)).await?;
+        let records = blocking(move || db.content().list(&ns).map_err(metadata_status)).await?;
         let infos: Vec<WireInfo> = records
             .into_iter()
             .filter(|r| {
@@ -277,12 +252,7 @@ impl Content for ContentService {
         let digest = parse_digest(&request.into_inner().digest)?.to_string();
         let db = self.db.clone();
         let (n, d) = (ns.clone(), digest.clone());
-        blocking(move || {
-            db.content()
-                .delete(&n, &d)
-                .map_err(super::namespaces::to_status)
-        })
-        .await?;
+        blocking(move || db.content().delete(&n, &d).map_err(metadata_status)).await?;
         if let Err(e) =
             self.exchange
                 .publish(&ns, "/content/delete", pack(&ContentDelete { digest }))
@@ -304,10 +274,8 @@ impl Content for ContentService {
         let (db, store) = (self.db.clone(), self.store.clone());
         let d = digest.to_string();
         let reader = blocking(move || {
-            db.content()
-                .info(&ns, &d)
-                .map_err(super::namespaces::to_status)?;
-            store.reader_at(&digest).map_err(store_status)
+            db.content().info(&ns, &d).map_err(metadata_status)?;
+            store.reader_at(&digest).map_err(content_status)
         })
         .await?;
         let size = reader.size();
@@ -335,7 +303,7 @@ impl Content for ContentService {
                         offset: i64::try_from(at).unwrap_or(i64::MAX),
                         data: buf,
                     }),
-                    Err(e) => Err(store_status(e)),
+                    Err(e) => Err(content_status(e)),
                 };
                 let failed = msg.is_err();
                 if tx.blocking_send(msg).is_err() || failed {
@@ -357,7 +325,7 @@ impl Content for ContentService {
         let reference = request.into_inner().r#ref;
         let store = self.store.clone();
         let bref = backend_ref(&ns, &reference);
-        let status = blocking(move || store.status(&bref).map_err(store_status)).await?;
+        let status = blocking(move || store.status(&bref).map_err(content_status)).await?;
         Ok(Response::new(StatusResponse {
             status: wire_status(&ns, status),
         }))
@@ -371,7 +339,7 @@ impl Content for ContentService {
         let filter = berth_filters::parse_all(&request.get_ref().filters)
             .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
         let store = self.store.clone();
-        let all = blocking(move || store.list_statuses().map_err(store_status)).await?;
+        let all = blocking(move || store.list_statuses().map_err(content_status)).await?;
         let statuses = all
             .into_iter()
             .filter_map(|s| wire_status(&ns, s))
@@ -403,7 +371,7 @@ impl Content for ContentService {
         let ns = super::namespace_of(&request)?;
         let bref = backend_ref(&ns, &request.into_inner().r#ref);
         let store = self.store.clone();
-        blocking(move || store.abort(&bref).map_err(store_status)).await?;
+        blocking(move || store.abort(&bref).map_err(content_status)).await?;
         Ok(Response::new(()))
     }
 }
@@ -457,7 +425,7 @@ impl WriteSession {
                 if let Some(l) = &lease {
                     db.leases()
                         .add_resource(&ns, l, ingest_resource(&reference))
-                        .map_err(super::namespaces::to_status)?;
+                        .map_err(metadata_status)?;
                 }
                 let opened = (|| {
                     match store.writer(&bref, total, expected.as_ref()) {
@@ -467,16 +435,16 @@ impl WriteSession {
                             let d = expected.ok_or_else(|| {
                                 Status::internal("store reported an existing blob without a digest")
                             })?;
-                            let info = store.info(&d).map_err(store_status)?;
+                            let info = store.info(&d).map_err(content_status)?;
                             let size = i64::try_from(info.size).unwrap_or(i64::MAX);
                             db.content()
                                 .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
-                                .map_err(super::namespaces::to_status)?;
+                                .map_err(metadata_status)?;
                             Err(Status::already_exists(format!(
                                 "content {d}: already exists"
                             )))
                         }
-                        Err(e) => Err(store_status(e)),
+                        Err(e) => Err(content_status(e)),
                     }
                 })();
                 if opened.is_err() {
@@ -524,7 +492,7 @@ impl WriteSession {
                 c.inc_by(req.data.len() as u64);
             }
             let (w, msg) = blocking(move || {
-                let status = w.status().map_err(store_status)?;
+                let status = w.status().map_err(content_status)?;
                 let mut msg = WriteContentResponse {
                     action: action as i32,
                     offset: i64::try_from(status.offset).unwrap_or(i64::MAX),
@@ -546,11 +514,11 @@ impl WriteSession {
                             )));
                         }
                         if req.offset == 0 && msg.offset > 0 {
-                            w.truncate(0).map_err(store_status)?;
+                            w.truncate(0).map_err(content_status)?;
                             msg.offset = 0;
                         }
                         if !req.data.is_empty() {
-                            w.write(&req.data).map_err(store_status)?;
+                            w.write(&req.data).map_err(content_status)?;
                             msg.offset += i64::try_from(req.data.len()).unwrap_or(i64::MAX);
                         }
                         msg.digest = w.digest().to_string();
@@ -569,7 +537,7 @@ impl WriteSession {
                         gc.while_files_kept(|| {
                             match w.commit(size, expected.as_ref(), labels.clone()) {
                                 Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
-                                Err(e) => return Err(store_status(e)),
+                                Err(e) => return Err(content_status(e)),
                             }
                             db.content()
                                 .add(
@@ -579,7 +547,7 @@ impl WriteSession {
                                     labels,
                                     lease.as_deref(),
                                 )
-                                .map_err(super::namespaces::to_status)?;
+                                .map_err(metadata_status)?;
                             // Committed: the lease now holds the blob, not
                             // the ingest (containerd's removeIngestLease).
                             if let Some(l) = &lease {

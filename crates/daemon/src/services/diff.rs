@@ -23,25 +23,25 @@ const LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Serves the diff API.
 #[derive(Debug)]
-pub struct DiffService {
+pub(crate) struct DiffService {
     store: Arc<LocalStore>,
     db: berth_metadata::Db,
     /// Where mounts that cannot be applied to directly are mounted.
     tmp_mounts: PathBuf,
     next: AtomicU64,
     /// Holds off blob deletion while a computed diff is recorded.
-    gc: super::gc::Collector,
+    gc: crate::gc::Collector,
 }
 
 impl DiffService {
     /// A service reading layers from `store` (recording computed ones in
     /// `db`, with `gc` kept from deleting them meanwhile), mounting under
     /// `tmp_mounts`.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<LocalStore>,
         db: berth_metadata::Db,
         tmp_mounts: PathBuf,
-        gc: super::gc::Collector,
+        gc: crate::gc::Collector,
     ) -> DiffService {
         DiffService {
             store,
@@ -253,10 +253,10 @@ impl Diff for DiffService {
                                     kind: berth_metadata::leases::CONTENT.to_string(),
                                 },
                             )
-                            .map_err(super::namespaces::to_status),
+                            .map_err(crate::wire::metadata_status),
                         None => Ok(()),
                     },
-                    Err(e) => Err(super::namespaces::to_status(e)),
+                    Err(e) => Err(crate::wire::metadata_status(e)),
                 }
             })?;
             Ok((digest, size_i))
@@ -276,7 +276,7 @@ impl Diff for DiffService {
 }
 
 /// The temp-mount directory of the differ under the daemon's state.
-pub fn tmp_mounts(state: &Path) -> PathBuf {
+pub(crate) fn tmp_mounts(state: &Path) -> PathBuf {
     state
         .join("io.containerd.differ.v1.walking")
         .join("tmpmounts")

@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_api::containerd::services::events::v1::events_server::Events;
 use berth_api::containerd::services::events::v1::{
@@ -14,34 +13,7 @@ use berth_events::{Envelope, Exchange};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-/// Maps an event-exchange error to a status.
-///
-/// A lagging subscriber's stream ends with `ResourceExhausted` naming the
-/// lag, prefixed as containerd words errors that end a subscription; clients
-/// (Docker, the Go client's users) resubscribe on any code but `Canceled`.
-fn to_status(e: berth_events::Error) -> Status {
-    match e {
-        berth_events::Error::Lagged { .. } => {
-            Status::resource_exhausted(format!("subscription error: {e}"))
-        }
-        _ => Status::invalid_argument(e.to_string()),
-    }
-}
-
-/// Converts a wire timestamp to `SystemTime`, rejecting impossible values.
-pub fn from_timestamp(ts: Option<prost_types::Timestamp>) -> SystemTime {
-    ts.and_then(|t| {
-        let secs = u64::try_from(t.seconds).ok()?;
-        let nanos = u32::try_from(t.nanos).ok()?;
-        UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-    })
-    .unwrap_or_else(SystemTime::now)
-}
-
-/// Converts `SystemTime` to a wire timestamp.
-pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
-    prost_types::Timestamp::from(t)
-}
+use crate::wire::{events_status, from_timestamp, to_timestamp};
 
 /// The library envelope of a wire envelope.
 pub fn from_wire(e: WireEnvelope) -> Result<Envelope, Status> {
@@ -56,7 +28,7 @@ pub fn from_wire(e: WireEnvelope) -> Result<Envelope, Status> {
 }
 
 /// The wire envelope of a library envelope.
-pub fn to_wire(e: Envelope) -> WireEnvelope {
+pub(crate) fn to_wire(e: Envelope) -> WireEnvelope {
     WireEnvelope {
         timestamp: Some(to_timestamp(e.timestamp)),
         namespace: e.namespace,
@@ -67,13 +39,13 @@ pub fn to_wire(e: Envelope) -> WireEnvelope {
 
 /// Publishes, forwards and streams events through the exchange.
 #[derive(Debug, Clone)]
-pub struct EventsService {
+pub(crate) struct EventsService {
     exchange: Arc<Exchange>,
 }
 
 impl EventsService {
     /// A service over `exchange`.
-    pub fn new(exchange: Arc<Exchange>) -> EventsService {
+    pub(crate) fn new(exchange: Arc<Exchange>) -> EventsService {
         EventsService { exchange }
     }
 }
@@ -90,7 +62,7 @@ impl Events for EventsService {
             .ok_or_else(|| Status::invalid_argument("publish request has no event"))?;
         self.exchange
             .publish(&namespace, &req.topic, event)
-            .map_err(to_status)?;
+            .map_err(events_status)?;
         Ok(Response::new(()))
     }
 
@@ -101,7 +73,7 @@ impl Events for EventsService {
             .ok_or_else(|| Status::invalid_argument("forward request has no envelope"))?;
         self.exchange
             .forward(from_wire(envelope)?)
-            .map_err(to_status)?;
+            .map_err(events_status)?;
         Ok(Response::new(()))
     }
 
@@ -114,21 +86,21 @@ impl Events for EventsService {
         let sub = self
             .exchange
             .subscribe(&request.get_ref().filters)
-            .map_err(to_status)?;
-        let stream = sub.map(|e| e.map(to_wire).map_err(to_status));
+            .map_err(events_status)?;
+        let stream = sub.map(|e| e.map(to_wire).map_err(events_status));
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
 /// The ttrpc `Forward` endpoint shims publish their task events to.
 #[derive(Debug, Clone)]
-pub struct TtrpcEventsService {
+pub(crate) struct TtrpcEventsService {
     exchange: Arc<Exchange>,
 }
 
 impl TtrpcEventsService {
     /// A service over `exchange`.
-    pub fn new(exchange: Arc<Exchange>) -> TtrpcEventsService {
+    pub(crate) fn new(exchange: Arc<Exchange>) -> TtrpcEventsService {
         TtrpcEventsService { exchange }
     }
 }

@@ -10,13 +10,13 @@ use berth_events::Exchange;
 use berth_metadata::{Db, ImageRecord, Labels, Target};
 use tonic::{Request, Response, Status};
 
-use super::gc::Collector;
-use super::namespaces::pack;
 use super::{namespace_of, with_db};
+use crate::gc::Collector;
+use crate::wire::pack;
 
 /// Serves the images API.
 #[derive(Debug, Clone)]
-pub struct ImagesService {
+pub(crate) struct ImagesService {
     db: Db,
     exchange: Arc<Exchange>,
     gc: Collector,
@@ -24,7 +24,7 @@ pub struct ImagesService {
 
 impl ImagesService {
     /// A service over `db`, publishing on `exchange`, collecting with `gc` after deletions.
-    pub fn new(db: Db, exchange: Arc<Exchange>, gc: Collector) -> ImagesService {
+    pub(crate) fn new(db: Db, exchange: Arc<Exchange>, gc: Collector) -> ImagesService {
         ImagesService { db, exchange, gc }
     }
 
@@ -36,7 +36,7 @@ impl ImagesService {
 }
 
 /// The wire form of an image record.
-pub fn image_to_proto(r: ImageRecord) -> pb::Image {
+pub(crate) fn image_to_proto(r: ImageRecord) -> pb::Image {
     pb::Image {
         name: r.name,
         labels: r.labels.into_iter().collect(),

@@ -22,7 +22,7 @@ const RUNTIME_PLUGIN_TYPE: &str = "io.containerd.runtime.v2";
 
 /// Lists plugins and reports the server's identity.
 #[derive(Debug, Clone)]
-pub struct IntrospectionService {
+pub(crate) struct IntrospectionService {
     plugins: Arc<Vec<WirePlugin>>,
     uuid: String,
     shims: Option<Arc<ShimManager>>,
@@ -31,7 +31,10 @@ pub struct IntrospectionService {
 impl IntrospectionService {
     /// A service reporting `plugins` (itself included by the caller) and a
     /// server uuid kept in `root/uuid`, created on first start.
-    pub fn new(plugins: Vec<WirePlugin>, root: &Path) -> std::io::Result<IntrospectionService> {
+    pub(crate) fn new(
+        plugins: Vec<WirePlugin>,
+        root: &Path,
+    ) -> std::io::Result<IntrospectionService> {
         Ok(IntrospectionService {
             plugins: Arc::new(plugins),
             uuid: load_or_create_uuid(root)?,
@@ -41,7 +44,7 @@ impl IntrospectionService {
 
     /// This service answering the runtime plugin's `PluginInfo` with
     /// options (containerd 2.x's `RuntimeInfo`) through `shims`.
-    pub fn with_runtime(mut self, shims: Option<Arc<ShimManager>>) -> IntrospectionService {
+    pub(crate) fn with_runtime(mut self, shims: Option<Arc<ShimManager>>) -> IntrospectionService {
         self.shims = shims;
         self
     }
@@ -131,7 +134,7 @@ async fn run_info(binary: &Path, input: Vec<u8>) -> Result<Vec<u8>, Status> {
 }
 
 /// The wire form of an initialised (or failed) plugin.
-pub fn wire_plugin(p: &Plugin) -> WirePlugin {
+pub(crate) fn wire_plugin(p: &Plugin) -> WirePlugin {
     WirePlugin {
         r#type: p.plugin_type.clone(),
         id: p.id.clone(),

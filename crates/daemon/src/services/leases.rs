@@ -12,19 +12,19 @@ use berth_metadata::Db;
 use berth_metadata::leases::{Lease, Resource};
 use tonic::{Request, Response, Status};
 
-use super::events::to_timestamp;
-use super::gc::Collector;
+use crate::gc::Collector;
+use crate::wire::to_timestamp;
 
 /// Manages leases; deleting one schedules (or with `sync`, runs) a collection.
 #[derive(Debug, Clone)]
-pub struct LeasesService {
+pub(crate) struct LeasesService {
     db: Db,
     gc: Collector,
 }
 
 impl LeasesService {
     /// A service over `db` that collects garbage through `gc`.
-    pub fn new(db: Db, gc: Collector) -> LeasesService {
+    pub(crate) fn new(db: Db, gc: Collector) -> LeasesService {
         LeasesService { db, gc }
     }
 

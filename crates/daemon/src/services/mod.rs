@@ -2,24 +2,23 @@
 //! berth library crates. Each service maps its crate's errors to status
 //! codes in one function.
 
-pub mod containers;
-pub mod content;
-pub mod diff;
+pub(crate) mod containers;
+pub(crate) mod content;
+pub(crate) mod diff;
 pub mod events;
-pub mod gc;
-pub mod images;
-pub mod introspection;
-pub mod leases;
+pub(crate) mod images;
+pub(crate) mod introspection;
+pub(crate) mod leases;
 pub mod legacy_options;
-pub mod namespaces;
-pub mod snapshots;
-pub mod tasks;
-pub mod version;
+pub(crate) mod namespaces;
+pub(crate) mod snapshots;
+pub(crate) mod tasks;
+pub(crate) mod version;
 
 use tonic::{Request, Status};
 
 /// The namespace a call names in its `containerd-namespace` header.
-pub fn namespace_of<T>(request: &Request<T>) -> Result<String, Status> {
+pub(crate) fn namespace_of<T>(request: &Request<T>) -> Result<String, Status> {
     let value = request
         .metadata()
         .get(berth_api::NAMESPACE_HEADER)
@@ -42,15 +41,15 @@ pub fn namespace_of<T>(request: &Request<T>) -> Result<String, Status> {
 /// it to the blocking pool (a thread wake-up and a context switch each
 /// way) took longer than the read and dominated small calls such as
 /// `Content.Info`. Scans and writes (fsync) still go through [`with_db`].
-pub fn read_db<T>(
+pub(crate) fn read_db<T>(
     db: &berth_metadata::Db,
     f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T>,
 ) -> Result<T, Status> {
-    f(db).map_err(namespaces::to_status)
+    f(db).map_err(crate::wire::metadata_status)
 }
 
 /// Runs blocking store, file or DB work off the async workers.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
@@ -59,10 +58,10 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 /// Runs a blocking metadata call off the async workers, mapping its error.
-pub async fn with_db<T: Send + 'static>(
+pub(crate) async fn with_db<T: Send + 'static>(
     db: &berth_metadata::Db,
     f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T> + Send + 'static,
 ) -> Result<T, Status> {
     let db = db.clone();
-    blocking(move || f(&db).map_err(namespaces::to_status)).await
+    blocking(move || f(&db).map_err(crate::wire::metadata_status)).await
 }

@@ -31,43 +31,18 @@ use prost::Name;
 use tonic::{Request, Response, Status};
 
 use super::namespace_of;
-
-/// Maps a metadata error to the status containerd would send.
-pub fn to_status(e: berth_metadata::Error) -> Status {
-    use berth_metadata::Error as E;
-    // The message is the error's full text, which names the category the
-    // way containerd's wrapped errors do (`namespace "x": not found`).
-    let message = e.to_string();
-    match e {
-        E::NotFound(_) => Status::not_found(message),
-        E::AlreadyExists(_) => Status::already_exists(message),
-        E::InvalidArgument(_) => Status::invalid_argument(message),
-        E::FailedPrecondition(_) | E::SchemaVersion { .. } => Status::failed_precondition(message),
-        E::NotImplemented(_) => Status::unimplemented(message),
-        E::DataLoss(_) => Status::data_loss(message),
-        _ => Status::internal(message),
-    }
-}
-
-/// Packs an event payload as containerd does: the type URL is the bare
-/// protobuf message name (containerd's typeurl), not `type.googleapis.com/...`.
-pub fn pack<M: prost::Message + Name>(event: &M) -> prost_types::Any {
-    prost_types::Any {
-        type_url: M::full_name(),
-        value: event.encode_to_vec(),
-    }
-}
+use crate::wire::pack;
 
 /// Manages namespaces and publishes `/namespaces/*` events.
 #[derive(Debug, Clone)]
-pub struct NamespacesService {
+pub(crate) struct NamespacesService {
     db: Db,
     exchange: Arc<Exchange>,
 }
 
 impl NamespacesService {
     /// A service over `db`, publishing on `exchange`.
-    pub fn new(db: Db, exchange: Arc<Exchange>) -> NamespacesService {
+    pub(crate) fn new(db: Db, exchange: Arc<Exchange>) -> NamespacesService {
         NamespacesService { db, exchange }
     }
 

@@ -11,27 +11,17 @@ use tonic::{Request, Response, Status};
 
 use super::content::lease_of;
 use super::namespace_of;
-use crate::snapshotters::{Error, Snapshotters};
-
-/// The gRPC status for a namespaced snapshot error.
-pub fn to_status(e: Error) -> Status {
-    match e {
-        Error::UnknownSnapshotter(_) => Status::invalid_argument(e.to_string()),
-        Error::Metadata(m) => super::namespaces::to_status(m),
-        Error::Driver(d) => berth_snapshots::proxy::status(&d),
-        Error::Task(_) => Status::internal(e.to_string()),
-    }
-}
+use crate::snapshotters::{Snapshotters, snapshot_status};
 
 /// Serves the snapshots API.
 #[derive(Debug, Clone)]
-pub struct SnapshotsService {
+pub(crate) struct SnapshotsService {
     snapshotters: Arc<Snapshotters>,
 }
 
 impl SnapshotsService {
     /// A service over `snapshotters`.
-    pub fn new(snapshotters: Arc<Snapshotters>) -> SnapshotsService {
+    pub(crate) fn new(snapshotters: Arc<Snapshotters>) -> SnapshotsService {
         SnapshotsService { snapshotters }
     }
 }
@@ -82,7 +72,7 @@ impl SnapshotsService {
                 view,
             )
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(mounts.iter().map(mount_to_proto).collect())
     }
 }
@@ -124,7 +114,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .mounts(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(Response::new(pb::MountsResponse {
             mounts: mounts.iter().map(mount_to_proto).collect(),
         }))
@@ -145,7 +135,7 @@ impl Snapshots for SnapshotsService {
                 lease.as_deref(),
             )
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(Response::new(()))
     }
 
@@ -155,7 +145,7 @@ impl Snapshots for SnapshotsService {
         self.snapshotters
             .remove(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(Response::new(()))
     }
 
@@ -169,7 +159,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .stat(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(Response::new(pb::StatSnapshotResponse {
             info: Some(info_to_proto(&info)),
         }))
@@ -196,7 +186,7 @@ impl Snapshots for SnapshotsService {
                 paths,
             )
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(Response::new(pb::UpdateSnapshotResponse {
             info: Some(info_to_proto(&info)),
         }))
@@ -216,7 +206,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .list(&ns, snapshotter(&r.snapshotter)?)
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         let infos: Vec<pb::Info> = infos
             .iter()
             .filter(|i| matches(&filter, i))
@@ -240,7 +230,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .usage(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(Response::new(pb::UsageResponse {
             size: i64::try_from(u.size).unwrap_or(i64::MAX),
             inodes: i64::try_from(u.inodes).unwrap_or(i64::MAX),
@@ -252,7 +242,7 @@ impl Snapshots for SnapshotsService {
         self.snapshotters
             .cleanup(snapshotter(&r.snapshotter)?)
             .await
-            .map_err(to_status)?;
+            .map_err(snapshot_status)?;
         Ok(Response::new(()))
     }
 }

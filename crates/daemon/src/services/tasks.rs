@@ -15,13 +15,13 @@ use berth_api::containerd::services::tasks::v1::tasks_server::Tasks;
 use berth_api::containerd::task::v2 as shim;
 use berth_api::containerd::types::Metric;
 use berth_api::containerd::v1::types::Process;
-use berth_api::errdefs::RpcError;
 use berth_metadata::Db;
-use berth_runtime::manager::{self, Shim, ShimManager, context_for};
+use berth_runtime::manager::{Shim, ShimManager, context_for};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{namespace_of, with_db};
+use crate::wire::{manager_status, shim_status};
 
 /// Timeout of ordinary shim calls (not Wait).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,7 +30,7 @@ const RUNC_OPTIONS_URL: &str = "containerd.runc.v1.Options";
 
 /// Serves the tasks API.
 #[derive(Debug, Clone)]
-pub struct TasksService {
+pub(crate) struct TasksService {
     db: Db,
     shims: Arc<ShimManager>,
     runc_root: PathBuf,
@@ -39,32 +39,12 @@ pub struct TasksService {
 impl TasksService {
     /// A service over `db` (containers) and `shims`; runc keeps its state
     /// under `runc_root` unless a client says otherwise.
-    pub fn new(db: Db, shims: Arc<ShimManager>, runc_root: PathBuf) -> TasksService {
+    pub(crate) fn new(db: Db, shims: Arc<ShimManager>, runc_root: PathBuf) -> TasksService {
         TasksService {
             db,
             shims,
             runc_root,
         }
-    }
-}
-
-fn shim_status(e: ttrpc::Error) -> Status {
-    RpcError::from(e).into()
-}
-
-fn manager_status(e: manager::Error) -> Status {
-    match e {
-        manager::Error::NotFound(id) => Status::not_found(format!(
-            "task {id:?}: not found (start it with `tasks start`)"
-        )),
-        manager::Error::AlreadyExists(id) => {
-            Status::already_exists(format!("task {id:?}: already exists"))
-        }
-        // containerd returns these as plain errors: code Unknown.
-        manager::Error::NoShim { .. } | manager::Error::BadRuntime(_) => {
-            Status::unknown(e.to_string())
-        }
-        other => Status::unavailable(other.to_string()),
     }
 }
 
@@ -101,11 +81,14 @@ fn with_runc_root(
 
 /// Timeout of the calls a scrape or a debug dump makes to each shim
 /// (containerd gives shim stats two seconds too).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The statistics of `s`'s task as its shim reports them (the shim v2
 /// `Stats` call; an `Any` of `io.containerd.cgroups.v1.Metrics` or `.v2`).
-pub async fn shim_stats(s: &Shim, timeout: Duration) -> Result<Option<prost_types::Any>, Status> {
+pub(crate) async fn shim_stats(
+    s: &Shim,
+    timeout: Duration,
+) -> Result<Option<prost_types::Any>, Status> {
     let req = shim::StatsRequest { id: s.id.clone() };
     let resp = s
         .client
@@ -117,7 +100,7 @@ pub async fn shim_stats(s: &Shim, timeout: Duration) -> Result<Option<prost_type
 
 /// What a scrape or a debug dump learns about one task from its shim.
 #[derive(Debug, Clone)]
-pub struct TaskProbe {
+pub(crate) struct TaskProbe {
     /// The task's namespace.
     pub namespace: String,
     /// The task (container) id.
@@ -137,7 +120,7 @@ pub struct TaskProbe {
 /// Asks `s` for its task's state and, if `with_stats` and the task is live,
 /// its statistics; every call is bounded by [`PROBE_TIMEOUT`].
 #[tracing::instrument(level = "debug", skip_all, fields(namespace = %s.namespace, id = %s.id))]
-pub async fn probe(s: &Shim, with_stats: bool) -> TaskProbe {
+pub(crate) async fn probe(s: &Shim, with_stats: bool) -> TaskProbe {
     use berth_api::containerd::v1::types::Status as TaskStatus;
     let mut p = TaskProbe {
         namespace: s.namespace.clone(),

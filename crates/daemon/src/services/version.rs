@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 /// Reports the daemon version.
 #[derive(Debug, Clone, Default)]
-pub struct VersionService;
+pub(crate) struct VersionService;
 
 #[tonic::async_trait]
 impl Version for VersionService {

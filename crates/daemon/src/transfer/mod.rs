@@ -38,6 +38,7 @@ use tonic::{Request, Response, Status, Streaming as InStream};
 
 use crate::services::namespace_of;
 use crate::snapshotters::Snapshotters;
+use crate::wire::{transfer_status, unpack};
 pub(crate) use progress::Progress;
 pub(crate) use pull::{PullRequest, Puller};
 
@@ -52,7 +53,7 @@ struct OpenStream {
 
 /// Streams clients opened, by id.
 #[derive(Default, Clone)]
-pub struct Streams {
+pub(crate) struct Streams {
     open: Arc<Mutex<HashMap<String, OpenStream>>>,
 }
 
@@ -73,13 +74,13 @@ impl Streams {
 
 /// Serves `containerd.services.streaming.v1.Streaming`.
 #[derive(Debug, Clone)]
-pub struct StreamingService {
+pub(crate) struct StreamingService {
     streams: Streams,
 }
 
 impl StreamingService {
     /// A service registering into `streams`.
-    pub fn new(streams: Streams) -> StreamingService {
+    pub(crate) fn new(streams: Streams) -> StreamingService {
         StreamingService { streams }
     }
 }
@@ -143,7 +144,7 @@ impl Streaming for StreamingService {
 
 /// Serves `containerd.services.transfer.v1.Transfer`.
 #[derive(Debug, Clone)]
-pub struct TransferService {
+pub(crate) struct TransferService {
     puller: Puller,
     streams: Streams,
     pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
@@ -151,7 +152,7 @@ pub struct TransferService {
 
 impl TransferService {
     /// A service pulling into `store`/`db`/`snapshotters`.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<LocalStore>,
         db: Db,
         snapshotters: Arc<Snapshotters>,
@@ -179,7 +180,7 @@ impl TransferService {
 
     /// Gives up a pull whose registry sends nothing for `limit` (the
     /// ingest is kept: a retry resumes it).
-    pub fn with_stall_timeout(mut self, limit: std::time::Duration) -> TransferService {
+    pub(crate) fn with_stall_timeout(mut self, limit: std::time::Duration) -> TransferService {
         self.puller.stall_timeout = limit;
         self
     }
@@ -195,40 +196,13 @@ impl TransferService {
     }
 
     /// Counts the bytes every pull downloads into `counter` (`berth_pull_bytes`).
-    pub fn with_pull_bytes(
+    pub(crate) fn with_pull_bytes(
         mut self,
         counter: prometheus_client::metrics::counter::Counter,
     ) -> TransferService {
         self.pull_bytes = Some(counter);
         self
     }
-}
-
-/// A library transfer error as a gRPC status: the one place categories
-/// become codes.
-pub(crate) fn status(e: berth_transfer::Error) -> Status {
-    use berth_transfer::Category as C;
-    use tonic::Code;
-    let code = match e.category() {
-        C::NotFound => Code::NotFound,
-        C::InvalidArgument => Code::InvalidArgument,
-        C::AlreadyExists => Code::AlreadyExists,
-        C::FailedPrecondition => Code::FailedPrecondition,
-        C::Unavailable => Code::Unavailable,
-        C::DeadlineExceeded => Code::DeadlineExceeded,
-        C::DataLoss => Code::DataLoss,
-        C::Cancelled => Code::Cancelled,
-        C::Aborted => Code::Aborted,
-        C::Unauthenticated => Code::Unauthenticated,
-        C::PermissionDenied => Code::PermissionDenied,
-        C::ResourceExhausted => Code::ResourceExhausted,
-        _ => Code::Internal,
-    };
-    Status::new(code, e.message())
-}
-
-fn decode<M: Message + Default>(any: &prost_types::Any, what: &str) -> Result<M, Status> {
-    M::decode(any.value.as_slice()).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
 }
 
 fn kind(any: &Option<prost_types::Any>) -> &str {
@@ -274,7 +248,7 @@ async fn registry_options(
     };
     stream
         .to_client
-        .send(Ok(crate::services::namespaces::pack(&ask)))
+        .send(Ok(crate::wire::pack(&ask)))
         .await
         .map_err(|_| Status::cancelled("the client closed its auth stream"))?;
     let answer = stream
@@ -284,7 +258,7 @@ async fn registry_options(
         .message()
         .await?
         .ok_or_else(|| Status::cancelled("the client closed its auth stream"))?;
-    let auth: ttypes::AuthResponse = decode(&answer, "AuthResponse")?;
+    let auth: ttypes::AuthResponse = unpack(&answer, "AuthResponse")?;
     if auth.auth_type == ttypes::AuthType::Credentials as i32 {
         let credential = Credential::new(auth.username, auth.secret);
         options = options.with_credentials(StaticCredentials::new().with_host(host, credential));
@@ -306,8 +280,8 @@ impl Transfer for TransferService {
         match (kind(&r.source), kind(&r.destination)) {
             ("OCIRegistry", "ImageStore") => {
                 let source: ttypes::OciRegistry =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageStore = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -341,8 +315,8 @@ impl Transfer for TransferService {
             }
             ("ImageStore", "OCIRegistry") => {
                 let source: ttypes::ImageStore =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::OciRegistry = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::OciRegistry = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -360,13 +334,13 @@ impl Transfer for TransferService {
                     &progress.library(),
                 )
                 .await
-                .map_err(status)?;
+                .map_err(transfer_status)?;
                 Ok(Response::new(()))
             }
             ("ImageImportStream", "ImageStore") => {
                 let source: ttypes::ImageImportStream =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageStore = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -375,8 +349,8 @@ impl Transfer for TransferService {
             }
             ("ImageStore", "ImageExportStream") => {
                 let source: ttypes::ImageStore =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageExportStream = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageExportStream = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -385,8 +359,8 @@ impl Transfer for TransferService {
             }
             ("ImageImportStream", "ImageExportStream") => {
                 let source: ttypes::ImageImportStream =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageExportStream = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageExportStream = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -395,8 +369,8 @@ impl Transfer for TransferService {
             }
             ("ImageStore", "ImageStore") => {
                 let source: ttypes::ImageStore =
-                    decode(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
-                let dest: ttypes::ImageStore = decode(
+                    unpack(r.source.as_ref().unwrap_or(&Default::default()), "source")?;
+                let dest: ttypes::ImageStore = unpack(
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
@@ -475,7 +449,7 @@ impl TransferService {
             tokio::task::spawn_blocking(move || archive::import(&*store, reader, &prefix, &naming))
                 .await
                 .map_err(|e| Status::internal(format!("import task: {e}")))?
-                .map_err(status)?;
+                .map_err(transfer_status)?;
         tracing::info!(
             images = imported.images.len(),
             blobs = imported.blobs_written,
@@ -542,7 +516,7 @@ impl TransferService {
         let image = tokio::task::spawn_blocking(move || db.images().get(&ns, &name))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(crate::services::namespaces::to_status)?;
+            .map_err(crate::wire::metadata_status)?;
         Ok(berth_images::Descriptor::new(
             image.target.media_type.clone(),
             berth_content::Digest::parse(&image.target.digest)
@@ -614,7 +588,7 @@ impl TransferService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(crate::services::namespaces::to_status)?;
+        .map_err(crate::wire::metadata_status)?;
         let mut images = Vec::new();
         for (name, image) in names.into_iter().zip(records) {
             let digest = berth_content::Digest::parse(&image.target.digest)
@@ -650,7 +624,7 @@ impl TransferService {
         writer
             .await
             .map_err(|e| Status::internal(format!("export task: {e}")))?
-            .map_err(status)?;
+            .map_err(transfer_status)?;
         sent?;
         sender.finish().await;
         Ok(())

@@ -39,7 +39,7 @@ fn send(
         desc: desc.map(api_desc),
     };
     // A slow client loses intermediate updates, never blocks the transfer.
-    let _ = tx.try_send(Ok(crate::services::namespaces::pack(&msg)));
+    let _ = tx.try_send(Ok(crate::wire::pack(&msg)));
 }
 
 impl Progress {

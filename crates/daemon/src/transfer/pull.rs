@@ -23,11 +23,11 @@ use berth_transfer::{PullOptions, Unpacker};
 use tonic::Status;
 
 use super::progress::Progress;
-use super::status;
 use super::views::{NsContent, NsSnapshotter};
 use crate::services::blocking;
-use crate::services::namespaces::pack;
 use crate::snapshotters::Snapshotters;
+use crate::wire::pack;
+use crate::wire::transfer_status;
 
 /// How long a pull's lease protects what it fetched if berthd dies mid-pull.
 const LEASE_EXPIRY: Duration = Duration::from_secs(24 * 3600);
@@ -167,7 +167,7 @@ impl Puller {
                 db.leases()
                     .create(&ns, &lease, labels)
                     .map(drop)
-                    .map_err(crate::services::namespaces::to_status)
+                    .map_err(crate::wire::metadata_status)
             })
             .await?;
         }
@@ -192,7 +192,7 @@ impl Puller {
                     name,
                     Some(lease.clone()),
                 )
-                .map_err(crate::services::snapshots::to_status)?;
+                .map_err(crate::snapshotters::snapshot_status)?;
                 Some(Unpacker::new(name.clone(), Arc::new(sn), &self.tmp_mounts))
             }
             None => None,
@@ -219,7 +219,7 @@ impl Puller {
             Ok(pulled) => pulled,
             Err(e) => {
                 drop(guard);
-                return Err(status(e));
+                return Err(transfer_status(e));
             }
         };
         // The lease goes only once the image record holds the content: a
@@ -264,9 +264,9 @@ impl Puller {
                     images
                         .update(&ns, &name_o, target, labels, &paths)
                         .map(|r| (r, false))
-                        .map_err(crate::services::namespaces::to_status)
+                        .map_err(crate::wire::metadata_status)
                 }
-                Err(e) => Err(crate::services::namespaces::to_status(e)),
+                Err(e) => Err(crate::wire::metadata_status(e)),
             }
         })
         .await?;

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::OpenStream;
-use crate::services::namespaces::pack;
+use crate::wire::pack;
 
 /// Bytes the daemon lets a client have in flight on an import.
 const WINDOW: i32 = 1 << 20;

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 /// `[plugins."io.containerd.gc.v1.scheduler"]`, with containerd's names,
 /// types and defaults.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SchedulerConfig {
+pub(crate) struct SchedulerConfig {
     /// Largest share of real time that scheduled collections may take
     /// (0.02: 2%); clamped to 0..=0.5. 0 keeps the tick at one second.
     pub pause_threshold: f64,
@@ -60,7 +60,7 @@ impl Default for SchedulerConfig {
 /// A bad value in the scheduler's config section.
 #[derive(Debug, thiserror::Error)]
 #[error("[plugins.\"io.containerd.gc.v1.scheduler\"] {key}: {message}")]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The key.
     pub key: String,
     /// What is wrong and what is expected.
@@ -69,7 +69,9 @@ pub struct ConfigError {
 
 impl SchedulerConfig {
     /// Reads the plugin's section (missing keys keep their defaults).
-    pub fn from_section(section: Option<&toml::Table>) -> Result<SchedulerConfig, ConfigError> {
+    pub(crate) fn from_section(
+        section: Option<&toml::Table>,
+    ) -> Result<SchedulerConfig, ConfigError> {
         let mut c = SchedulerConfig::default();
         let Some(section) = section else {
             return Ok(c);
@@ -133,7 +135,7 @@ impl SchedulerConfig {
 /// Parses a Go `time.ParseDuration` string: a sequence of decimal numbers
 /// with units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h` (`"0"` alone is allowed).
 /// Negative durations (valid in Go, clamped to 0 by containerd) give 0.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration {text:?} (want e.g. \"100ms\", \"1.5s\", \"2m\")");
     let (negative, mut rest) = match text.strip_prefix('-') {
         Some(r) => (true, r),
@@ -174,12 +176,12 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// One collection under way: its pause and its report, or why it failed.
-pub type Collecting<'a, R> =
+pub(crate) type Collecting<'a, R> =
     Pin<Box<dyn Future<Output = Result<(Duration, R), String>> + Send + 'a>>;
 
 /// What the scheduler runs: one collection, returning how long its
 /// metadata phase paused the store (for the pause threshold) and a report.
-pub trait Collect<R>: Send + Sync + 'static {
+pub(crate) trait Collect<R>: Send + Sync + 'static {
     /// Runs one collection.
     fn collect(&self) -> Collecting<'_, R>;
 }
@@ -195,7 +197,7 @@ struct Event {
 type Waiter<R> = oneshot::Sender<Result<R, String>>;
 
 /// Handle to a running scheduler; cheap to clone.
-pub struct Scheduler<R> {
+pub(crate) struct Scheduler<R> {
     events: mpsc::UnboundedSender<Event>,
     waiters: Arc<Mutex<Vec<Waiter<R>>>>,
 }
@@ -218,7 +220,7 @@ impl<R> Clone for Scheduler<R> {
 impl<R: Clone + Send + 'static> Scheduler<R> {
     /// Starts the scheduler's task (inside a tokio runtime). It ends when
     /// every handle is dropped.
-    pub fn spawn(config: SchedulerConfig, collector: impl Collect<R>) -> Scheduler<R> {
+    pub(crate) fn spawn(config: SchedulerConfig, collector: impl Collect<R>) -> Scheduler<R> {
         let (events, rx) = mpsc::unbounded_channel();
         let waiters: Arc<Mutex<Vec<Waiter<R>>>> = Arc::default();
         tokio::spawn(run(config.clamped(), collector, rx, waiters.clone()));
@@ -227,7 +229,7 @@ impl<R: Clone + Send + 'static> Scheduler<R> {
 
     /// Reports a committed write; `dirty`: a deletion happened since the
     /// last collection began. Called from the DB's mutation callback.
-    pub fn mutated(&self, dirty: bool) {
+    pub(crate) fn mutated(&self, dirty: bool) {
         let _ = self.events.send(Event {
             at: Instant::now(),
             mutation: true,
@@ -237,7 +239,7 @@ impl<R: Clone + Send + 'static> Scheduler<R> {
 
     /// Asks for a collection `schedule_delay` from now and waits for one
     /// that begins after this call (containerd's `ScheduleAndWait`).
-    pub async fn schedule_and_wait(&self) -> Result<R, String> {
+    pub(crate) async fn schedule_and_wait(&self) -> Result<R, String> {
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()

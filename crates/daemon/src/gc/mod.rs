@@ -10,7 +10,7 @@
 //! deleted here afterwards, outside any transaction, so writers never wait
 //! on file deletion.
 
-pub mod scheduler;
+pub(crate) mod scheduler;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,7 +25,7 @@ use scheduler::{Collect, Collecting, Scheduler, SchedulerConfig};
 /// Something that removes, after a collection, what the collection's
 /// removed records referred to outside the metadata DB (driver snapshots).
 #[async_trait::async_trait]
-pub trait Sweeper: Send + Sync {
+pub(crate) trait Sweeper: Send + Sync {
     /// Called after each collection that removed snapshot records, with the
     /// snapshotters they belonged to.
     async fn sweep(&self, snapshotters: &[String]);
@@ -33,7 +33,7 @@ pub trait Sweeper: Send + Sync {
 
 /// What one collection did.
 #[derive(Debug, Clone, Default)]
-pub struct Collection {
+pub(crate) struct Collection {
     /// Blob files deleted.
     pub blobs_deleted: usize,
     /// Leases that had expired and were removed.
@@ -64,7 +64,7 @@ struct Inner {
 
 /// Handle to the collector; cheap to clone.
 #[derive(Clone)]
-pub struct Collector {
+pub(crate) struct Collector {
     inner: Arc<Inner>,
 }
 
@@ -77,7 +77,7 @@ impl std::fmt::Debug for Collector {
 impl Collector {
     /// A collector over `db` and `store`; call [`Collector::start`] inside a
     /// tokio runtime to collect as scheduled.
-    pub fn new(db: Db, store: Arc<LocalStore>) -> Collector {
+    pub(crate) fn new(db: Db, store: Arc<LocalStore>) -> Collector {
         Collector {
             inner: Arc::new(Inner {
                 db,
@@ -94,7 +94,7 @@ impl Collector {
 
     /// Starts the scheduler (once; later calls do nothing) and has the DB
     /// report every write to it.
-    pub fn start(&self, config: SchedulerConfig) {
+    pub(crate) fn start(&self, config: SchedulerConfig) {
         if self.inner.scheduler.get().is_some() {
             return;
         }
@@ -116,7 +116,7 @@ impl Collector {
     /// The startup collection (if `startup_delay` is not 0): the server
     /// awaits it before serving. Ticks after it collect only after a
     /// deletion (or `mutation_threshold` writes), as in containerd.
-    pub async fn startup(&self) {
+    pub(crate) async fn startup(&self) {
         if !self.inner.startup.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -127,7 +127,7 @@ impl Collector {
 
     /// Asks for a collection and waits for one that begins after this call
     /// (what `sync` deletions do); collects directly if not started.
-    pub async fn schedule_and_wait(&self) -> Result<Collection, String> {
+    pub(crate) async fn schedule_and_wait(&self) -> Result<Collection, String> {
         match self.inner.scheduler.get() {
             Some(s) => s.schedule_and_wait().await,
             None => self.collect().await,
@@ -136,7 +136,7 @@ impl Collector {
 
     /// Runs `f` while no blob file can be deleted; used when recording a
     /// blob that is already in the shared store.
-    pub fn while_files_kept<T>(&self, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn while_files_kept<T>(&self, f: impl FnOnce() -> T) -> T {
         let _guard = self
             .inner
             .files
@@ -146,7 +146,7 @@ impl Collector {
     }
 
     /// Adds a sweeper, called after each collection that removed snapshots.
-    pub fn add_sweeper(&self, sweeper: Arc<dyn Sweeper>) {
+    pub(crate) fn add_sweeper(&self, sweeper: Arc<dyn Sweeper>) {
         self.inner
             .sweepers
             .lock()
@@ -155,13 +155,13 @@ impl Collector {
     }
 
     /// Records every collection's run and duration into `metrics` (set once).
-    pub fn set_metrics(&self, metrics: crate::metrics::Handle) {
+    pub(crate) fn set_metrics(&self, metrics: crate::metrics::Handle) {
         let _ = self.inner.metrics.set(metrics);
     }
 
     /// Aborts the ingests `refs` (client refs) of namespace `ns`, whose
     /// lease was deleted; ones already gone are skipped.
-    pub async fn abort_ingests(&self, ns: &str, refs: Vec<String>) {
+    pub(crate) async fn abort_ingests(&self, ns: &str, refs: Vec<String>) {
         if refs.is_empty() {
             return;
         }
@@ -180,7 +180,7 @@ impl Collector {
     }
 
     /// Collects now and returns what was removed. Collections never overlap.
-    pub async fn collect(&self) -> Result<Collection, String> {
+    pub(crate) async fn collect(&self) -> Result<Collection, String> {
         let _running = self.inner.running.lock().await;
         let started = Instant::now();
         let db = self.inner.db.clone();
