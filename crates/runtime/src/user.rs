@@ -205,6 +205,57 @@ fn resolve_with(
     })
 }
 
+/// `m` mounted read-only for a lookup: an overlay's upper directory becomes
+/// its top lower one, so the container's own mount stays undisturbed.
+pub fn readonly_mount(m: &berth_api::containerd::types::Mount) -> berth_snapshots::Mount {
+    let mut options: Vec<String> = Vec::new();
+    if m.r#type == "overlay" {
+        let (mut upper, mut lower) = (None, None);
+        for o in &m.options {
+            if let Some(u) = o.strip_prefix("upperdir=") {
+                upper = Some(u.to_string());
+            } else if let Some(l) = o.strip_prefix("lowerdir=") {
+                lower = Some(l.to_string());
+            } else if !o.starts_with("workdir=") && o != "rw" {
+                options.push(o.clone());
+            }
+        }
+        let lowers: Vec<String> = upper.into_iter().chain(lower).collect();
+        options.push(format!("lowerdir={}", lowers.join(":")));
+    } else {
+        options.extend(m.options.iter().filter(|o| o.as_str() != "rw").cloned());
+    }
+    options.push("ro".to_string());
+    berth_snapshots::Mount {
+        kind: m.r#type.clone(),
+        source: m.source.clone(),
+        target: m.target.clone(),
+        options,
+    }
+}
+
+/// Resolves `user` through the files of the root filesystem `mounts`
+/// describe, mounted read-only on the empty directory `scratch` for the
+/// lookup (as containerd's `WithUser` does; needs the privilege to mount).
+/// A failed unmount is logged: the lookup's answer stands.
+pub fn resolve_in_mounts(
+    user: &str,
+    mounts: &[berth_api::containerd::types::Mount],
+    scratch: &Path,
+) -> Result<ResolvedUser, SpecError> {
+    let mounts: Vec<berth_snapshots::Mount> = mounts.iter().map(readonly_mount).collect();
+    let guard = berth_snapshots::mount::MountGuard::mount(&mounts, scratch).map_err(|e| {
+        SpecError::Invalid(format!(
+            "mounting the root filesystem to look up user {user:?}: {e}"
+        ))
+    })?;
+    let resolved = resolve(user, guard.target());
+    if let Err(e) = guard.unmount() {
+        tracing::warn!(error = %e, "unmounting after a user lookup");
+    }
+    resolved
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +330,31 @@ mod tests {
             (u.uid, u.gid, u.additional_gids),
             (1000, 1000, vec![29, 44])
         );
+    }
+
+    #[test]
+    fn an_overlay_is_looked_up_through_its_layers_read_only() {
+        let m = berth_api::containerd::types::Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                "workdir=/w".into(),
+                "upperdir=/u".into(),
+                "lowerdir=/l1:/l2".into(),
+                "index=off".into(),
+            ],
+        };
+        assert_eq!(
+            readonly_mount(&m).options,
+            ["index=off", "lowerdir=/u:/l1:/l2", "ro"]
+        );
+        let bind = berth_api::containerd::types::Mount {
+            r#type: "bind".into(),
+            source: "/s".into(),
+            target: String::new(),
+            options: vec!["rbind".into(), "rw".into()],
+        };
+        assert_eq!(readonly_mount(&bind).options, ["rbind", "ro"]);
     }
 }
