@@ -193,6 +193,9 @@ impl LogFollower {
     }
 }
 
+/// Read buffer of the copy of one shim's log FIFO.
+const LOG_BUFFER: usize = 256;
+
 /// Creates (if needed) the bundle's `log` FIFO, which shims write their
 /// logs to, and copies what arrives into berthd's log until stopped.
 fn follow_log(namespace: &str, id: &str, bundle: &Path) -> Option<LogFollower> {
@@ -223,7 +226,10 @@ fn follow_log(namespace: &str, id: &str, bundle: &Path) -> Option<LogFollower> {
     let (stop, mut stopped) = tokio::sync::oneshot::channel();
     let done = tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(receiver).lines();
+        // Shims log a few short lines; a small buffer (lines longer than
+        // it are still read whole) keeps the daemon's memory per running
+        // task low: the default 8 KiB would be resident for every task.
+        let mut lines = tokio::io::BufReader::with_capacity(LOG_BUFFER, receiver).lines();
         loop {
             tokio::select! {
                 line = lines.next_line() => match line {
