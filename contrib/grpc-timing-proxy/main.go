@@ -18,10 +18,13 @@ import (
 
 type raw struct{}
 
-func (raw) Marshal(v interface{}) ([]byte, error)  { return *(v.(*[]byte)), nil }
-func (raw) Unmarshal(d []byte, v interface{}) error { *(v.(*[]byte)) = append([]byte(nil), d...); return nil }
-func (raw) String() string                          { return "proto" }
-func (raw) Name() string                            { return "proto" }
+func (raw) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (raw) Unmarshal(d []byte, v interface{}) error {
+	*(v.(*[]byte)) = append([]byte(nil), d...)
+	return nil
+}
+func (raw) String() string { return "proto" }
+func (raw) Name() string   { return "proto" }
 
 var t0 = time.Now()
 var mu sync.Mutex
