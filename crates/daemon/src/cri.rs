@@ -1,5 +1,5 @@
 //! The CRI plugin's seam to the daemon: its image pulls go through the
-//! daemon's own pull engine ([`crate::transfer::Puller`]), the one place
+//! daemon's own pull engine (`transfer::Puller`), the one place
 //! to change when that engine moves into a library crate.
 
 use berth_cri::{ImagePuller, PullSpec, PulledImage};

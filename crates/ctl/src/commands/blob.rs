@@ -22,7 +22,7 @@ pub(crate) async fn write(
     write_checked(client, media_type, reference, data, labels, true).await
 }
 
-/// [`write`]; with `exists_ok` false, content that already exists is an
+/// [`write()`]; with `exists_ok` false, content that already exists is an
 /// error (`commit failed: content <digest>: already exists`, as ctr's
 /// `content edit` reports it).
 pub(crate) async fn write_checked(
