@@ -124,7 +124,7 @@ fn benchmark(daemon: &CriDaemon, out: &Path) -> Result<()> {
         .arg(format!("-benchmarking-params-file={}", params.display()))
         .arg(format!("-benchmarking-output-dir={}", out.display()))
         .arg("-ginkgo.focus=benchmark about lifecycle of PodSandbox")
-        .arg("-ginkgo.focus=benchmark about basic operations on Container$")
+        .arg("-ginkgo.focus=benchmark about start a container from scratch")
         .arg("-ginkgo.no-color")
         .env("TMPDIR", out)
         .current_dir(out)
