@@ -58,6 +58,9 @@ fn measure(env: &CriEnv, s: &mut Summary) -> Result<()> {
         let daemon = CriDaemon::start(kind, env).map_err(|e| format!("{kind:?}: {e:#}"))?;
         let pid = daemon_pid(&daemon.address)
             .ok_or_else(|| format!("no process serves {}", daemon.address.display()))?;
+        // Stopped by PID on Ctrl-C too; otherwise `finish` (or the drop on
+        // an error) stops it with its pods.
+        crate::cleanup::process(pid);
         // Settle after startup (plugins loading, first GC) before reading.
         std::thread::sleep(Duration::from_secs(2));
         let idle = status_kib(pid, "VmRSS:") as f64 / 1024.0;
@@ -70,6 +73,7 @@ fn measure(env: &CriEnv, s: &mut Summary) -> Result<()> {
                 .collect::<Result<Vec<f64>>>()
         });
         let finished = daemon.finish().map_err(|e| format!("{kind:?}: {e:#}"));
+        crate::cleanup::forget(pid);
         let figures = figures.map_err(|e| format!("{kind:?}: {e}"))?;
         finished?;
         let berth = kind == CriDaemonKind::Berthd;
