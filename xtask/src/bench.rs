@@ -31,6 +31,10 @@
 //! - `docker`: Docker Engine 20.10 on each daemon (`dockerd --containerd`,
 //!   set up as the end-to-end tests do): `docker run --rm busybox true`
 //!   latency, and the daemon's RSS with 50 running Docker containers.
+//! - `cri`: `critest -benchmark` once against each daemon with its CRI
+//!   plugin (set up as the CRI tests do): pod and container start/stop
+//!   latencies, and the daemon's idle RSS with the CRI plugin loaded (see
+//!   `bench/cri.rs`).
 //!
 //! `--rounds N` sets the rounds per daemon of the repeated measurements
 //! (default 3).
@@ -47,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use crate::{Result, cleanup, run, workspace_root};
 
+mod cri;
 mod unpack;
 
 /// Samples of each latency measurement per daemon in `run`.
@@ -1211,12 +1216,20 @@ fn scenario_docker(berth: &Daemon, containerd: &Daemon, s: &mut Summary) -> Resu
 }
 
 /// All scenarios, in the order they run.
-const ALL: [&str; 8] = [
-    "run", "pull", "unpack", "stress", "memory", "api", "limit", "docker",
+const ALL: [&str; 9] = [
+    "run", "pull", "unpack", "stress", "memory", "api", "limit", "docker", "cri",
 ];
 
 /// Entry point of `cargo xtask bench`.
 pub(crate) fn bench(args: &[String]) -> Result<()> {
+    // The `cri` scenario starts berthd through the tests' harness, which
+    // runs the binaries of `BERTH_BIN_DIR`: the release build measured.
+    #[allow(unsafe_code)]
+    // SAFETY: set first thing, while this process has a single thread (the
+    // signal handler thread and every child start later).
+    unsafe {
+        std::env::set_var("BERTH_BIN_DIR", target_dir().join("release"));
+    }
     let mut scenarios = Vec::new();
     let mut args = args.iter();
     while let Some(a) = args.next() {
@@ -1283,6 +1296,7 @@ fn bench_in(scenarios: &[String]) -> Result<()> {
             "api" => scenario_api(&berth, &containerd, &mut ctx, &mut summary),
             "limit" => scenario_limit(&berth, &mut ctx, &mut summary),
             "docker" => scenario_docker(&berth, &containerd, &mut summary),
+            "cri" => cri::scenario(&mut summary),
             other => Err(format!("unknown scenario {other:?}")),
         };
         eprintln!("(scenario {s} took {:.0}s)", t.elapsed().as_secs_f64());
