@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod cri_daemon;
 pub mod cri_env;
 pub mod cri_images;
+pub mod crictl;
 pub mod critest;
 pub mod docker;
 pub mod faults;

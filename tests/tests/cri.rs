@@ -4,54 +4,13 @@
 //! exec'd into, logged, stopped and removed, and a berthd restart in the
 //! middle (pods and containers survive it with their true states).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use berth_tests::crictl::Crictl;
 use berth_tests::registry::Registry;
-use berth_tests::{Daemon, fails, ok, pause, shared_tool, testimages};
-
-/// `crictl` pointed at one berthd by a config file of its own.
-struct Crictl {
-    bin: PathBuf,
-    config: PathBuf,
-}
-
-impl Crictl {
-    fn new(d: &Daemon) -> Result<Crictl> {
-        let config = d.scratch("crictl.yaml");
-        let endpoint = format!("unix://{}", d.address.display());
-        std::fs::write(
-            &config,
-            format!("runtime-endpoint: {endpoint}\nimage-endpoint: {endpoint}\ntimeout: 120\n"),
-        )?;
-        Ok(Crictl {
-            bin: shared_tool("crictl")?,
-            config,
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .with_context(|| format!("running crictl {args:?}"))
-    }
-
-    /// Runs and wants success; returns stdout, trimmed.
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        ok(self.run(args)?)
-            .map(|s| s.trim().to_string())
-            .with_context(|| format!("crictl {args:?}"))
-    }
-
-    fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
-        let out = self.ok(args)?;
-        serde_json::from_str(&out).with_context(|| format!("crictl {args:?} printed {out}"))
-    }
-}
+use berth_tests::{Daemon, fails, ok, pause, testimages};
 
 /// A registry holding `busybox:1` and the pause image `pause:1`.
 fn registry(d: &Path) -> Result<(Registry, String, String)> {

@@ -140,6 +140,28 @@ impl Backend {
     pub(crate) fn tasks(&self) -> TasksClient<Chan> {
         TasksClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
     }
+    /// SIGKILL to every process of task `id`; a task already gone is
+    /// fine. `what` names the task in the error.
+    pub(crate) async fn kill_all(&self, id: &str, what: &str) -> Result<()> {
+        let r = self
+            .tasks()
+            .kill(berth_api::containerd::services::tasks::v1::KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal: 9,
+                all: true,
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(CriError::Service {
+                what: format!("killing {what}"),
+                status: Box::new(s),
+            }),
+        }
+    }
+
     pub(crate) fn images(&self) -> ImagesClient<Chan> {
         ImagesClient::with_interceptor(self.channel.clone(), NamespaceHeader(None))
             .max_decoding_message_size(64 << 20)

@@ -949,24 +949,10 @@ impl Cri {
                 Err(_) => tracing::debug!(container = %id, "stop timeout passed; killing"),
             }
         }
-        match tasks
-            .kill(tpb::KillRequest {
-                container_id: id.clone(),
-                exec_id: String::new(),
-                signal: 9,
-                all: true,
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => {
-                return Err(CriError::Service {
-                    what: format!("killing container {id}"),
-                    status: Box::new(s),
-                });
-            }
-        }
+        self.inner
+            .backend
+            .kill_all(&id, &format!("container {id}"))
+            .await?;
         let _ = wait.await;
         // Reading it now records the exit and deletes the task.
         self.container(&id).await.map(drop)

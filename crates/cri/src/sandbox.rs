@@ -558,24 +558,7 @@ impl Cri {
                     .await
                 }
             });
-            match tasks
-                .kill(tpb::KillRequest {
-                    container_id: id.to_string(),
-                    exec_id: String::new(),
-                    signal: 9,
-                    all: true,
-                })
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == tonic::Code::NotFound => {}
-                Err(s) => {
-                    return Err(CriError::Service {
-                        what: format!("killing {id}"),
-                        status: Box::new(s),
-                    });
-                }
-            }
+            self.inner.backend.kill_all(id, id).await?;
             let _ = waiter.await;
         }
         match tasks
