@@ -328,7 +328,7 @@ impl Drop for Observer {
 
 /// A response body that tells its `Observer` when it ends.
 #[derive(Debug)]
-pub(crate) struct ObservedBody<B> {
+pub(crate) struct ObservedBody<B: Body + Unpin> {
     inner: B,
     observer: Option<Observer>,
     sent: Option<(Counter, Frames)>,
@@ -374,6 +374,45 @@ impl<B: Body + Unpin> Body for ObservedBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl<B: Body + Unpin> Drop for ObservedBody<B> {
+    fn drop(&mut self) {
+        // A client may reset a server stream once it has the last message,
+        // before the trailers were polled (ctr's content read stops at the
+        // expected size). grpc-go counts the handler's own outcome then, so
+        // look once, without waiting, for an answer that is already there;
+        // only a stream still producing was cancelled by its client.
+        if self.observer.as_ref().is_none_or(|o| o.done) {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut inner = Pin::new(&mut self.inner);
+        // Data already produced is not sent any more: skip to what follows.
+        for _ in 0..2 {
+            match inner.as_mut().poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(trailers), Some(obs)) =
+                        (frame.trailers_ref(), self.observer.as_mut())
+                    {
+                        let code = trailers
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .map(code_name);
+                        obs.finish(code, "OK");
+                        return;
+                    }
+                }
+                Poll::Ready(None) => {
+                    if let Some(obs) = self.observer.as_mut() {
+                        obs.finish(None, "OK");
+                    }
+                    return;
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Pending => return,
+            }
+        }
     }
 }
 
