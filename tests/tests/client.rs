@@ -350,6 +350,38 @@ fn readme_example_pulls_and_runs_on_berthd() -> Result<()> {
     d.finish()
 }
 
+/// The same README example, unchanged, against containerd 1.6: no
+/// Transfer service there, so the client pulls and unpacks itself.
+#[test]
+fn readme_example_pulls_and_runs_on_containerd_1_6() -> Result<()> {
+    let example = berth_tests::bin_dir().join("examples/pull_and_run");
+    ensure!(
+        example.is_file(),
+        "{} not found: build it with `cargo build -p berth-client --examples`",
+        example.display()
+    );
+    let registry = Registry::start()?;
+    let c = Containerd::start()?;
+    let layout = testimages::busybox(&c.scratch("busybox"))?;
+    let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
+    let namespace = format!("client-example-{}", std::process::id());
+    let out = Command::new(&example)
+        .arg(&c.address)
+        .arg(&reference)
+        .arg(&namespace)
+        .stdin(ProcStdio::null())
+        .output()?;
+    let stdout = ok(out).with_context(|| format!("containerd's log:\n{}", c.log()))?;
+    assert_eq!(stdout, "hello from a container\nexit status 0\n");
+    // containerd's own client sees the pulled image, and nothing left of
+    // the container.
+    let images = ok(c.ctr_in(&namespace, &["images", "ls", "-q"])?)?;
+    assert!(images.lines().any(|l| l == reference), "{images}");
+    let containers = ok(c.ctr_in(&namespace, &["containers", "ls", "-q"])?)?;
+    assert_eq!(containers, "");
+    c.finish()
+}
+
 #[test]
 fn client_runs_execs_kills_and_follows_events_on_berthd() -> Result<()> {
     let registry = Registry::start()?;
