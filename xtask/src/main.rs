@@ -69,7 +69,7 @@ pub(crate) fn build_release() -> Result<()> {
     // position-independent: no shared libc pages to map, no relocations
     // to apply at start, so less resident memory per process.
     for (package, bin) in [
-        ("berth-runtime", "containerd-shim-berth-v2"),
+        ("berth-shim", "containerd-shim-berth-v2"),
         ("berth-daemon", "berthd"),
     ] {
         run(cargo().args([

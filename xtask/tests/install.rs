@@ -17,7 +17,7 @@ fn bin_dir() -> PathBuf {
     for name in ["berthd", "berthctl", "containerd-shim-berth-v2"] {
         assert!(
             dir.join(name).exists(),
-            "{} missing: build first (cargo build -p berth-daemon -p berth-ctl -p berth-runtime --bins)",
+            "{} missing: build first (cargo build -p berth-daemon -p berth-ctl -p berth-shim --bins)",
             dir.join(name).display()
         );
     }

@@ -290,7 +290,7 @@ impl ContainerBuilder {
                         )));
                     }
                     let resolved = crate::user::resolve_in_mounts(&user, rootfs)?;
-                    opts.push(berth_runtime::spec::with_resolved_user(resolved));
+                    opts.push(berth_spec::with_resolved_user(resolved));
                 }
             }
         }

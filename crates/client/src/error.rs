@@ -65,7 +65,7 @@ pub enum Error {
         id: String,
         /// What the spec builder said.
         #[source]
-        source: berth_runtime::spec::SpecError,
+        source: berth_spec::SpecError,
     },
     /// A local file or FIFO operation failed.
     #[error("{context}: {source}")]

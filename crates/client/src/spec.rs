@@ -1,11 +1,11 @@
 //! OCI runtime spec options in the style of containerd's `oci.With*`
-//! functions: [`berth_runtime::spec`]'s options re-exported, plus the ones
+//! functions: [`berth_spec`]'s options re-exported, plus the ones
 //! that take the client's own types.
 //!
 //! Options are plain closures over the spec ([`SpecOpt`]); write your own
 //! next to these.
 
-pub use berth_runtime::spec::{
+pub use berth_spec::{
     DEFAULT_PATH, SpecError, SpecOpt, default_spec, generate, namespace_type, with_capabilities,
     with_cgroups_path, with_cpu_shares, with_cpus, with_cpuset, with_cwd, with_env,
     with_host_namespace, with_hostname, with_memory_limit, with_mounts, with_namespace_path,
@@ -28,7 +28,7 @@ pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-s
 /// may be a name, looked up in the image's own files; the container
 /// builder does that ([`crate::ContainerBuilder::image_config`]).
 pub fn with_image_config(config: &ImageConfig) -> SpecOpt {
-    berth_runtime::spec::with_image_config(berth_runtime::spec::ImageProcess {
+    berth_spec::with_image_config(berth_spec::ImageProcess {
         env: config.env.clone(),
         entrypoint: config.entrypoint.clone(),
         cmd: config.cmd.clone(),

@@ -3,14 +3,14 @@
 //! temporary directory for the lookup of `/etc/passwd` and `/etc/group`.
 
 use berth_api::containerd::types::Mount;
-use berth_runtime::user::ResolvedUser;
+use berth_spec::user::ResolvedUser;
 
 use crate::error::{Error, Result};
 
 /// `m` mounted read-only for a lookup (see
-/// [`berth_runtime::user::readonly_mount`]).
+/// [`berth_spec::user::readonly_mount`]).
 pub fn readonly_mount(m: &Mount) -> berth_snapshots::Mount {
-    berth_runtime::user::readonly_mount(m)
+    berth_spec::user::readonly_mount(m)
 }
 
 /// Resolves `user` (`uid`, `name`, `uid:gid`, `name:group`) through the
@@ -19,6 +19,6 @@ pub fn readonly_mount(m: &Mount) -> berth_snapshots::Mount {
 pub fn resolve_in_mounts(user: &str, mounts: &[Mount]) -> Result<ResolvedUser> {
     let dir = tempfile::tempdir()
         .map_err(|e| Error::io("creating a mount point for the user lookup", e))?;
-    berth_runtime::user::resolve_in_mounts(user, mounts, dir.path())
+    berth_spec::user::resolve_in_mounts(user, mounts, dir.path())
         .map_err(|e| Error::InvalidArgument(format!("user {user:?}: {e}")))
 }

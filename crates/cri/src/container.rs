@@ -8,7 +8,7 @@ use std::time::Duration;
 use berth_api::containerd::services::containers::v1 as cpb;
 use berth_api::containerd::services::tasks::v1 as tpb;
 use berth_api::runtime::v1 as cri;
-use berth_runtime::spec::{self, ImageProcess, SpecOpt};
+use berth_spec::{self as spec, ImageProcess, SpecOpt};
 
 use crate::Cri;
 use crate::error::{CriError, Result};
@@ -386,7 +386,7 @@ impl Cri {
         sb_config: &cri::PodSandboxConfig,
         image: &crate::images::CriImage,
         pause_pid: u32,
-        resolved: Option<berth_runtime::user::ResolvedUser>,
+        resolved: Option<berth_spec::user::ResolvedUser>,
     ) -> Result<oci_spec::runtime::Spec> {
         let c = &image.facts.config;
         let entrypoint = cspec::strings(&c["Entrypoint"]);
@@ -681,7 +681,7 @@ impl Cri {
         config: &cri::ContainerConfig,
         image: &crate::images::CriImage,
         mounts: Vec<berth_api::containerd::types::Mount>,
-    ) -> Result<Option<berth_runtime::user::ResolvedUser>> {
+    ) -> Result<Option<berth_spec::user::ResolvedUser>> {
         let sc = config
             .linux
             .as_ref()
@@ -1131,7 +1131,7 @@ impl Cri {
     }
 }
 
-fn spec_err(e: berth_runtime::spec::SpecError) -> CriError {
+fn spec_err(e: berth_spec::SpecError) -> CriError {
     CriError::InvalidArgument(format!("container spec: {e}"))
 }
 

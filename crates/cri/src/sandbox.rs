@@ -9,7 +9,7 @@ use berth_api::containerd::services::snapshots::v1 as spb;
 use berth_api::containerd::services::tasks::v1 as tpb;
 use berth_api::containerd::v1::types::Status as TaskStatus;
 use berth_api::runtime::v1 as cri;
-use berth_runtime::spec::{self, ImageProcess, SpecOpt};
+use berth_spec::{self as spec, ImageProcess, SpecOpt};
 use oci_spec::runtime::LinuxNamespaceType;
 use serde_json::json;
 

@@ -19,7 +19,7 @@
 use std::path::PathBuf;
 
 use berth_api::runtime::v1 as cri;
-use berth_runtime::spec::SpecOpt;
+use berth_spec::SpecOpt;
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompOperator,
     LinuxSyscall,

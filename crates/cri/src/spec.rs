@@ -1,10 +1,10 @@
 //! OCI specs of pause and application containers: berth's spec options
-//! (`berth_runtime::spec`) plus the few settings only the CRI asks for.
+//! (`berth_spec`) plus the few settings only the CRI asks for.
 
 use std::collections::HashMap;
 
 use berth_api::runtime::v1 as cri;
-use berth_runtime::spec::{self, SpecError, SpecOpt};
+use berth_spec::{self as spec, SpecError, SpecOpt};
 use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
 use serde_json::Value;
 

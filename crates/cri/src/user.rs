@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use berth_api::containerd::types::Mount;
-use berth_runtime::user::ResolvedUser;
+use berth_spec::user::ResolvedUser;
 
 use crate::error::{CriError, Result};
 
@@ -15,7 +15,7 @@ use crate::error::{CriError, Result};
 pub(crate) fn resolve(user: &str, mounts: &[Mount], scratch: &Path) -> Result<ResolvedUser> {
     std::fs::create_dir_all(scratch)
         .map_err(|e| CriError::Internal(format!("creating {}: {e}", scratch.display())))?;
-    let resolved = berth_runtime::user::resolve_in_mounts(user, mounts, scratch);
+    let resolved = berth_spec::user::resolve_in_mounts(user, mounts, scratch);
     let _ = std::fs::remove_dir(scratch);
     resolved.map_err(|e| CriError::InvalidArgument(format!("user {user:?}: {e}")))
 }

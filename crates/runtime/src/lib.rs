@@ -1,21 +1,22 @@
-//! Running containers: OCI runtime specs, the shim manager and berth's shim.
+//! Running containers from the daemon's side: starting, connecting to and
+//! reconnecting to shims, and reading a container's cgroup.
 //!
-//! - [`spec`]: containerd's default Linux spec and composable options.
-//! - [`user`]: an image's `User` resolved through its `/etc/passwd` and
-//!   `/etc/group`.
-//! - [`manager`]: starting, connecting to and reconnecting to shims.
-//! - [`shim`]: berth's shim `containerd-shim-berth-v2` (runc, shim v2 ttrpc).
+//! - [`manager`]: the shim manager (containerd's shim v2 protocol: the shim
+//!   binary's `start` and `delete`, its ttrpc task API).
+//! - [`address`]: where a shim's socket is, computed alike by the shim
+//!   (`berth-shim`) and the manager.
 //! - [`cgroups`]: a container's cgroup (v1 or v2) read into containerd's
 //!   cgroup statistics messages, for a shim's `Stats` answer.
 //! - [`spawn`]: short-lived helper processes started with `posix_spawn`,
 //!   without forking the caller.
+//!
+//! OCI runtime specs are built by `berth-spec`; berth's shim is
+//! `berth-shim`.
 
+pub mod address;
 pub mod cgroups;
 pub mod manager;
-pub mod shim;
 pub mod spawn;
-pub mod spec;
-pub mod user;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

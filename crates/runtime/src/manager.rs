@@ -877,7 +877,7 @@ impl ShimManager {
         // `start` writing the address file leaves a live shim without one;
         // its address is derived from the daemon, namespace and id.
         let address = if address.is_empty() && binary.file_name() == Some(BERTH_SHIM.as_ref()) {
-            crate::shim::socket_address(
+            crate::address::socket_address(
                 &self.config.grpc_address.display().to_string(),
                 namespace,
                 id,

@@ -39,6 +39,6 @@ fn check(data: &[u8]) {
     fs::write(etc.join("passwd"), text(passwd).as_bytes()).expect("passwd");
     fs::write(etc.join("group"), text(group).as_bytes()).expect("group");
     for user in USERS {
-        let _ = berth_runtime::user::resolve(user, tmp.path());
+        let _ = berth_spec::user::resolve(user, tmp.path());
     }
 }

@@ -140,7 +140,7 @@ async fn setup(client: &Client, ns: &str, n: usize) -> anyhow::Result<()> {
     let mut pending = tokio::task::JoinSet::new();
     for i in 0..n {
         let id = format!("{PREFIX}{i:05}");
-        let spec = berth_runtime::spec::generate(&id, ns, Vec::new())?;
+        let spec = berth_spec::generate(&id, ns, Vec::new())?;
         let mut containers = clients::containers(client);
         pending.spawn(async move {
             containers

@@ -20,7 +20,7 @@ enum Command {
 pub(crate) fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Spec => {
-            let mut spec = berth_runtime::spec::generate("", &global.namespace(), Vec::new())
+            let mut spec = berth_spec::generate("", &global.namespace(), Vec::new())
                 .map_err(|e| anyhow::anyhow!("failed to generate spec: {e}"))?;
             // berth's default spec carries the default PATH, which
             // containerd's clients add separately (WithDefaultPathEnv, or

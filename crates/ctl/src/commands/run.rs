@@ -9,7 +9,7 @@ use berth_api::containerd::services::snapshots::v1 as spb;
 use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::containerd::services::tasks::v1 as tpb;
 use berth_api::containerd::types::Mount;
-use berth_runtime::spec::{self, ImageProcess, SpecOpt};
+use berth_spec::{self as spec, ImageProcess, SpecOpt};
 use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
 
 use crate::commands::tasks::start_task;
@@ -152,7 +152,7 @@ fn runc_options(args: &Args) -> Option<prost_types::Any> {
 fn resolve_user_in_mounts(
     user: &str,
     mounts: &[Mount],
-) -> anyhow::Result<berth_runtime::user::ResolvedUser> {
+) -> anyhow::Result<berth_spec::user::ResolvedUser> {
     Ok(berth_client::user::resolve_in_mounts(user, mounts)?)
 }
 
@@ -443,7 +443,7 @@ pub(crate) async fn create_container(
     }
     let user = args.user.clone().unwrap_or(image_user);
     let resolved = match &rootfs_dir {
-        Some(dir) => berth_runtime::user::resolve(&user, dir).map_err(anyhow::Error::from),
+        Some(dir) => berth_spec::user::resolve(&user, dir).map_err(anyhow::Error::from),
         None => resolve_user_in_mounts(&user, &rootfs_mounts),
     };
     let resolved = match resolved {

@@ -25,7 +25,7 @@ use berth_api::containerd::services::leases::v1::leases_client::LeasesClient;
 use berth_api::containerd::services::snapshots::v1 as spb;
 use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::containerd::services::tasks::v1 as tpb;
-use berth_runtime::spec::{self, ImageProcess};
+use berth_spec::{self as spec, ImageProcess};
 
 use crate::commands::run::{SPEC_TYPE_URL, image_parts, mounts_to_proto};
 use crate::context::{Global, clients};

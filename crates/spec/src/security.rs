@@ -217,7 +217,7 @@ pub fn namespace_type(name: &str) -> Result<LinuxNamespaceType, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::generate;
+    use crate::generate;
 
     #[test]
     fn capabilities_add_and_drop_in_every_set() {

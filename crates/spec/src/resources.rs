@@ -78,7 +78,7 @@ pub fn with_cgroups_path(path: impl Into<PathBuf>) -> SpecOpt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::generate;
+    use crate::generate;
 
     #[test]
     fn cpu_options_land_in_the_resources() {

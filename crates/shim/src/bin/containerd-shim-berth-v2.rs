@@ -1,5 +1,5 @@
 //! `containerd-shim-berth-v2`: berth's shim v2 for runc containers.
 
 fn main() -> std::process::ExitCode {
-    berth_runtime::shim::main()
+    berth_shim::main()
 }

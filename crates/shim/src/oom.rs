@@ -14,7 +14,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::io::unix::AsyncFd;
 
 use super::events::Publisher;
-use crate::cgroups::Cgroup;
+use berth_runtime::cgroups::Cgroup;
 
 /// Watches the memory cgroup of `pid` (the init process of `container_id`)
 /// until the cgroup goes away. Returns without watching on a host whose

@@ -105,7 +105,7 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
                 }
             }
             if let Some(c) = &client {
-                let ctx = crate::manager::context(Duration::from_secs(5));
+                let ctx = berth_runtime::manager::context(Duration::from_secs(5));
                 match c.forward(ctx, &req).await {
                     Ok(_) => {
                         if unreachable {

@@ -1,4 +1,6 @@
-//! OCI runtime specs: containerd's default spec and composable options.
+//! OCI runtime specs: containerd's default spec and composable options,
+//! and an image's `User` resolved through its own files ([`user`]). What a
+//! client needs to describe a container, without the daemon's parts.
 //!
 //! [`generate`] starts from [`default_spec`], which is in substance the one
 //! containerd builds on Linux (`oci.populateDefaultUnixSpec`): the same
@@ -7,7 +9,7 @@
 //! plain closures, so callers compose their own next to the ones here.
 //!
 //! ```
-//! use berth_runtime::spec::{generate, with_env, with_process_args, with_tty};
+//! use berth_spec::{generate, with_env, with_process_args, with_tty};
 //!
 //! let spec = generate("web", "default", vec![
 //!     with_process_args(["sh", "-c", "echo hi"]),
@@ -17,13 +19,14 @@
 //! let process = spec.process().as_ref().unwrap();
 //! assert_eq!(process.args().as_ref().unwrap()[0], "sh");
 //! assert_eq!(process.terminal(), Some(true));
-//! # Ok::<(), berth_runtime::spec::SpecError>(())
+//! # Ok::<(), berth_spec::SpecError>(())
 //! ```
 
 use std::path::PathBuf;
 
 mod resources;
 mod security;
+pub mod user;
 
 pub use resources::{with_cgroups_path, with_cpu_shares, with_cpus, with_cpuset};
 pub use security::{
@@ -36,6 +39,11 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// The `PATH` containers get unless their image says otherwise.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -418,7 +426,7 @@ pub fn with_image_config(image: ImageProcess) -> SpecOpt {
             let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
                 return Err(SpecError::Invalid(format!(
                     "image user {:?} names a user or group: resolve it through the image's \
-                     /etc/passwd (berth_runtime::user::resolve) and apply with_resolved_user",
+                     /etc/passwd (berth_spec::user::resolve) and apply with_resolved_user",
                     image.user
                 )));
             };

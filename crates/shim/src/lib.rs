@@ -20,6 +20,11 @@
 
 mod args;
 mod direct;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 mod events;
 mod info;
 mod oom;
@@ -36,16 +41,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use berth_api::errdefs::{Category, RpcError};
+use berth_runtime::address::{SOCKET_DIR, socket_address};
 use prost::Message;
-use sha2::Digest;
 
 pub use args::{Action, Args};
 pub use runc::RuncError;
-
-/// Where shims put their sockets: containerd's socket root (its default
-/// state directory whatever the daemon's), since clients such as
-/// `ctr shim --id` compute a shim's address from it.
-const SOCKET_DIR: &str = "/run/containerd/s";
 
 /// Runs the shim with the process's arguments.
 pub fn main() -> ExitCode {
@@ -76,16 +76,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The shim's ttrpc address for a container, as containerd computes it:
-/// `<socket root>/<sha256 of "<daemon address>/<namespace>/<id>">`, so a
-/// second `start` finds the first shim and `ctr shim --id` finds it too.
-pub fn socket_address(daemon_address: &str, namespace: &str, id: &str) -> String {
-    let joined = Path::new(daemon_address).join(namespace).join(id);
-    let digest = sha2::Sha256::digest(joined.as_os_str().as_encoded_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("unix://{SOCKET_DIR}/{hex}")
 }
 
 fn socket_path(address: &str) -> &Path {
@@ -316,12 +306,12 @@ fn stats(pid: u32) -> ttrpc::Result<prost_types::Any> {
     if pid == 0 {
         return Err(RpcError::new(Category::FailedPrecondition, "the task has no process").into());
     }
-    let stats = crate::cgroups::Cgroup::for_pid(pid)
+    let stats = berth_runtime::cgroups::Cgroup::for_pid(pid)
         .and_then(|cgroup| cgroup.stats())
         .map_err(|e| {
             let category = match &e {
-                crate::cgroups::Error::NoCgroup { .. } => Category::NotFound,
-                crate::cgroups::Error::Read { source, .. }
+                berth_runtime::cgroups::Error::NoCgroup { .. } => Category::NotFound,
+                berth_runtime::cgroups::Error::Read { source, .. }
                     if source.kind() == std::io::ErrorKind::NotFound =>
                 {
                     Category::NotFound

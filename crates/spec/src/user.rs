@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use crate::spec::SpecError;
+use crate::SpecError;
 
 /// The ids a process runs with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,8 +205,9 @@ fn resolve_with(
     })
 }
 
-/// `m` mounted read-only for a lookup: an overlay's upper directory becomes
+/// `m` mounted read-only for a lookup (feature `mounts`): an overlay's upper directory becomes
 /// its top lower one, so the container's own mount stays undisturbed.
+#[cfg(feature = "mounts")]
 pub fn readonly_mount(m: &berth_api::containerd::types::Mount) -> berth_snapshots::Mount {
     let mut options: Vec<String> = Vec::new();
     if m.r#type == "overlay" {
@@ -237,7 +238,8 @@ pub fn readonly_mount(m: &berth_api::containerd::types::Mount) -> berth_snapshot
 /// Resolves `user` through the files of the root filesystem `mounts`
 /// describe, mounted read-only on the empty directory `scratch` for the
 /// lookup (as containerd's `WithUser` does; needs the privilege to mount).
-/// A failed unmount is logged: the lookup's answer stands.
+/// A failed unmount is logged: the lookup's answer stands. Feature `mounts`.
+#[cfg(feature = "mounts")]
 pub fn resolve_in_mounts(
     user: &str,
     mounts: &[berth_api::containerd::types::Mount],
