@@ -323,27 +323,39 @@ async fn exercise(client: &Client, image_name: &str, scratch: &std::path::Path) 
     Ok(())
 }
 
-#[test]
-fn readme_example_pulls_and_runs_on_berthd() -> Result<()> {
+/// Runs the README example (`examples/pull_and_run`) against the daemon
+/// at `address` and checks what it printed.
+fn run_readme_example(
+    address: &std::path::Path,
+    reference: &str,
+    namespace: &str,
+    log: impl FnOnce() -> String,
+) -> Result<()> {
     let example = berth_tests::bin_dir().join("examples/pull_and_run");
     ensure!(
         example.is_file(),
         "{} not found: build it with `cargo build -p berth-client --examples`",
         example.display()
     );
+    let out = Command::new(&example)
+        .arg(address)
+        .arg(reference)
+        .arg(namespace)
+        .stdin(ProcStdio::null())
+        .output()?;
+    let stdout = ok(out).with_context(|| format!("the daemon's log:\n{}", log()))?;
+    assert_eq!(stdout, "hello from a container\nexit status 0\n");
+    Ok(())
+}
+
+#[test]
+fn readme_example_pulls_and_runs_on_berthd() -> Result<()> {
     let registry = Registry::start()?;
     let d = Daemon::start()?;
     let layout = testimages::busybox(&d.scratch("busybox"))?;
     let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
     let namespace = format!("client-example-{}", std::process::id());
-    let out = Command::new(&example)
-        .arg(&d.address)
-        .arg(&reference)
-        .arg(&namespace)
-        .stdin(ProcStdio::null())
-        .output()?;
-    let stdout = ok(out).with_context(|| format!("berthd's log:\n{}", d.log()))?;
-    assert_eq!(stdout, "hello from a container\nexit status 0\n");
+    run_readme_example(&d.address, &reference, &namespace, || d.log())?;
     // It deleted what it made: the container, its snapshot, the task.
     let containers = ok(d.ctr(&["-n", &namespace, "containers", "ls", "-q"])?)?;
     assert_eq!(containers, "");
@@ -354,25 +366,12 @@ fn readme_example_pulls_and_runs_on_berthd() -> Result<()> {
 /// Transfer service there, so the client pulls and unpacks itself.
 #[test]
 fn readme_example_pulls_and_runs_on_containerd_1_6() -> Result<()> {
-    let example = berth_tests::bin_dir().join("examples/pull_and_run");
-    ensure!(
-        example.is_file(),
-        "{} not found: build it with `cargo build -p berth-client --examples`",
-        example.display()
-    );
     let registry = Registry::start()?;
     let c = Containerd::start()?;
     let layout = testimages::busybox(&c.scratch("busybox"))?;
     let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
     let namespace = format!("client-example-{}", std::process::id());
-    let out = Command::new(&example)
-        .arg(&c.address)
-        .arg(&reference)
-        .arg(&namespace)
-        .stdin(ProcStdio::null())
-        .output()?;
-    let stdout = ok(out).with_context(|| format!("containerd's log:\n{}", c.log()))?;
-    assert_eq!(stdout, "hello from a container\nexit status 0\n");
+    run_readme_example(&c.address, &reference, &namespace, || c.log())?;
     // containerd's own client sees the pulled image, and nothing left of
     // the container.
     let images = ok(c.ctr_in(&namespace, &["images", "ls", "-q"])?)?;
