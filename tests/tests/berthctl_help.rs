@@ -19,18 +19,6 @@ const NOT_IN_BERTHCTL: &[(&str, &str)] = &[
         "install",
         "installs binaries from an image onto the host; `cargo xtask install` installs berth",
     ),
-    (
-        "content fetch",
-        "client-side fetch: berthctl pulls in berthd (Transfer service), `pull --no-unpack` fetches",
-    ),
-    (
-        "content fetch-object",
-        "client-side registry access; pulls and pushes run in berthd",
-    ),
-    (
-        "content push-object",
-        "client-side registry access; pulls and pushes run in berthd",
-    ),
     ("images convert", "not implemented yet"),
     (
         "shim",

@@ -8,6 +8,8 @@
 //!   [`berth_snapshots::Snapshotter`] while they download.
 //! - [`Unpacker`] unpacks an image that is already in a content store.
 //! - [`push()`] sends an image to a registry, children first.
+//! - [`fetch_object`] and [`push_object`] move one object by reference
+//!   and digest (ctr's `content fetch-object` / `push-object`).
 //! - [`archive`] reads OCI layouts and `docker save` archives into a store
 //!   and writes images out as an OCI layout.
 //!
@@ -30,6 +32,7 @@ pub mod archive;
 mod blob;
 mod content;
 mod error;
+mod object;
 mod progress;
 mod pull;
 mod push;
@@ -37,6 +40,7 @@ mod unpack;
 
 pub use content::ContentStore;
 pub use error::{Category, Error, Result};
+pub use object::{fetch_object, push_object};
 pub use progress::{Progress, ProgressEvent};
 pub use pull::{DEFAULT_STALL_TIMEOUT, PullOptions, Pulled, Puller};
 pub use push::push;

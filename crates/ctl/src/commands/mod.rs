@@ -6,6 +6,7 @@ mod checkpoint;
 mod containers;
 mod content;
 mod content_edit;
+mod content_fetch;
 mod events;
 mod image_archive;
 mod image_mount;
