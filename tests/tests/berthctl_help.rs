@@ -20,10 +20,6 @@ const NOT_IN_BERTHCTL: &[(&str, &str)] = &[
         "installs binaries from an image onto the host; `cargo xtask install` installs berth",
     ),
     ("images convert", "not implemented yet"),
-    (
-        "shim",
-        "not implemented yet: needs a ttrpc client for the shim's task API",
-    ),
 ];
 
 /// A command's subcommands: name -> aliases.

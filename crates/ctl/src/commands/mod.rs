@@ -16,6 +16,7 @@ mod namespaces;
 mod oci;
 mod plugins;
 pub(crate) mod run;
+mod shim;
 mod snapshot_diff;
 mod snapshots;
 mod stress;
@@ -72,6 +73,8 @@ pub(crate) enum Command {
     Push(images::PushArgs),
     /// OCI tools.
     Oci(oci::Args),
+    /// Interact with a shim directly (over its ttrpc socket).
+    Shim(shim::Args),
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
@@ -99,6 +102,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&cli.global, *args).await,
         Command::Containers(args) => containers::run(&cli.global, args).await,
         Command::Tasks(args) => tasks::run(&cli.global, args).await,
+        Command::Shim(args) => shim::run(&cli.global, args).await,
         Command::Stress(args) => stress::run(&cli.global, args).await,
         Command::BenchApi(args) => bench_api::run(&cli.global, args).await,
     }
