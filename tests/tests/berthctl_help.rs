@@ -19,7 +19,6 @@ const NOT_IN_BERTHCTL: &[(&str, &str)] = &[
         "install",
         "installs binaries from an image onto the host; `cargo xtask install` installs berth",
     ),
-    ("images convert", "not implemented yet"),
 ];
 
 /// A command's subcommands: name -> aliases.

@@ -22,7 +22,8 @@ use crate::client::Client;
 use crate::error::{Error, Result, StatusContext};
 use crate::remote_content::RemoteContent;
 use crate::transfer::{
-    ExportOpts, FetchOpts, ImportOpts, ObjectOpts, Progress, ProgressHandler, PullOpts, PushOpts,
+    ConvertOpts, ExportOpts, FetchOpts, ImportOpts, ObjectOpts, Progress, ProgressHandler,
+    PullOpts, PushOpts,
 };
 
 /// The label a committed layer snapshot carries: its chain ID.
@@ -517,6 +518,55 @@ impl Client {
         .await
         .map_err(|e| transfer_error(&operation, e))?;
         Ok(pushed == berth_remotes::Pushed::Uploaded)
+    }
+
+    /// Converts image `source` into image `target` (containerd's
+    /// `converter.Convert`, ctr's `images convert`), done by the client
+    /// over the Content service: Docker media types to OCI
+    /// ([`ConvertOpts::oci`]), layers uncompressed
+    /// ([`ConvertOpts::uncompress`]), an index cut to the platforms asked
+    /// (the host's alone unless told otherwise). New blobs go to the
+    /// content store; `target` is created (or pointed at the result) with
+    /// `source`'s labels. Returns the target's root descriptor.
+    pub async fn convert(
+        &self,
+        source: &str,
+        target: &str,
+        opts: ConvertOpts,
+    ) -> Result<crate::Descriptor> {
+        let operation = format!("converting {source} to {target}");
+        let record = self.get_image_record(source).await?;
+        let root = root_of(source, &record.target)?;
+        let platforms = if opts.all_platforms {
+            Matcher::all()
+        } else if opts.platforms.is_empty() {
+            Matcher::strict(&Platform::host())
+        } else {
+            Matcher::ordered(
+                opts.platforms
+                    .iter()
+                    .map(|p| parse_platform(p))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        };
+        let options = berth_transfer::convert::ConvertOptions {
+            oci: opts.oci,
+            uncompress: opts.uncompress,
+            platforms,
+        };
+        let (operation, labels) = (&operation, record.labels.clone());
+        self.leased(|c| async move {
+            let store = RemoteContent::new(&c);
+            let converted = tokio::task::spawn_blocking(move || {
+                berth_transfer::convert::convert(&store, &root, &options)
+            })
+            .await
+            .map_err(|e| Error::io(operation.clone(), std::io::Error::other(e)))?
+            .map_err(|e| transfer_error(operation, e))?;
+            c.record_image(target, &converted, labels).await?;
+            Ok(api_descriptor(&converted).into())
+        })
+        .await
     }
 
     /// Import done by the client (see the module docs).

@@ -114,6 +114,20 @@ pub struct FetchOpts {
     pub credentials: Option<(String, String)>,
 }
 
+/// How to convert an image ([`Client::convert`], ctr's `images convert`).
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOpts {
+    /// Docker media types become OCI ones (`--oci`).
+    pub oci: bool,
+    /// Compressed layers become plain tars (`--uncompress`).
+    pub uncompress: bool,
+    /// Keep these platforms of an index (`linux/arm64`); empty means the
+    /// host's alone (containerd's `DefaultStrict`).
+    pub platforms: Vec<String>,
+    /// Keep every platform (`--all-platforms`).
+    pub all_platforms: bool,
+}
+
 /// Registry access of one object moved by the client
 /// ([`Client::fetch_object`], [`Client::push_object`]).
 #[derive(Debug, Clone, Default)]

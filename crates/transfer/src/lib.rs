@@ -8,6 +8,8 @@
 //!   [`berth_snapshots::Snapshotter`] while they download.
 //! - [`Unpacker`] unpacks an image that is already in a content store.
 //! - [`push()`] sends an image to a registry, children first.
+//! - [`convert`] rewrites an image in a store: Docker media types to OCI,
+//!   layers uncompressed, an index cut to some platforms.
 //! - [`fetch_object`] and [`push_object`] move one object by reference
 //!   and digest (ctr's `content fetch-object` / `push-object`).
 //! - [`archive`] reads OCI layouts and `docker save` archives into a store
@@ -31,6 +33,7 @@
 pub mod archive;
 mod blob;
 mod content;
+pub mod convert;
 mod error;
 mod object;
 mod progress;

@@ -79,6 +79,52 @@ pub(crate) struct PullArgs {
     no_unpack: bool,
 }
 
+/// `images convert` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConvertArgs {
+    /// The image to convert.
+    source: String,
+    /// The name of the converted image (created, or pointed at the result).
+    target: String,
+    /// Convert tar.gz (and zstd) layers to uncompressed tar layers.
+    #[arg(long)]
+    uncompress: bool,
+    /// Convert Docker media types to OCI media types.
+    #[arg(long)]
+    oci: bool,
+    /// Keep these platforms of an index (`linux/arm64`); repeatable. Default: the host's.
+    #[arg(long)]
+    platform: Vec<String>,
+    /// Keep every platform (all their content must be in the store).
+    #[arg(long)]
+    all_platforms: bool,
+}
+
+/// `images convert`: done by berthctl over the Content and Images
+/// services (berth-client), as ctr's by containerd's Go client.
+async fn convert(global: &Global, args: ConvertArgs) -> anyhow::Result<()> {
+    // As ctr: names as given (the source also found by its normalised
+    // name); with neither flag only the platforms are cut.
+    let (source, target) = (&args.source, &args.target);
+    let raw = global.connect().await?;
+    let client = berth_client::Client::from_raw(raw, "");
+    let root = client
+        .convert(
+            source,
+            target,
+            berth_client::ConvertOpts {
+                oci: args.oci,
+                uncompress: args.uncompress,
+                platforms: args.platform,
+                all_platforms: args.all_platforms,
+            },
+        )
+        .await?;
+    // ctr prints the target's digest.
+    println!("{}", root.digest);
+    Ok(())
+}
+
 /// `push` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct PushArgs {
@@ -130,6 +176,8 @@ enum Command {
     Mount(super::image_mount::MountArgs),
     /// Unmount an image mounted with `images mount`.
     Unmount(super::image_mount::UnmountArgs),
+    /// Convert an image: Docker media types to OCI, layers uncompressed, an index cut to platforms.
+    Convert(ConvertArgs),
     /// Show the disk usage of an image's snapshots.
     Usage(super::image_mount::UsageArgs),
     /// Give an image another name.
@@ -541,6 +589,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Command::Mount(a) => return super::image_mount::mount(global, a).await,
         Command::Unmount(a) => return super::image_mount::unmount(global, a).await,
         Command::Usage(a) => return super::image_mount::usage(global, a).await,
+        Command::Convert(a) => return convert(global, a).await,
         _ => {}
     }
     let client = global.connect().await?;
@@ -552,6 +601,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         | Command::Export(_)
         | Command::Mount(_)
         | Command::Unmount(_)
+        | Command::Convert(_)
         | Command::Usage(_) => {
             unreachable!("handled above")
         }
