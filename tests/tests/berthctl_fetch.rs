@@ -91,6 +91,19 @@ fn fetch_object_and_push_object_move_one_object() -> Result<()> {
     let blob =
         ok_bytes(d.berthctl(&["content", "fetch-object", "--plain-http", &reference, layer])?)?;
     assert_eq!(blob, std::fs::read(layout.blob(layer))?);
+    // ctr 2.x's fetch-blob: several blobs, one after the other.
+    let second = &layout.layers[1].digest;
+    let both = ok_bytes(d.berthctl(&[
+        "content",
+        "fetch-blob",
+        "--plain-http",
+        &reference,
+        layer,
+        second,
+    ])?)?;
+    let mut expected = std::fs::read(layout.blob(layer))?;
+    expected.extend(std::fs::read(layout.blob(second))?);
+    assert_eq!(both, expected);
     // Nothing was stored.
     assert_eq!(ok(d.ctr(&["content", "ls", "-q"])?)?, "");
     let err = fails(d.berthctl(&[

@@ -12,8 +12,21 @@ use anyhow::{Context, Result};
 /// ctr commands berthctl deliberately lacks, and why.
 const NOT_IN_BERTHCTL: &[(&str, &str)] = &[
     (
-        "pprof",
-        "Go runtime profiles of containerd; berthd is not a Go program",
+        "pprof block",
+        "Go runtime profile; berthd is not a Go program (`pprof profile` is served)",
+    ),
+    (
+        "pprof goroutines",
+        "Go runtime dump; berthd is not a Go program",
+    ),
+    ("pprof heap", "Go heap profile; berthd is not a Go program"),
+    (
+        "pprof threadcreate",
+        "Go runtime profile; berthd is not a Go program",
+    ),
+    (
+        "pprof trace",
+        "Go execution trace; berthd is not a Go program",
     ),
     (
         "install",

@@ -33,6 +33,8 @@ enum Command {
     Fetch(super::content_fetch::FetchArgs),
     /// Retrieve an object from a registry to stdout (the reference's, or a digest in its repository).
     FetchObject(super::content_fetch::FetchObjectArgs),
+    /// Retrieve blobs by digest from a registry to stdout (as ctr 2.x).
+    FetchBlob(super::content_fetch::FetchBlobArgs),
     /// Push an object of the content store to a registry.
     PushObject(super::content_fetch::PushObjectArgs),
     /// List all blobs in the store.
@@ -147,13 +149,18 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Command::Edit(a) => return super::content_edit::edit(global, a).await,
         Command::Fetch(a) => return super::content_fetch::fetch(global, a).await,
         Command::FetchObject(a) => return super::content_fetch::fetch_object(global, a).await,
+        Command::FetchBlob(a) => return super::content_fetch::fetch_blob(global, a).await,
         Command::PushObject(a) => return super::content_fetch::push_object(global, a).await,
         other => other,
     };
     let client = global.connect().await?;
     let mut svc = ContentClient::with_interceptor(client.channel(), client.interceptor());
     match command {
-        Command::Edit(_) | Command::Fetch(_) | Command::FetchObject(_) | Command::PushObject(_) => {
+        Command::Edit(_)
+        | Command::Fetch(_)
+        | Command::FetchObject(_)
+        | Command::FetchBlob(_)
+        | Command::PushObject(_) => {
             unreachable!("handled above")
         }
         Command::Ls { quiet, filters } => {

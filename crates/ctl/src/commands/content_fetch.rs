@@ -42,6 +42,19 @@ pub(crate) struct FetchObjectArgs {
     registry: RegistryFlags,
 }
 
+/// `content fetch-blob` arguments (ctr 2.x).
+#[derive(Debug, clap::Args)]
+pub(crate) struct FetchBlobArgs {
+    /// The remote reference (`127.0.0.1:5000/x:tag`).
+    remote: String,
+    /// Digests of blobs in the reference's repository, written one after
+    /// the other.
+    #[arg(required = true)]
+    digests: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
 /// `content push-object` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PushObjectArgs {
@@ -102,6 +115,20 @@ pub(crate) async fn fetch_object(global: &Global, args: FetchObjectArgs) -> anyh
         )
         .await
         .with_context(|| format!("fetch-object {}", args.remote))?;
+    Ok(())
+}
+
+/// `content fetch-blob`: each blob's bytes to stdout, in order.
+pub(crate) async fn fetch_blob(global: &Global, args: FetchBlobArgs) -> anyhow::Result<()> {
+    let raw = global.connect().await?;
+    let opts = args.registry.object_opts()?;
+    let client = client(&raw);
+    for digest in &args.digests {
+        client
+            .fetch_object(&args.remote, Some(digest), tokio::io::stdout(), &opts)
+            .await
+            .with_context(|| format!("fetch-blob {digest}"))?;
+    }
     Ok(())
 }
 

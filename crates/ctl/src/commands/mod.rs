@@ -15,6 +15,7 @@ pub(crate) mod leases;
 mod namespaces;
 mod oci;
 mod plugins;
+mod pprof;
 pub(crate) mod run;
 mod shim;
 mod snapshot_diff;
@@ -73,6 +74,8 @@ pub(crate) enum Command {
     Push(images::PushArgs),
     /// OCI tools.
     Oci(oci::Args),
+    /// berthd's CPU profile from its debug endpoint (pprof format).
+    Pprof(pprof::Args),
     /// Interact with a shim directly (over its ttrpc socket).
     Shim(shim::Args),
     /// Display daemon events.
@@ -102,6 +105,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&cli.global, *args).await,
         Command::Containers(args) => containers::run(&cli.global, args).await,
         Command::Tasks(args) => tasks::run(&cli.global, args).await,
+        Command::Pprof(args) => pprof::run(&cli.global, args).await,
         Command::Shim(args) => shim::run(&cli.global, args).await,
         Command::Stress(args) => stress::run(&cli.global, args).await,
         Command::BenchApi(args) => bench_api::run(&cli.global, args).await,
