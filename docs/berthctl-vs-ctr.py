@@ -103,7 +103,7 @@ def berthctl_tree(binary, path=(), acc=None):
         name = line.split()[0]
         if name == "help":
             continue
-        m = re.search(r"\[aliases?: ([^\]]*)\]", line)
+        m = re.search(r"\[alias(?:es)?: ([^\]]*)\]", line)
         aliases = [a.strip() for a in m.group(1).split(",")] if m else []
         key = " ".join((*path, name))
         acc[key] = aliases
@@ -145,11 +145,14 @@ def main():
         "name or as an alias of berthctl's `ls`/`rm` names) with ctr's",
         "meaning; notes say what differs on purpose, or why a command is",
         "missing. `tests/tests/berthctl_help.rs` keeps the 1.6 tree honest.",
+        "Commands are compared, not their flags (crates/ctl/README.md lists",
+        "`run`'s); regenerate after changing berthctl's tree.",
         "",
-        "| command | ctr 1.6 | ctr 2.1.5 | berthctl | status |",
+        "| ctr command (aliases) | ctr 1.6 | ctr 2.1.5 | berthctl | status |",
         "|---|---|---|---|---|",
     ]
     counts = {"same": 0, "different": 0, "missing": 0}
+    ctr_names = {**ctr16, **ctr21}
     for key in keys:
         in16 = "yes" if key in ctr16 else "—"
         in21 = "yes" if key in ctr21 else "—"
@@ -177,12 +180,11 @@ def main():
             else:
                 status = "same"
                 counts["same"] += 1
-        out.append(f"| `{key}` | {in16} | {in21} | {shown} | {status} |")
-    extras = sorted(
-        k
-        for k in berth
-        if k not in keys and ours({**{x: [] for x in keys}}, k) is None
-    )
+        aliases = ctr_names[key][0]
+        label = f"`{key}`" + (f" ({', '.join(aliases)})" if aliases else "")
+        out.append(f"| {label} | {in16} | {in21} | {shown} | {status} |")
+    matched = {ours(berth, k) for k in keys}
+    extras = sorted(k for k in berth if k not in matched)
     out += [
         "",
         "berthctl commands ctr has not:",
