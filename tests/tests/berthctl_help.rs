@@ -12,29 +12,25 @@ use anyhow::{Context, Result};
 /// ctr commands berthctl deliberately lacks, and why.
 const NOT_IN_BERTHCTL: &[(&str, &str)] = &[
     (
-        "pprof",
-        "Go runtime profiles of containerd; berthd is not a Go program",
+        "pprof block",
+        "Go runtime profile; berthd is not a Go program (`pprof profile` is served)",
+    ),
+    (
+        "pprof goroutines",
+        "Go runtime dump; berthd is not a Go program",
+    ),
+    ("pprof heap", "Go heap profile; berthd is not a Go program"),
+    (
+        "pprof threadcreate",
+        "Go runtime profile; berthd is not a Go program",
+    ),
+    (
+        "pprof trace",
+        "Go execution trace; berthd is not a Go program",
     ),
     (
         "install",
         "installs binaries from an image onto the host; `cargo xtask install` installs berth",
-    ),
-    (
-        "content fetch",
-        "client-side fetch: berthctl pulls in berthd (Transfer service), `pull --no-unpack` fetches",
-    ),
-    (
-        "content fetch-object",
-        "client-side registry access; pulls and pushes run in berthd",
-    ),
-    (
-        "content push-object",
-        "client-side registry access; pulls and pushes run in berthd",
-    ),
-    ("images convert", "not implemented yet"),
-    (
-        "shim",
-        "not implemented yet: needs a ttrpc client for the shim's task API",
     ),
 ];
 

@@ -21,7 +21,10 @@ use tokio::sync::mpsc;
 use crate::client::Client;
 use crate::error::{Error, Result, StatusContext};
 use crate::remote_content::RemoteContent;
-use crate::transfer::{ExportOpts, ImportOpts, Progress, ProgressHandler, PullOpts, PushOpts};
+use crate::transfer::{
+    ConvertOpts, ExportOpts, FetchOpts, ImportOpts, ObjectOpts, Progress, ProgressHandler,
+    PullOpts, PushOpts,
+};
 
 /// The label a committed layer snapshot carries: its chain ID.
 const LABEL_SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
@@ -135,10 +138,18 @@ impl berth_images::handlers::ReadBlob for Blobs {
 impl Client {
     /// Creates image record `name` → `root`, or points an existing one
     /// there (containerd's `createNewImage`).
-    async fn record_image(&self, name: &str, root: &berth_images::Descriptor) -> Result<()> {
+    async fn record_image(
+        &self,
+        name: &str,
+        root: &berth_images::Descriptor,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        let mut paths = vec!["target".to_string()];
+        paths.extend(labels.keys().map(|k| format!("labels.{k}")));
         let image = images_pb::Image {
             name: name.to_string(),
             target: Some(api_descriptor(root)),
+            labels,
             ..Default::default()
         };
         match self
@@ -154,9 +165,7 @@ impl Client {
                 self.images()
                     .update(images_pb::UpdateImageRequest {
                         image: Some(image),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["target".into()],
-                        }),
+                        update_mask: Some(prost_types::FieldMask { paths }),
                         source_date_epoch: None,
                     })
                     .await
@@ -342,7 +351,6 @@ impl Client {
         let operation = format!("pulling {name}");
         self.leased(|c| async move {
             let progress = progress_of(opts.progress.as_ref());
-            let store: Arc<dyn ContentStore> = Arc::new(RemoteContent::new(&c));
             let options = PullOptions {
                 platforms: opts
                     .platform
@@ -359,10 +367,7 @@ impl Client {
                 progress: progress.clone(),
                 ..PullOptions::default()
             };
-            let pulled = Puller::new(store)
-                .pull(name, &options)
-                .await
-                .map_err(|e| transfer_error(&operation, e))?;
+            let pulled = c.fetch_into_store(name, &options, &operation).await?;
             if opts.unpack {
                 c.unpack_on_daemon(
                     &pulled.root,
@@ -372,9 +377,194 @@ impl Client {
                 )
                 .await?;
             }
-            c.record_image(name, &pulled.root).await?;
+            c.record_image(name, &pulled.root, HashMap::new()).await?;
             progress.event("saved", name, 0, 0, None);
             Ok(())
+        })
+        .await
+    }
+
+    /// Resolves `name` and fetches what `options` asks for into the
+    /// daemon's content store, through its Content service: the one
+    /// client-side fetch that pull and `fetch` share.
+    async fn fetch_into_store(
+        &self,
+        name: &str,
+        options: &PullOptions,
+        operation: &str,
+    ) -> Result<berth_transfer::Pulled> {
+        let store: Arc<dyn ContentStore> = Arc::new(RemoteContent::new(self));
+        Puller::new(store)
+            .pull(name, options)
+            .await
+            .map_err(|e| transfer_error(operation, e))
+    }
+
+    /// Fetch (containerd's `client.Fetch`, ctr's `content fetch`): the
+    /// image's content for the platforms asked for into the daemon's
+    /// content store, by the client, without unpacking; then the image
+    /// record, with `opts.labels`. Returns the normalised name.
+    pub async fn fetch(&self, reference: &str, opts: FetchOpts) -> Result<String> {
+        let name = crate::image::normalize(reference)?;
+        let operation = format!("fetching {name}");
+        let opts = &opts;
+        let name_ref = &name;
+        self.leased(|c| async move {
+            let progress = progress_of(opts.progress.as_ref());
+            let options = PullOptions {
+                platforms: opts
+                    .platforms
+                    .iter()
+                    .map(|p| parse_platform(p))
+                    .collect::<Result<Vec<_>>>()?,
+                all_platforms: opts.all_platforms,
+                registry: registry_options(
+                    opts.plain_http,
+                    opts.hosts_dir.as_deref(),
+                    opts.credentials.as_ref(),
+                ),
+                progress: progress.clone(),
+                ..PullOptions::default()
+            };
+            let pulled = c.fetch_into_store(name_ref, &options, &operation).await?;
+            c.record_image(name_ref, &pulled.root, opts.labels.clone())
+                .await?;
+            progress.event("saved", name_ref, 0, 0, None);
+            Ok(())
+        })
+        .await?;
+        Ok(name)
+    }
+
+    /// Fetches one object from a registry (ctr's `content fetch-object`):
+    /// `reference` resolved, or given `digest`, that manifest or blob in
+    /// the reference's repository; its bytes written to `out`. Nothing is
+    /// stored. Returns what was fetched.
+    pub async fn fetch_object<W>(
+        &self,
+        reference: &str,
+        digest: Option<&str>,
+        mut out: W,
+        opts: &ObjectOpts,
+    ) -> Result<crate::Descriptor>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        use tokio_stream::StreamExt;
+        let operation = format!("fetching {reference}");
+        let registry = registry_options(
+            opts.plain_http,
+            opts.hosts_dir.as_deref(),
+            opts.credentials.as_ref(),
+        );
+        let (desc, mut stream) = berth_transfer::fetch_object(reference, digest, registry)
+            .await
+            .map_err(|e| transfer_error(&operation, e))?;
+        let write = |e| Error::io(format!("writing {}", desc.digest), e);
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| transfer_error(&operation, berth_transfer::Error::from(e)))?;
+            out.write_all(&chunk).await.map_err(write)?;
+        }
+        out.flush().await.map_err(write)?;
+        Ok(crate::Descriptor {
+            media_type: desc.media_type,
+            digest: desc.digest.to_string(),
+            size: i64::try_from(desc.size).unwrap_or(i64::MAX),
+            annotations: HashMap::new(),
+        })
+    }
+
+    /// Pushes one object of the daemon's content store to the repository
+    /// of `reference` as `media_type` (ctr's `content push-object`; a
+    /// manifest goes under the reference's tag). Returns whether it was
+    /// uploaded (`false`: the registry had it).
+    pub async fn push_object(
+        &self,
+        reference: &str,
+        digest: &str,
+        media_type: &str,
+        opts: &ObjectOpts,
+    ) -> Result<bool> {
+        let operation = format!("pushing {digest} to {reference}");
+        let info = self
+            .content()
+            .info(berth_api::containerd::services::content::v1::InfoRequest {
+                digest: digest.to_string(),
+            })
+            .await
+            .ctx(|| format!("content {digest}"))?
+            .info
+            .unwrap_or_default();
+        let parsed = berth_content::Digest::parse(digest)
+            .map_err(|e| Error::InvalidArgument(format!("object {digest:?}: {e}")))?;
+        let desc = berth_images::Descriptor::new(
+            media_type.to_string(),
+            parsed,
+            u64::try_from(info.size).unwrap_or(0),
+        );
+        let store: Arc<dyn ContentStore> = Arc::new(RemoteContent::new(self));
+        let pushed = berth_transfer::push_object(
+            store,
+            &desc,
+            reference,
+            registry_options(
+                opts.plain_http,
+                opts.hosts_dir.as_deref(),
+                opts.credentials.as_ref(),
+            ),
+            &progress_of(opts.progress.as_ref()),
+        )
+        .await
+        .map_err(|e| transfer_error(&operation, e))?;
+        Ok(pushed == berth_remotes::Pushed::Uploaded)
+    }
+
+    /// Converts image `source` into image `target` (containerd's
+    /// `converter.Convert`, ctr's `images convert`), done by the client
+    /// over the Content service: Docker media types to OCI
+    /// ([`ConvertOpts::oci`]), layers uncompressed
+    /// ([`ConvertOpts::uncompress`]), an index cut to the platforms asked
+    /// (the host's alone unless told otherwise). New blobs go to the
+    /// content store; `target` is created (or pointed at the result) with
+    /// `source`'s labels. Returns the target's root descriptor.
+    pub async fn convert(
+        &self,
+        source: &str,
+        target: &str,
+        opts: ConvertOpts,
+    ) -> Result<crate::Descriptor> {
+        let operation = format!("converting {source} to {target}");
+        let record = self.get_image_record(source).await?;
+        let root = root_of(source, &record.target)?;
+        let platforms = if opts.all_platforms {
+            Matcher::all()
+        } else if opts.platforms.is_empty() {
+            Matcher::strict(&Platform::host())
+        } else {
+            Matcher::ordered(
+                opts.platforms
+                    .iter()
+                    .map(|p| parse_platform(p))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        };
+        let options = berth_transfer::convert::ConvertOptions {
+            oci: opts.oci,
+            uncompress: opts.uncompress,
+            platforms,
+        };
+        let (operation, labels) = (&operation, record.labels.clone());
+        self.leased(|c| async move {
+            let store = RemoteContent::new(&c);
+            let converted = tokio::task::spawn_blocking(move || {
+                berth_transfer::convert::convert(&store, &root, &options)
+            })
+            .await
+            .map_err(|e| Error::io(operation.clone(), std::io::Error::other(e)))?
+            .map_err(|e| transfer_error(operation, e))?;
+            c.record_image(target, &converted, labels).await?;
+            Ok(api_descriptor(&converted).into())
         })
         .await
     }
@@ -465,7 +655,7 @@ impl Client {
                     )
                     .await?;
                 }
-                c.record_image(&name, &root).await?;
+                c.record_image(&name, &root, HashMap::new()).await?;
                 names.push(name);
             }
             Ok(names)

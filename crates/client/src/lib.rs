@@ -22,7 +22,8 @@ pub use events::{Event, EventStream, Payload, decode as decode_event};
 pub use image::{Descriptor, Image, ImageConfig, ImageRecord, chain_id, normalize};
 pub use task::{ExitStatus, ExitWaiter, Process, Status, Task};
 pub use transfer::{
-    DEFAULT_SNAPSHOTTER, ExportOpts, ImportOpts, Progress, ProgressHandler, PullOpts, PushOpts,
+    ConvertOpts, DEFAULT_SNAPSHOTTER, ExportOpts, FetchOpts, ImportOpts, ObjectOpts, Progress,
+    ProgressHandler, PullOpts, PushOpts,
 };
 
 /// The generated protobuf types, for the calls this crate does not wrap

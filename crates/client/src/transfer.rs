@@ -8,6 +8,8 @@
 //! Unimplemented: the client then does the work itself, as containerd's
 //! Go client does there (see `client_side.rs`), and remembers the answer.
 
+use std::collections::HashMap;
+
 use berth_api::containerd::services::streaming::v1::StreamInit;
 use berth_api::containerd::services::transfer::v1 as tpb;
 use berth_api::containerd::types::transfer as tt;
@@ -90,6 +92,54 @@ pub struct PushOpts {
     /// User name and password for the registry (see
     /// [`PullOpts::credentials`]).
     pub credentials: Option<(String, String)>,
+}
+
+/// How to fetch an image without unpacking it (containerd's `Fetch`
+/// options, ctr's `content fetch`). Always done by the client.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOpts {
+    /// Platforms to fetch (`linux/arm64`); empty means the host's.
+    pub platforms: Vec<String>,
+    /// Fetch every platform's content.
+    pub all_platforms: bool,
+    /// Labels set on the image record.
+    pub labels: HashMap<String, String>,
+    /// Talk plain HTTP to the registry (loopback registries get it anyway).
+    pub plain_http: bool,
+    /// Directory of containerd-style `hosts.toml` registry configuration.
+    pub hosts_dir: Option<String>,
+    /// Receives progress reports.
+    pub progress: Option<ProgressHandler>,
+    /// User name and password for the registry.
+    pub credentials: Option<(String, String)>,
+}
+
+/// How to convert an image ([`Client::convert`], ctr's `images convert`).
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOpts {
+    /// Docker media types become OCI ones (`--oci`).
+    pub oci: bool,
+    /// Compressed layers become plain tars (`--uncompress`).
+    pub uncompress: bool,
+    /// Keep these platforms of an index (`linux/arm64`); empty means the
+    /// host's alone (containerd's `DefaultStrict`).
+    pub platforms: Vec<String>,
+    /// Keep every platform (`--all-platforms`).
+    pub all_platforms: bool,
+}
+
+/// Registry access of one object moved by the client
+/// ([`Client::fetch_object`], [`Client::push_object`]).
+#[derive(Debug, Clone, Default)]
+pub struct ObjectOpts {
+    /// Talk plain HTTP to the registry (loopback registries get it anyway).
+    pub plain_http: bool,
+    /// Directory of containerd-style `hosts.toml` registry configuration.
+    pub hosts_dir: Option<String>,
+    /// User name and password for the registry.
+    pub credentials: Option<(String, String)>,
+    /// Receives progress reports (pushes).
+    pub progress: Option<ProgressHandler>,
 }
 
 impl Default for PullOpts {

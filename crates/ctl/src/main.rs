@@ -5,6 +5,7 @@ mod commands;
 mod context;
 mod format;
 mod json;
+mod progress;
 mod stdio;
 mod table;
 

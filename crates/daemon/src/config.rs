@@ -16,7 +16,7 @@
 //! address = "127.0.0.1:1338"   # GET /v1/metrics (Prometheus); empty: off
 //! grpc_histogram = false       # gRPC latency histogram
 //! [debug]
-//! address = "127.0.0.1:1339"   # GET /debug/state (JSON); or a UNIX socket path; empty: off
+//! address = "127.0.0.1:1339"   # GET /debug/state (JSON), /debug/pprof/profile; or a UNIX socket path; empty: off
 //! ```
 //!
 //! Versions 1 to 3 are read: version 1's bare plugin ids (also in a file
@@ -157,7 +157,8 @@ pub struct TtrpcConfig {
 #[serde(default)]
 pub struct DebugConfig {
     /// Address of the debug endpoint (`GET /debug/state`, the daemon's state
-    /// as JSON): `host:port`, or an absolute UNIX socket path (empty: off).
+    /// as JSON; `GET /debug/pprof/profile?seconds=N`, a CPU profile):
+    /// `host:port`, or an absolute UNIX socket path (empty: off).
     pub address: String,
     /// Log level (`trace`, `debug`, `info`, `warn`, `error`).
     pub level: String,

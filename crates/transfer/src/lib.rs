@@ -8,6 +8,10 @@
 //!   [`berth_snapshots::Snapshotter`] while they download.
 //! - [`Unpacker`] unpacks an image that is already in a content store.
 //! - [`push()`] sends an image to a registry, children first.
+//! - [`convert`] rewrites an image in a store: Docker media types to OCI,
+//!   layers uncompressed, an index cut to some platforms.
+//! - [`fetch_object`] and [`push_object`] move one object by reference
+//!   and digest (ctr's `content fetch-object` / `push-object`).
 //! - [`archive`] reads OCI layouts and `docker save` archives into a store
 //!   and writes images out as an OCI layout.
 //!
@@ -29,7 +33,9 @@
 pub mod archive;
 mod blob;
 mod content;
+pub mod convert;
 mod error;
+mod object;
 mod progress;
 mod pull;
 mod push;
@@ -37,6 +43,7 @@ mod unpack;
 
 pub use content::ContentStore;
 pub use error::{Category, Error, Result};
+pub use object::{fetch_object, push_object};
 pub use progress::{Progress, ProgressEvent};
 pub use pull::{DEFAULT_STALL_TIMEOUT, PullOptions, Pulled, Puller};
 pub use push::push;

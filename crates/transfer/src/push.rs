@@ -68,7 +68,7 @@ fn push_order(store: &dyn ContentStore, root: &Descriptor) -> Result<Vec<Descrip
 }
 
 /// A reader streaming blob `desc` out of `store`.
-async fn blob_stream(
+pub(crate) async fn blob_stream(
     store: Arc<dyn ContentStore>,
     desc: &Descriptor,
 ) -> Result<berth_remotes::PushReader> {
@@ -143,7 +143,7 @@ pub async fn push(
 
 /// The kind prefix containerd's `remotes.MakeRefKey` gives a blob's
 /// progress name: `manifest-`, `index-`, `config-`, `layer-` (else `unknown-`).
-fn ref_key_kind(media_type: &str) -> &'static str {
+pub(crate) fn ref_key_kind(media_type: &str) -> &'static str {
     if media::is_manifest(media_type) {
         "manifest"
     } else if media::is_index(media_type) {

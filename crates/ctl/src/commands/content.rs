@@ -1,4 +1,5 @@
-//! `berthctl content ls|get|ingest|rm|label|active|prune`.
+//! `berthctl content ls|get|ingest|rm|label|active|prune` (and, in
+//! their own modules, `edit`, `fetch`, `fetch-object`, `push-object`).
 
 use std::io::{Read, Write};
 
@@ -28,6 +29,14 @@ pub(crate) struct Args {
 enum Command {
     /// Edit a blob in $EDITOR and store the result as a new blob.
     Edit(super::content_edit::EditArgs),
+    /// Fetch all content for an image into the content store, without unpacking (done by berthctl, as ctr's).
+    Fetch(super::content_fetch::FetchArgs),
+    /// Retrieve an object from a registry to stdout (the reference's, or a digest in its repository).
+    FetchObject(super::content_fetch::FetchObjectArgs),
+    /// Retrieve blobs by digest from a registry to stdout (as ctr 2.x).
+    FetchBlob(super::content_fetch::FetchBlobArgs),
+    /// Push an object of the content store to a registry.
+    PushObject(super::content_fetch::PushObjectArgs),
     /// List all blobs in the store.
     #[command(visible_alias = "list")]
     Ls {
@@ -136,13 +145,24 @@ async fn collect(client: &berth_api::client::Client, asynchronous: bool) -> anyh
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    if let Command::Edit(a) = args.command {
-        return super::content_edit::edit(global, a).await;
-    }
+    let command = match args.command {
+        Command::Edit(a) => return super::content_edit::edit(global, a).await,
+        Command::Fetch(a) => return super::content_fetch::fetch(global, a).await,
+        Command::FetchObject(a) => return super::content_fetch::fetch_object(global, a).await,
+        Command::FetchBlob(a) => return super::content_fetch::fetch_blob(global, a).await,
+        Command::PushObject(a) => return super::content_fetch::push_object(global, a).await,
+        other => other,
+    };
     let client = global.connect().await?;
     let mut svc = ContentClient::with_interceptor(client.channel(), client.interceptor());
-    match args.command {
-        Command::Edit(_) => unreachable!("handled above"),
+    match command {
+        Command::Edit(_)
+        | Command::Fetch(_)
+        | Command::FetchObject(_)
+        | Command::FetchBlob(_)
+        | Command::PushObject(_) => {
+            unreachable!("handled above")
+        }
         Command::Ls { quiet, filters } => {
             let mut stream = svc.list(ListContentRequest { filters }).await?.into_inner();
             let mut infos: Vec<Info> = Vec::new();

@@ -5,8 +5,7 @@
 //! Unimplemented: berthctl then does the work itself through berth-client
 //! (over the daemon's Content, Images, Snapshots and Diff services).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -24,6 +23,7 @@ use prost::{Message, Name};
 use tokio::sync::mpsc;
 
 use crate::context::{Global, clients};
+use crate::progress::{ProgressView, Report};
 use crate::table;
 
 #[derive(Debug, clap::Args)]
@@ -37,13 +37,25 @@ pub(crate) struct Args {
 pub(crate) struct RegistryFlags {
     /// Talk plain HTTP to the registry (no TLS).
     #[arg(long)]
-    plain_http: bool,
+    pub(crate) plain_http: bool,
     /// Credentials as `USER[:PASSWORD]` (password read from stdin if omitted).
     #[arg(short = 'u', long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Directory of containerd-style `hosts.toml` registry configuration.
     #[arg(long)]
-    hosts_dir: Option<String>,
+    pub(crate) hosts_dir: Option<String>,
+}
+
+impl RegistryFlags {
+    /// The flags as berth-client's options for one object.
+    pub(crate) fn object_opts(&self) -> anyhow::Result<berth_client::ObjectOpts> {
+        Ok(berth_client::ObjectOpts {
+            plain_http: self.plain_http,
+            hosts_dir: self.hosts_dir.clone(),
+            credentials: self.user.as_deref().map(user_and_secret).transpose()?,
+            progress: None,
+        })
+    }
 }
 
 /// `pull` arguments.
@@ -65,6 +77,52 @@ pub(crate) struct PullArgs {
     /// Fetch only; do not unpack.
     #[arg(long)]
     no_unpack: bool,
+}
+
+/// `images convert` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConvertArgs {
+    /// The image to convert.
+    source: String,
+    /// The name of the converted image (created, or pointed at the result).
+    target: String,
+    /// Convert tar.gz (and zstd) layers to uncompressed tar layers.
+    #[arg(long)]
+    uncompress: bool,
+    /// Convert Docker media types to OCI media types.
+    #[arg(long)]
+    oci: bool,
+    /// Keep these platforms of an index (`linux/arm64`); repeatable. Default: the host's.
+    #[arg(long)]
+    platform: Vec<String>,
+    /// Keep every platform (all their content must be in the store).
+    #[arg(long)]
+    all_platforms: bool,
+}
+
+/// `images convert`: done by berthctl over the Content and Images
+/// services (berth-client), as ctr's by containerd's Go client.
+async fn convert(global: &Global, args: ConvertArgs) -> anyhow::Result<()> {
+    // As ctr: names as given (the source also found by its normalised
+    // name); with neither flag only the platforms are cut.
+    let (source, target) = (&args.source, &args.target);
+    let raw = global.connect().await?;
+    let client = berth_client::Client::from_raw(raw, "");
+    let root = client
+        .convert(
+            source,
+            target,
+            berth_client::ConvertOpts {
+                oci: args.oci,
+                uncompress: args.uncompress,
+                platforms: args.platform,
+                all_platforms: args.all_platforms,
+            },
+        )
+        .await?;
+    // ctr prints the target's digest.
+    println!("{}", root.digest);
+    Ok(())
 }
 
 /// `push` arguments.
@@ -118,6 +176,8 @@ enum Command {
     Mount(super::image_mount::MountArgs),
     /// Unmount an image mounted with `images mount`.
     Unmount(super::image_mount::UnmountArgs),
+    /// Convert an image: Docker media types to OCI, layers uncompressed, an index cut to platforms.
+    Convert(ConvertArgs),
     /// Show the disk usage of an image's snapshots.
     Usage(super::image_mount::UsageArgs),
     /// Give an image another name.
@@ -234,7 +294,7 @@ async fn resolver(c: &Client, flags: &RegistryFlags) -> anyhow::Result<tt::Regis
 
 /// `--user` as user name and secret, asking for the password when it is
 /// not given as `user:password`.
-fn user_and_secret(user: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn user_and_secret(user: &str) -> anyhow::Result<(String, String)> {
     Ok(match user.split_once(':') {
         Some((u, p)) => (u.to_string(), p.to_string()),
         None => {
@@ -266,140 +326,6 @@ pub(crate) fn client_side(c: &Client) -> berth_client::Client {
     berth_client::Client::from_raw(c.clone(), "").without_transfer_service()
 }
 
-/// Progress of a client-side transfer, drawn as the Transfer service's is.
-pub(crate) fn client_side_progress() -> (
-    berth_client::ProgressHandler,
-    std::sync::Arc<std::sync::Mutex<ProgressView>>,
-) {
-    let view = std::sync::Arc::new(std::sync::Mutex::new(ProgressView::new()));
-    let drawn = view.clone();
-    let last = std::sync::Mutex::new(Instant::now());
-    let handler = berth_client::ProgressHandler::new(move |p| {
-        let Ok(mut v) = drawn.lock() else { return };
-        v.update(tt::Progress {
-            event: p.event,
-            name: p.name,
-            parents: Vec::new(),
-            progress: p.progress,
-            total: p.total,
-            desc: None,
-        });
-        if let Ok(mut last) = last.lock()
-            && last.elapsed() >= std::time::Duration::from_millis(100)
-        {
-            *last = Instant::now();
-            v.draw();
-        }
-    });
-    (handler, view)
-}
-
-/// Draws per-layer progress bars (on a terminal) or final lines (otherwise).
-pub(crate) struct ProgressView {
-    tty: bool,
-    order: Vec<String>,
-    rows: BTreeMap<String, (String, i64, i64)>,
-    drawn: usize,
-    started: Instant,
-}
-
-impl ProgressView {
-    fn new() -> ProgressView {
-        ProgressView {
-            tty: std::io::stderr().is_terminal(),
-            order: Vec::new(),
-            rows: BTreeMap::new(),
-            drawn: 0,
-            started: Instant::now(),
-        }
-    }
-
-    fn update(&mut self, p: tt::Progress) {
-        if !self.rows.contains_key(&p.name) {
-            self.order.push(p.name.clone());
-        }
-        let row = self
-            .rows
-            .entry(p.name.clone())
-            .or_insert((String::new(), 0, 0));
-        *row = (p.event.clone(), p.progress.max(row.1), p.total.max(row.2));
-        if !self.tty
-            && matches!(
-                p.event.as_str(),
-                "complete" | "exists" | "unpacked" | "saved" | "pushed"
-            )
-        {
-            eprintln!(
-                "{:<24} {:<10} {}",
-                short(&p.name),
-                p.event,
-                crate::format::size(p.total)
-            );
-        }
-    }
-
-    pub(crate) fn draw(&mut self) {
-        if !self.tty {
-            return;
-        }
-        let mut out = String::new();
-        if self.drawn > 0 {
-            out.push_str(&format!("\x1b[{}A", self.drawn));
-        }
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let (mut done, mut total) = (0i64, 0i64);
-        for name in &self.order {
-            let (event, progress, size) = &self.rows[name];
-            if name.starts_with("layer-") {
-                done += progress;
-                total += size;
-            }
-            out.push_str(&format!(
-                "\x1b[2K{:<24} {:<11} {}\n",
-                short(name),
-                event,
-                bar(*progress, *size)
-            ));
-        }
-        // Bytes per second, whole: fine for a progress line.
-        #[allow(clippy::cast_possible_truncation)]
-        let speed = (done as f64 / secs) as i64;
-        out.push_str(&format!(
-            "\x1b[2Ktotal: {} / {}  {}/s  {:.1}s\n",
-            crate::format::size(done),
-            crate::format::size(total),
-            crate::format::size(speed),
-            secs
-        ));
-        self.drawn = self.order.len() + 1;
-        let mut err = std::io::stderr();
-        let _ = err.write_all(out.as_bytes());
-        let _ = err.flush();
-    }
-}
-
-fn short(name: &str) -> String {
-    match name.split_once("sha256:") {
-        Some((kind, hex)) => format!("{kind}{}", &hex[..hex.len().min(12)]),
-        None => name.chars().take(40).collect(),
-    }
-}
-
-fn bar(progress: i64, total: i64) -> String {
-    if total <= 0 {
-        return String::new();
-    }
-    let width = 30;
-    let filled = usize::try_from((progress.clamp(0, total) * width) / total).unwrap_or(0);
-    format!(
-        "[{}{}] {} / {}",
-        "=".repeat(filled),
-        " ".repeat(usize::try_from(width).unwrap_or(30) - filled),
-        crate::format::size(progress),
-        crate::format::size(total)
-    )
-}
-
 /// Runs a transfer while drawing its progress.
 pub(crate) async fn transfer(
     c: &Client,
@@ -418,24 +344,32 @@ pub(crate) async fn transfer(
     let call = svc.transfer(req);
     tokio::pin!(call);
     let mut view = ProgressView::new();
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut stream_open = true;
+    let report = |m: prost_types::Any| {
+        tt::Progress::decode(m.value.as_slice())
+            .ok()
+            .map(|p| Report {
+                event: p.event,
+                name: p.name,
+                progress: p.progress,
+                total: p.total,
+            })
+    };
     loop {
         tokio::select! {
             r = &mut call => {
                 // Whatever progress is still queued, then the final picture.
                 while let Ok(Ok(Some(m))) = tokio::time::timeout(std::time::Duration::from_millis(50), progress.from_daemon.message()).await {
-                    if let Ok(p) = tt::Progress::decode(m.value.as_slice()) { view.update(p); }
+                    if let Some(p) = report(m) { view.update(p); }
                 }
-                view.draw();
+                view.finish();
                 r?;
                 return Ok(());
             }
             m = progress.from_daemon.message(), if stream_open => match m {
-                Ok(Some(m)) => if let Ok(p) = tt::Progress::decode(m.value.as_slice()) { view.update(p) },
+                Ok(Some(m)) => if let Some(p) = report(m) { view.update(p) },
                 _ => stream_open = false,
             },
-            _ = tick.tick() => view.draw(),
         }
     }
 }
@@ -518,7 +452,7 @@ async fn pull_client_side(
     if args.platform.len() > 1 || args.all_platforms {
         bail!("--all-platforms and more than one --platform need the daemon's Transfer service");
     }
-    let (progress, view) = client_side_progress();
+    let (progress, view) = crate::progress::client_side();
     let opts = berth_client::PullOpts {
         unpack: !args.no_unpack,
         snapshotter: args.snapshotter.clone(),
@@ -534,9 +468,7 @@ async fn pull_client_side(
             .transpose()?,
     };
     let result = client_side(c).pull_with(name, opts).await;
-    if let Ok(mut v) = view.lock() {
-        v.draw();
-    }
+    crate::progress::finish(&view);
     result?;
     println!("{name}: pulled in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -569,7 +501,7 @@ pub(crate) async fn push(global: &Global, args: PushArgs) -> anyhow::Result<()> 
         Err(e) if no_transfer_service(&e) => {
             // The client reads the blobs through the Content service and
             // sends them to the registry itself.
-            let (progress, view) = client_side_progress();
+            let (progress, view) = crate::progress::client_side();
             let opts = berth_client::PushOpts {
                 plain_http: args.registry.plain_http,
                 hosts_dir: args.registry.hosts_dir.clone(),
@@ -582,9 +514,7 @@ pub(crate) async fn push(global: &Global, args: PushArgs) -> anyhow::Result<()> 
                     .transpose()?,
             };
             let result = client_side(&client).push(&local, &remote, opts).await;
-            if let Ok(mut v) = view.lock() {
-                v.draw();
-            }
+            crate::progress::finish(&view);
             result?;
         }
         Err(e) => return Err(e),
@@ -659,6 +589,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Command::Mount(a) => return super::image_mount::mount(global, a).await,
         Command::Unmount(a) => return super::image_mount::unmount(global, a).await,
         Command::Usage(a) => return super::image_mount::usage(global, a).await,
+        Command::Convert(a) => return convert(global, a).await,
         _ => {}
     }
     let client = global.connect().await?;
@@ -670,6 +601,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         | Command::Export(_)
         | Command::Mount(_)
         | Command::Unmount(_)
+        | Command::Convert(_)
         | Command::Usage(_) => {
             unreachable!("handled above")
         }

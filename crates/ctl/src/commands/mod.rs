@@ -6,6 +6,7 @@ mod checkpoint;
 mod containers;
 mod content;
 mod content_edit;
+mod content_fetch;
 mod events;
 mod image_archive;
 mod image_mount;
@@ -14,7 +15,9 @@ pub(crate) mod leases;
 mod namespaces;
 mod oci;
 mod plugins;
+mod pprof;
 pub(crate) mod run;
+mod shim;
 mod snapshot_diff;
 mod snapshots;
 mod stress;
@@ -71,6 +74,10 @@ pub(crate) enum Command {
     Push(images::PushArgs),
     /// OCI tools.
     Oci(oci::Args),
+    /// berthd's CPU profile from its debug endpoint (pprof format).
+    Pprof(pprof::Args),
+    /// Interact with a shim directly (over its ttrpc socket).
+    Shim(shim::Args),
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
@@ -98,6 +105,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&cli.global, *args).await,
         Command::Containers(args) => containers::run(&cli.global, args).await,
         Command::Tasks(args) => tasks::run(&cli.global, args).await,
+        Command::Pprof(args) => pprof::run(&cli.global, args).await,
+        Command::Shim(args) => shim::run(&cli.global, args).await,
         Command::Stress(args) => stress::run(&cli.global, args).await,
         Command::BenchApi(args) => bench_api::run(&cli.global, args).await,
     }

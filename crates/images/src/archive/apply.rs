@@ -233,6 +233,28 @@ fn times(mtime: u64) -> Timestamps {
     }
 }
 
+/// The plain tar of a layer `stream` compressed with `compression`, read
+/// in large steps (large reads from the source, large decompressed ones).
+///
+/// Errors: a zstd stream whose decoder cannot be set up.
+pub fn decompress<'a>(
+    stream: impl Read + 'a,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let stream = io::BufReader::with_capacity(1 << 20, stream);
+    Ok(match compression {
+        Compression::None => Box::new(stream),
+        Compression::Gzip => Box::new(io::BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::GzDecoder::new(stream),
+        )),
+        Compression::Zstd => Box::new(io::BufReader::with_capacity(
+            1 << 20,
+            zstd::stream::read::Decoder::with_buffer(stream)?,
+        )),
+    })
+}
+
 /// Applies the layer `stream` to directory `root`.
 ///
 /// With `expected_diff_id`, a mismatch is an error once the whole stream
@@ -244,22 +266,10 @@ pub fn apply(
     whiteouts: Whiteouts,
     expected_diff_id: Option<&str>,
 ) -> Result<ApplyStats, ApplyError> {
-    // Large reads from the (compressed) source, then large decompressed ones.
-    let stream = io::BufReader::with_capacity(1 << 20, stream);
-    let reader: Box<dyn Read> = match compression {
-        Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(io::BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::GzDecoder::new(stream),
-        )),
-        Compression::Zstd => Box::new(io::BufReader::with_capacity(
-            1 << 20,
-            zstd::stream::read::Decoder::with_buffer(stream).map_err(|source| ApplyError::Io {
-                path: "(zstd stream)".to_string(),
-                source,
-            })?,
-        )),
-    };
+    let reader = decompress(stream, compression).map_err(|source| ApplyError::Io {
+        path: "(zstd stream)".to_string(),
+        source,
+    })?;
     let mut hashing = Hashing {
         inner: reader,
         hash: Sha256::new(),
