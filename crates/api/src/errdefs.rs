@@ -167,7 +167,10 @@ mod tests {
             (Category::AlreadyExists, tonic::Code::AlreadyExists),
             (Category::PermissionDenied, tonic::Code::PermissionDenied),
             (Category::ResourceExhausted, tonic::Code::ResourceExhausted),
-            (Category::FailedPrecondition, tonic::Code::FailedPrecondition),
+            (
+                Category::FailedPrecondition,
+                tonic::Code::FailedPrecondition,
+            ),
             (Category::Aborted, tonic::Code::Aborted),
             (Category::OutOfRange, tonic::Code::OutOfRange),
             (Category::NotImplemented, tonic::Code::Unimplemented),
