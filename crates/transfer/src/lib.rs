@@ -36,7 +36,7 @@ mod push;
 mod unpack;
 
 pub use content::ContentStore;
-pub use error::{Category, Error, Result};
+pub use error::{Category, Error, ErrorCategory, Result};
 pub use progress::{Progress, ProgressEvent};
 pub use pull::{DEFAULT_STALL_TIMEOUT, PullOptions, Pulled, Puller};
 pub use push::push;
