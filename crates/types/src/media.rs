@@ -54,6 +54,22 @@ pub const DOCKER_SCHEMA1_MANIFEST_SIGNED: &str =
 /// Docker schema 1 manifest, unsigned: unsupported.
 pub const DOCKER_SCHEMA1_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v1+json";
 
+/// containerd checkpoint: the container's config (a protobuf `Container`).
+pub const CONTAINERD_CHECKPOINT_CONFIG: &str =
+    "application/vnd.containerd.container.checkpoint.config.v1+proto";
+/// containerd checkpoint: the checkpoint options (protobuf).
+pub const CONTAINERD_CHECKPOINT_OPTIONS: &str =
+    "application/vnd.containerd.container.checkpoint.options.v1+proto";
+/// containerd checkpoint: the runtime's options (protobuf).
+pub const CONTAINERD_CHECKPOINT_RUNTIME_OPTIONS: &str =
+    "application/vnd.containerd.container.checkpoint.runtime.options+proto";
+/// containerd checkpoint: the runtime's name.
+pub const CONTAINERD_CHECKPOINT_RUNTIME_NAME: &str =
+    "application/vnd.containerd.container.checkpoint.runtime.name";
+/// containerd checkpoint: CRIU's image of the process tree (a tar).
+pub const CONTAINERD_CHECKPOINT_CRIU: &str =
+    "application/vnd.containerd.container.criu.checkpoint.criu.tar";
+
 /// Whether `mt` is an image manifest (OCI or Docker schema 2).
 pub fn is_manifest(mt: &str) -> bool {
     mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
