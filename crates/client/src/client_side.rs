@@ -30,22 +30,7 @@ const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
 /// A berth-transfer error as the client's, with what was being done.
 pub(crate) fn transfer_error(context: &str, e: berth_transfer::Error) -> Error {
-    use berth_api::Category as C;
-    use berth_transfer::Category as T;
-    let category = match e.category() {
-        T::NotFound => C::NotFound,
-        T::InvalidArgument => C::InvalidArgument,
-        T::AlreadyExists => C::AlreadyExists,
-        T::FailedPrecondition => C::FailedPrecondition,
-        T::Unavailable => C::Unavailable,
-        T::DeadlineExceeded => C::DeadlineExceeded,
-        T::DataLoss => C::DataLoss,
-        T::Cancelled => C::Cancelled,
-        T::Aborted => C::Aborted,
-        T::Unauthenticated | T::PermissionDenied => C::PermissionDenied,
-        T::ResourceExhausted => C::ResourceExhausted,
-        _ => C::Internal,
-    };
+    let category = e.category();
     Error::ClientSide {
         context: context.to_string(),
         category,
@@ -127,6 +112,7 @@ impl berth_images::handlers::ReadBlob for Blobs {
             .await
             .map_err(|e| berth_images::Error::Read {
                 digest: desc.digest.clone(),
+                category: e.category(),
                 source: Box::new(e),
             })
     }
@@ -487,7 +473,7 @@ impl Client {
         let mut images = Vec::new();
         for name in names {
             let record = self.get_image_record(name).await?;
-            images.push((name.clone(), root_of(name, &record.target)?));
+            images.push((name.clone(), record.target.clone()));
         }
         let matcher = if opts.platforms.is_empty() {
             Matcher::host()
@@ -529,7 +515,7 @@ impl Client {
     ) -> Result<()> {
         let operation = format!("pushing {local} to {remote}");
         let record = self.get_image_record(local).await?;
-        let root = root_of(local, &record.target)?;
+        let root = record.target.clone();
         let store: Arc<dyn ContentStore> = Arc::new(RemoteContent::new(self));
         berth_transfer::push(
             store,
@@ -545,19 +531,6 @@ impl Client {
         .await
         .map_err(|e| transfer_error(&operation, e))
     }
-}
-
-/// An image record's target as berth-images' descriptor.
-fn root_of(name: &str, target: &crate::Descriptor) -> Result<berth_images::Descriptor> {
-    let digest = berth_content::Digest::parse(&target.digest).map_err(|e| Error::Image {
-        name: name.to_string(),
-        reason: format!("target digest: {e}"),
-    })?;
-    Ok(berth_images::Descriptor::new(
-        target.media_type.clone(),
-        digest,
-        u64::try_from(target.size).unwrap_or(0),
-    ))
 }
 
 /// Sends what `input` reads, in chunks, until its end or an error.
