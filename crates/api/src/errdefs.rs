@@ -1,53 +1,32 @@
-//! containerd's error categories and how they travel over gRPC and ttrpc.
+//! containerd's error categories on the wire: the one place where a
+//! [`Category`] becomes a gRPC or ttrpc status code, and back.
 //!
-//! Library crates keep their own typed errors; each names its category with
-//! [`Category`]. Only at the RPC boundary does a category become a status
-//! code, and a code received from a peer becomes a category again, so a
-//! client can tell "not found" from "already exists" without parsing text.
+//! [`Category`] and the [`ErrorCategory`] trait are `berth-types`' (every
+//! library error of berth implements the trait); they are re-exported here.
+//! A server answers with [`status`] (gRPC) or [`ttrpc_error`] (ttrpc) for
+//! any categorized error; a client turns a status back into a category
+//! with [`CategoryCode::from_code`] or into an [`RpcError`].
 
-use std::fmt;
+pub use berth_types::errdefs::{Category, ErrorCategory};
 
-/// The kinds of failure containerd distinguishes (its `errdefs` package).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Category {
-    /// Anything that is not one of the categories below.
-    Unknown,
-    /// The request was malformed.
-    InvalidArgument,
-    /// The object does not exist.
-    NotFound,
-    /// The object exists already.
-    AlreadyExists,
-    /// The system is not in the state the operation needs (e.g. not empty).
-    FailedPrecondition,
-    /// The resource is temporarily unavailable (e.g. locked); retry later.
-    Unavailable,
-    /// The operation is not implemented.
-    NotImplemented,
-    /// The call was cancelled.
-    Cancelled,
-    /// The deadline passed before the operation completed.
-    DeadlineExceeded,
-    /// The operation conflicted with a concurrent one.
-    Aborted,
-    /// A quota or limit was reached.
-    ResourceExhausted,
-    /// The caller may not do this.
-    PermissionDenied,
-    /// An internal invariant was broken.
-    Internal,
-    /// The data is corrupted or lost.
-    DataLoss,
-    /// The range given is outside what exists.
-    OutOfRange,
+/// The status code numbers of categories (`google.rpc.Code`, shared by
+/// gRPC and ttrpc): `Category::NotFound.code()` is 5.
+///
+/// The mapping is written once, here; everything else goes through it.
+pub trait CategoryCode: Sized {
+    /// The status code number for this category.
+    fn code(self) -> i32;
+
+    /// The category a status code number stands for (0, OK, and unknown
+    /// numbers map to [`Category::Unknown`]).
+    fn from_code(code: i32) -> Self;
 }
 
-impl Category {
-    /// The gRPC status code number (`google.rpc.Code`) for this category.
-    pub fn code(self) -> i32 {
+impl CategoryCode for Category {
+    fn code(self) -> i32 {
         match self {
-            Category::Unknown => 2,
             Category::Cancelled => 1,
+            Category::Unknown => 2,
             Category::InvalidArgument => 3,
             Category::DeadlineExceeded => 4,
             Category::NotFound => 5,
@@ -61,52 +40,15 @@ impl Category {
             Category::Internal => 13,
             Category::Unavailable => 14,
             Category::DataLoss => 15,
+            Category::Unauthenticated => 16,
         }
     }
 
-    /// The category a status code number stands for (unknown codes map to
-    /// [`Category::Unknown`]).
-    pub fn from_code(code: i32) -> Category {
-        match code {
-            1 => Category::Cancelled,
-            3 => Category::InvalidArgument,
-            4 => Category::DeadlineExceeded,
-            5 => Category::NotFound,
-            6 => Category::AlreadyExists,
-            7 => Category::PermissionDenied,
-            8 => Category::ResourceExhausted,
-            9 => Category::FailedPrecondition,
-            10 => Category::Aborted,
-            11 => Category::OutOfRange,
-            12 => Category::NotImplemented,
-            13 => Category::Internal,
-            14 => Category::Unavailable,
-            15 => Category::DataLoss,
-            _ => Category::Unknown,
-        }
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Category::Unknown => "unknown",
-            Category::InvalidArgument => "invalid argument",
-            Category::NotFound => "not found",
-            Category::AlreadyExists => "already exists",
-            Category::FailedPrecondition => "failed precondition",
-            Category::Unavailable => "unavailable",
-            Category::NotImplemented => "not implemented",
-            Category::Cancelled => "cancelled",
-            Category::DeadlineExceeded => "deadline exceeded",
-            Category::Aborted => "aborted",
-            Category::ResourceExhausted => "resource exhausted",
-            Category::PermissionDenied => "permission denied",
-            Category::Internal => "internal",
-            Category::DataLoss => "data loss",
-            Category::OutOfRange => "out of range",
-        };
-        f.write_str(s)
+    fn from_code(code: i32) -> Category {
+        Category::ALL
+            .into_iter()
+            .find(|c| c.code() == code)
+            .unwrap_or(Category::Unknown)
     }
 }
 
@@ -128,12 +70,48 @@ impl RpcError {
             message: message.into(),
         }
     }
+
+    /// `e`'s category and its whole text.
+    pub fn of<E: ErrorCategory + ?Sized>(e: &E) -> RpcError {
+        RpcError::new(e.category(), e.to_string())
+    }
+}
+
+impl ErrorCategory for RpcError {
+    fn category(&self) -> Category {
+        self.category
+    }
+}
+
+/// The gRPC code of `category`.
+#[cfg(feature = "grpc")]
+pub fn grpc_code(category: Category) -> tonic::Code {
+    tonic::Code::from_i32(category.code())
+}
+
+/// The gRPC status containerd would send for `e`: its category's code and
+/// its whole text as the message.
+#[cfg(feature = "grpc")]
+pub fn status<E: ErrorCategory + ?Sized>(e: &E) -> tonic::Status {
+    tonic::Status::new(grpc_code(e.category()), e.to_string())
+}
+
+/// The category a gRPC status stands for.
+#[cfg(feature = "grpc")]
+pub fn category_of(s: &tonic::Status) -> Category {
+    Category::from_code(s.code() as i32)
+}
+
+/// The ttrpc error containerd's shim would send for `e`.
+#[cfg(feature = "ttrpc")]
+pub fn ttrpc_error<E: ErrorCategory + ?Sized>(e: &E) -> ttrpc::Error {
+    RpcError::of(e).into()
 }
 
 #[cfg(feature = "grpc")]
 impl From<RpcError> for tonic::Status {
     fn from(e: RpcError) -> tonic::Status {
-        tonic::Status::new(tonic::Code::from_i32(e.category.code()), e.message)
+        tonic::Status::new(grpc_code(e.category), e.message)
     }
 }
 
@@ -141,7 +119,7 @@ impl From<RpcError> for tonic::Status {
 impl From<tonic::Status> for RpcError {
     fn from(s: tonic::Status) -> RpcError {
         RpcError {
-            category: Category::from_code(s.code() as i32),
+            category: category_of(&s),
             message: s.message().to_string(),
         }
     }
@@ -171,40 +149,62 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for c in [
-            Category::Unknown,
-            Category::InvalidArgument,
-            Category::NotFound,
-            Category::AlreadyExists,
-            Category::FailedPrecondition,
-            Category::Unavailable,
-            Category::NotImplemented,
-            Category::Cancelled,
-            Category::DeadlineExceeded,
-            Category::Aborted,
-            Category::ResourceExhausted,
-            Category::PermissionDenied,
-            Category::Internal,
-            Category::DataLoss,
-            Category::OutOfRange,
-        ] {
+        for c in Category::ALL {
             assert_eq!(Category::from_code(c.code()), c);
         }
+        assert_eq!(Category::from_code(0), Category::Unknown);
+        assert_eq!(Category::from_code(99), Category::Unknown);
     }
 
     #[test]
     fn matches_grpc_codes() {
-        assert_eq!(Category::NotFound.code(), tonic::Code::NotFound as i32);
-        assert_eq!(
-            Category::FailedPrecondition.code(),
-            tonic::Code::FailedPrecondition as i32
-        );
-        assert_eq!(
-            Category::NotImplemented.code(),
-            tonic::Code::Unimplemented as i32
-        );
+        let pairs = [
+            (Category::Cancelled, tonic::Code::Cancelled),
+            (Category::Unknown, tonic::Code::Unknown),
+            (Category::InvalidArgument, tonic::Code::InvalidArgument),
+            (Category::DeadlineExceeded, tonic::Code::DeadlineExceeded),
+            (Category::NotFound, tonic::Code::NotFound),
+            (Category::AlreadyExists, tonic::Code::AlreadyExists),
+            (Category::PermissionDenied, tonic::Code::PermissionDenied),
+            (Category::ResourceExhausted, tonic::Code::ResourceExhausted),
+            (
+                Category::FailedPrecondition,
+                tonic::Code::FailedPrecondition,
+            ),
+            (Category::Aborted, tonic::Code::Aborted),
+            (Category::OutOfRange, tonic::Code::OutOfRange),
+            (Category::NotImplemented, tonic::Code::Unimplemented),
+            (Category::Internal, tonic::Code::Internal),
+            (Category::Unavailable, tonic::Code::Unavailable),
+            (Category::DataLoss, tonic::Code::DataLoss),
+            (Category::Unauthenticated, tonic::Code::Unauthenticated),
+        ];
+        assert_eq!(pairs.len(), Category::ALL.len());
+        for (c, code) in pairs {
+            assert_eq!(grpc_code(c), code, "{c}");
+            assert_eq!(
+                ttrpc::Code::try_from(c.code()).ok().map(|k| k as i32),
+                Some(code as i32),
+                "{c}"
+            );
+        }
         let status: tonic::Status = RpcError::new(Category::AlreadyExists, "x exists").into();
         assert_eq!(status.code(), tonic::Code::AlreadyExists);
         assert_eq!(status.message(), "x exists");
+    }
+
+    #[test]
+    fn any_categorized_error_becomes_its_status() {
+        let e = berth_types::Digest::parse("sha256:1").unwrap_err();
+        let s = status(&e);
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(s.message(), e.to_string());
+        let back = RpcError::from(s);
+        assert_eq!(back.category(), Category::InvalidArgument);
+        let t = ttrpc_error(&e);
+        assert!(
+            matches!(&t, ttrpc::Error::RpcStatus(s) if s.code == 3),
+            "{t:?}"
+        );
     }
 }

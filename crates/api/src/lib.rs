@@ -10,7 +10,9 @@
 //!   `containerd::task::v2`, ...). gRPC services have tonic clients and
 //!   servers (feature `grpc`); the shim task API and event forwarding have
 //!   ttrpc bindings (feature `ttrpc`).
-//! - [`errdefs`]: containerd's error categories and their gRPC / ttrpc codes.
+//! - [`errdefs`]: containerd's error categories (`berth-types`') mapped to gRPC
+//!   and ttrpc codes, in this one place; [`errdefs::status`] answers for any
+//!   error that implements [`ErrorCategory`].
 //! - [`client`]: a small typed gRPC client over a UNIX socket with the
 //!   namespace carried in the `containerd-namespace` header.
 //! - [`cgroups`]: containerd/cgroups' statistics messages
@@ -39,7 +41,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/containerd.rs"));
 }
 
-pub use errdefs::Category;
+pub use errdefs::{Category, CategoryCode, ErrorCategory};
 pub use proto::containerd;
 pub use proto::io::containerd::cgroups;
 pub use proto::runtime;

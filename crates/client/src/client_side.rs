@@ -33,22 +33,7 @@ const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
 /// A berth-transfer error as the client's, with what was being done.
 pub(crate) fn transfer_error(context: &str, e: berth_transfer::Error) -> Error {
-    use berth_api::Category as C;
-    use berth_transfer::Category as T;
-    let category = match e.category() {
-        T::NotFound => C::NotFound,
-        T::InvalidArgument => C::InvalidArgument,
-        T::AlreadyExists => C::AlreadyExists,
-        T::FailedPrecondition => C::FailedPrecondition,
-        T::Unavailable => C::Unavailable,
-        T::DeadlineExceeded => C::DeadlineExceeded,
-        T::DataLoss => C::DataLoss,
-        T::Cancelled => C::Cancelled,
-        T::Aborted => C::Aborted,
-        T::Unauthenticated | T::PermissionDenied => C::PermissionDenied,
-        T::ResourceExhausted => C::ResourceExhausted,
-        _ => C::Internal,
-    };
+    let category = e.category();
     Error::ClientSide {
         context: context.to_string(),
         category,
@@ -130,6 +115,7 @@ impl berth_images::handlers::ReadBlob for Blobs {
             .await
             .map_err(|e| berth_images::Error::Read {
                 digest: desc.digest.clone(),
+                category: e.category(),
                 source: Box::new(e),
             })
     }
@@ -467,12 +453,7 @@ impl Client {
             out.write_all(&chunk).await.map_err(write)?;
         }
         out.flush().await.map_err(write)?;
-        Ok(crate::Descriptor {
-            media_type: desc.media_type,
-            digest: desc.digest.to_string(),
-            size: i64::try_from(desc.size).unwrap_or(i64::MAX),
-            annotations: HashMap::new(),
-        })
+        Ok(desc)
     }
 
     /// Pushes one object of the daemon's content store to the repository
@@ -536,7 +517,7 @@ impl Client {
     ) -> Result<crate::Descriptor> {
         let operation = format!("converting {source} to {target}");
         let record = self.get_image_record(source).await?;
-        let root = root_of(source, &record.target)?;
+        let root = record.target.clone();
         let platforms = if opts.all_platforms {
             Matcher::all()
         } else if opts.platforms.is_empty() {
@@ -564,7 +545,7 @@ impl Client {
             .map_err(|e| Error::io(operation.clone(), std::io::Error::other(e)))?
             .map_err(|e| transfer_error(operation, e))?;
             c.record_image(target, &converted, labels).await?;
-            Ok(api_descriptor(&converted).into())
+            Ok(converted)
         })
         .await
     }
@@ -677,7 +658,7 @@ impl Client {
         let mut images = Vec::new();
         for name in names {
             let record = self.get_image_record(name).await?;
-            images.push((name.clone(), root_of(name, &record.target)?));
+            images.push((name.clone(), record.target.clone()));
         }
         let matcher = if opts.platforms.is_empty() {
             Matcher::host()
@@ -719,7 +700,7 @@ impl Client {
     ) -> Result<()> {
         let operation = format!("pushing {local} to {remote}");
         let record = self.get_image_record(local).await?;
-        let root = root_of(local, &record.target)?;
+        let root = record.target.clone();
         let store: Arc<dyn ContentStore> = Arc::new(RemoteContent::new(self));
         berth_transfer::push(
             store,
@@ -735,19 +716,6 @@ impl Client {
         .await
         .map_err(|e| transfer_error(&operation, e))
     }
-}
-
-/// An image record's target as berth-images' descriptor.
-fn root_of(name: &str, target: &crate::Descriptor) -> Result<berth_images::Descriptor> {
-    let digest = berth_content::Digest::parse(&target.digest).map_err(|e| Error::Image {
-        name: name.to_string(),
-        reason: format!("target digest: {e}"),
-    })?;
-    Ok(berth_images::Descriptor::new(
-        target.media_type.clone(),
-        digest,
-        u64::try_from(target.size).unwrap_or(0),
-    ))
 }
 
 /// Sends what `input` reads, in chunks, until its end or an error.

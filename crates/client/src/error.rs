@@ -113,7 +113,7 @@ impl Error {
     pub(crate) fn status(context: impl Into<String>, status: tonic::Status) -> Error {
         Error::Daemon {
             context: context.into(),
-            category: Category::from_code(status.code() as i32),
+            category: berth_api::errdefs::category_of(&status),
             message: status.message().to_string(),
         }
     }
@@ -124,6 +124,12 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+impl berth_api::ErrorCategory for Error {
+    fn category(&self) -> Category {
+        Error::category(self)
     }
 }
 

@@ -11,32 +11,22 @@ use sha2::Digest as _;
 use crate::client::Client;
 use crate::error::{Error, Result, StatusContext};
 
-/// A content descriptor: what a blob is, its digest and size.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Descriptor {
-    /// Media type (`application/vnd.oci.image.index.v1+json`).
-    pub media_type: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: i64,
-    /// OCI annotations.
-    pub annotations: HashMap<String, String>,
-}
+pub use berth_types::Descriptor;
 
-impl From<berth_api::containerd::types::Descriptor> for Descriptor {
-    fn from(d: berth_api::containerd::types::Descriptor) -> Descriptor {
-        Descriptor {
-            media_type: d.media_type,
-            digest: d.digest,
-            size: d.size,
-            annotations: d.annotations,
-        }
-    }
+/// A wire descriptor as berth-types' [`Descriptor`]; a digest that does
+/// not parse is a [`Error::Decode`].
+pub fn descriptor_from_wire(d: berth_api::containerd::types::Descriptor) -> Result<Descriptor> {
+    let digest = berth_types::Digest::parse(&d.digest).map_err(|e| Error::Decode {
+        what: "descriptor".into(),
+        reason: e.to_string(),
+    })?;
+    let mut desc = Descriptor::new(d.media_type, digest, u64::try_from(d.size).unwrap_or(0));
+    desc.annotations = d.annotations.into_iter().collect();
+    Ok(desc)
 }
 
 /// An image record as the Images service stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRecord {
     /// Name (`docker.io/library/busybox:latest`).
     pub name: String,
@@ -50,16 +40,24 @@ pub struct ImageRecord {
     pub updated_at: Option<SystemTime>,
 }
 
-impl From<pb::Image> for ImageRecord {
-    fn from(i: pb::Image) -> ImageRecord {
+impl TryFrom<pb::Image> for ImageRecord {
+    type Error = Error;
+
+    /// Errors: [`Error::Decode`] for a record without a target, or with a
+    /// target digest that does not parse.
+    fn try_from(i: pb::Image) -> Result<ImageRecord> {
         let time = |t: Option<prost_types::Timestamp>| t.and_then(|t| SystemTime::try_from(t).ok());
-        ImageRecord {
+        let target = i.target.ok_or_else(|| Error::Decode {
+            what: format!("image {:?}", i.name),
+            reason: "the record has no target".into(),
+        })?;
+        Ok(ImageRecord {
+            target: descriptor_from_wire(target)?,
             name: i.name,
             labels: i.labels,
-            target: i.target.map(Descriptor::from).unwrap_or_default(),
             created_at: time(i.created_at),
             updated_at: time(i.updated_at),
-        }
+        })
     }
 }
 
@@ -102,16 +100,6 @@ impl Image {
     /// The image's name.
     pub fn name(&self) -> &str {
         &self.record.name
-    }
-}
-
-/// The host's architecture as OCI names it.
-pub(crate) fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
     }
 }
 
@@ -186,7 +174,12 @@ impl Client {
             }
         }
         let image = found.ctx(|| format!("getting image {name:?}"))?.image;
-        Ok(image.map(ImageRecord::from).unwrap_or_default())
+        image
+            .ok_or_else(|| Error::Decode {
+                what: format!("image {name:?}"),
+                reason: "the daemon answered without a record".into(),
+            })
+            .and_then(ImageRecord::try_from)
     }
 
     /// The image `name` resolved for the host platform (see [`Image`]).
@@ -205,7 +198,11 @@ impl Client {
             })
             .await
             .ctx(|| "listing images".to_string())?;
-        Ok(reply.images.into_iter().map(ImageRecord::from).collect())
+        reply
+            .images
+            .into_iter()
+            .map(ImageRecord::try_from)
+            .collect()
     }
 
     /// Deletes the image record `name` (its content becomes garbage once
@@ -230,7 +227,7 @@ impl Client {
             name: name.clone(),
             reason,
         };
-        let mut digest = record.target.digest.clone();
+        let mut digest = record.target.digest.to_string();
         let mut manifest = self.read_json(&digest).await?;
         let mut depth = 0;
         while manifest["manifests"].is_array() {
@@ -246,10 +243,16 @@ impl Client {
             let chosen = entries
                 .iter()
                 .find(|m| {
-                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
+                    m["platform"]["os"] == "linux"
+                        && m["platform"]["architecture"] == berth_images::platform::host_arch()
                 })
                 .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
-                .ok_or_else(|| bad(format!("no linux/{} manifest in its index", host_arch())))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "no linux/{} manifest in its index",
+                        berth_images::platform::host_arch()
+                    ))
+                })?;
             digest = chosen["digest"].as_str().unwrap_or_default().to_string();
             manifest = self.read_json(&digest).await?;
         }

@@ -19,7 +19,9 @@ pub use client::{Client, DEFAULT_NAMESPACE, Plugin, Version};
 pub use container::{Container, ContainerBuilder, DEFAULT_RUNTIME};
 pub use error::{Error, Result};
 pub use events::{Event, EventStream, Payload, decode as decode_event};
-pub use image::{Descriptor, Image, ImageConfig, ImageRecord, chain_id, normalize};
+pub use image::{
+    Descriptor, Image, ImageConfig, ImageRecord, chain_id, descriptor_from_wire, normalize,
+};
 pub use task::{ExitStatus, ExitWaiter, Process, Status, Task};
 pub use transfer::{
     ConvertOpts, DEFAULT_SNAPSHOTTER, ExportOpts, FetchOpts, ImportOpts, ObjectOpts, Progress,

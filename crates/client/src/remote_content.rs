@@ -43,17 +43,18 @@ fn block<F: std::future::Future>(handle: &Handle, f: F) -> F::Output {
 
 /// A daemon status as a content-store error, by containerd's category.
 fn from_status(what: &str, s: &tonic::Status) -> berth_content::Error {
+    use berth_api::Category as C;
     use berth_content::Error as E;
     let msg = format!("{what}: {}", s.message());
-    match s.code() {
-        tonic::Code::NotFound => E::NotFound(msg),
-        tonic::Code::AlreadyExists => E::AlreadyExists(msg),
-        tonic::Code::InvalidArgument => E::InvalidArgument(msg),
-        tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => E::FailedPrecondition(msg),
-        tonic::Code::Unavailable | tonic::Code::Aborted => E::Unavailable(msg),
-        code => E::Io {
+    match berth_api::errdefs::category_of(s) {
+        C::NotFound => E::NotFound(msg),
+        C::AlreadyExists => E::AlreadyExists(msg),
+        C::InvalidArgument => E::InvalidArgument(msg),
+        C::FailedPrecondition | C::OutOfRange => E::FailedPrecondition(msg),
+        C::Unavailable | C::Aborted => E::Unavailable(msg),
+        category => E::Io {
             path: PathBuf::from("<content service>"),
-            source: std::io::Error::other(format!("{msg} ({code:?})")),
+            source: std::io::Error::other(format!("{msg} ({category})")),
         },
     }
 }

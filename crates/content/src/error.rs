@@ -6,6 +6,8 @@
 //! RPC boundary's job (`berth-api`), not this crate's.
 
 use std::io;
+
+use berth_types::{Category, ErrorCategory};
 use std::path::PathBuf;
 
 /// What went wrong in a content store operation.
@@ -69,6 +71,35 @@ impl Error {
     }
 }
 
+impl From<berth_types::DigestError> for Error {
+    /// A digest that does not parse is an invalid argument.
+    fn from(e: berth_types::DigestError) -> Error {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl ErrorCategory for Error {
+    fn category(&self) -> Category {
+        match self {
+            Error::NotFound(_) => Category::NotFound,
+            Error::AlreadyExists(_) => Category::AlreadyExists,
+            Error::InvalidArgument(_) => Category::InvalidArgument,
+            Error::FailedPrecondition(_) => Category::FailedPrecondition,
+            Error::Unavailable(_) => Category::Unavailable,
+            // A full disk: "free space", not a bug.
+            Error::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                Category::ResourceExhausted
+            }
+            Error::Io { .. } => Category::Internal,
+        }
+    }
+}
+
 /// Results of content store operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -84,6 +115,18 @@ mod tests {
         let e = Error::Unavailable("ref x locked".into());
         assert_eq!(e.to_string(), "ref x locked: unavailable");
         assert!(e.is_unavailable() && !e.is_already_exists());
+    }
+
+    #[test]
+    fn categories_are_containerd_s() {
+        assert_eq!(Error::NotFound("x".into()).category(), Category::NotFound);
+        let full = Error::io("/x", io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(full.category(), Category::ResourceExhausted);
+        let other = Error::io("/x", io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(other.category(), Category::Internal);
+        let bad: Error = berth_types::Digest::parse("x").unwrap_err().into();
+        assert_eq!(bad.category(), Category::InvalidArgument);
+        assert!(bad.to_string().ends_with(": invalid argument"), "{bad}");
     }
 
     #[test]

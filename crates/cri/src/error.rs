@@ -54,21 +54,51 @@ impl CriError {
     }
 }
 
+impl berth_api::ErrorCategory for CriError {
+    fn category(&self) -> berth_api::Category {
+        use berth_api::Category;
+        match self {
+            CriError::NotFound(_) => Category::NotFound,
+            CriError::InvalidArgument(_) => Category::InvalidArgument,
+            CriError::AlreadyExists(_) => Category::AlreadyExists,
+            CriError::FailedPrecondition(_) => Category::FailedPrecondition,
+            CriError::DeadlineExceeded(_) => Category::DeadlineExceeded,
+            CriError::Unimplemented(_) => Category::NotImplemented,
+            // The service's own code, whatever it is.
+            CriError::Service { status, .. } => berth_api::errdefs::category_of(status),
+            CriError::Internal(_) => Category::Internal,
+        }
+    }
+}
+
 impl From<CriError> for tonic::Status {
     fn from(e: CriError) -> tonic::Status {
-        let msg = e.to_string();
-        match e {
-            CriError::NotFound(_) => tonic::Status::not_found(msg),
-            CriError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            CriError::AlreadyExists(_) => tonic::Status::already_exists(msg),
-            CriError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
-            CriError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),
-            CriError::Unimplemented(_) => tonic::Status::unimplemented(msg),
-            CriError::Service { status, .. } => tonic::Status::new(status.code(), msg),
-            CriError::Internal(_) => tonic::Status::internal(msg),
-        }
+        berth_api::errdefs::status(&e)
     }
 }
 
 /// Results of the CRI plugin.
 pub type Result<T, E = CriError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed pull keeps the pull engine's code: a registry's NotFound
+    /// reaches the kubelet as NotFound, not Internal.
+    #[test]
+    fn a_service_s_code_survives() {
+        let e = CriError::service("failed to pull and unpack image \"x\"")(
+            tonic::Status::not_found("docker.io/library/x:latest: not found"),
+        );
+        assert!(e.is_not_found());
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(
+            s.message(),
+            "failed to pull and unpack image \"x\": docker.io/library/x:latest: not found"
+        );
+        let s = tonic::Status::from(CriError::Unimplemented("x".into()));
+        assert_eq!(s.code(), tonic::Code::Unimplemented);
+    }
+}

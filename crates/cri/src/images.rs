@@ -41,14 +41,6 @@ pub(crate) struct CriImage {
     pub(crate) names: Vec<String>,
 }
 
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .into_iter()
@@ -102,13 +94,14 @@ impl Cri {
             let chosen = entries
                 .iter()
                 .find(|m| {
-                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
+                    m["platform"]["os"] == "linux"
+                        && m["platform"]["architecture"] == berth_images::platform::host_arch()
                 })
                 .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
                 .ok_or_else(|| {
                     CriError::NotFound(format!(
                         "image {digest} has no linux/{} manifest",
-                        host_arch()
+                        berth_images::platform::host_arch()
                     ))
                 })?;
             d = chosen["digest"].as_str().unwrap_or_default().to_string();

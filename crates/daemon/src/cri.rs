@@ -23,8 +23,8 @@ impl ImagePuller for DaemonPuller {
             registry = registry.with_hosts_dir(dir);
         }
         if let Some((user, secret)) = spec.credentials {
-            let host = berth_images::Reference::parse_normalized(&spec.reference)
-                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            let host = berth_types::Reference::parse_normalized(&spec.reference)
+                .map_err(crate::wire::status)?
                 .domain()
                 .to_string();
             registry = registry.with_credentials(

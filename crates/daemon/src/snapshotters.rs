@@ -45,14 +45,15 @@ pub(crate) enum Error {
     Task(String),
 }
 
-/// The gRPC status for a namespaced snapshot error.
-pub(crate) fn snapshot_status(e: Error) -> tonic::Status {
-    use tonic::Status;
-    match e {
-        Error::UnknownSnapshotter(_) => Status::invalid_argument(e.to_string()),
-        Error::Metadata(m) => crate::wire::metadata_status(m),
-        Error::Driver(d) => berth_snapshots::proxy::status(&d),
-        Error::Task(_) => Status::internal(e.to_string()),
+impl berth_api::ErrorCategory for Error {
+    fn category(&self) -> berth_api::Category {
+        use berth_api::Category;
+        match self {
+            Error::UnknownSnapshotter(_) => Category::InvalidArgument,
+            Error::Metadata(m) => m.category(),
+            Error::Driver(d) => d.category(),
+            Error::Task(_) => Category::Internal,
+        }
     }
 }
 

@@ -1,15 +1,15 @@
 //! Wire helpers shared by the gRPC services: packing and unpacking
-//! `google.protobuf.Any`, timestamp conversion, and the one mapping per
-//! library error type to the `tonic::Status` containerd would send.
+//! `google.protobuf.Any`, timestamp conversion, and library errors as the
+//! `tonic::Status` containerd would send ([`status`]: every library error
+//! implements `ErrorCategory`, and `berth_api::errdefs` maps categories to
+//! codes in one place; events and the shim manager only add words).
 //!
 //! This module depends on no other module of the crate, so every module
-//! can use it without an import cycle; the one daemon-owned error type,
-//! `snapshotters::Error`, is mapped beside its definition
-//! (`snapshotters::snapshot_status`) on top of [`metadata_status`].
+//! can use it without an import cycle.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_api::errdefs::RpcError;
+use berth_api::errdefs::{ErrorCategory, RpcError};
 use berth_metadata::AnyValue;
 use berth_runtime::manager;
 use prost::{Message, Name};
@@ -64,44 +64,12 @@ pub(crate) fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
-/// Maps a metadata error to the status containerd would send.
-pub(crate) fn metadata_status(e: berth_metadata::Error) -> Status {
-    use berth_metadata::Error as E;
-    // The message is the error's full text, which names the category the
-    // way containerd's wrapped errors do (`namespace "x": not found`).
-    let message = e.to_string();
-    match e {
-        E::NotFound(_) => Status::not_found(message),
-        E::AlreadyExists(_) => Status::already_exists(message),
-        E::InvalidArgument(_) => Status::invalid_argument(message),
-        E::FailedPrecondition(_) | E::SchemaVersion { .. } => Status::failed_precondition(message),
-        E::NotImplemented(_) => Status::unimplemented(message),
-        E::DataLoss(_) => Status::data_loss(message),
-        _ => Status::internal(message),
-    }
-}
-
-/// Maps a content-store error to a status.
-pub(crate) fn content_status(e: berth_content::Error) -> Status {
-    use berth_content::Error as E;
-    let message = e.to_string();
-    match e {
-        E::NotFound(_) => Status::not_found(message),
-        E::AlreadyExists(_) => Status::already_exists(message),
-        E::InvalidArgument(_) => Status::invalid_argument(message),
-        E::FailedPrecondition(_) => Status::failed_precondition(message),
-        E::Unavailable(_) => Status::unavailable(message),
-        // A full disk (as for the metadata DB): "free space", not a bug.
-        E::Io { source, .. }
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) =>
-        {
-            Status::resource_exhausted(message)
-        }
-        _ => Status::internal(message),
-    }
+/// The status containerd would send for a library error: its category's
+/// code (mapped once, in `berth_api::errdefs`) and its whole text, which
+/// names the category the way containerd's wrapped errors do
+/// (`namespace "x": not found`).
+pub(crate) fn status<E: ErrorCategory>(e: E) -> Status {
+    berth_api::errdefs::status(&e)
 }
 
 /// Maps an event-exchange error to a status.
@@ -112,33 +80,10 @@ pub(crate) fn content_status(e: berth_content::Error) -> Status {
 pub(crate) fn events_status(e: berth_events::Error) -> Status {
     match e {
         berth_events::Error::Lagged { .. } => {
-            Status::resource_exhausted(format!("subscription error: {e}"))
+            RpcError::new(e.category(), format!("subscription error: {e}")).into()
         }
-        _ => Status::invalid_argument(e.to_string()),
+        _ => status(e),
     }
-}
-
-/// A library transfer error as a gRPC status: the one place categories
-/// become codes.
-pub(crate) fn transfer_status(e: berth_transfer::Error) -> Status {
-    use berth_transfer::Category as C;
-    use tonic::Code;
-    let code = match e.category() {
-        C::NotFound => Code::NotFound,
-        C::InvalidArgument => Code::InvalidArgument,
-        C::AlreadyExists => Code::AlreadyExists,
-        C::FailedPrecondition => Code::FailedPrecondition,
-        C::Unavailable => Code::Unavailable,
-        C::DeadlineExceeded => Code::DeadlineExceeded,
-        C::DataLoss => Code::DataLoss,
-        C::Cancelled => Code::Cancelled,
-        C::Aborted => Code::Aborted,
-        C::Unauthenticated => Code::Unauthenticated,
-        C::PermissionDenied => Code::PermissionDenied,
-        C::ResourceExhausted => Code::ResourceExhausted,
-        _ => Code::Internal,
-    };
-    Status::new(code, e.message())
 }
 
 /// A shim's ttrpc error as the status it carries.
@@ -146,19 +91,70 @@ pub(crate) fn shim_status(e: ttrpc::Error) -> Status {
     RpcError::from(e).into()
 }
 
-/// Maps a shim-manager error to a status.
+/// Maps a shim-manager error to a status; a missing task's message says
+/// how to start one.
 pub(crate) fn manager_status(e: manager::Error) -> Status {
     match e {
-        manager::Error::NotFound(id) => Status::not_found(format!(
-            "task {id:?}: not found (start it with `tasks start`)"
-        )),
-        manager::Error::AlreadyExists(id) => {
-            Status::already_exists(format!("task {id:?}: already exists"))
+        manager::Error::NotFound(_) => {
+            RpcError::new(e.category(), format!("{e} (start it with `tasks start`)")).into()
         }
-        // containerd returns these as plain errors: code Unknown.
-        manager::Error::NoShim { .. } | manager::Error::BadRuntime(_) => {
-            Status::unknown(e.to_string())
+        _ => status(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_keep_their_category_on_the_wire() {
+        let s = status(berth_metadata::Error::NotFound("namespace \"x\"".into()));
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "namespace \"x\": not found");
+        let full = berth_content::Error::Io {
+            path: "/x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert_eq!(status(full).code(), tonic::Code::ResourceExhausted);
+        let s = manager_status(manager::Error::NotFound("t".into()));
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(
+            s.message(),
+            "task \"t\": not found (start it with `tasks start`)"
+        );
+        let s = events_status(berth_events::Error::Lagged {
+            needed: 2,
+            budget: 1,
+        });
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message().starts_with("subscription error: "),
+            "{}",
+            s.message()
+        );
+    }
+
+    /// A pull whose image has no manifest for the wanted platform, or whose
+    /// registry does not have the reference, fails NotFound end to end
+    /// (library error -> transfer error -> status), as containerd's does.
+    #[test]
+    fn a_pull_s_not_found_is_not_found() {
+        let no_platform: berth_transfer::Error = berth_images::Error::NoMatchingManifest {
+            platform: "linux/s390x".into(),
+            index: berth_content::Digest::of(b"index"),
+            available: vec!["linux/amd64".into()],
         }
-        other => Status::unavailable(other.to_string()),
+        .into();
+        let s = status(no_platform);
+        assert_eq!(s.code(), tonic::Code::NotFound, "{}", s.message());
+        let missing: berth_transfer::Error = berth_remotes::Error::NotFound {
+            what: "docker.io/library/nope:latest".into(),
+            errors: Default::default(),
+        }
+        .into();
+        assert_eq!(status(missing).code(), tonic::Code::NotFound);
+        let blob: berth_transfer::Error =
+            berth_content::Error::NotFound("content sha256:1".into()).into();
+        assert_eq!(status(blob).code(), tonic::Code::NotFound);
     }
 }

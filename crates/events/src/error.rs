@@ -50,5 +50,14 @@ pub enum Error {
     },
 }
 
+impl berth_types::ErrorCategory for Error {
+    fn category(&self) -> berth_types::Category {
+        match self {
+            Error::Lagged { .. } => berth_types::Category::ResourceExhausted,
+            _ => berth_types::Category::InvalidArgument,
+        }
+    }
+}
+
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

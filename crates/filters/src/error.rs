@@ -31,6 +31,12 @@ pub enum Error {
     },
 }
 
+impl berth_types::ErrorCategory for Error {
+    fn category(&self) -> berth_types::Category {
+        berth_types::Category::InvalidArgument
+    }
+}
+
 impl Error {
     /// Byte offset in the filter text at which the error was found.
     pub fn position(&self) -> usize {

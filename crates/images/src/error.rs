@@ -5,7 +5,7 @@
 //! numbers; [`Error::is_not_found`] and [`Error::is_invalid_argument`] give
 //! the containerd category for the RPC boundary.
 
-use berth_content::Digest;
+use berth_types::{Category, Digest, ErrorCategory};
 
 use crate::platform::PlatformError;
 use crate::reference::ReferenceError;
@@ -137,6 +137,9 @@ pub enum Error {
     Read {
         /// The blob.
         digest: Digest,
+        /// What kind of failure the reader's error is (a registry's
+        /// "not found" stays [`Category::NotFound`]).
+        category: Category,
         /// The reader's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -147,24 +150,42 @@ impl Error {
     /// Whether this is containerd's "not found": a missing blob, or no
     /// manifest for the platform.
     pub fn is_not_found(&self) -> bool {
-        match self {
-            Error::Content(e) => e.is_not_found(),
-            Error::NoMatchingManifest { .. } => true,
-            _ => false,
-        }
+        self.category() == Category::NotFound
     }
 
     /// Whether this is containerd's "invalid argument": a bad reference,
     /// platform, media type or JSON.
     pub fn is_invalid_argument(&self) -> bool {
-        matches!(
-            self,
-            Error::Reference(_)
-                | Error::Platform(_)
-                | Error::UnexpectedMediaType { .. }
-                | Error::Json { .. }
-                | Error::Content(berth_content::Error::InvalidArgument(_))
-        )
+        self.category() == Category::InvalidArgument
+    }
+}
+
+impl ErrorCategory for Error {
+    fn category(&self) -> Category {
+        match self {
+            Error::Reference(e) => e.category(),
+            Error::Platform(e) => e.category(),
+            Error::UnexpectedMediaType { .. } | Error::Json { .. } => Category::InvalidArgument,
+            Error::TooLarge { .. }
+            | Error::SizeMismatch { .. }
+            | Error::MediaTypeMismatch { .. }
+            | Error::LayerCountMismatch { .. } => Category::FailedPrecondition,
+            Error::Unsupported { .. } => Category::NotImplemented,
+            Error::NoMatchingManifest { .. } => Category::NotFound,
+            Error::Content(e) => e.category(),
+            Error::Read { category, .. } => *category,
+        }
+    }
+}
+
+/// The category of an I/O failure: a full disk or quota is "free space"
+/// (resource exhausted), anything else internal.
+pub(crate) fn io_category(e: &std::io::Error) -> Category {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            Category::ResourceExhausted
+        }
+        _ => Category::Internal,
     }
 }
 

@@ -16,7 +16,13 @@
 //!   resolving an image to its config and layers for a platform.
 //! - [`archive`]: applying tar layers into a directory, contained in it.
 //!
-//! Errors of everything but [`archive`] are one [`Error`].
+//! Errors of everything but [`archive`] are one [`Error`]; every error
+//! type implements [`berth_types::ErrorCategory`].
+//!
+//! Digests, descriptors, media types, references and platforms are
+//! `berth-types`' (the vocabulary every berth crate shares); [`mod@reference`],
+//! [`platform`], [`media`] and [`manifest`] re-export them, so
+//! `berth_images::Descriptor` and `berth_types::Descriptor` are one type.
 //!
 //! # Example
 //!

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use berth_content::Digest;
+use berth_types::Digest;
 use serde::de::{self, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -34,74 +34,7 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// labels and can outgrow manifests).
 pub const MAX_CONFIG_SIZE: u64 = 8 << 20;
 
-/// A reference to a blob: its media type, digest and size, plus optional
-/// URLs, annotations and platform (the OCI content descriptor).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// What the blob is, e.g. [`media::OCI_MANIFEST`].
-    pub media_type: String,
-    /// The blob's digest.
-    #[serde(with = "digest_serde")]
-    pub digest: Digest,
-    /// The blob's size in bytes.
-    pub size: u64,
-    /// Where else the blob can be fetched from (foreign layers).
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub urls: Vec<String>,
-    /// Free-form metadata.
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub annotations: BTreeMap<String, String>,
-    /// The platform of the manifest this points at (index entries only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    /// The artifact type, for artifacts (OCI 1.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact_type: Option<String>,
-    /// The blob itself, base64-encoded, when embedded (OCI 1.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-}
-
-impl Descriptor {
-    /// A descriptor with just media type, digest and size.
-    pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Descriptor {
-        Descriptor {
-            media_type: media_type.into(),
-            digest,
-            size,
-            urls: Vec::new(),
-            annotations: BTreeMap::new(),
-            platform: None,
-            artifact_type: None,
-            data: None,
-        }
-    }
-
-    /// The descriptor of `data` (sha256) with media type `media_type`.
-    pub fn of(media_type: impl Into<String>, data: &[u8]) -> Descriptor {
-        Descriptor::new(media_type, Digest::of(data), data.len() as u64)
-    }
-}
-
-impl fmt::Display for Descriptor {
-    /// `sha256:... (media type, N bytes)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}, {} bytes)",
-            self.digest, self.media_type, self.size
-        )
-    }
-}
+pub use berth_types::Descriptor;
 
 /// An image manifest: one config and the layers, bottom first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -587,27 +520,7 @@ impl de::Visitor<'_> for DigestVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Digest, E> {
-        Digest::parse(v).map_err(|e| match e {
-            berth_content::Error::InvalidArgument(msg) => E::custom(msg),
-            other => E::custom(other),
-        })
-    }
-}
-
-mod digest_serde {
-    use super::*;
-
-    pub(super) fn serialize<S: Serializer>(
-        d: &Digest,
-        s: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(d.as_str())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> std::result::Result<Digest, D::Error> {
-        d.deserialize_str(DigestVisitor)
+        Digest::parse(v).map_err(E::custom)
     }
 }
 

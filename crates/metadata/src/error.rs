@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use berth_types::{Category, ErrorCategory};
+
 /// What went wrong in a metadata operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -82,6 +84,24 @@ impl Error {
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
             ),
             _ => false,
+        }
+    }
+}
+
+impl ErrorCategory for Error {
+    fn category(&self) -> Category {
+        match self {
+            Error::NotFound(_) => Category::NotFound,
+            Error::AlreadyExists(_) => Category::AlreadyExists,
+            Error::InvalidArgument(_) => Category::InvalidArgument,
+            Error::FailedPrecondition(_) | Error::SchemaVersion { .. } => {
+                Category::FailedPrecondition
+            }
+            Error::NotImplemented(_) => Category::NotImplemented,
+            Error::DataLoss(_) => Category::DataLoss,
+            // A full disk is "free space", as for the content store.
+            e if e.is_storage_full() => Category::ResourceExhausted,
+            Error::Db { .. } | Error::Io { .. } => Category::Internal,
         }
     }
 }

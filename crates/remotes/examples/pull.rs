@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use berth_remotes::registry::{Registry, RegistryOptions};
-use berth_remotes::{Descriptor, Digest, Fetcher, Resolver};
+use berth_remotes::{Descriptor, Fetcher, Resolver};
 use futures::StreamExt;
 
 /// Fetches `desc` whole and checks its digest.
@@ -63,11 +63,7 @@ async fn main() -> Result<()> {
         .into_iter()
         .flatten();
     for d in config.chain(layers).chain(manifests) {
-        let child = Descriptor {
-            media_type: d["mediaType"].as_str().unwrap_or_default().to_owned(),
-            digest: Digest::parse(d["digest"].as_str().unwrap_or_default())?,
-            size: d["size"].as_u64().unwrap_or_default(),
-        };
+        let child: Descriptor = serde_json::from_value(d.clone())?;
         let data = fetch(fetcher.as_ref(), &child).await?;
         println!("  {child}: {} bytes verified", data.len());
     }

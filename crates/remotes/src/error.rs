@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use berth_types::{Category, ErrorCategory};
+
 use crate::Digest;
 
 /// A boxed error from the HTTP stack (kept opaque so the HTTP client is not
@@ -155,9 +157,31 @@ impl Error {
     }
 }
 
-impl From<berth_content::Error> for Error {
-    fn from(e: berth_content::Error) -> Error {
+impl From<berth_types::DigestError> for Error {
+    fn from(e: berth_types::DigestError) -> Error {
         Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl ErrorCategory for Error {
+    fn category(&self) -> Category {
+        match self {
+            Error::InvalidArgument(_) => Category::InvalidArgument,
+            Error::NotFound { .. } => Category::NotFound,
+            Error::Unauthorized { .. } => Category::Unauthenticated,
+            Error::PermissionDenied { .. } => Category::PermissionDenied,
+            Error::FailedPrecondition(_) => Category::FailedPrecondition,
+            // A registry that answers badly, cannot be reached or sends
+            // content that does not check out: try again, or another host.
+            Error::Registry { .. }
+            | Error::UnexpectedStatus { .. }
+            | Error::Tls { .. }
+            | Error::Unavailable { .. }
+            | Error::Http { .. }
+            | Error::SizeMismatch { .. }
+            | Error::DigestMismatch { .. }
+            | Error::Io { .. } => Category::Unavailable,
+        }
     }
 }
 

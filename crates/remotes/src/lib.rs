@@ -18,9 +18,10 @@
 //! ([`hosts`]), one pooled HTTP client per TLS configuration and a limit on
 //! concurrent blob downloads per host.
 //!
-//! References are plain strings whose host is already explicit
-//! (`docker.io/library/busybox:latest`, not `busybox`): normalising short
-//! names is the job of `berth-images`.
+//! References are strings parsed with `berth_types::Reference` (Docker's
+//! grammar and normalisation: `busybox` is `docker.io/library/busybox`).
+//! [`Descriptor`] and [`Digest`] are `berth-types`' (one type for every
+//! berth crate); media types are in `berth_types::media`.
 //!
 //! # Example
 //!
@@ -43,7 +44,6 @@
 //!
 //! [OCI distribution spec]: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 
-use std::fmt;
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -58,18 +58,8 @@ mod reference;
 pub mod registry;
 mod tls;
 
-pub use berth_content::Digest;
+pub use berth_types::{Descriptor, Digest};
 pub use error::{Error, RegistryError, RegistryErrors, Result};
-
-/// OCI image index (a multi-platform list of manifests).
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI image manifest.
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// Docker manifest list (the Docker counterpart of an OCI index).
-pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-/// Docker image manifest, schema 2.
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// The largest manifest accepted from a registry: 4 MiB, containerd's limit
 /// too (a real manifest is a few KiB; the limit bounds memory).
@@ -78,46 +68,7 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Whether `media_type` is a manifest or index, i.e. served from
 /// `/manifests/` rather than `/blobs/`.
 pub fn is_manifest_type(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        MEDIA_TYPE_OCI_INDEX
-            | MEDIA_TYPE_OCI_MANIFEST
-            | MEDIA_TYPE_DOCKER_MANIFEST_LIST
-            | MEDIA_TYPE_DOCKER_MANIFEST
-    )
-}
-
-/// What a registry holds at an address: the media type, digest and size of
-/// one blob or manifest (the core of an OCI descriptor).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
-    /// The media type, e.g. [`MEDIA_TYPE_OCI_MANIFEST`] or a layer type.
-    pub media_type: String,
-    /// The content's digest.
-    pub digest: Digest,
-    /// The content's size in bytes.
-    pub size: u64,
-}
-
-impl Descriptor {
-    /// A descriptor of `data` with media type `media_type` (sha256).
-    pub fn of(media_type: impl Into<String>, data: &[u8]) -> Descriptor {
-        Descriptor {
-            media_type: media_type.into(),
-            digest: Digest::of(data),
-            size: data.len() as u64,
-        }
-    }
-}
-
-impl fmt::Display for Descriptor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}, {} bytes)",
-            self.digest, self.media_type, self.size
-        )
-    }
+    berth_types::media::is_manifest(media_type) || berth_types::media::is_index(media_type)
 }
 
 /// A stream of content bytes; an error ends it. Turn it into an `AsyncRead`

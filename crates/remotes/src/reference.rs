@@ -1,13 +1,17 @@
-//! The minimal split of a fully qualified reference that talking to a
-//! registry needs: host, repository path, tag and digest. Normalising short
-//! names (`busybox`) is `berth-images`' job; here the host must be explicit.
+//! The split of a reference that talking to a registry needs: host,
+//! repository path, tag and digest. The grammar is Docker's, parsed once by
+//! `berth_types::Reference`; here the host must be explicit (as containerd's
+//! resolver wants it), so `busybox` is refused rather than guessed.
+
+use berth_types::Reference;
+use berth_types::reference::{DEFAULT_DOMAIN, LEGACY_DEFAULT_DOMAIN};
 
 use crate::{Digest, Error, Result};
 
 /// `host/repository[:tag][@digest]`, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RemoteRef {
-    /// The registry host as written in the reference (`docker.io`, `localhost:5000`).
+    /// The registry host (`docker.io`, `localhost:5000`).
     pub(crate) host: String,
     /// The repository path below the host (`library/busybox`).
     pub(crate) repository: String,
@@ -20,63 +24,24 @@ pub(crate) struct RemoteRef {
 impl RemoteRef {
     /// Splits `s`; errors are [`Error::InvalidArgument`] naming `s`.
     pub(crate) fn parse(s: &str) -> Result<RemoteRef> {
-        let invalid = |why: &str| Error::InvalidArgument(format!("invalid reference {s:?}: {why}"));
-        let (name, digest) = match s.split_once('@') {
-            Some((name, d)) => (
-                name,
-                Some(Digest::parse(d).map_err(|e| invalid(&e.to_string()))?),
-            ),
-            None => (s, None),
-        };
-        // A tag is after the last ':' that follows the last '/', so a port
-        // in the host is not taken for one.
-        let slash = name.rfind('/');
-        let (locator, tag) = match name.rfind(':') {
-            Some(colon) if slash.is_none_or(|sl| colon > sl) => {
-                (&name[..colon], Some(name[colon + 1..].to_owned()))
-            }
-            _ => (name, None),
-        };
-        let Some((host, repository)) = locator.split_once('/') else {
-            return Err(invalid(
-                "want host/repository[:tag][@digest] with an explicit host",
-            ));
-        };
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        {
-            return Err(invalid("bad host"));
-        }
-        if repository.is_empty()
-            || !repository.split('/').all(|c| {
-                !c.is_empty()
-                    && c.bytes()
-                        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
-                    && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            })
-        {
-            return Err(invalid(
-                "repository path components must be lowercase letters, digits and . _ -",
-            ));
-        }
-        if let Some(tag) = &tag {
-            let ok = !tag.is_empty()
-                && tag.len() <= 128
-                && tag
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                && !tag.starts_with(['.', '-']);
-            if !ok {
-                return Err(invalid("bad tag"));
-            }
+        let r =
+            Reference::parse_normalized(s).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        // Docker's rules put a name without a registry host on Docker Hub;
+        // a resolver is given the host explicitly.
+        let explicit = r.domain() != DEFAULT_DOMAIN
+            || [DEFAULT_DOMAIN, LEGACY_DEFAULT_DOMAIN]
+                .iter()
+                .any(|d| s.strip_prefix(d).is_some_and(|rest| rest.starts_with('/')));
+        if !explicit {
+            return Err(Error::InvalidArgument(format!(
+                "invalid reference {s:?}: want host/repository[:tag][@digest] with an explicit host"
+            )));
         }
         Ok(RemoteRef {
-            host: host.to_owned(),
-            repository: repository.to_owned(),
-            tag,
-            digest,
+            host: r.domain().to_owned(),
+            repository: r.path().to_owned(),
+            tag: r.tag().map(str::to_owned),
+            digest: r.digest().cloned(),
         })
     }
 
@@ -126,6 +91,7 @@ mod tests {
     fn rejects_bad_references() {
         for bad in [
             "busybox",
+            "user/app:1",
             "h/",
             "h/A",
             "h/a:",

@@ -505,7 +505,7 @@ impl Repository {
             let data = read_limited(resp, MAX_MANIFEST_SIZE, &url).await?;
             let algorithm = expected
                 .as_ref()
-                .map_or(berth_content::Algorithm::CANONICAL, Digest::algorithm);
+                .map_or(berth_types::Algorithm::CANONICAL, Digest::algorithm);
             let actual = algorithm.digest(&data);
             if let Some(e) = &expected {
                 if *e != actual {
@@ -528,11 +528,7 @@ impl Repository {
                 "{url}: rejecting a {size}-byte manifest (limit {MAX_MANIFEST_SIZE})"
             )));
         }
-        Ok(Descriptor {
-            media_type,
-            digest,
-            size,
-        })
+        Ok(Descriptor::new(media_type, digest, size))
     }
 
     /// Fetches a whole manifest from the first endpoint that has it, checked
@@ -1216,18 +1212,15 @@ fn tls_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX,
-        MEDIA_TYPE_OCI_MANIFEST,
-    };
+    use berth_types::media::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 
     #[test]
     fn resolve_accept_lists_every_manifest_type() {
         for t in [
-            MEDIA_TYPE_OCI_INDEX,
-            MEDIA_TYPE_OCI_MANIFEST,
-            MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-            MEDIA_TYPE_DOCKER_MANIFEST,
+            OCI_INDEX,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            DOCKER_MANIFEST,
         ] {
             assert!(RESOLVE_ACCEPT.contains(t), "{t}");
         }
@@ -1235,7 +1228,7 @@ mod tests {
 
     #[test]
     fn verify_checks_size_then_digest() {
-        let desc = Descriptor::of(MEDIA_TYPE_OCI_MANIFEST, b"{}");
+        let desc = Descriptor::of(OCI_MANIFEST, b"{}");
         verify(&desc, b"{}").unwrap();
         assert!(matches!(
             verify(&desc, b"{ }"),

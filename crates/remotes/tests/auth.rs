@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use berth_remotes::auth::{Credential, StaticCredentials};
 use berth_remotes::registry::{Registry, RegistryOptions};
-use berth_remotes::{Digest, Error, MEDIA_TYPE_OCI_MANIFEST, Resolver};
+use berth_remotes::{Digest, Error, Resolver};
+use berth_types::media::OCI_MANIFEST;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -172,7 +173,7 @@ fn manifest_response() -> (&'static str, Vec<(String, String)>, Vec<u8>) {
     (
         "200 OK",
         vec![
-            ("Content-Type".into(), MEDIA_TYPE_OCI_MANIFEST.into()),
+            ("Content-Type".into(), OCI_MANIFEST.into()),
             (
                 "Docker-Content-Digest".into(),
                 Digest::of(MANIFEST).to_string(),
@@ -193,7 +194,7 @@ async fn anonymous_bearer_token_is_fetched_once_per_scope() -> Result<()> {
     let (_, desc) = client.resolve(&format!("{}/public/x:v1", srv.host)).await?;
     assert_eq!(desc.digest, Digest::of(MANIFEST));
     assert_eq!(desc.size, MANIFEST.len() as u64);
-    assert_eq!(desc.media_type, MEDIA_TYPE_OCI_MANIFEST);
+    assert_eq!(desc.media_type, OCI_MANIFEST);
 
     let hits = srv.hits();
     assert_eq!(hits.len(), 3, "{hits:?}");

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use berth_remotes::registry::{Registry, RegistryOptions};
-use berth_remotes::{
-    Descriptor, Digest, Error, Fetcher, MEDIA_TYPE_OCI_MANIFEST, Pushed, Pusher, Resolver,
-};
+use berth_remotes::{Descriptor, Digest, Error, Fetcher, Pushed, Pusher, Resolver};
+use berth_types::media::OCI_MANIFEST;
 use bytes::Bytes;
 use common::{LocalRegistry, free_port, noise};
 use futures::StreamExt;
@@ -34,14 +33,14 @@ fn image(seed: u64) -> Image {
     let ld = Descriptor::of(LAYER_TYPE, &layer);
     let cd = Descriptor::of(CONFIG_TYPE, &config);
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","config":{{"mediaType":"{CONFIG_TYPE}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{LAYER_TYPE}","digest":"{}","size":{}}}]}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{CONFIG_TYPE}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{LAYER_TYPE}","digest":"{}","size":{}}}]}}"#,
         cd.digest, cd.size, ld.digest, ld.size
     )
     .into_bytes();
     Image {
         layer: (ld, layer),
         config: (cd, config),
-        manifest: (Descriptor::of(MEDIA_TYPE_OCI_MANIFEST, &manifest), manifest),
+        manifest: (Descriptor::of(OCI_MANIFEST, &manifest), manifest),
     }
 }
 
@@ -157,7 +156,7 @@ async fn missing_content_is_not_found() -> Result<()> {
     assert!(err.is_not_found(), "{err}");
     assert!(err.to_string().contains(ghost.digest.as_str()), "{err}");
 
-    let ghost_manifest = Descriptor::of(MEDIA_TYPE_OCI_MANIFEST, b"{}");
+    let ghost_manifest = Descriptor::of(OCI_MANIFEST, b"{}");
     let err = fetcher
         .fetch(&ghost_manifest)
         .await

@@ -92,6 +92,19 @@ pub enum Error {
     },
 }
 
+impl berth_api::ErrorCategory for Error {
+    fn category(&self) -> berth_api::Category {
+        use berth_api::Category;
+        match self {
+            Error::NotFound(_) => Category::NotFound,
+            Error::AlreadyExists(_) => Category::AlreadyExists,
+            // containerd returns these as plain errors: code Unknown.
+            Error::NoShim { .. } | Error::BadRuntime(_) => Category::Unknown,
+            Error::Start { .. } | Error::Connect { .. } | Error::Io { .. } => Category::Unavailable,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),

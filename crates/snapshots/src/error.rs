@@ -8,6 +8,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use berth_types::{Category, ErrorCategory};
+
 /// What went wrong in a snapshotter operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -116,6 +118,23 @@ impl Error {
     /// Whether this is [`Error::Unavailable`].
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
+    }
+}
+
+impl ErrorCategory for Error {
+    /// containerd's category; a driver's I/O, mount or database failure is
+    /// an unwrapped error there, so `Unknown`, except a full disk, which is
+    /// `ResourceExhausted`.
+    fn category(&self) -> Category {
+        match self {
+            Error::NotFound(_) => Category::NotFound,
+            Error::AlreadyExists(_) => Category::AlreadyExists,
+            Error::InvalidArgument(_) => Category::InvalidArgument,
+            Error::FailedPrecondition(_) => Category::FailedPrecondition,
+            Error::Unavailable(_) => Category::Unavailable,
+            e if e.is_storage_full() => Category::ResourceExhausted,
+            Error::Io { .. } | Error::Mount { .. } | Error::Db { .. } => Category::Unknown,
+        }
     }
 }
 

@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_api::Category;
 use berth_api::containerd::services::snapshots::v1 as pb;
 use berth_api::containerd::types as pbt;
-use berth_api::errdefs::RpcError;
+use berth_api::{Category, CategoryCode, ErrorCategory};
 use hyper_util::rt::TokioIo;
 use pb::snapshots_client::SnapshotsClient;
 use pb::snapshots_server::{Snapshots, SnapshotsServer};
@@ -124,22 +123,14 @@ pub fn mount_from_proto(m: pbt::Mount) -> Mount {
     }
 }
 
-/// containerd's error category of `e`.
+/// containerd's error category of `e` (its [`ErrorCategory`]).
 pub fn category(e: &Error) -> Category {
-    match e {
-        Error::NotFound(_) => Category::NotFound,
-        Error::AlreadyExists(_) => Category::AlreadyExists,
-        Error::InvalidArgument(_) => Category::InvalidArgument,
-        Error::FailedPrecondition(_) => Category::FailedPrecondition,
-        Error::Unavailable(_) => Category::Unavailable,
-        e if e.is_storage_full() => Category::ResourceExhausted,
-        Error::Io { .. } | Error::Mount { .. } | Error::Db { .. } => Category::Unknown,
-    }
+    e.category()
 }
 
 /// The gRPC status for `e`, with containerd's code for its category.
 pub fn status(e: &Error) -> Status {
-    RpcError::new(category(e), e.to_string()).into()
+    berth_api::errdefs::status(e)
 }
 
 /// An [`Error`] of the category a status code stands for.

@@ -85,10 +85,6 @@ fn bad_archive(what: impl std::fmt::Display) -> Error {
     Error::invalid_argument(format!("image archive: {what}"))
 }
 
-fn store_err(e: berth_content::Error) -> Error {
-    Error::internal(format!("content store: {e}"))
-}
-
 /// `./a//b` → `a/b`.
 fn clean(path: &str) -> String {
     path.split('/')
@@ -116,17 +112,17 @@ fn ingest(
                 false,
             ));
         }
-        Err(e) => return Err(store_err(e)),
+        Err(e) => return Err(Error::from(e)),
     };
     // Start over whatever an earlier, interrupted import left.
-    w.truncate(0).map_err(store_err)?;
+    w.truncate(0).map_err(Error::from)?;
     let mut buf = vec![0_u8; 1 << 20];
     loop {
         let n = r.read(&mut buf).map_err(bad_archive)?;
         if n == 0 {
             break;
         }
-        berth_content::Writer::write(&mut *w, &buf[..n]).map_err(store_err)?;
+        berth_content::Writer::write(&mut *w, &buf[..n]).map_err(Error::from)?;
     }
     let digest = w.digest();
     match w.commit(size, expected, Default::default()) {
@@ -135,7 +131,7 @@ fn ingest(
         Err(berth_content::Error::FailedPrecondition(m)) => Err(bad_archive(format!(
             "{ref_}: {m}; the archive is corrupt and nothing of this blob was kept"
         ))),
-        Err(e) => Err(store_err(e)),
+        Err(e) => Err(Error::from(e)),
     }
 }
 
@@ -352,7 +348,7 @@ pub fn import(
                 berth_content::Error::AlreadyExists(_) => Ok(()),
                 e => Err(e),
             })
-            .map_err(store_err)?;
+            .map_err(Error::from)?;
             for name in index_names {
                 out.images.push((name, desc.clone()));
             }
@@ -415,7 +411,7 @@ pub fn import(
                 berth_content::Error::AlreadyExists(_) => Ok(()),
                 e => Err(e),
             })
-            .map_err(store_err)?;
+            .map_err(Error::from)?;
             let root = Descriptor::new(media::DOCKER_MANIFEST, digest, bytes.len() as u64);
             // containerd lists each tag as an index entry named by its
             // normalised reference, the tag as the OCI ref name; an

@@ -1,37 +1,11 @@
 //! Errors of a transfer, each with a [`Category`] so a server maps them to
 //! its status codes in one place (a registry's "not found" stays NotFound).
+//!
+//! [`Category`] is `berth-types`' (containerd's error categories); an error
+//! of any other berth crate converts with the category it names through
+//! [`ErrorCategory`].
 
-/// What kind of failure an [`Error`] is; servers map it to their codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Category {
-    /// Something named (an image, a blob, a platform) does not exist.
-    NotFound,
-    /// The request or the data read (a manifest, an archive) is malformed.
-    InvalidArgument,
-    /// Something to be created exists already.
-    AlreadyExists,
-    /// The system is not in a state where the operation can run.
-    FailedPrecondition,
-    /// A remote or a resource is unavailable right now; a retry may work.
-    Unavailable,
-    /// A remote stopped sending for longer than allowed.
-    DeadlineExceeded,
-    /// Content arrived corrupt or incomplete.
-    DataLoss,
-    /// The caller went away.
-    Cancelled,
-    /// The operation was aborted midway (a stream broke).
-    Aborted,
-    /// The registry wants credentials.
-    Unauthenticated,
-    /// The registry refused the credentials given.
-    PermissionDenied,
-    /// A disk or quota is full.
-    ResourceExhausted,
-    /// Anything else: a bug or an I/O failure.
-    Internal,
-}
+pub use berth_types::{Category, ErrorCategory};
 
 /// Why a transfer failed: a [`Category`] and a message for people.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,66 +75,46 @@ impl Error {
     }
 }
 
+impl ErrorCategory for Error {
+    fn category(&self) -> Category {
+        self.category
+    }
+}
+
+impl Error {
+    /// `e` with its own category, its text prefixed with `prefix: ` (or
+    /// as is for an empty prefix).
+    pub fn categorized<E: ErrorCategory + ?Sized>(e: &E, prefix: &str) -> Error {
+        let message = if prefix.is_empty() {
+            e.to_string()
+        } else {
+            format!("{prefix}: {e}")
+        };
+        Error::new(e.category(), message)
+    }
+}
+
 impl From<berth_remotes::Error> for Error {
     fn from(e: berth_remotes::Error) -> Error {
-        use berth_remotes::Error as E;
-        let category = match &e {
-            E::NotFound { .. } => Category::NotFound,
-            E::InvalidArgument(_) => Category::InvalidArgument,
-            E::Unauthorized { .. } => Category::Unauthenticated,
-            E::PermissionDenied { .. } => Category::PermissionDenied,
-            _ => Category::Unavailable,
-        };
-        Error::new(category, e.to_string())
+        Error::categorized(&e, "")
     }
 }
 
 impl From<berth_content::Error> for Error {
     fn from(e: berth_content::Error) -> Error {
-        use berth_content::Error as E;
-        let category = match &e {
-            E::NotFound(_) => Category::NotFound,
-            E::AlreadyExists(_) => Category::AlreadyExists,
-            E::InvalidArgument(_) => Category::InvalidArgument,
-            E::FailedPrecondition(_) => Category::FailedPrecondition,
-            E::Unavailable(_) => Category::Unavailable,
-            // A full disk: "free space", not a bug.
-            E::Io { source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-                ) =>
-            {
-                Category::ResourceExhausted
-            }
-            _ => Category::Internal,
-        };
-        Error::new(category, format!("content store: {e}"))
+        Error::categorized(&e, "content store")
     }
 }
 
 impl From<berth_snapshots::Error> for Error {
     fn from(e: berth_snapshots::Error) -> Error {
-        let category = if e.is_not_found() {
-            Category::NotFound
-        } else if e.is_already_exists() {
-            Category::AlreadyExists
-        } else if e.is_invalid_argument() {
-            Category::InvalidArgument
-        } else if e.is_failed_precondition() {
-            Category::FailedPrecondition
-        } else if e.is_unavailable() {
-            Category::Unavailable
-        } else {
-            Category::Internal
-        };
-        Error::new(category, format!("snapshotter: {e}"))
+        Error::categorized(&e, "snapshotter")
     }
 }
 
 impl From<berth_images::Error> for Error {
     fn from(e: berth_images::Error) -> Error {
-        Error::invalid_argument(e.to_string())
+        Error::categorized(&e, "")
     }
 }
 
@@ -180,6 +134,16 @@ mod tests {
         assert_eq!(e.category(), Category::AlreadyExists);
         let e: Error = berth_snapshots::Error::Unavailable("locked".into()).into();
         assert_eq!(e.category(), Category::Unavailable);
+        let e: Error = berth_images::Error::NoMatchingManifest {
+            platform: "linux/amd64".into(),
+            index: berth_types::Digest::of(b"x"),
+            available: vec!["linux/arm64".into()],
+        }
+        .into();
+        assert_eq!(e.category(), Category::NotFound, "{e}");
+        let e: Error =
+            berth_images::Error::Content(berth_content::Error::NotFound("blob".into())).into();
+        assert_eq!(e.category(), Category::NotFound, "{e}");
         let e = Error::data_loss("short").context("layer sha256:1");
         assert_eq!(e.category(), Category::DataLoss);
         assert_eq!(e.to_string(), "layer sha256:1: short");

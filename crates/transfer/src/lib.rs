@@ -42,7 +42,7 @@ mod push;
 mod unpack;
 
 pub use content::ContentStore;
-pub use error::{Category, Error, Result};
+pub use error::{Category, Error, ErrorCategory, Result};
 pub use object::{fetch_object, push_object};
 pub use progress::{Progress, ProgressEvent};
 pub use pull::{DEFAULT_STALL_TIMEOUT, PullOptions, Pulled, Puller};

@@ -66,13 +66,8 @@ pub async fn push_object(
         desc.digest
     );
     progress.event("uploading", &label, 0, desc.size, None);
-    let remote = berth_remotes::Descriptor {
-        media_type: desc.media_type.clone(),
-        digest: desc.digest.clone(),
-        size: desc.size,
-    };
     let pushed = pusher
-        .push(&remote, crate::push::blob_stream(store, desc).await?)
+        .push(desc, crate::push::blob_stream(store, desc).await?)
         .await?;
     progress.event("complete", &label, desc.size, desc.size, None);
     Ok(pushed)

@@ -112,14 +112,6 @@ async fn within<T>(
     }
 }
 
-fn remote_desc(d: &Descriptor) -> berth_remotes::Descriptor {
-    berth_remotes::Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size,
-    }
-}
-
 impl Puller {
     /// A puller storing blobs in `content`.
     pub fn new(content: Arc<dyn ContentStore>) -> Puller {
@@ -416,10 +408,7 @@ impl Job {
         }
         let stall = self.stall;
         let what = || format!("fetching {}", desc.digest);
-        let mut stream = within(stall, what, async {
-            Ok(self.fetcher.fetch(&remote_desc(desc)).await?)
-        })
-        .await?;
+        let mut stream = within(stall, what, async { Ok(self.fetcher.fetch(desc).await?) }).await?;
         let mut data = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
         while let Some(chunk) = within(stall, what, async { Ok(stream.next().await) }).await? {
             data.extend_from_slice(&chunk?);
@@ -524,10 +513,7 @@ impl Job {
             let stall = self.stall;
             let what = || format!("downloading {}", layer.digest);
             let mut stream = within(stall, what, async {
-                Ok(self
-                    .fetcher
-                    .fetch_from(&remote_desc(layer), written)
-                    .await?)
+                Ok(self.fetcher.fetch_from(layer, written).await?)
             })
             .await?;
             while let Some(chunk) = within(stall, what, async { Ok(stream.next().await) }).await? {

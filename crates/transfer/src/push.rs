@@ -30,14 +30,6 @@ fn read_small(store: &dyn ContentStore, desc: &Descriptor) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-fn remote(d: &Descriptor) -> berth_remotes::Descriptor {
-    berth_remotes::Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size,
-    }
-}
-
 /// The blobs of the image at `root` that are in `store`, children before
 /// parents (platforms that were not pulled are skipped, as containerd does).
 fn push_order(store: &dyn ContentStore, root: &Descriptor) -> Result<Vec<Descriptor>> {
@@ -133,7 +125,7 @@ pub async fn push(
         let label = format!("{}-{}", ref_key_kind(&d.media_type), d.digest);
         progress.event("uploading", &label, 0, d.size, None);
         pusher
-            .push(&remote(&d), blob_stream(store.clone(), &d).await?)
+            .push(&d, blob_stream(store.clone(), &d).await?)
             .await?;
         progress.event("complete", &label, d.size, d.size, None);
     }

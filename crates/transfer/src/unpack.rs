@@ -374,7 +374,7 @@ pub(crate) fn compression(mt: &str) -> Result<archive::Compression> {
         Ok(media::Compression::Gzip) => Ok(archive::Compression::Gzip),
         Ok(media::Compression::None) => Ok(archive::Compression::None),
         Ok(media::Compression::Zstd) => Ok(archive::Compression::Zstd),
-        Err(e) => Err(Error::invalid_argument(e.to_string())),
+        Err(e) => Err(Error::categorized(&e, "")),
     }
 }
 
@@ -421,9 +421,8 @@ async fn apply_at(
     let (digest, size, expected) = (layer.digest.clone(), layer.size, diff_id.to_string());
     let runtime = tokio::runtime::Handle::current();
     blocking(move || {
-        let fail = |e: archive::ApplyError| {
-            Error::invalid_argument(format!("applying layer {digest}: {e}"))
-        };
+        let fail =
+            |e: archive::ApplyError| Error::categorized(&e, &format!("applying layer {digest}"));
         let target: &Path = &target;
         match &state {
             BlobState::Writing { file, .. } => {

@@ -17,6 +17,7 @@ use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsC
 use berth_api::containerd::services::tasks::v1 as tpb;
 use berth_api::containerd::types::Descriptor;
 use berth_api::containerd::v1::types::Status as TaskStatus;
+use berth_images::media;
 use prost::Message as _;
 
 use crate::commands::{blob, images::any, run, snapshot_diff, unpack};
@@ -25,12 +26,11 @@ use crate::context::{Global, clients};
 const IMAGE_NAME: &str = "org.opencontainers.image.ref.name";
 const RUNTIME_NAME: &str = "io.containerd.checkpoint.runtime";
 const SNAPSHOTTER_NAME: &str = "io.containerd.checkpoint.snapshotter";
-const CHECKPOINT_OPTIONS: &str = "application/vnd.containerd.container.checkpoint.options.v1+proto";
-const RUNTIME_OPTIONS: &str =
-    "application/vnd.containerd.container.checkpoint.runtime.options+proto";
-const CHECKPOINT_CONFIG: &str = "application/vnd.containerd.container.checkpoint.config.v1+proto";
-const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const CHECKPOINT_OPTIONS: &str = media::CONTAINERD_CHECKPOINT_OPTIONS;
+const RUNTIME_OPTIONS: &str = media::CONTAINERD_CHECKPOINT_RUNTIME_OPTIONS;
+const CHECKPOINT_CONFIG: &str = media::CONTAINERD_CHECKPOINT_CONFIG;
+const LAYER_GZIP: &str = media::OCI_LAYER_GZIP;
+const INDEX: &str = media::OCI_INDEX;
 
 /// `tasks checkpoint` arguments.
 #[derive(Debug, clap::Args)]

@@ -204,13 +204,7 @@ pub(crate) async fn read_blob(
 }
 
 /// The host platform's architecture as OCI names it.
-pub(crate) fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
+pub(crate) use berth_images::platform::host_arch;
 
 /// The image's process settings and the chain ID of its top layer.
 pub(crate) async fn image_parts(
@@ -264,8 +258,10 @@ pub(crate) async fn image_parts_for(
     let shared = berth_client::Client::from_raw(client.clone(), "");
     let record = berth_client::ImageRecord {
         name: target.digest.clone(),
-        target: target.clone().into(),
-        ..Default::default()
+        target: berth_client::descriptor_from_wire(target.clone())?,
+        labels: Default::default(),
+        created_at: None,
+        updated_at: None,
     };
     Ok(parts(shared.resolve_image(record).await?))
 }

@@ -21,7 +21,7 @@ use crate::commands::unpack;
 use crate::context::Global;
 
 /// The gzip layer media type ctr's diff defaults to.
-const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const LAYER_GZIP: &str = berth_images::media::OCI_LAYER_GZIP;
 
 /// `snapshots diff` arguments.
 #[derive(Debug, clap::Args)]

@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use super::blocking;
 use crate::gc::Collector;
-use crate::wire::{content_status, metadata_status, pack, to_timestamp};
+use crate::wire::{pack, to_timestamp};
 
 /// Bytes per Read response and per List batch size, as containerd uses.
 const READ_CHUNK: usize = 1 << 20;
@@ -209,7 +209,7 @@ impl Content for ContentService {
         let record = blocking(move || {
             db.content()
                 .update(&ns, &digest, labels, &paths)
-                .map_err(metadata_status)
+                .map_err(crate::wire::status)
         })
         .await?;
         Ok(Response::new(UpdateResponse {
@@ -227,7 +227,7 @@ impl Content for ContentService {
         let filter = berth_filters::parse_all(&request.get_ref().filters)
             .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
         let db = self.db.clone();
-        let records = blocking(move || db.content().list(&ns).map_err(metadata_status)).await?;
+        let records = blocking(move || db.content().list(&ns).map_err(crate::wire::status)).await?;
         let infos: Vec<WireInfo> = records
             .into_iter()
             .filter(|r| {
@@ -252,7 +252,7 @@ impl Content for ContentService {
         let digest = parse_digest(&request.into_inner().digest)?.to_string();
         let db = self.db.clone();
         let (n, d) = (ns.clone(), digest.clone());
-        blocking(move || db.content().delete(&n, &d).map_err(metadata_status)).await?;
+        blocking(move || db.content().delete(&n, &d).map_err(crate::wire::status)).await?;
         if let Err(e) =
             self.exchange
                 .publish(&ns, "/content/delete", pack(&ContentDelete { digest }))
@@ -274,8 +274,8 @@ impl Content for ContentService {
         let (db, store) = (self.db.clone(), self.store.clone());
         let d = digest.to_string();
         let reader = blocking(move || {
-            db.content().info(&ns, &d).map_err(metadata_status)?;
-            store.reader_at(&digest).map_err(content_status)
+            db.content().info(&ns, &d).map_err(crate::wire::status)?;
+            store.reader_at(&digest).map_err(crate::wire::status)
         })
         .await?;
         let size = reader.size();
@@ -303,7 +303,7 @@ impl Content for ContentService {
                         offset: i64::try_from(at).unwrap_or(i64::MAX),
                         data: buf,
                     }),
-                    Err(e) => Err(content_status(e)),
+                    Err(e) => Err(crate::wire::status(e)),
                 };
                 let failed = msg.is_err();
                 if tx.blocking_send(msg).is_err() || failed {
@@ -325,7 +325,7 @@ impl Content for ContentService {
         let reference = request.into_inner().r#ref;
         let store = self.store.clone();
         let bref = backend_ref(&ns, &reference);
-        let status = blocking(move || store.status(&bref).map_err(content_status)).await?;
+        let status = blocking(move || store.status(&bref).map_err(crate::wire::status)).await?;
         Ok(Response::new(StatusResponse {
             status: wire_status(&ns, status),
         }))
@@ -339,7 +339,7 @@ impl Content for ContentService {
         let filter = berth_filters::parse_all(&request.get_ref().filters)
             .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
         let store = self.store.clone();
-        let all = blocking(move || store.list_statuses().map_err(content_status)).await?;
+        let all = blocking(move || store.list_statuses().map_err(crate::wire::status)).await?;
         let statuses = all
             .into_iter()
             .filter_map(|s| wire_status(&ns, s))
@@ -371,7 +371,7 @@ impl Content for ContentService {
         let ns = super::namespace_of(&request)?;
         let bref = backend_ref(&ns, &request.into_inner().r#ref);
         let store = self.store.clone();
-        blocking(move || store.abort(&bref).map_err(content_status)).await?;
+        blocking(move || store.abort(&bref).map_err(crate::wire::status)).await?;
         Ok(Response::new(()))
     }
 }
@@ -425,7 +425,7 @@ impl WriteSession {
                 if let Some(l) = &lease {
                     db.leases()
                         .add_resource(&ns, l, ingest_resource(&reference))
-                        .map_err(metadata_status)?;
+                        .map_err(crate::wire::status)?;
                 }
                 let opened = (|| {
                     match store.writer(&bref, total, expected.as_ref()) {
@@ -435,16 +435,16 @@ impl WriteSession {
                             let d = expected.ok_or_else(|| {
                                 Status::internal("store reported an existing blob without a digest")
                             })?;
-                            let info = store.info(&d).map_err(content_status)?;
+                            let info = store.info(&d).map_err(crate::wire::status)?;
                             let size = i64::try_from(info.size).unwrap_or(i64::MAX);
                             db.content()
                                 .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
-                                .map_err(metadata_status)?;
+                                .map_err(crate::wire::status)?;
                             Err(Status::already_exists(format!(
                                 "content {d}: already exists"
                             )))
                         }
-                        Err(e) => Err(content_status(e)),
+                        Err(e) => Err(crate::wire::status(e)),
                     }
                 })();
                 if opened.is_err() {
@@ -492,7 +492,7 @@ impl WriteSession {
                 c.inc_by(req.data.len() as u64);
             }
             let (w, msg) = blocking(move || {
-                let status = w.status().map_err(content_status)?;
+                let status = w.status().map_err(crate::wire::status)?;
                 let mut msg = WriteContentResponse {
                     action: action as i32,
                     offset: i64::try_from(status.offset).unwrap_or(i64::MAX),
@@ -514,11 +514,11 @@ impl WriteSession {
                             )));
                         }
                         if req.offset == 0 && msg.offset > 0 {
-                            w.truncate(0).map_err(content_status)?;
+                            w.truncate(0).map_err(crate::wire::status)?;
                             msg.offset = 0;
                         }
                         if !req.data.is_empty() {
-                            w.write(&req.data).map_err(content_status)?;
+                            w.write(&req.data).map_err(crate::wire::status)?;
                             msg.offset += i64::try_from(req.data.len()).unwrap_or(i64::MAX);
                         }
                         msg.digest = w.digest().to_string();
@@ -537,7 +537,7 @@ impl WriteSession {
                         gc.while_files_kept(|| {
                             match w.commit(size, expected.as_ref(), labels.clone()) {
                                 Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
-                                Err(e) => return Err(content_status(e)),
+                                Err(e) => return Err(crate::wire::status(e)),
                             }
                             db.content()
                                 .add(
@@ -547,7 +547,7 @@ impl WriteSession {
                                     labels,
                                     lease.as_deref(),
                                 )
-                                .map_err(metadata_status)?;
+                                .map_err(crate::wire::status)?;
                             // Committed: the lease now holds the blob, not
                             // the ingest (containerd's removeIngestLease).
                             if let Some(l) = &lease {

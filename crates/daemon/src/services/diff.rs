@@ -17,9 +17,9 @@ use berth_snapshots::mount::MountGuard;
 use tonic::{Request, Response, Status};
 
 /// Media type of an uncompressed OCI layer (what `Apply` reports).
-const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const LAYER_TAR: &str = berth_images::media::OCI_LAYER;
 /// Media type of a gzip-compressed OCI layer (what `Diff` makes by default).
-const LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const LAYER_TAR_GZIP: &str = berth_images::media::OCI_LAYER_GZIP;
 
 /// Serves the diff API.
 #[derive(Debug)]
@@ -253,10 +253,10 @@ impl Diff for DiffService {
                                     kind: berth_metadata::leases::CONTENT.to_string(),
                                 },
                             )
-                            .map_err(crate::wire::metadata_status),
+                            .map_err(crate::wire::status),
                         None => Ok(()),
                     },
-                    Err(e) => Err(crate::wire::metadata_status(e)),
+                    Err(e) => Err(crate::wire::status(e)),
                 }
             })?;
             Ok((digest, size_i))

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_api::CategoryCode;
 use berth_api::containerd::services::introspection::v1::introspection_server::Introspection;
 use berth_api::containerd::services::introspection::v1::{
     Plugin as WirePlugin, PluginInfoRequest, PluginInfoResponse, PluginsRequest, PluginsResponse,

@@ -45,7 +45,7 @@ pub(crate) fn read_db<T>(
     db: &berth_metadata::Db,
     f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T>,
 ) -> Result<T, Status> {
-    f(db).map_err(crate::wire::metadata_status)
+    f(db).map_err(crate::wire::status)
 }
 
 /// Runs blocking store, file or DB work off the async workers.
@@ -63,5 +63,5 @@ pub(crate) async fn with_db<T: Send + 'static>(
     f: impl FnOnce(&berth_metadata::Db) -> berth_metadata::Result<T> + Send + 'static,
 ) -> Result<T, Status> {
     let db = db.clone();
-    blocking(move || f(&db).map_err(crate::wire::metadata_status)).await
+    blocking(move || f(&db).map_err(crate::wire::status)).await
 }

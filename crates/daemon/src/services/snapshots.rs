@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::content::lease_of;
 use super::namespace_of;
-use crate::snapshotters::{Snapshotters, snapshot_status};
+use crate::snapshotters::Snapshotters;
 
 /// Serves the snapshots API.
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ impl SnapshotsService {
                 view,
             )
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(mounts.iter().map(mount_to_proto).collect())
     }
 }
@@ -114,7 +114,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .mounts(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(Response::new(pb::MountsResponse {
             mounts: mounts.iter().map(mount_to_proto).collect(),
         }))
@@ -135,7 +135,7 @@ impl Snapshots for SnapshotsService {
                 lease.as_deref(),
             )
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(Response::new(()))
     }
 
@@ -145,7 +145,7 @@ impl Snapshots for SnapshotsService {
         self.snapshotters
             .remove(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(Response::new(()))
     }
 
@@ -159,7 +159,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .stat(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(Response::new(pb::StatSnapshotResponse {
             info: Some(info_to_proto(&info)),
         }))
@@ -186,7 +186,7 @@ impl Snapshots for SnapshotsService {
                 paths,
             )
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(Response::new(pb::UpdateSnapshotResponse {
             info: Some(info_to_proto(&info)),
         }))
@@ -206,7 +206,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .list(&ns, snapshotter(&r.snapshotter)?)
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         let infos: Vec<pb::Info> = infos
             .iter()
             .filter(|i| matches(&filter, i))
@@ -230,7 +230,7 @@ impl Snapshots for SnapshotsService {
             .snapshotters
             .usage(&ns, snapshotter(&r.snapshotter)?, &r.key)
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(Response::new(pb::UsageResponse {
             size: i64::try_from(u.size).unwrap_or(i64::MAX),
             inodes: i64::try_from(u.inodes).unwrap_or(i64::MAX),
@@ -242,7 +242,7 @@ impl Snapshots for SnapshotsService {
         self.snapshotters
             .cleanup(snapshotter(&r.snapshotter)?)
             .await
-            .map_err(snapshot_status)?;
+            .map_err(crate::wire::status)?;
         Ok(Response::new(()))
     }
 }

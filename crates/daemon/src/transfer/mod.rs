@@ -38,7 +38,7 @@ use tonic::{Request, Response, Status, Streaming as InStream};
 
 use crate::services::namespace_of;
 use crate::snapshotters::Snapshotters;
-use crate::wire::{transfer_status, unpack};
+use crate::wire::unpack;
 pub(crate) use progress::Progress;
 pub(crate) use pull::{PullRequest, Puller};
 
@@ -285,8 +285,8 @@ impl Transfer for TransferService {
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
-                let host = berth_images::Reference::parse_normalized(&source.reference)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?
+                let host = berth_types::Reference::parse_normalized(&source.reference)
+                    .map_err(crate::wire::status)?
                     .domain()
                     .to_string();
                 let registry = registry_options(&self.streams, &source, &host).await?;
@@ -320,8 +320,8 @@ impl Transfer for TransferService {
                     r.destination.as_ref().unwrap_or(&Default::default()),
                     "destination",
                 )?;
-                let host = berth_images::Reference::parse_normalized(&dest.reference)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?
+                let host = berth_types::Reference::parse_normalized(&dest.reference)
+                    .map_err(crate::wire::status)?
                     .domain()
                     .to_string();
                 let registry = registry_options(&self.streams, &dest, &host).await?;
@@ -334,7 +334,7 @@ impl Transfer for TransferService {
                     &progress.library(),
                 )
                 .await
-                .map_err(transfer_status)?;
+                .map_err(crate::wire::status)?;
                 Ok(Response::new(()))
             }
             ("ImageImportStream", "ImageStore") => {
@@ -449,7 +449,7 @@ impl TransferService {
             tokio::task::spawn_blocking(move || archive::import(&*store, reader, &prefix, &naming))
                 .await
                 .map_err(|e| Status::internal(format!("import task: {e}")))?
-                .map_err(transfer_status)?;
+                .map_err(crate::wire::status)?;
         tracing::info!(
             images = imported.images.len(),
             blobs = imported.blobs_written,
@@ -516,7 +516,7 @@ impl TransferService {
         let image = tokio::task::spawn_blocking(move || db.images().get(&ns, &name))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(crate::wire::metadata_status)?;
+            .map_err(crate::wire::status)?;
         Ok(berth_images::Descriptor::new(
             image.target.media_type.clone(),
             berth_content::Digest::parse(&image.target.digest)
@@ -588,7 +588,7 @@ impl TransferService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(crate::wire::metadata_status)?;
+        .map_err(crate::wire::status)?;
         let mut images = Vec::new();
         for (name, image) in names.into_iter().zip(records) {
             let digest = berth_content::Digest::parse(&image.target.digest)
@@ -624,7 +624,7 @@ impl TransferService {
         writer
             .await
             .map_err(|e| Status::internal(format!("export task: {e}")))?
-            .map_err(transfer_status)?;
+            .map_err(crate::wire::status)?;
         sent?;
         sender.finish().await;
         Ok(())

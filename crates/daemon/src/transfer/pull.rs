@@ -27,7 +27,6 @@ use super::views::{NsContent, NsSnapshotter};
 use crate::services::blocking;
 use crate::snapshotters::Snapshotters;
 use crate::wire::pack;
-use crate::wire::transfer_status;
 
 /// How long a pull's lease protects what it fetched if berthd dies mid-pull.
 const LEASE_EXPIRY: Duration = Duration::from_secs(24 * 3600);
@@ -154,8 +153,8 @@ impl Puller {
     ) -> Result<Pulled, Status> {
         // Bad references fail before anything is created.
         if matches!(source, Source::Registry) {
-            berth_images::Reference::parse_normalized(&req.reference)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            berth_types::Reference::parse_normalized(&req.reference)
+                .map_err(crate::wire::status)?;
         }
         let lease = format!("berth-pull-{}", uuid::Uuid::new_v4().simple());
         let expire = humantime_rfc3339(SystemTime::now() + LEASE_EXPIRY);
@@ -167,7 +166,7 @@ impl Puller {
                 db.leases()
                     .create(&ns, &lease, labels)
                     .map(drop)
-                    .map_err(crate::wire::metadata_status)
+                    .map_err(crate::wire::status)
             })
             .await?;
         }
@@ -192,7 +191,7 @@ impl Puller {
                     name,
                     Some(lease.clone()),
                 )
-                .map_err(crate::snapshotters::snapshot_status)?;
+                .map_err(crate::wire::status)?;
                 Some(Unpacker::new(name.clone(), Arc::new(sn), &self.tmp_mounts))
             }
             None => None,
@@ -219,7 +218,7 @@ impl Puller {
             Ok(pulled) => pulled,
             Err(e) => {
                 drop(guard);
-                return Err(transfer_status(e));
+                return Err(crate::wire::status(e));
             }
         };
         // The lease goes only once the image record holds the content: a
@@ -264,9 +263,9 @@ impl Puller {
                     images
                         .update(&ns, &name_o, target, labels, &paths)
                         .map(|r| (r, false))
-                        .map_err(crate::wire::metadata_status)
+                        .map_err(crate::wire::status)
                 }
-                Err(e) => Err(crate::wire::metadata_status(e)),
+                Err(e) => Err(crate::wire::status(e)),
             }
         })
         .await?;

@@ -95,6 +95,18 @@ pub enum ApplyError {
     },
 }
 
+impl berth_types::ErrorCategory for ApplyError {
+    fn category(&self) -> berth_types::Category {
+        use berth_types::Category;
+        match self {
+            ApplyError::BadPath { .. }
+            | ApplyError::Malformed { .. }
+            | ApplyError::DiffIdMismatch { .. } => Category::InvalidArgument,
+            ApplyError::Io { source, .. } => crate::error::io_category(source),
+        }
+    }
+}
+
 /// Counts and hashes what the tar reader consumes.
 struct Hashing<R> {
     inner: R,

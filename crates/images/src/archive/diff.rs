@@ -32,6 +32,14 @@ pub enum DiffError {
     },
 }
 
+impl berth_types::ErrorCategory for DiffError {
+    fn category(&self) -> berth_types::Category {
+        match self {
+            DiffError::Io { source, .. } => crate::error::io_category(source),
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiffError + '_ {
     move |source| DiffError::Io {
         path: path.display().to_string(),
