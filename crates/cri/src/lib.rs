@@ -89,7 +89,9 @@ struct Inner {
     logs: Mutex<HashMap<String, logs::LogFile>>,
     /// Log copiers of running containers, joined when they exit.
     copiers: Mutex<HashMap<String, Vec<std::thread::JoinHandle<()>>>>,
-    events: broadcast::Sender<cri::ContainerEventResponse>,
+    /// GetContainerEvents' channel, made by its first subscriber (its 256
+    /// slots take ~120 KB; with no subscriber an event goes nowhere anyway).
+    events: std::sync::OnceLock<broadcast::Sender<cri::ContainerEventResponse>>,
     restored: OnceCell<()>,
     /// Serialises creating and removing (name reservations, pod networks).
     lifecycle: Mutex<()>,
@@ -136,7 +138,6 @@ impl Cri {
             conf_dir: config.cni.conf_dir.clone(),
             max_conf_num: config.cni.max_conf_num,
         };
-        let (events, _) = broadcast::channel(256);
         Ok(Cri {
             inner: Arc::new(Inner {
                 config,
@@ -149,7 +150,7 @@ impl Cri {
                 image_cache: Mutex::default(),
                 logs: Mutex::default(),
                 copiers: Mutex::default(),
-                events,
+                events: std::sync::OnceLock::new(),
                 restored: OnceCell::new(),
                 lifecycle: Mutex::new(()),
                 stream_server: std::sync::OnceLock::new(),
@@ -185,8 +186,18 @@ impl Cri {
             .await;
     }
 
+    /// A receiver of the events published from now on.
+    fn subscribe_events(&self) -> broadcast::Receiver<cri::ContainerEventResponse> {
+        self.inner
+            .events
+            .get_or_init(|| broadcast::channel(256).0)
+            .subscribe()
+    }
+
     fn publish(&self, event: cri::ContainerEventResponse) {
-        let _ = self.inner.events.send(event);
+        if let Some(events) = self.inner.events.get() {
+            let _ = events.send(event);
+        }
     }
 }
 

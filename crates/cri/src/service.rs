@@ -386,7 +386,7 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        let mut rx = self.inner.events.subscribe();
+        let mut rx = self.subscribe_events();
         let (tx, out) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {

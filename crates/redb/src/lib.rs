@@ -9,6 +9,12 @@
 //! to begin opens the same file again. redb's recovery on open keeps every
 //! committed transaction; only the one that failed is lost, and its caller
 //! got the error.
+//!
+//! An open redb [`Database`] keeps about half a megabyte of allocator
+//! state in memory whatever the file holds, so a file that may well never
+//! be used (the store of a snapshotter nobody picks) can be closed with
+//! [`RecoveringDb::close_until_used`]: the lock on the file stays, and the
+//! next transaction opens it again.
 
 // redb's own error types are large; this crate passes them through as redb
 // does, and its callers box them in their own errors.
@@ -29,7 +35,8 @@ use redb::{Database, DatabaseError, ReadTransaction, StorageBackend, WriteTransa
 pub struct RecoveringDb {
     file: Arc<File>,
     episode: Arc<Episode>,
-    current: RwLock<Arc<Generation>>,
+    /// None while closed until used.
+    current: RwLock<Option<Arc<Generation>>>,
 }
 
 /// One open [`Database`] on the file, and whether it has seen an I/O error
@@ -98,8 +105,20 @@ impl RecoveringDb {
         Ok(RecoveringDb {
             file,
             episode,
-            current: RwLock::new(Arc::new(first)),
+            current: RwLock::new(Some(Arc::new(first))),
         })
+    }
+
+    /// Closes the database until the next transaction begins, which opens
+    /// it again; the lock on the file is kept, so no other process can
+    /// open it meanwhile. Waits for the transactions open now to end.
+    pub fn close_until_used(&self) {
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(old);
     }
 
     /// The file's path.
@@ -119,25 +138,31 @@ impl RecoveringDb {
     }
 
     /// The usable generation: the current one, or a fresh one if the
-    /// current one has seen an I/O error.
+    /// current one has seen an I/O error or the file was closed until used.
     fn generation(&self) -> Result<Arc<Generation>, redb::Error> {
         let current = self
             .current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if !current.failed.load(Ordering::Acquire) {
+        if let Some(current) = current.filter(|c| !c.failed.load(Ordering::Acquire)) {
             return Ok(current);
         }
         let mut slot = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        if !slot.failed.load(Ordering::Acquire) {
+        match &*slot {
             // Another thread reopened it meanwhile.
-            return Ok(slot.clone());
+            Some(c) if !c.failed.load(Ordering::Acquire) => return Ok(c.clone()),
+            Some(_) => {}
+            None => {
+                let fresh = Arc::new(open_generation(&self.file, &self.episode)?);
+                *slot = Some(fresh.clone());
+                return Ok(fresh);
+            }
         }
         // Still failing (say the disk is still full): the caller gets the
         // error and the next transaction tries again.
         let fresh = Arc::new(open_generation(&self.file, &self.episode)?);
-        let old = std::mem::replace(&mut *slot, fresh.clone());
+        let old = slot.replace(fresh.clone());
         drop(slot);
         // Dropped outside the lock: it waits for the old generation's open
         // transactions, which all fail now anyway.
@@ -287,6 +312,27 @@ mod tests {
             RecoveringDb::open(&path, "test"),
             Err(DatabaseError::DatabaseAlreadyOpen)
         ));
+    }
+
+    #[test]
+    fn closed_until_used_keeps_data_and_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let db = RecoveringDb::open(&path, "test").unwrap();
+        put(&db, "a", 1).unwrap();
+        db.close_until_used();
+        assert!(db.current.read().unwrap().is_none());
+        // Still locked while closed.
+        assert!(matches!(
+            RecoveringDb::open(&path, "test"),
+            Err(DatabaseError::DatabaseAlreadyOpen)
+        ));
+        // The next transaction opens it again, with what was committed.
+        assert_eq!(get(&db, "a"), Some(1));
+        put(&db, "b", 2).unwrap();
+        db.close_until_used();
+        db.close_until_used();
+        assert_eq!(get(&db, "b"), Some(2));
     }
 
     #[test]

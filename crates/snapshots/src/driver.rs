@@ -75,6 +75,12 @@ pub(crate) fn open_root(root: &Path) -> Result<MetaStore> {
 }
 
 impl<L: Layout> Driver<L> {
+    /// Closes the record store until the next call uses it (see
+    /// [`MetaStore::close_until_used`]), for a driver that may stay unused.
+    pub fn close_until_used(&self) -> Result<()> {
+        self.ms.close_until_used()
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         self.layout.root()
@@ -208,7 +214,7 @@ impl<L: Layout> Snapshotter for Driver<L> {
 
     fn walk(&self, f: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
         // Collected first, so `f` can call back into the snapshotter.
-        let infos = self.ms.read()?.infos()?;
+        let infos = self.ms.infos()?;
         infos.iter().try_for_each(f)
     }
 

@@ -298,7 +298,7 @@ impl Snapshotter for ErofsSnapshotter {
     }
 
     fn walk(&self, f: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
-        let infos = self.ms.read()?.infos()?;
+        let infos = self.ms.infos()?;
         infos.iter().try_for_each(f)
     }
 
@@ -333,6 +333,12 @@ impl Snapshotter for ErofsSnapshotter {
 }
 
 impl ErofsSnapshotter {
+    /// Closes the record store until the next call uses it (see
+    /// [`MetaStore::close_until_used`]), for a driver that may stay unused.
+    pub fn close_until_used(&self) -> Result<()> {
+        self.ms.close_until_used()
+    }
+
     /// Unmounts a layer image from `fs_dir` if one is mounted there.
     fn unmount_layer(&self, fs_dir: &Path) -> Result<()> {
         if let Ok(mut mounted) = self.mounted.lock() {

@@ -107,6 +107,10 @@ pub struct MetaStore {
     /// Reopened by itself after an I/O error (a full disk).
     db: RecoveringDb,
     path: PathBuf,
+    /// Set while the file is closed until used and holds no snapshot: a
+    /// walk (the garbage collector's, over every snapshotter) is answered
+    /// without opening it. Cleared by the next write transaction.
+    closed_empty: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for MetaStore {
@@ -164,7 +168,34 @@ impl MetaStore {
         }
         txn.commit().context("commit schema")?;
         debug!(path = %path.display(), "opened snapshot metadata");
-        Ok(MetaStore { db, path })
+        Ok(MetaStore {
+            db,
+            path,
+            closed_empty: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Closes the file until the next transaction opens it again (it
+    /// stays locked), if it holds no snapshot: a store that may never be
+    /// used costs no memory (an open redb file keeps ~0.5 MB of allocator
+    /// state). A store with snapshots stays open.
+    pub fn close_until_used(&self) -> Result<()> {
+        if !self.read()?.infos()?.is_empty() {
+            return Ok(());
+        }
+        self.db.close_until_used();
+        self.closed_empty
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Every snapshot's info (without opening a file closed until used
+    /// while it holds none).
+    pub fn infos(&self) -> Result<Vec<Info>> {
+        if self.closed_empty.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        self.read()?.infos()
     }
 
     /// The file this store lives in.
@@ -182,6 +213,10 @@ impl MetaStore {
     /// Dropping it without [`WriteTxn::commit`] discards its changes.
     pub fn write(&self) -> Result<WriteTxn> {
         let txn = self.db.begin_write().context("begin write transaction")?;
+        // Only writes add snapshots, and only while this transaction is
+        // open, which keeps other writers out until it ends.
+        self.closed_empty
+            .store(false, std::sync::atomic::Ordering::Release);
         Ok(WriteTxn { txn })
     }
 }

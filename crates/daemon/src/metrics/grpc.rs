@@ -12,6 +12,7 @@
 //! Every call also runs inside a `grpc` tracing span with `service` and
 //! `method`, the parent of the service's own spans.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,21 +28,24 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tracing::Instrument;
 
-/// Labels of started calls and of the latency histogram.
+/// Labels of started calls and of the latency histogram. The names of
+/// berth's own methods are borrowed from its method table: a series is
+/// kept for every method and code from the start (thousands of them), and
+/// owned copies of the names would be most of their memory.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CallLabels {
-    grpc_type: String,
-    grpc_service: String,
-    grpc_method: String,
+    grpc_type: &'static str,
+    grpc_service: Cow<'static, str>,
+    grpc_method: Cow<'static, str>,
 }
 
 /// Labels of handled calls.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HandledLabels {
-    grpc_type: String,
-    grpc_service: String,
-    grpc_method: String,
-    grpc_code: String,
+    grpc_type: &'static str,
+    grpc_service: Cow<'static, str>,
+    grpc_method: Cow<'static, str>,
+    grpc_code: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -87,10 +91,10 @@ impl GrpcMetrics {
             }
             for code in CODE_NAMES {
                 let _ = m.handled.get_or_create(&HandledLabels {
-                    grpc_type: labels.grpc_type.clone(),
+                    grpc_type: labels.grpc_type,
                     grpc_service: labels.grpc_service.clone(),
                     grpc_method: labels.grpc_method.clone(),
-                    grpc_code: code.to_string(),
+                    grpc_code: code,
                 });
             }
         }
@@ -131,26 +135,29 @@ impl GrpcMetrics {
 
     fn labels(&self, path: &str) -> CallLabels {
         let trimmed = path.trim_start_matches('/');
+        if let Some((known, kind)) = self.types.get_key_value(trimmed) {
+            let (service, method) = known.split_once('/').unwrap_or((known, ""));
+            return CallLabels {
+                grpc_type: kind,
+                grpc_service: Cow::Borrowed(service),
+                grpc_method: Cow::Borrowed(method),
+            };
+        }
         let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
         CallLabels {
-            grpc_type: self
-                .types
-                .get(trimmed)
-                .copied()
-                .unwrap_or("unary")
-                .to_string(),
-            grpc_service: service.to_string(),
-            grpc_method: method.to_string(),
+            grpc_type: "unary",
+            grpc_service: Cow::Owned(service.to_string()),
+            grpc_method: Cow::Owned(method.to_string()),
         }
     }
 
-    fn finish(&self, labels: &CallLabels, code: &str, started: Instant) {
+    fn finish(&self, labels: &CallLabels, code: &'static str, started: Instant) {
         self.handled
             .get_or_create(&HandledLabels {
-                grpc_type: labels.grpc_type.clone(),
+                grpc_type: labels.grpc_type,
                 grpc_service: labels.grpc_service.clone(),
                 grpc_method: labels.grpc_method.clone(),
-                grpc_code: code.to_string(),
+                grpc_code: code,
             })
             .inc();
         if let Some(h) = &self.handling {
