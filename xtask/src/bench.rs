@@ -697,12 +697,7 @@ impl Ctx {
     }
 }
 
-fn scenario_run(
-    berth: &Daemon,
-    containerd: &Daemon,
-    ctx: &mut Ctx,
-    s: &mut Summary,
-) -> Result<()> {
+fn scenario_run(berth: &Daemon, containerd: &Daemon, ctx: &mut Ctx, s: &mut Summary) -> Result<()> {
     // Samples per daemon of the headline latency (twice the usual: its
     // goal is a ratio of two ~100 ms figures on a noisy machine).
     const IMAGE_RUNS: usize = 2 * RUNS;
