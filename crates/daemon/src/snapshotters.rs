@@ -60,11 +60,16 @@ impl berth_api::ErrorCategory for Error {
 /// Results of namespaced snapshot operations.
 pub(crate) type Result<T> = std::result::Result<T, Error>;
 
-/// One loaded driver and the lock that orders creations against reconciliation.
+/// One loaded driver and the locks that order its work.
 struct Driver {
     sn: Arc<dyn Snapshotter>,
     /// Read: a creation between its driver call and its record. Write: reconcile.
     creating: RwLock<()>,
+    /// Held by the driver's part of a removal (which runs after the reply,
+    /// see [`Snapshotters::remove`]) and by reconcile: removals happen one
+    /// at a time, in the order they were asked for (a child before its
+    /// parent), and reconcile sees them done.
+    removing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A snapshotter plugin's instance: the driver berthd wraps.
@@ -143,6 +148,7 @@ impl Snapshotters {
                         Driver {
                             sn,
                             creating: RwLock::new(()),
+                            removing: Arc::new(tokio::sync::Mutex::new(())),
                         },
                     )
                 })
@@ -309,6 +315,11 @@ impl Snapshotters {
     }
 
     /// Removes `key` of namespace `ns` (FailedPrecondition while it has children).
+    ///
+    /// Returns once the record is gone, as containerd's metadata
+    /// snapshotter does (its garbage collector removes the driver's
+    /// snapshot later): the driver's part (its own commit, the directory
+    /// tree) runs after the reply, in order with the other removals.
     pub(crate) async fn remove(&self, ns: &str, snapshotter: &str, key: &str) -> Result<()> {
         let driver = self.driver(snapshotter)?;
         let store = self.db.snapshots();
@@ -316,10 +327,16 @@ impl Snapshotters {
         let record = blocking(move || Ok(store.remove(&ns_o, &sn_o, &key_o)?)).await?;
         let sn = driver.sn.clone();
         let backend = record.backend_name;
-        if let Err(e) = blocking(move || Ok(sn.remove(&backend)?)).await {
-            // The record is gone; reconciliation retries the driver's part.
-            tracing::warn!(key, snapshotter, error = %e, "cannot remove snapshot from its driver yet");
-        }
+        // Taken here, so removals reach the driver in the order asked for.
+        let turn = driver.removing.clone().lock_owned().await;
+        let (key_o, sn_o) = (key.to_owned(), snapshotter.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = blocking(move || Ok(sn.remove(&backend)?)).await {
+                // The record is gone; reconciliation retries the driver's part.
+                tracing::warn!(key = %key_o, snapshotter = %sn_o, error = %e, "cannot remove snapshot from its driver yet");
+            }
+            drop(turn);
+        });
         self.publish(
             ns,
             "/snapshot/remove",
@@ -452,6 +469,7 @@ impl Snapshotters {
     pub(crate) async fn reconcile(&self, snapshotter: &str) -> Result<usize> {
         let driver = self.driver(snapshotter)?;
         let _exclusive = driver.creating.write().await;
+        let _removals_done = driver.removing.lock().await;
         let store = self.db.snapshots();
         let sn_name = snapshotter.to_owned();
         let sn = driver.sn.clone();

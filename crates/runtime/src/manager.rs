@@ -19,7 +19,7 @@ use std::time::Duration;
 use berth_api::containerd::task::v2 as shim;
 use tokio::sync::Mutex;
 
-use crate::spawn::HelperCommand;
+use crate::spawn::{HelperCommand, ProcessExit};
 
 /// How long a shim may take to start, or to answer a connect.
 const SHIM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -333,19 +333,22 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// How long a shim may take to exit after `Shutdown`.
+/// How long a shim may take to answer `Connect` before `Shutdown`.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a shim may take to exit after `Shutdown`: it may be syncing
+/// the filesystem of its task's rootfs (see the shim's `unmount`).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A pidfd of `s`'s process (asked with `Connect`), readable once it has
 /// exited; `None` if the shim does not say or is gone already.
-async fn shim_exit(s: &Shim) -> Option<crate::spawn::ProcessExit> {
+async fn shim_exit(s: &Shim) -> Option<ProcessExit> {
     let req = shim::ConnectRequest { id: s.id.clone() };
     let resp = s
         .client
         .connect(context_for(&s.namespace, Some(SHUTDOWN_TIMEOUT)), &req)
         .await
         .ok()?;
-    crate::spawn::ProcessExit::watch(resp.shim_pid)
+    ProcessExit::watch(resp.shim_pid)
 }
 
 /// Keeps the shims of every namespace.
@@ -355,6 +358,8 @@ pub struct ShimManager {
     shims: Mutex<HashMap<(String, String), Arc<Shim>>>,
     /// The log copy of each task's shim, by (namespace, id).
     logs: Mutex<HashMap<(String, String), LogFollower>>,
+    /// Shims of deleted tasks whose process has not exited yet.
+    exiting: Mutex<HashMap<(String, String), Arc<ProcessExit>>>,
     /// Where the watchers report shims that died under a live task.
     dead_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     /// Taken once by the daemon ([`ShimManager::take_dead_shims`]).
@@ -375,6 +380,7 @@ impl ShimManager {
             config,
             shims: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
+            exiting: Mutex::new(HashMap::new()),
             dead_tx,
             dead_rx: std::sync::Mutex::new(Some(dead_rx)),
         })
@@ -544,6 +550,7 @@ impl ShimManager {
             return Err(Error::AlreadyExists(id.to_string()));
         }
         let binary = self.resolve(runtime, runtime_path)?;
+        self.wait_exited(namespace, id).await;
         let bundle = self.bundle(namespace, id);
         if bundle.exists() {
             // Left by a task whose shim died: clean it up first.
@@ -723,7 +730,7 @@ impl ShimManager {
 
     /// Forgets task `id`'s shim after its task was deleted: asks it to shut
     /// down and removes the bundle.
-    pub async fn remove(&self, namespace: &str, id: &str) {
+    pub async fn remove(self: &Arc<Self>, namespace: &str, id: &str) {
         let shim = self
             .shims
             .lock()
@@ -753,21 +760,64 @@ impl ShimManager {
             if let Some(path) = shim.address.strip_prefix("unix://") {
                 let _ = tokio::fs::remove_file(path).await;
             }
-            // As containerd does, the task is deleted once its shim is gone,
-            // with the connections it had to the daemon.
+            // As containerd does, the task is deleted once the shim has
+            // answered Shutdown, not once its process is gone: berth's shim
+            // has closed its event connection by then, so the daemon holds
+            // nothing of the task, and it may still be releasing (syncing)
+            // the unmounted rootfs. A new task under this id waits for it.
             if let Some(exited) = exited {
-                if tokio::time::timeout(SHUTDOWN_TIMEOUT, exited.wait())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(namespace, id, "the shim did not exit after Shutdown");
-                }
+                self.exiting(namespace, id, exited).await;
             }
             self.stop_log(namespace, id).await;
             let rootfs = shim.bundle.join("rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
             if let Err(e) = tokio::fs::remove_dir_all(&shim.bundle).await {
                 tracing::warn!(bundle = %shim.bundle.display(), error = %e, "cannot remove bundle");
+            }
+        }
+    }
+
+    /// Remembers the shim of deleted task `id` until its process is gone.
+    async fn exiting(self: &Arc<Self>, namespace: &str, id: &str, exited: ProcessExit) {
+        let exited = Arc::new(exited);
+        let key = (namespace.to_string(), id.to_string());
+        self.exiting
+            .lock()
+            .await
+            .insert(key.clone(), exited.clone());
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if tokio::time::timeout(EXIT_TIMEOUT, exited.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(namespace = %key.0, id = %key.1, "the shim did not exit after Shutdown");
+            }
+            if let Some(me) = me.upgrade() {
+                let mut exiting = me.exiting.lock().await;
+                if exiting.get(&key).is_some_and(|e| Arc::ptr_eq(e, &exited)) {
+                    exiting.remove(&key);
+                }
+            }
+        });
+    }
+
+    /// Waits (bounded) for the shim of an earlier task `id` to be gone, so
+    /// a new task never shares its root filesystem with one still being
+    /// released.
+    async fn wait_exited(&self, namespace: &str, id: &str) {
+        let key = (namespace.to_string(), id.to_string());
+        let exiting = self.exiting.lock().await.get(&key).cloned();
+        if let Some(exited) = exiting {
+            if tokio::time::timeout(EXIT_TIMEOUT, exited.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    namespace,
+                    id,
+                    "the previous shim of this task has not exited"
+                );
             }
         }
     }

@@ -23,12 +23,14 @@ pub(crate) struct Publisher {
     namespace: String,
 }
 
-/// What the forwarding task is given: an event, or a flush to answer once
-/// every event before it was forwarded (or dropped).
+/// What the forwarding task is given: an event, a flush to answer once
+/// every event before it was forwarded (or dropped), or a close: the same,
+/// then the connection to the daemon is shut down and forwarding ends.
 #[derive(Debug)]
 enum Item {
     Event(Envelope),
     Flush(tokio::sync::oneshot::Sender<()>),
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Publisher {
@@ -63,13 +65,69 @@ impl Publisher {
             let _ = tokio::time::timeout(timeout, rx).await;
         }
     }
+
+    /// Flushes (at most `timeout`), then shuts the connection to the daemon
+    /// down, so the daemon sees it closed before the shim answers its
+    /// `Shutdown` (the daemon keeps no descriptor of a deleted task), and
+    /// forwards nothing more.
+    pub(crate) async fn close(&self, timeout: Duration) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Item::Close(tx)).is_ok() {
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
+    }
+}
+
+/// A connection to the daemon's event socket: the client, and (for a
+/// socket path) a second descriptor of the socket to shut it down with.
+struct Connection {
+    client: fwd::EventsClient,
+    socket: Option<std::os::fd::OwnedFd>,
+}
+
+impl Connection {
+    async fn open(address: &str) -> Result<Connection, String> {
+        let path = address.strip_prefix("unix://").unwrap_or(address);
+        if path.starts_with('/') {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(|e| format!("connecting to {path}: {e}"))?;
+            let socket = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
+            let client = ttrpc::asynchronous::Client::new(stream.into());
+            return Ok(Connection {
+                client: fwd::EventsClient::new(client),
+                socket,
+            });
+        }
+        let client = ttrpc::asynchronous::Client::connect(address)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Connection {
+            client: fwd::EventsClient::new(client),
+            socket: None,
+        })
+    }
+
+    /// Shuts the socket down at once (the client's tasks close it later).
+    fn close(self) {
+        if let Some(socket) = &self.socket {
+            let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+        }
+    }
 }
 
 async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
     if address.is_empty() {
         while let Some(item) = rx.recv().await {
-            if let Item::Flush(done) = item {
-                let _ = done.send(());
+            match item {
+                Item::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Item::Close(done) => {
+                    let _ = done.send(());
+                    return;
+                }
+                Item::Event(_) => {}
             }
         }
         return;
@@ -79,7 +137,7 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
     } else {
         format!("unix://{address}")
     };
-    let mut client: Option<fwd::EventsClient> = None;
+    let mut client: Option<Connection> = None;
     // Whether the last try failed: the log says so once per outage.
     let mut unreachable = false;
     while let Some(item) = rx.recv().await {
@@ -88,6 +146,13 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
             Item::Flush(done) => {
                 let _ = done.send(());
                 continue;
+            }
+            Item::Close(done) => {
+                if let Some(c) = client.take() {
+                    c.close();
+                }
+                let _ = done.send(());
+                return;
             }
         };
         let topic = envelope.topic.clone();
@@ -99,14 +164,14 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
         let mut backoff = Duration::from_millis(100);
         loop {
             if client.is_none() {
-                match ttrpc::asynchronous::Client::connect(&address).await {
-                    Ok(c) => client = Some(fwd::EventsClient::new(c)),
+                match Connection::open(&address).await {
+                    Ok(c) => client = Some(c),
                     Err(e) => tracing::debug!(error = %e, "cannot reach the daemon's event socket"),
                 }
             }
             if let Some(c) = &client {
                 let ctx = berth_runtime::manager::context(Duration::from_secs(5));
-                match c.forward(ctx, &req).await {
+                match c.client.forward(ctx, &req).await {
                     Ok(_) => {
                         if unreachable {
                             tracing::info!(topic, "the daemon's event socket answers again");
@@ -117,7 +182,9 @@ async fn forward_all(address: String, mut rx: mpsc::UnboundedReceiver<Item>) {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "forwarding an event failed");
-                        client = None;
+                        if let Some(c) = client.take() {
+                            c.close();
+                        }
                     }
                 }
             }

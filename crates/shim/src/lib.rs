@@ -33,6 +33,7 @@ mod runc;
 mod service;
 mod shim_cgroup;
 mod stdio;
+mod unmount;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -183,14 +184,17 @@ fn serve(args: &Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the event loop: {e}"))?;
-    let served = runtime.block_on(serve_async(args));
-    // Threads blocked opening a FIFO nobody opened must not keep us alive,
-    // nor delay the exit berthd waits for when it deletes the task.
+    let releases = unmount::Releases::default();
+    let served = runtime.block_on(serve_async(args, releases.clone()));
+    // Threads blocked opening a FIFO nobody opened must not keep us alive.
     runtime.shutdown_background();
+    // The root filesystems unmounted by Delete are synced before the
+    // process goes (see `unmount`).
+    releases.wait();
     served
 }
 
-async fn serve_async(args: &Args) -> Result<(), String> {
+async fn serve_async(args: &Args, releases: unmount::Releases) -> Result<(), String> {
     // stderr is the bundle's log FIFO, which the daemon copies to its log.
     let level = if args.debug {
         tracing::Level::DEBUG
@@ -226,6 +230,7 @@ async fn serve_async(args: &Args) -> Result<(), String> {
         args.namespace.clone(),
         reaper.clone(),
         publisher,
+        releases,
     ));
     let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(reaper.run(sigchld, exits_tx));
@@ -262,12 +267,13 @@ async fn serve_async(args: &Args) -> Result<(), String> {
     }
 
     shutdown.notified().await;
-    // No new connections; the events already queued (`/tasks/exit`) reach
-    // the daemon before the process goes.
+    // No new connections; the events already queued (`/tasks/exit`) were
+    // forwarded by `Shutdown` (this flush is for a shim that ends otherwise).
     let _ = std::fs::remove_file(path);
     events.flush(std::time::Duration::from_secs(2)).await;
     // Let the Shutdown reply be written; the caller's connection is not
     // waited for (containerd keeps it open until it sees the shim exit).
+    // Nobody waits for this: the daemon goes on once it has the reply.
     tokio::task::yield_now().await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     drop(server);

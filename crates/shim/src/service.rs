@@ -19,9 +19,12 @@ use super::events::Publisher;
 use super::reaper::{Exit, Reaper};
 use super::runc::{ProcessStdio, Runc};
 use super::stdio::{self, ConsoleSocket, StdioPaths};
+use super::unmount::Releases;
 
 /// Where runc keeps state when the client gives no root (containerd's default).
 const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
+/// How long `Shutdown` waits for the queued events to reach the daemon.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 /// The file in the bundle that remembers runc's root and binary for `delete`.
 pub(crate) const OPTIONS_FILE: &str = "berth-runc.json";
 
@@ -157,6 +160,9 @@ pub(crate) struct Service {
     event_order: tokio::sync::Mutex<()>,
     /// Signalled when the shim should exit.
     pub(crate) shutdown: Arc<Notify>,
+    /// Unmounted root filesystems still being released (synced); the
+    /// shim waits for them before it exits.
+    pub(crate) releases: Releases,
 }
 
 fn ts(t: SystemTime) -> Option<prost_types::Timestamp> {
@@ -165,7 +171,12 @@ fn ts(t: SystemTime) -> Option<prost_types::Timestamp> {
 
 impl Service {
     /// A service for `namespace` publishing through `publisher`.
-    pub(crate) fn new(namespace: String, reaper: Arc<Reaper>, publisher: Publisher) -> Service {
+    pub(crate) fn new(
+        namespace: String,
+        reaper: Arc<Reaper>,
+        publisher: Publisher,
+        releases: Releases,
+    ) -> Service {
         Service {
             namespace,
             reaper,
@@ -173,6 +184,7 @@ impl Service {
             state: Mutex::new(State::default()),
             event_order: tokio::sync::Mutex::new(()),
             shutdown: Arc::new(Notify::new()),
+            releases,
         }
     }
 
@@ -641,7 +653,9 @@ impl Service {
             }
         }
         if mounted {
-            if let Err(e) = berth_snapshots::mount::unmount_all(bundle.join("rootfs")) {
+            // The filesystem's sync on release is not waited for here (see
+            // `unmount`): nothing is mounted on the bundle when this answers.
+            if let Err(e) = super::unmount::unmount_all(&bundle.join("rootfs"), &self.releases) {
                 return Err(err(
                     Category::Internal,
                     format!("unmounting the rootfs: {e}"),
@@ -992,6 +1006,11 @@ impl api::Task for Service {
             // A container still lives here: containerd's shims ignore this too.
             return Ok(());
         }
+        // The events queued so far (`/tasks/exit`, `/tasks/delete`) reach
+        // the daemon, and the connection they went over is closed, before
+        // this answers: the daemon need not wait for the process to exit
+        // to know it holds nothing of this task any more.
+        self.publisher.close(SHUTDOWN_FLUSH).await;
         self.shutdown.notify_one();
         Ok(())
     }
