@@ -38,6 +38,10 @@
 //!   plugin (set up as the CRI tests do): pod and container start/stop
 //!   latencies, and the daemon's idle RSS with the CRI plugin loaded (see
 //!   `bench/cri.rs`).
+//! - `scale`: costs against work, one fresh daemon at a time: `run -d`
+//!   latency, RSS, Containers.List and Tasks.List with 0–1000 running
+//!   containers; a pull while 200 containers start and stop; GC pause and
+//!   Content.Info at up to 100k blobs; PNG curves (see `bench/scale.rs`).
 //!
 //! `--rounds N` sets the rounds per daemon of the repeated measurements
 //! (default 3).
@@ -55,6 +59,8 @@ use std::time::{Duration, Instant};
 use crate::{Result, cleanup, run, workspace_root};
 
 mod cri;
+mod plot;
+mod scale;
 mod unpack;
 
 /// Samples of each latency measurement per daemon in `run`.
@@ -1258,8 +1264,8 @@ fn scenario_docker(berth: &Daemon, containerd: &Daemon, s: &mut Summary) -> Resu
 }
 
 /// All scenarios, in the order they run.
-const ALL: [&str; 9] = [
-    "run", "pull", "unpack", "stress", "memory", "api", "limit", "docker", "cri",
+const ALL: [&str; 10] = [
+    "run", "pull", "unpack", "stress", "memory", "api", "limit", "docker", "cri", "scale",
 ];
 
 /// Entry point of `cargo xtask bench`.
@@ -1339,6 +1345,7 @@ fn bench_in(scenarios: &[String]) -> Result<()> {
             "limit" => scenario_limit(&berth, &mut ctx, &mut summary),
             "docker" => scenario_docker(&berth, &containerd, &mut summary),
             "cri" => cri::scenario(&mut summary),
+            "scale" => scale::scenario(&berth, &mut ctx, &mut summary),
             other => Err(format!("unknown scenario {other:?}")),
         };
         eprintln!("(scenario {s} took {:.0}s)", t.elapsed().as_secs_f64());

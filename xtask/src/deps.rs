@@ -80,6 +80,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libc6-dev", "/usr/lib/x86_64-linux-gnu/libc.a"),
     ("procps", "/usr/bin/pgrep"),
     ("util-linux", "/usr/bin/ipcs"),
+    // The font of `cargo xtask bench scale`'s PNG plots (read as a file).
+    (
+        "fonts-dejavu-core",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ),
 ];
 
 /// Packages unpacked rather than installed, because they conflict with one

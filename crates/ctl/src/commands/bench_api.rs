@@ -3,8 +3,15 @@
 //!
 //! - `setup --containers N`: N container records (no tasks, no snapshots)
 //!   with a default spec, ids `bench-api-<i>`.
-//! - `run --call version|list|info`: that call in a loop on `--concurrency`
-//!   connections (one per worker) for `--duration`; calls/s as JSON.
+//! - `run --call version|list|tasks|info`: that call in a loop on
+//!   `--concurrency` connections (one per worker) for `--duration`; calls/s
+//!   and the per-call latency (median, 90th percentile) as JSON.
+//! - `blobs --count N`: writes N distinct small blobs through
+//!   Content.Write (one stream per blob, its one message committing the
+//!   data), under the global `--lease` if given; blobs/s as JSON.
+//! - `gc --samples N`: N times, a lease holding one new blob is deleted
+//!   with `sync` (the call returns after a garbage collection); the
+//!   latency of those deletions as JSON.
 //! - `teardown`: removes the `bench-api-*` containers.
 //!
 //! The load runs on a multi-threaded runtime of its own so that the client
@@ -17,7 +24,11 @@ use berth_api::client::Client;
 use berth_api::containerd::services::containers::v1 as cpb;
 use berth_api::containerd::services::content::v1 as content_pb;
 use berth_api::containerd::services::content::v1::content_client::ContentClient;
+use berth_api::containerd::services::leases::v1 as leases_pb;
+use berth_api::containerd::services::leases::v1::leases_client::LeasesClient;
+use berth_api::containerd::services::tasks::v1 as tasks_pb;
 use berth_api::containerd::services::version::v1::version_client::VersionClient;
+use sha2::Digest as _;
 
 use crate::commands::run::SPEC_TYPE_URL;
 use crate::context::{Global, clients};
@@ -37,6 +48,8 @@ enum Call {
     Version,
     /// Containers.List (of every container in the namespace).
     List,
+    /// Tasks.List (of every task in the namespace).
+    Tasks,
     /// Content.Info of one blob.
     Info,
 }
@@ -64,6 +77,28 @@ enum Command {
         #[arg(long)]
         digest: Option<String>,
     },
+    /// Writes distinct small blobs through Content.Write.
+    Blobs {
+        /// How many.
+        #[arg(long)]
+        count: usize,
+        /// Bytes per blob (at least enough for its distinct header).
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        /// Makes this run's blobs differ from other runs' (same seed, same
+        /// blobs).
+        #[arg(long, default_value = "")]
+        seed: String,
+        /// Writes in flight, each worker on its own connection.
+        #[arg(short = 'c', long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Times synchronous garbage collections (Leases.Delete with `sync`).
+    Gc {
+        /// Collections timed.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+    },
     /// Removes the `bench-api-*` containers.
     Teardown,
 }
@@ -73,6 +108,57 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Setup { containers } => setup(&client, &global.namespace(), containers).await,
         Command::Teardown => teardown(&client).await,
+        Command::Blobs {
+            count,
+            size,
+            seed,
+            concurrency,
+        } => {
+            if concurrency == 0 {
+                bail!("--concurrency must be at least 1");
+            }
+            let global = global.clone();
+            let started = Instant::now();
+            let last = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .context("starting the load runtime")?
+                    .block_on(write_blobs(global, count, size, seed, concurrency))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+            let elapsed = started.elapsed().as_secs_f64();
+            #[allow(clippy::cast_precision_loss)]
+            let rate = count as f64 / elapsed.max(1e-9);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "blobs": count,
+                    "seconds": elapsed,
+                    "per_second": rate,
+                    "last_digest": last,
+                })
+            );
+            Ok(())
+        }
+        Command::Gc { samples } => {
+            let mut ms = Vec::with_capacity(samples);
+            for i in 0..samples {
+                ms.push(gc_once(global, i).await?);
+            }
+            let (p50, p90) = percentiles(&mut ms);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "samples": ms,
+                    "p50_ms": p50,
+                    "p90_ms": p90,
+                })
+            );
+            Ok(())
+        }
         Command::Run {
             call,
             concurrency,
@@ -96,11 +182,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                     .context("starting the load runtime")?
                     .block_on(load(global, call, concurrency, duration, digest))
             });
-            let (calls, errors, first_error, elapsed) = load
+            let (calls, errors, first_error, elapsed, mut latencies) = load
                 .join()
                 .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
             #[allow(clippy::cast_precision_loss)]
             let rate = calls as f64 / elapsed.as_secs_f64().max(1e-9);
+            let (p50, p90) = percentiles(&mut latencies);
             println!(
                 "{}",
                 serde_json::json!({
@@ -111,6 +198,8 @@ pub(crate) async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                     "errors": errors,
                     "first_error": first_error,
                     "per_second": rate,
+                    "p50_ms": p50,
+                    "p90_ms": p90,
                 })
             );
             if errors > 0 {
@@ -192,8 +281,132 @@ async fn teardown(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Calls, errors, the first error and the time taken.
-type LoadResult = (u64, u64, Option<String>, Duration);
+/// The median and the 90th percentile of `v` (sorted in place); zeros
+/// when empty.
+fn percentiles(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let at = |q: usize| v[(v.len() - 1) * q / 100];
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (median, at(90))
+}
+
+/// The bytes of blob `i` of a `blobs` run with `seed`: a distinct header,
+/// padded to `size`.
+fn blob_bytes(seed: &str, i: usize, size: usize) -> Vec<u8> {
+    let mut data = format!("berth bench blob {seed} {i}\n").into_bytes();
+    if data.len() < size {
+        data.resize(size, b'.');
+    }
+    data
+}
+
+/// Writes blob `data` in one Content.Write stream: a single message with
+/// the data, its size and digest, committing it. Returns the digest.
+async fn write_blob(
+    content: &mut ContentClient<crate::context::clients::Chan>,
+    data: Vec<u8>,
+) -> anyhow::Result<String> {
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(&data));
+    let total = i64::try_from(data.len()).context("blob too large")?;
+    let req = content_pb::WriteContentRequest {
+        action: content_pb::WriteAction::Commit as i32,
+        r#ref: format!("bench-blob-{digest}"),
+        total,
+        expected: digest.clone(),
+        offset: 0,
+        data,
+        labels: Default::default(),
+    };
+    let mut responses = content
+        .write(tokio_stream::iter([req]))
+        .await
+        .with_context(|| format!("writing {digest}"))?
+        .into_inner();
+    while responses
+        .message()
+        .await
+        .with_context(|| format!("committing {digest}"))?
+        .is_some()
+    {}
+    Ok(digest)
+}
+
+/// Writes `count` blobs on `concurrency` connections; the last digest.
+async fn write_blobs(
+    global: Global,
+    count: usize,
+    size: usize,
+    seed: String,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.min(count.max(1)) {
+        let client = global.connect().await?;
+        let (next, seed) = (next.clone(), seed.clone());
+        workers.spawn(async move {
+            let mut content =
+                ContentClient::with_interceptor(client.channel(), client.interceptor());
+            let mut last = None;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let digest = write_blob(&mut content, blob_bytes(&seed, i, size)).await?;
+                if i + 1 == count {
+                    last = Some(digest);
+                }
+            }
+            anyhow::Ok(last)
+        });
+    }
+    let mut last = None;
+    while let Some(r) = workers.join_next().await {
+        if let Some(d) = r.context("writer task")?? {
+            last = Some(d);
+        }
+    }
+    last.ok_or_else(|| anyhow::anyhow!("no blob written"))
+}
+
+/// One timed synchronous collection: lease `bench-gc-<pid>-<i>` holding
+/// one new blob is deleted with `sync`; the milliseconds the delete took.
+async fn gc_once(global: &Global, i: usize) -> anyhow::Result<f64> {
+    let id = format!("bench-gc-{}-{i}", std::process::id());
+    let client = global.connect().await?;
+    let mut leases = LeasesClient::with_interceptor(client.channel(), client.interceptor());
+    leases
+        .create(leases_pb::CreateRequest {
+            id: id.clone(),
+            labels: Default::default(),
+        })
+        .await
+        .with_context(|| format!("creating lease {id}"))?;
+    let leased = client.clone().with_lease(id.clone());
+    let mut content = ContentClient::with_interceptor(leased.channel(), leased.interceptor());
+    write_blob(&mut content, blob_bytes(&id, 0, 128)).await?;
+    let started = Instant::now();
+    leases
+        .delete(leases_pb::DeleteRequest {
+            id: id.clone(),
+            sync: true,
+        })
+        .await
+        .with_context(|| format!("deleting lease {id} (sync)"))?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Calls, errors, the first error, the time taken and each successful
+/// call's latency in milliseconds.
+type LoadResult = (u64, u64, Option<String>, Duration, Vec<f64>);
 
 async fn load(
     global: Global,
@@ -217,12 +430,19 @@ async fn load(
             let mut containers = clients::containers(&client);
             let mut content =
                 ContentClient::with_interceptor(client.channel(), client.interceptor());
+            let mut tasks = clients::tasks(&client);
             let (mut calls, mut errors, mut first_error) = (0_u64, 0_u64, None::<String>);
+            let mut latencies = Vec::new();
             while Instant::now() < deadline {
+                let call_started = Instant::now();
                 let r = match call {
                     Call::Version => version.version(()).await.map(|_| ()),
                     Call::List => containers
                         .list(cpb::ListContainersRequest::default())
+                        .await
+                        .map(|_| ()),
+                    Call::Tasks => tasks
+                        .list(tasks_pb::ListTasksRequest::default())
                         .await
                         .map(|_| ()),
                     Call::Info => content
@@ -233,24 +453,29 @@ async fn load(
                         .map(|_| ()),
                 };
                 match r {
-                    Ok(()) => calls += 1,
+                    Ok(()) => {
+                        calls += 1;
+                        latencies.push(call_started.elapsed().as_secs_f64() * 1000.0);
+                    }
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| e.message().to_string());
                     }
                 }
             }
-            (calls, errors, first_error)
+            (calls, errors, first_error, latencies)
         });
     }
     let (mut calls, mut errors, mut first_error) = (0, 0, None);
+    let mut latencies = Vec::new();
     while let Some(r) = workers.join_next().await {
-        let (c, e, f) = r.context("load worker")?;
+        let (c, e, f, mut l) = r.context("load worker")?;
         calls += c;
         errors += e;
+        latencies.append(&mut l);
         if first_error.is_none() {
             first_error = f;
         }
     }
-    Ok((calls, errors, first_error, started.elapsed()))
+    Ok((calls, errors, first_error, started.elapsed(), latencies))
 }
