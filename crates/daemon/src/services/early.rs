@@ -402,8 +402,8 @@ mod tests {
 
     fn commit(store: &LocalStore, blob: &[u8]) -> Digest {
         let d = Digest::of(blob);
-        let mut w = store.writer(&d.to_string(), None, Some(&d)).unwrap();
-        w.write(blob).unwrap();
+        let mut w = store.writer(d.as_ref(), None, Some(&d)).unwrap();
+        w.write_all(blob).unwrap();
         w.commit(blob.len() as u64, Some(&d), Labels::new())
             .unwrap();
         d
@@ -419,7 +419,7 @@ mod tests {
     fn env() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let store = Arc::new(LocalStore::open(&root.join("content")).unwrap());
+        let store = Arc::new(LocalStore::open(root.join("content")).unwrap());
         let early = EarlyApply::shared(staging_dir(&root), store.clone());
         Env {
             _dir: dir,
