@@ -31,6 +31,10 @@
 //!   Diff.Apply unpacks the blob itself, with its own errors;
 //! - dropped if no Apply takes it within [`TTL`].
 //!
+//! `BERTH_EARLY_APPLY=off` in berthd's environment turns it off (to measure
+//! without it, or where the disk has no room for a second copy of layers
+//! that are never unpacked).
+//!
 //! The blob's digest was verified when it was committed; the diffID is
 //! computed from the uncompressed stream while staging, as Apply computes
 //! it. Nothing is fsynced, as Apply itself does not.
@@ -99,6 +103,8 @@ pub(crate) struct EarlyApply {
     jobs: Mutex<Jobs>,
     changed: Condvar,
     to_worker: Mutex<Option<Sender<Digest>>>,
+    /// False when `BERTH_EARLY_APPLY=off`.
+    enabled: bool,
 }
 
 /// The stager of each staging directory, so that the Content and Diff
@@ -128,6 +134,7 @@ impl EarlyApply {
                     jobs: Mutex::default(),
                     changed: Condvar::new(),
                     to_worker: Mutex::new(None),
+                    enabled: std::env::var_os("BERTH_EARLY_APPLY").is_none_or(|v| v != "off"),
                 })
             })
             .clone()
@@ -141,7 +148,7 @@ impl EarlyApply {
     /// staging if it looks like a compressed layer. Blocking (reads the
     /// blob's first bytes).
     pub(crate) fn offer(self: &Arc<Self>, digest: &Digest, size: u64) {
-        if size < MIN_SIZE || self.compression_of(digest).is_none() {
+        if !self.enabled || size < MIN_SIZE || self.compression_of(digest).is_none() {
             return;
         }
         {
