@@ -314,7 +314,13 @@ fn ctr_pull_applies_layers_unpacked_early() -> Result<()> {
     let reference = format!("{}/berth/big:v1", registry.host);
     ok(d.ctr(&["images", "tag", "docker.io/library/big:latest", &reference])?)?;
     ok(d.ctr(&["images", "push", "--plain-http", &reference])?)?;
-    ok(d.ctr(&["images", "rm", "--sync", "docker.io/library/big:latest", &reference])?)?;
+    ok(d.ctr(&[
+        "images",
+        "rm",
+        "--sync",
+        "docker.io/library/big:latest",
+        &reference,
+    ])?)?;
     let snapshots = ok(d.ctr(&["snapshot", "ls"])?)?;
     assert_eq!(snapshots.lines().count(), 1, "{snapshots}");
 
