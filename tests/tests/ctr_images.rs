@@ -298,3 +298,87 @@ fn snapshot_diff_computes_a_layer_of_the_changes() -> Result<()> {
     );
     d.finish()
 }
+
+/// `ctr pull` (client-side) of a six-layer image: berthd unpacks each
+/// layer as soon as its Content.Write commits and Diff.Apply then moves
+/// the staged tree into the snapshot. The container sees exactly what
+/// applying the registry's layers one by one makes, and nothing stays
+/// staged after the pull.
+#[test]
+fn ctr_pull_applies_layers_unpacked_early() -> Result<()> {
+    use sha2::Digest as _;
+    let registry = berth_tests::Registry::start()?;
+    let d = daemon()?;
+    let layout = testimages::big(&d.scratch("big"), 12)?;
+    import(&d, &layout, "big.tar")?;
+    let reference = format!("{}/berth/big:v1", registry.host);
+    ok(d.ctr(&["images", "tag", "docker.io/library/big:latest", &reference])?)?;
+    ok(d.ctr(&["images", "push", "--plain-http", &reference])?)?;
+    ok(d.ctr(&[
+        "images",
+        "rm",
+        "--sync",
+        "docker.io/library/big:latest",
+        &reference,
+    ])?)?;
+    let snapshots = ok(d.ctr(&["snapshot", "ls"])?)?;
+    assert_eq!(snapshots.lines().count(), 1, "{snapshots}");
+
+    let out = ok(d.ctr(&["images", "pull", "--plain-http", &reference])?)?;
+    assert!(out.contains("done"), "{out}");
+    let staging = d.root.join("io.containerd.differ.v1.walking/early");
+    assert!(staging.is_dir(), "nothing was staged");
+    assert_eq!(
+        std::fs::read_dir(&staging)?.count(),
+        0,
+        "staged layers left after the pull"
+    );
+
+    // The reference: the same layers applied one by one onto a directory.
+    let expected_dir = d.scratch("expected");
+    std::fs::create_dir_all(&expected_dir)?;
+    for layer in &layout.layers {
+        berth_images::archive::apply(
+            &expected_dir,
+            std::fs::File::open(layout.blob(&layer.digest))?,
+            berth_images::archive::Compression::Gzip,
+            berth_images::archive::Whiteouts::Remove,
+            None,
+        )?;
+    }
+    let mut expected = Vec::new();
+    for f in walk(&expected_dir.join("payload"))? {
+        let rel = f.strip_prefix(&expected_dir)?.display().to_string();
+        let sum = sha2::Sha256::digest(std::fs::read(&f)?);
+        expected.push(format!("{sum:x}  {rel}"));
+    }
+    expected.sort();
+    assert!(expected.len() > 5, "{expected:?}");
+    let seen = ok(d.ctr(&[
+        "run",
+        "--rm",
+        &reference,
+        "early",
+        "sh",
+        "-c",
+        "cd / && find payload -type f | xargs sha256sum",
+    ])?)?;
+    let mut seen: Vec<&str> = seen.lines().collect();
+    seen.sort_unstable();
+    assert_eq!(seen, expected);
+    d.finish()
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            out.extend(walk(&e.path())?);
+        } else {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
+}

@@ -549,12 +549,13 @@ fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     crate::private::create_private_dir(&tmp);
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
-        DiffServer::new(services::diff::DiffService::new(
-            store,
-            (*db).clone(),
-            tmp,
-            (*gc).clone()
-        ),)
+        DiffServer::new(
+            services::diff::DiffService::new(store.clone(), (*db).clone(), tmp, (*gc).clone())
+                .with_early_apply(services::early::EarlyApply::shared(
+                    services::early::staging_dir(&ctx.config.root),
+                    store,
+                ))
+        )
     ))))
 }
 
@@ -795,8 +796,13 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
+    let early = services::early::EarlyApply::shared(
+        services::early::staging_dir(&ctx.config.root),
+        store.clone(),
+    );
     let mut service =
-        services::content::ContentService::new(store, (*db).clone(), exchange, (*gc).clone());
+        services::content::ContentService::new(store, (*db).clone(), exchange, (*gc).clone())
+            .with_early_apply(early);
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         service = service.with_pull_bytes(m.pull_bytes.clone());
     }

@@ -91,6 +91,7 @@ pub(crate) struct ContentService {
     exchange: Arc<Exchange>,
     gc: Collector,
     pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
+    early: Option<Arc<super::early::EarlyApply>>,
 }
 
 impl ContentService {
@@ -108,7 +109,18 @@ impl ContentService {
             exchange,
             gc,
             pull_bytes: None,
+            early: None,
         }
+    }
+
+    /// Offers every blob committed through Write to `early` (see
+    /// [`super::early`]).
+    pub(crate) fn with_early_apply(
+        mut self,
+        early: Arc<super::early::EarlyApply>,
+    ) -> ContentService {
+        self.early = Some(early);
+        self
     }
 
     /// Counts every byte written through ingests into `counter` (the
@@ -155,6 +167,7 @@ impl ContentService {
             db: self.db.clone(),
             gc: self.gc.clone(),
             pull_bytes: self.pull_bytes.clone(),
+            early: self.early.clone(),
         };
         let writer = session.open().await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<WriteContentResponse, Status>>(4);
@@ -387,6 +400,7 @@ struct WriteSession {
     db: Db,
     gc: Collector,
     pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
+    early: Option<Arc<super::early::EarlyApply>>,
 }
 
 impl WriteSession {
@@ -488,6 +502,7 @@ impl WriteSession {
             let db = self.db.clone();
             let exp = expected.clone();
             let gc = self.gc.clone();
+            let early = self.early.clone();
             if let Some(c) = &self.pull_bytes {
                 c.inc_by(req.data.len() as u64);
             }
@@ -534,9 +549,11 @@ impl WriteSession {
                         let digest = expected.clone().unwrap_or_else(|| w.digest());
                         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
                         let committed_size = msg.offset;
+                        let mut fresh = false;
                         gc.while_files_kept(|| {
                             match w.commit(size, expected.as_ref(), labels.clone()) {
-                                Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
+                                Ok(()) => fresh = true,
+                                Err(berth_content::Error::AlreadyExists(_)) => {}
                                 Err(e) => return Err(crate::wire::status(e)),
                             }
                             db.content()
@@ -555,6 +572,9 @@ impl WriteSession {
                             }
                             Ok(())
                         })?;
+                        if let (true, Some(early)) = (fresh, &early) {
+                            early.offer(&digest, u64::try_from(committed_size).unwrap_or(0));
+                        }
                         Ok((None, msg))
                     }
                 }

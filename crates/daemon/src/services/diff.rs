@@ -31,6 +31,8 @@ pub(crate) struct DiffService {
     next: AtomicU64,
     /// Holds off blob deletion while a computed diff is recorded.
     gc: crate::gc::Collector,
+    /// Layers unpacked as soon as Content.Write committed them.
+    early: Option<Arc<super::early::EarlyApply>>,
 }
 
 impl DiffService {
@@ -49,7 +51,15 @@ impl DiffService {
             tmp_mounts,
             next: AtomicU64::new(0),
             gc,
+            early: None,
         }
+    }
+
+    /// Takes layers `early` has unpacked already where they fit (see
+    /// [`super::early`]).
+    pub(crate) fn with_early_apply(mut self, early: Arc<super::early::EarlyApply>) -> DiffService {
+        self.early = Some(early);
+        self
     }
 }
 
@@ -109,10 +119,22 @@ impl Diff for DiffService {
         })?;
         let store = self.store.clone();
         let mounts = r.mounts;
+        // Options ask for something else than a plain unpack.
+        let early = self.early.clone().filter(|_| r.payloads.is_empty());
         let scratch = self
             .tmp_mounts
             .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
         let stats = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            if let (Some(early), Some((target, _))) = (&early, direct_target(&mounts)) {
+                let taken = early.take(&digest, compression, &target).map_err(|e| {
+                    Status::internal(format!(
+                        "applying layer {digest} from its early unpack: {e}"
+                    ))
+                })?;
+                if let Some(stats) = taken {
+                    return Ok(stats);
+                }
+            }
             let reader = store.reader_at(&digest).map_err(|e| match e {
                 berth_content::Error::NotFound(_) => {
                     Status::not_found(format!("layer {digest} is not in the content store"))

@@ -5,6 +5,7 @@
 pub(crate) mod containers;
 pub(crate) mod content;
 pub(crate) mod diff;
+pub(crate) mod early;
 pub mod events;
 pub(crate) mod images;
 pub(crate) mod introspection;

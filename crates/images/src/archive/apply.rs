@@ -55,6 +55,8 @@ pub struct ApplyStats {
     pub size: u64,
     /// Entries applied.
     pub entries: u64,
+    /// Whiteout entries among them (`.wh.<name>` and `.wh..wh..opq`).
+    pub whiteouts: u64,
 }
 
 /// Why a layer could not be applied.
@@ -294,6 +296,7 @@ pub fn apply(
     )
     .map_err(io_err("/"))?;
     let mut entries = 0_u64;
+    let mut whiteout_count = 0_u64;
     // One large buffer for all file data: fewer, bigger reads and writes.
     let mut buf = vec![0_u8; 1 << 20];
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
@@ -331,6 +334,7 @@ pub fn apply(
 
             // Whiteouts.
             if let Some(hidden) = name_str.strip_prefix(".wh.") {
+                whiteout_count += 1;
                 if hidden == ".wh..opq" {
                     match whiteouts {
                         Whiteouts::Remove => empty_dir(&dir).map_err(io_err(&entry_name))?,
@@ -499,6 +503,7 @@ pub fn apply(
         diff_id,
         size: hashing.count,
         entries,
+        whiteouts: whiteout_count,
     })
 }
 
