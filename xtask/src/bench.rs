@@ -882,8 +882,8 @@ fn scenario_pull(
     // The main row: the same client (Debian's ctr 1.6, client-side pull:
     // it fetches the blobs itself, writes them through Content.Write and
     // unpacks through Diff.Apply and Snapshots) against both daemons.
-    let mut ctr_row = Row::new("pull 250 MB, 6 layers (ctr pull)", "s", Better::Lower)
-        .goal(Goal::AtMost(0.4));
+    let mut ctr_row =
+        Row::new("pull 250 MB, 6 layers (ctr pull)", "s", Better::Lower).goal(Goal::AtMost(0.4));
     // Each daemon's fastest client path: berthd pulls daemon-side
     // (Transfer, berthctl pull); ctr 1.6 only pulls client-side.
     let mut transfer_row = Row::new(
