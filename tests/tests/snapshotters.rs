@@ -638,6 +638,11 @@ fn btrfs_root_path_moves_the_snapshotter_to_a_btrfs_mount() -> Result<()> {
     );
     assert!(root.join("active/1").exists());
     ok(d.ctr(&["snapshots", "--snapshotter", "btrfs", "rm", "a"])?)?;
+    // Remove answers once the record is gone (as containerd's does); the
+    // subvolume goes with the next collection, which a synchronous lease
+    // removal waits for.
+    ok(d.ctr(&["leases", "create", "--id", "sync-point"])?)?;
+    ok(d.ctr(&["leases", "rm", "--sync", "sync-point"])?)?;
     assert!(!root.join("active/1").exists());
     d.finish()
 }

@@ -15,8 +15,7 @@ use crate::{ContentStore, Error, Result};
 /// `reference` normalised (`busybox` -> `docker.io/library/busybox:latest`),
 /// pointed at `digest` when one is given (`host/repo@digest`).
 fn object_reference(reference: &str, digest: Option<&str>) -> Result<String> {
-    let parsed = Reference::parse_normalized(reference)
-        .map_err(|e| Error::invalid_argument(e.to_string()))?;
+    let parsed = Reference::parse(reference).map_err(|e| Error::invalid_argument(e.to_string()))?;
     Ok(match digest {
         Some(d) => {
             berth_content::Digest::parse(d)

@@ -325,9 +325,22 @@ impl Content for ContentService {
                 at += len as u64;
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        // The stream ends as soon as its last chunk is out, not when the
+        // reader thread drops its sender: a client that resets the stream
+        // once it has every byte (ctr does) then finds the call already
+        // answered OK, as with containerd, instead of a cancelled one.
+        let chunks = futures::stream::unfold((rx, offset), move |(mut rx, at)| async move {
+            if at >= end {
+                return None;
+            }
+            let msg = rx.recv().await?;
+            let next = match &msg {
+                Ok(m) => at.saturating_add(m.data.len() as u64),
+                Err(_) => end,
+            };
+            Some((msg, (rx, next)))
+        });
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn status(
