@@ -167,16 +167,27 @@ async fn read_state(c: &Client, bad: &mut Vec<String>) -> Result<Snapshot> {
             );
         }
     }
-    // Every committed blob reads back with its digest and size.
+    // Every committed blob reads back with its digest and size. One that
+    // nothing holds may be collected between the listing and the read (a
+    // collection the restart's deletions scheduled, as containerd's would):
+    // gone is not corrupt, and whatever an image or lease needs is checked
+    // below and after the explicit collection.
+    let mut collected = Vec::new();
     for digest in s.blobs.keys() {
-        let mut read = cs
+        let read = cs
             .read(content::ReadContentRequest {
                 digest: digest.clone(),
                 ..Default::default()
             })
-            .await
-            .with_context(|| format!("reading {digest}"))?
-            .into_inner();
+            .await;
+        let mut read = match read {
+            Ok(r) => r.into_inner(),
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                collected.push(digest.clone());
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {digest}")),
+        };
         let mut hasher = sha2::Sha256::new();
         let mut failed = None;
         while let Some(chunk) = read.next().await {
@@ -198,6 +209,9 @@ async fn read_state(c: &Client, bad: &mut Vec<String>) -> Result<Snapshot> {
         } else if digest != &format!("sha256:{got}") {
             bad.push(format!("blob {digest} holds data of digest sha256:{got}"));
         }
+    }
+    for digest in &collected {
+        s.blobs.remove(digest);
     }
 
     // Every image's manifest, config and layers are in content.
