@@ -91,6 +91,25 @@ fn registry_options(
     o
 }
 
+/// Gives each client-side option type that names a registry a
+/// `registry()` method building its [`RegistryOptions`].
+macro_rules! registry_of {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// The registry options these options name (plain HTTP, hosts
+            /// directory, credentials).
+            pub(crate) fn registry(&self) -> RegistryOptions {
+                registry_options(
+                    self.plain_http,
+                    self.hosts_dir.as_deref(),
+                    self.credentials.as_ref(),
+                )
+            }
+        }
+    )*};
+}
+registry_of!(PullOpts, PushOpts, FetchOpts, ObjectOpts);
+
 fn api_descriptor(d: &berth_images::Descriptor) -> berth_api::containerd::types::Descriptor {
     berth_api::containerd::types::Descriptor {
         media_type: d.media_type.clone(),
@@ -345,11 +364,7 @@ impl Client {
                     .transpose()?
                     .into_iter()
                     .collect(),
-                registry: registry_options(
-                    opts.plain_http,
-                    opts.hosts_dir.as_deref(),
-                    opts.credentials.as_ref(),
-                ),
+                registry: opts.registry(),
                 progress: progress.clone(),
                 ..PullOptions::default()
             };
@@ -404,11 +419,7 @@ impl Client {
                     .map(|p| parse_platform(p))
                     .collect::<Result<Vec<_>>>()?,
                 all_platforms: opts.all_platforms,
-                registry: registry_options(
-                    opts.plain_http,
-                    opts.hosts_dir.as_deref(),
-                    opts.credentials.as_ref(),
-                ),
+                registry: opts.registry(),
                 progress: progress.clone(),
                 ..PullOptions::default()
             };
@@ -438,11 +449,7 @@ impl Client {
     {
         use tokio_stream::StreamExt;
         let operation = format!("fetching {reference}");
-        let registry = registry_options(
-            opts.plain_http,
-            opts.hosts_dir.as_deref(),
-            opts.credentials.as_ref(),
-        );
+        let registry = opts.registry();
         let (desc, mut stream) = berth_transfer::fetch_object(reference, digest, registry)
             .await
             .map_err(|e| transfer_error(&operation, e))?;
@@ -489,11 +496,7 @@ impl Client {
             store,
             &desc,
             reference,
-            registry_options(
-                opts.plain_http,
-                opts.hosts_dir.as_deref(),
-                opts.credentials.as_ref(),
-            ),
+            opts.registry(),
             &progress_of(opts.progress.as_ref()),
         )
         .await
@@ -706,11 +709,7 @@ impl Client {
             store,
             &root,
             remote,
-            registry_options(
-                opts.plain_http,
-                opts.hosts_dir.as_deref(),
-                opts.credentials.as_ref(),
-            ),
+            opts.registry(),
             &progress_of(opts.progress.as_ref()),
         )
         .await
