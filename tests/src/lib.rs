@@ -21,6 +21,7 @@ pub mod goclient;
 pub mod pause;
 pub mod registry;
 pub mod testimages;
+pub mod tmux;
 
 pub use containerd::Containerd;
 pub use goclient::GoClient;

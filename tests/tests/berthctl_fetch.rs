@@ -3,12 +3,10 @@
 //! the progress bars of `berthctl pull` in a real terminal (tmux) beside
 //! its plain lines when stdout is not one.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use berth_tests::crictl::{HANG, wait_output};
+use anyhow::{Result, bail};
+use berth_tests::tmux::Tmux;
 use berth_tests::{Daemon, Registry, fails, ok, testimages};
 
 #[test]
@@ -167,63 +165,6 @@ fn ok_bytes(out: std::process::Output) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// A tmux server of the test's own (its own socket), killed when dropped.
-struct Tmux {
-    socket: PathBuf,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> Result<String> {
-        let child = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        ok(wait_output(child, HANG)?).with_context(|| format!("tmux {args:?}"))
-    }
-
-    /// Runs `script` in a new 160x40 terminal and returns the screen once
-    /// it printed `DONE`.
-    fn screen_of(&self, name: &str, script: &str) -> Result<String> {
-        self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            "160",
-            "-y",
-            "40",
-            &format!("{script}; echo DONE; sleep 600"),
-        ])?;
-        let deadline = Instant::now() + HANG;
-        loop {
-            let pane = self.run(&["capture-pane", "-p", "-t", name])?;
-            if pane.contains("DONE") {
-                return Ok(pane);
-            }
-            if Instant::now() > deadline {
-                bail!("the terminal shows:\n{pane}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
@@ -234,9 +175,7 @@ fn pull_draws_bars_on_a_terminal_and_plain_lines_otherwise() -> Result<()> {
     let d = Daemon::start()?;
     let layout = testimages::layered(&d.scratch("layered"))?;
     let reference = registry.push_layout(&layout, "berth/bars", "v1")?;
-    let tmux = Tmux {
-        socket: d.scratch("tmux.sock"),
-    };
+    let tmux = Tmux::new(d.scratch("tmux.sock"));
     let berthctl = format!(
         "{} -a {}",
         shell_quote(&berth_tests::bin("berthctl")?),

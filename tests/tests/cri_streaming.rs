@@ -7,13 +7,14 @@
 //! loopback, and the refusals for stopped containers.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use berth_tests::crictl::{Crictl, HANG, wait_output};
 use berth_tests::registry::Registry;
+use berth_tests::tmux::Tmux;
 use berth_tests::{Daemon, fails, ok, pause, testimages};
 
 /// Polls `f` until it returns `Some`, at most `limit` (for the container's
@@ -241,61 +242,12 @@ fn crictl_exec_streams_stdin_output_and_exit_codes() -> Result<()> {
     p.finish()
 }
 
-/// A tmux server of the test's own (its own socket), killed when dropped.
-struct Tmux {
-    socket: PathBuf,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> Result<String> {
-        let child = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        ok(wait_output(child, HANG)?).with_context(|| format!("tmux {args:?}"))
-    }
-
-    fn pane(&self) -> Result<String> {
-        self.run(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    fn wait_pane(&self, what: &str) -> Result<String> {
-        let mut last = String::new();
-        eventually(&format!("{what:?} in the terminal"), HANG, || {
-            let pane = self.pane()?;
-            if pane.contains(what) {
-                return Ok(Some(pane));
-            }
-            last = pane;
-            Ok(None)
-        })
-        .with_context(|| format!("the terminal shows:\n{last}"))
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 #[test]
 fn crictl_exec_it_gets_a_terminal_that_follows_resizes() -> Result<()> {
     let p = Pod::start("ttypod")?;
     let cid = p.container("sh", &["sleep", "3600"], serde_json::json!({}))?;
     let dir = p.scratch.path();
-    let tmux = Tmux {
-        socket: dir.join("tmux.sock"),
-    };
+    let tmux = Tmux::new(dir.join("tmux.sock"));
     // The initial size reaches the terminal just after the process starts
     // (as with containerd): wait for it (busybox's stty prints nothing, and
     // exits 0, on a 0x0 terminal); WINCH with an unchanged size (the
@@ -330,17 +282,17 @@ fn crictl_exec_it_gets_a_terminal_that_follows_resizes() -> Result<()> {
         "30",
         &run_sh,
     ])?;
-    let pane = tmux.wait_pane("size=")?;
+    let pane = tmux.wait_pane("t", "size=")?;
     assert!(
         pane.contains("/dev/pts/"),
         "exec -t got no terminal: {pane}"
     );
-    let pane = tmux.wait_pane("size=30 100")?;
+    let pane = tmux.wait_pane("t", "size=30 100")?;
     tmux.run(&["send-keys", "-t", "t", "typed-through-tty", "Enter"])?;
-    tmux.wait_pane("line:typed-through-tty")?;
+    tmux.wait_pane("t", "line:typed-through-tty")?;
     tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])?;
     let pane = tmux
-        .wait_pane("exit=")
+        .wait_pane("t", "exit=")
         .with_context(|| format!("before: {pane}"))?;
     assert!(pane.contains("resized=40 120"), "{pane}");
     // (The pane wraps long lines.)
