@@ -88,12 +88,7 @@ pub(crate) async fn fetch(global: &Global, args: FetchArgs) -> anyhow::Result<()
         plain_http: args.registry.plain_http,
         hosts_dir: args.registry.hosts_dir.clone(),
         progress: Some(progress),
-        credentials: args
-            .registry
-            .user
-            .as_deref()
-            .map(super::images::user_and_secret)
-            .transpose()?,
+        credentials: args.registry.credentials()?,
     };
     let result = client(&raw).fetch(&args.reference, opts).await;
     crate::progress::finish(&view);

@@ -47,12 +47,17 @@ pub(crate) struct RegistryFlags {
 }
 
 impl RegistryFlags {
+    /// The `--user` credentials (the password read from stdin if omitted).
+    pub(crate) fn credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        self.user.as_deref().map(user_and_secret).transpose()
+    }
+
     /// The flags as berth-client's options for one object.
     pub(crate) fn object_opts(&self) -> anyhow::Result<berth_client::ObjectOpts> {
         Ok(berth_client::ObjectOpts {
             plain_http: self.plain_http,
             hosts_dir: self.hosts_dir.clone(),
-            credentials: self.user.as_deref().map(user_and_secret).transpose()?,
+            credentials: self.credentials()?,
             progress: None,
         })
     }
@@ -460,12 +465,7 @@ async fn pull_client_side(
         plain_http: args.registry.plain_http,
         hosts_dir: args.registry.hosts_dir.clone(),
         progress: Some(progress),
-        credentials: args
-            .registry
-            .user
-            .as_deref()
-            .map(user_and_secret)
-            .transpose()?,
+        credentials: args.registry.credentials()?,
     };
     let result = client_side(c).pull_with(name, opts).await;
     crate::progress::finish(&view);
@@ -506,12 +506,7 @@ pub(crate) async fn push(global: &Global, args: PushArgs) -> anyhow::Result<()> 
                 plain_http: args.registry.plain_http,
                 hosts_dir: args.registry.hosts_dir.clone(),
                 progress: Some(progress),
-                credentials: args
-                    .registry
-                    .user
-                    .as_deref()
-                    .map(user_and_secret)
-                    .transpose()?,
+                credentials: args.registry.credentials()?,
             };
             let result = client_side(&client).push(&local, &remote, opts).await;
             crate::progress::finish(&view);
