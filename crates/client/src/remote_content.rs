@@ -5,9 +5,12 @@
 //! berth-content's traits are synchronous; their methods here block on
 //! the runtime the store was made on, and are only called from blocking
 //! threads (berth-transfer keeps store calls off the async threads). A
-//! writer's `write` does not block: it queues the data on the Write stream
-//! and a task takes the daemon's answers, so a failed write shows at the
-//! next write or at `commit`.
+//! writer's `write` queues the data on the Write stream and a task takes
+//! the daemon's answers, so a failed write shows at the next write or at
+//! `commit`. The queue holds at most [`WRITE_QUEUE_BYTES`]: a write that
+//! finds it full waits until the stream has taken enough (backpressure),
+//! except on a current-thread runtime's own thread, where waiting would
+//! stall the stream that empties it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,14 +21,58 @@ use berth_api::containerd::services::content::v1 as pb;
 use berth_api::containerd::services::content::v1::content_client::ContentClient;
 use berth_content::{Digest, Digester, Status};
 use berth_transfer::ContentStore;
-use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::StreamExt as _;
 
 use crate::client::{Chan, Client};
 
 /// Bytes one read of the Read stream asks for: a sequential reader (a
 /// layer applied, an archive written) makes one call per window.
 const READ_WINDOW: u64 = 1 << 20;
+
+/// Bytes of written data one Write stream may have queued and not yet
+/// taken by the stream.
+pub(crate) const WRITE_QUEUE_BYTES: usize = 8 << 20;
+
+/// The room left in one Write stream's queue, in bytes: a write takes
+/// permits for its data, given back as the stream takes the message.
+#[derive(Debug, Clone)]
+struct QueueRoom {
+    free: Arc<Semaphore>,
+    bytes: usize,
+}
+
+impl QueueRoom {
+    fn new(bytes: usize) -> QueueRoom {
+        QueueRoom {
+            free: Arc::new(Semaphore::new(bytes)),
+            bytes,
+        }
+    }
+
+    /// Room for `len` bytes (a message larger than the whole queue takes
+    /// all of it), waiting for the stream to take queued data when there
+    /// is none. `None` where waiting is impossible: on an async thread of
+    /// a current-thread runtime (its stream could not move meanwhile).
+    fn reserve(&self, handle: &Handle, len: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(len.min(self.bytes)).unwrap_or(u32::MAX);
+        if let Ok(p) = self.free.clone().try_acquire_many_owned(n) {
+            return Some(p);
+        }
+        let wait = self.free.clone().acquire_many_owned(n);
+        match Handle::try_current() {
+            // A plain thread (berth-transfer's blocking calls).
+            Err(_) => handle.block_on(wait).ok(),
+            // An async worker (a pull's chunk writes) or a blocking
+            // thread of a multi-thread runtime: it may wait in place.
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| handle.block_on(wait)).ok()
+            }
+            Ok(_) => None,
+        }
+    }
+}
 
 /// The daemon's content store, seen through its Content service in the
 /// client's namespace and lease.
@@ -191,21 +238,30 @@ impl berth_content::Ingester for RemoteContent {
                 "an ingest needs a ref".into(),
             ));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel::<Queued>();
+        let room = QueueRoom::new(WRITE_QUEUE_BYTES);
         // The first message names the ingest and asks where it stands (a
         // resumed ingest continues at its offset).
-        let _ = tx.send(pb::WriteContentRequest {
-            action: pb::WriteAction::Stat as i32,
-            r#ref: ref_.to_string(),
-            total: total.map_or(0, to_i64),
-            expected: expected.map(ToString::to_string).unwrap_or_default(),
-            ..Default::default()
-        });
+        let _ = tx.send((
+            pb::WriteContentRequest {
+                action: pb::WriteAction::Stat as i32,
+                r#ref: ref_.to_string(),
+                total: total.map_or(0, to_i64),
+                expected: expected.map(ToString::to_string).unwrap_or_default(),
+                ..Default::default()
+            },
+            None,
+        ));
         let mut c = self.client.clone();
         let what = format!("ingest {ref_}");
         let (stream, first) = block(&self.handle, async move {
             let mut stream = c
-                .write(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                // The room a message took is given back as the stream
+                // takes it.
+                .write(
+                    tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+                        .map(|(req, _room): Queued| req),
+                )
                 .await?
                 .into_inner();
             let first = stream.message().await?.ok_or_else(|| {
@@ -247,6 +303,7 @@ impl berth_content::Ingester for RemoteContent {
         Ok(Box::new(RemoteWriter {
             ref_: ref_.to_string(),
             tx: Some(tx),
+            room,
             answers: Some(answers),
             failure,
             handle: self.handle.clone(),
@@ -263,10 +320,14 @@ impl berth_content::Ingester for RemoteContent {
 /// The answers of one Write stream: the commit's, or the first failure.
 type Answers = tokio::task::JoinHandle<Result<Option<pb::WriteContentResponse>, tonic::Status>>;
 
+/// A queued Write message and the queue room its data holds.
+type Queued = (pb::WriteContentRequest, Option<OwnedSemaphorePermit>);
+
 /// One open Write stream.
 struct RemoteWriter {
     ref_: String,
-    tx: Option<mpsc::UnboundedSender<pb::WriteContentRequest>>,
+    tx: Option<mpsc::UnboundedSender<Queued>>,
+    room: QueueRoom,
     answers: Option<Answers>,
     failure: Arc<Mutex<Option<tonic::Status>>>,
     handle: Handle,
@@ -296,7 +357,16 @@ impl RemoteWriter {
 
     fn send(&self, req: pb::WriteContentRequest) -> berth_content::Result<()> {
         self.failed()?;
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(req).is_ok());
+        let room = match req.data.len() {
+            0 => None,
+            n => self.room.reserve(&self.handle, n),
+        };
+        // A failure seen while waiting for room.
+        self.failed()?;
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send((req, room)).is_ok());
         if !sent {
             self.failed()?;
             return Err(berth_content::Error::Unavailable(format!(
@@ -447,5 +517,72 @@ impl ContentStore for RemoteContent {
         block(&self.handle, async move { c.update(req).await })
             .map_err(|s| from_status(&format!("labelling content {digest}"), &s))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn multi_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    #[test]
+    fn a_full_write_queue_waits_until_the_stream_takes_data() {
+        let rt = multi_thread();
+        let room = QueueRoom::new(10);
+        let first = room.reserve(rt.handle(), 8).expect("room");
+        // From a plain thread and from an async worker alike, the next
+        // 8 bytes wait for the first 8 to leave the queue.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (plain, handle) = (room.clone(), rt.handle().clone());
+        let tx2 = tx.clone();
+        let waiter = std::thread::spawn(move || {
+            tx2.send(plain.reserve(&handle, 8)).expect("send");
+        });
+        let worker = room.clone();
+        let handle = rt.handle().clone();
+        rt.spawn(async move {
+            tx.send(worker.reserve(&handle, 8)).expect("send");
+        });
+        let limit = Duration::from_secs(10);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a write went past a full queue"
+        );
+        drop(first);
+        let second = rx.recv_timeout(limit).expect("room").expect("a permit");
+        assert_eq!(second.num_permits(), 8);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a write went past a full queue"
+        );
+        drop(second);
+        let third = rx.recv_timeout(limit).expect("room").expect("a permit");
+        assert_eq!(room.free.available_permits(), 2);
+        drop(third);
+        waiter.join().expect("join");
+        // A message larger than the queue takes all of it.
+        let whole = QueueRoom::new(4).reserve(rt.handle(), 100);
+        assert_eq!(whole.map(|p| p.num_permits()), Some(4));
+    }
+
+    #[test]
+    fn a_current_thread_runtime_never_waits_on_its_own_thread() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let room = QueueRoom::new(4);
+            let _full = room.reserve(&Handle::current(), 4).expect("room");
+            assert!(room.reserve(&Handle::current(), 1).is_none());
+        });
     }
 }
