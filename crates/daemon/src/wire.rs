@@ -86,13 +86,8 @@ pub(crate) fn events_status(e: berth_events::Error) -> Status {
     }
 }
 
-/// A shim's ttrpc error as the status it carries.
-pub(crate) fn shim_status(e: ttrpc::Error) -> Status {
-    RpcError::from(e).into()
-}
-
-/// Maps a shim-manager error to a status; a missing task's message says
-/// how to start one.
+/// Maps a shim-manager error (a shim's own answer included: its category
+/// and words) to a status; a missing task's message says how to start one.
 pub(crate) fn manager_status(e: manager::Error) -> Status {
     match e {
         manager::Error::NotFound(_) => {

@@ -9,6 +9,8 @@
 //!   cgroup statistics messages, for a shim's `Stats` answer.
 //! - [`spawn`]: short-lived helper processes started with `posix_spawn`,
 //!   without forking the caller.
+//! - [`task`]: a task's handle, the typed calls of its shim's task API
+//!   (the ttrpc connection stays inside this crate).
 //!
 //! OCI runtime specs are built by `berth-spec`; berth's shim is
 //! `berth-shim`.
@@ -17,6 +19,7 @@ pub mod address;
 pub mod cgroups;
 pub mod manager;
 pub mod spawn;
+pub mod task;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -20,6 +20,7 @@ use berth_api::containerd::task::v2 as shim;
 use tokio::sync::Mutex;
 
 use crate::spawn::{HelperCommand, ProcessExit};
+use crate::task::{NewTask, Stdio};
 
 /// How long a shim may take to start, or to answer a connect.
 const SHIM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +82,18 @@ pub enum Error {
     /// The task exists already.
     #[error("task {0:?}: already exists")]
     AlreadyExists(String),
+    /// The shim answered a call with an error: its status's category and
+    /// words, as the daemon passes them on.
+    #[error("{message}")]
+    Call {
+        /// The category of the shim's status code.
+        category: berth_api::Category,
+        /// The shim's message.
+        message: String,
+    },
+    /// The connection to the shim broke during a call.
+    #[error("shim connection: {0}")]
+    Disconnected(String),
     /// A file operation on the bundle failed.
     #[error("bundle {path}: {source}")]
     Io {
@@ -98,6 +111,8 @@ impl berth_api::ErrorCategory for Error {
         match self {
             Error::NotFound(_) => Category::NotFound,
             Error::AlreadyExists(_) => Category::AlreadyExists,
+            Error::Call { category, .. } => *category,
+            Error::Disconnected(_) => Category::Unavailable,
             // containerd returns these as plain errors: code Unknown.
             Error::NoShim { .. } | Error::BadRuntime(_) => Category::Unknown,
             Error::Start { .. } | Error::Connect { .. } | Error::Io { .. } => Category::Unavailable,
@@ -129,7 +144,9 @@ pub struct ManagerConfig {
     pub shims: BTreeMap<String, PathBuf>,
 }
 
-/// One running shim and its task.
+/// One running shim and its task: the task's handle, whose calls
+/// (`start`, `kill`, `state`, ...; the [`task`](crate::task) module) go to
+/// the shim's task API.
 #[derive(Clone)]
 pub struct Shim {
     /// Namespace.
@@ -145,8 +162,8 @@ pub struct Shim {
     /// The runtime name the task was created with (from the bundle's
     /// `runtime` file), if known.
     pub runtime: Option<String>,
-    /// The ttrpc task client.
-    pub client: shim::TaskClient,
+    /// The ttrpc task client (behind the handle's calls).
+    pub(crate) client: shim::TaskClient,
 }
 
 impl std::fmt::Debug for Shim {
@@ -530,6 +547,48 @@ impl ShimManager {
         self.config.state.join(namespace).join(id)
     }
 
+    /// Starts a shim for task `id` ([`ShimManager::start`]) and creates
+    /// the task in it, with `rootfs` mounted and `options` (runc's get
+    /// `task.runc_root` unless they name a root); the task's handle and its
+    /// init's pid. A shim whose task could not be created is stopped and
+    /// cleaned up.
+    pub async fn create_task(
+        self: &Arc<Self>,
+        namespace: &str,
+        id: &str,
+        task: NewTask<'_>,
+        rootfs: Vec<berth_api::containerd::types::Mount>,
+        stdio: Stdio,
+        options: Option<prost_types::Any>,
+    ) -> Result<(Arc<Shim>, u32), Error> {
+        let options = match task.runc_root {
+            Some(root) => crate::task::with_runc_root(options, root),
+            None => options,
+        };
+        let encoded = options.as_ref().map(prost::Message::encode_to_vec);
+        let shim = self
+            .start(
+                namespace,
+                id,
+                task.runtime,
+                task.runtime_path,
+                task.spec,
+                encoded.as_deref().unwrap_or_default(),
+            )
+            .await?;
+        match shim.create(rootfs, stdio, options).await {
+            Ok(pid) => {
+                tracing::debug!(shim = %shim.address, pid, "task created");
+                Ok((shim, pid))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "task creation failed; aborting its shim");
+                self.abort(namespace, id).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Creates the bundle (config.json = `spec`, empty `rootfs`) and starts
     /// a shim for it; returns the connected shim. `options` is the task's
     /// options as a protobuf-encoded `Any` (empty for none): the shim's
@@ -745,15 +804,7 @@ impl ShimManager {
             } else {
                 None
             };
-            let req = shim::ShutdownRequest {
-                id: id.to_string(),
-                now: false,
-            };
-            // The shim exits as it answers; a broken connection is success.
-            let _ = shim
-                .client
-                .shutdown(context(Duration::from_secs(2)), &req)
-                .await;
+            shim.shutdown(false).await;
             // Its socket goes now, not when the shim gets to it: a task
             // started again under this id at once (the restart monitor,
             // `run --rm` twice) must start a new shim, not find this one.
@@ -831,14 +882,7 @@ impl ShimManager {
             .await
             .remove(&(namespace.to_string(), id.to_string()));
         if let Some(shim) = shim {
-            let req = shim::ShutdownRequest {
-                id: id.to_string(),
-                now: true,
-            };
-            let _ = shim
-                .client
-                .shutdown(context(Duration::from_secs(2)), &req)
-                .await;
+            shim.shutdown(true).await;
             self.cleanup_dead(namespace, id, &shim.bundle, &shim.binary)
                 .await;
         }
@@ -950,13 +994,8 @@ impl ShimManager {
         };
         if !address.is_empty() {
             if let Ok(shim) = self.connect(namespace, id, bundle, &binary, &address).await {
-                let req = shim::ConnectRequest { id: id.to_string() };
-                let connected = shim
-                    .client
-                    .connect(context_for(namespace, Some(SHIM_TIMEOUT)), &req)
-                    .await;
-                match connected {
-                    Ok(c) if c.task_pid != 0 && !task_deleted(&shim, namespace, id).await => {
+                match shim.connect(SHIM_TIMEOUT).await {
+                    Ok(c) if c.task_pid != 0 && !task_deleted(&shim).await => {
                         let shim = Arc::new(shim);
                         self.shims
                             .lock()
@@ -973,14 +1012,7 @@ impl ShimManager {
                         // shutting the shim down). Nobody can start, kill or
                         // delete such a task: stop the shim and clean up.
                         tracing::info!(namespace, id, "shim has no created task; stopping it");
-                        let req = shim::ShutdownRequest {
-                            id: id.to_string(),
-                            now: true,
-                        };
-                        let _ = shim
-                            .client
-                            .shutdown(context(Duration::from_secs(2)), &req)
-                            .await;
+                        shim.shutdown(true).await;
                     }
                     Err(e) => {
                         tracing::info!(namespace, id, error = %e, "shim does not answer Connect")
@@ -996,15 +1028,13 @@ impl ShimManager {
 
 /// Whether the shim says its task `id` no longer exists (deleted, the
 /// shim only waiting for the Shutdown the daemon did not live to send).
-async fn task_deleted(shim: &Shim, namespace: &str, id: &str) -> bool {
-    let req = shim::StateRequest {
-        id: id.to_string(),
-        exec_id: String::new(),
-    };
-    // gRPC/ttrpc code 5: NotFound.
+async fn task_deleted(shim: &Shim) -> bool {
     matches!(
-        shim.client.state(context_for(namespace, Some(SHIM_TIMEOUT)), &req).await,
-        Err(ttrpc::Error::RpcStatus(ref s)) if s.code == 5
+        shim.state_within("", SHIM_TIMEOUT).await,
+        Err(Error::Call {
+            category: berth_api::Category::NotFound,
+            ..
+        })
     )
 }
 

@@ -9,27 +9,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::containerd::runc::v1::Options as RuncOptions;
 use berth_api::containerd::services::tasks::v1 as pb;
 use berth_api::containerd::services::tasks::v1::tasks_server::Tasks;
-use berth_api::containerd::task::v2 as shim;
 use berth_api::containerd::types::Metric;
-use berth_api::containerd::v1::types::Process;
 use berth_metadata::Db;
-use berth_runtime::manager::{Shim, ShimManager, context_for};
-use prost::Message;
+use berth_runtime::manager::{Shim, ShimManager};
+use berth_runtime::task::{CALL_TIMEOUT, NewTask, Stdio};
 use tonic::{Request, Response, Status};
 
 use super::{namespace_of, with_db};
-use crate::wire::{manager_status, shim_status};
+use crate::wire::manager_status;
 
 /// Shim State calls in flight at once for one Tasks.List.
 const LIST_STATE_CALLS: usize = 64;
-
-/// Timeout of ordinary shim calls (not Wait).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Type URL of runc's shim options.
-const RUNC_OPTIONS_URL: &str = "containerd.runc.v1.Options";
 
 /// Serves the tasks API.
 #[derive(Debug, Clone)]
@@ -51,37 +43,6 @@ impl TasksService {
     }
 }
 
-fn ctx(ns: &str) -> ttrpc::context::Context {
-    context_for(ns, Some(CALL_TIMEOUT))
-}
-
-/// Gives runc a root under berth's state unless the options name one, so
-/// berth never sees another daemon's containers.
-fn with_runc_root(
-    options: Option<prost_types::Any>,
-    root: &std::path::Path,
-) -> Option<prost_types::Any> {
-    let mut opts = match &options {
-        None => RuncOptions::default(),
-        Some(a) if a.type_url.ends_with(RUNC_OPTIONS_URL) => {
-            match RuncOptions::decode(a.value.as_slice()) {
-                Ok(o) => o,
-                Err(_) => return options,
-            }
-        }
-        Some(_) => return options,
-    };
-    if opts.root.is_empty() {
-        opts.root = root.display().to_string();
-    }
-    Some(prost_types::Any {
-        type_url: options
-            .map(|a| a.type_url)
-            .unwrap_or_else(|| RUNC_OPTIONS_URL.to_string()),
-        value: opts.encode_to_vec(),
-    })
-}
-
 /// Timeout of the calls a scrape or a debug dump makes to each shim
 /// (containerd gives shim stats two seconds too).
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,13 +53,7 @@ pub(crate) async fn shim_stats(
     s: &Shim,
     timeout: Duration,
 ) -> Result<Option<prost_types::Any>, Status> {
-    let req = shim::StatsRequest { id: s.id.clone() };
-    let resp = s
-        .client
-        .stats(context_for(&s.namespace, Some(timeout)), &req)
-        .await
-        .map_err(shim_status)?;
-    Ok(resp.stats)
+    s.stats(timeout).await.map_err(manager_status)
 }
 
 /// What a scrape or a debug dump learns about one task from its shim.
@@ -134,15 +89,7 @@ pub(crate) async fn probe(s: &Shim, with_stats: bool) -> TaskProbe {
         stats: None,
         error: None,
     };
-    let req = shim::StateRequest {
-        id: s.id.clone(),
-        exec_id: String::new(),
-    };
-    let state = match s
-        .client
-        .state(context_for(&s.namespace, Some(PROBE_TIMEOUT)), &req)
-        .await
-    {
+    let state = match s.state_within("", PROBE_TIMEOUT).await {
         Ok(st) => st,
         Err(e) => {
             p.error = Some(format!("state: {e}"));
@@ -161,41 +108,9 @@ pub(crate) async fn probe(s: &Shim, with_stats: bool) -> TaskProbe {
     p
 }
 
-fn process_of(id: &str, s: shim::StateResponse) -> Process {
-    Process {
-        container_id: id.to_string(),
-        id: if s.exec_id.is_empty() {
-            s.id
-        } else {
-            s.exec_id
-        },
-        pid: s.pid,
-        status: s.status,
-        stdin: s.stdin,
-        stdout: s.stdout,
-        stderr: s.stderr,
-        terminal: s.terminal,
-        exit_status: s.exit_status,
-        exited_at: s.exited_at,
-    }
-}
-
 impl TasksService {
     async fn shim(&self, ns: &str, id: &str) -> Result<Arc<Shim>, Status> {
         self.shims.get(ns, id).await.map_err(manager_status)
-    }
-
-    async fn state(&self, s: &Shim, exec_id: &str) -> Result<Process, Status> {
-        let req = shim::StateRequest {
-            id: s.id.clone(),
-            exec_id: exec_id.to_string(),
-        };
-        let st = s
-            .client
-            .state(ctx(&s.namespace), &req)
-            .await
-            .map_err(shim_status)?;
-        Ok(process_of(&s.id, st))
     }
 }
 
@@ -246,49 +161,30 @@ impl Tasks for TasksService {
             type_url: o.type_url,
             value: o.value,
         });
-        let options = super::legacy_options::task_options(r.options.clone(), runtime_options)
+        let options = super::legacy_options::task_options(r.options, runtime_options)
             .map_err(|e| Status::invalid_argument(format!("runtime options: {e}")))?;
-        let options = with_runc_root(options, &self.runc_root);
-        let encoded = options.as_ref().map(Message::encode_to_vec);
-        let s = self
-            .shims
-            .start(
-                &ns,
-                &id,
-                &container.runtime.name,
-                &r.runtime_path,
-                &spec,
-                encoded.as_deref().unwrap_or_default(),
-            )
-            .await
-            .map_err(manager_status)?;
-        let req = shim::CreateTaskRequest {
-            id: id.clone(),
-            bundle: s.bundle.display().to_string(),
-            rootfs: r.rootfs,
-            terminal: r.terminal,
+        let task = NewTask {
+            runtime: &container.runtime.name,
+            runtime_path: &r.runtime_path,
+            spec: &spec,
+            runc_root: Some(&self.runc_root),
+        };
+        let stdio = Stdio {
             stdin: r.stdin,
             stdout: r.stdout,
             stderr: r.stderr,
-            checkpoint: String::new(),
-            parent_checkpoint: String::new(),
-            options,
+            terminal: r.terminal,
         };
-        match s.client.create(ctx(&ns), &req).await {
-            Ok(resp) => {
-                tracing::Span::current().record("pid", resp.pid);
-                tracing::debug!(shim = %s.address, "task created");
-                Ok(Response::new(pb::CreateTaskResponse {
-                    container_id: id,
-                    pid: resp.pid,
-                }))
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "task creation failed; aborting its shim");
-                self.shims.abort(&ns, &id).await;
-                Err(shim_status(e))
-            }
-        }
+        let (_, pid) = self
+            .shims
+            .create_task(&ns, &id, task, r.rootfs, stdio, options)
+            .await
+            .map_err(manager_status)?;
+        tracing::Span::current().record("pid", pid);
+        Ok(Response::new(pb::CreateTaskResponse {
+            container_id: id,
+            pid,
+        }))
     }
 
     #[tracing::instrument(
@@ -309,14 +205,10 @@ impl Tasks for TasksService {
         tracing::Span::current().record("namespace", ns.as_str());
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::StartRequest {
-            id: r.container_id,
-            exec_id: r.exec_id,
-        };
-        let resp = s.client.start(ctx(&ns), &req).await.map_err(shim_status)?;
-        tracing::Span::current().record("pid", resp.pid);
+        let pid = s.start(&r.exec_id).await.map_err(manager_status)?;
+        tracing::Span::current().record("pid", pid);
         tracing::debug!("task started");
-        Ok(Response::new(pb::StartResponse { pid: resp.pid }))
+        Ok(Response::new(pb::StartResponse { pid }))
     }
 
     async fn delete(
@@ -326,17 +218,13 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let id = r.into_inner().container_id;
         let s = self.shim(&ns, &id).await?;
-        let req = shim::DeleteRequest {
-            id: id.clone(),
-            exec_id: String::new(),
-        };
-        let resp = s.client.delete(ctx(&ns), &req).await.map_err(shim_status)?;
+        let deleted = s.delete("").await.map_err(manager_status)?;
         self.shims.remove(&ns, &id).await;
         Ok(Response::new(pb::DeleteResponse {
             id,
-            pid: resp.pid,
-            exit_status: resp.exit_status,
-            exited_at: resp.exited_at,
+            pid: deleted.pid,
+            exit_status: deleted.exit.code,
+            exited_at: deleted.exit.at,
         }))
     }
 
@@ -347,16 +235,12 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::DeleteRequest {
-            id: r.container_id,
-            exec_id: r.exec_id.clone(),
-        };
-        let resp = s.client.delete(ctx(&ns), &req).await.map_err(shim_status)?;
+        let deleted = s.delete(&r.exec_id).await.map_err(manager_status)?;
         Ok(Response::new(pb::DeleteResponse {
             id: r.exec_id,
-            pid: resp.pid,
-            exit_status: resp.exit_status,
-            exited_at: resp.exited_at,
+            pid: deleted.pid,
+            exit_status: deleted.exit.code,
+            exited_at: deleted.exit.at,
         }))
     }
 
@@ -364,7 +248,7 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let process = self.state(&s, &r.exec_id).await?;
+        let process = s.state(&r.exec_id).await.map_err(manager_status)?;
         Ok(Response::new(pb::GetResponse {
             process: Some(process),
         }))
@@ -381,7 +265,7 @@ impl Tasks for TasksService {
         // daemon's own work per task, not a round trip per task.
         let tasks = futures::stream::iter(self.shims.list(&ns).await)
             .map(|s| async move {
-                match self.state(&s, "").await {
+                match s.state("").await {
                     Ok(p) => Some(p),
                     Err(e) => {
                         tracing::warn!(id = %s.id, error = %e, "cannot get task state");
@@ -400,13 +284,9 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::KillRequest {
-            id: r.container_id,
-            exec_id: r.exec_id,
-            signal: r.signal,
-            all: r.all,
-        };
-        s.client.kill(ctx(&ns), &req).await.map_err(shim_status)?;
+        s.kill(&r.exec_id, r.signal, r.all)
+            .await
+            .map_err(manager_status)?;
         Ok(Response::new(()))
     }
 
@@ -419,16 +299,15 @@ impl Tasks for TasksService {
             ));
         }
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::ExecProcessRequest {
-            id: r.container_id,
-            exec_id: r.exec_id,
-            terminal: r.terminal,
+        let stdio = Stdio {
             stdin: r.stdin,
             stdout: r.stdout,
             stderr: r.stderr,
-            spec: r.spec,
+            terminal: r.terminal,
         };
-        s.client.exec(ctx(&ns), &req).await.map_err(shim_status)?;
+        s.exec(&r.exec_id, stdio, r.spec)
+            .await
+            .map_err(manager_status)?;
         Ok(Response::new(()))
     }
 
@@ -436,16 +315,9 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::ResizePtyRequest {
-            id: r.container_id,
-            exec_id: r.exec_id,
-            width: r.width,
-            height: r.height,
-        };
-        s.client
-            .resize_pty(ctx(&ns), &req)
+        s.resize_pty(&r.exec_id, r.width, r.height)
             .await
-            .map_err(shim_status)?;
+            .map_err(manager_status)?;
         Ok(Response::new(()))
     }
 
@@ -453,15 +325,9 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::CloseIoRequest {
-            id: r.container_id,
-            exec_id: r.exec_id,
-            stdin: r.stdin,
-        };
-        s.client
-            .close_io(ctx(&ns), &req)
+        s.close_io(&r.exec_id, r.stdin)
             .await
-            .map_err(shim_status)?;
+            .map_err(manager_status)?;
         Ok(Response::new(()))
     }
 
@@ -469,10 +335,7 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let id = r.into_inner().container_id;
         let s = self.shim(&ns, &id).await?;
-        s.client
-            .pause(ctx(&ns), &shim::PauseRequest { id })
-            .await
-            .map_err(shim_status)?;
+        s.pause().await.map_err(manager_status)?;
         Ok(Response::new(()))
     }
 
@@ -480,10 +343,7 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let id = r.into_inner().container_id;
         let s = self.shim(&ns, &id).await?;
-        s.client
-            .resume(ctx(&ns), &shim::ResumeRequest { id })
-            .await
-            .map_err(shim_status)?;
+        s.resume().await.map_err(manager_status)?;
         Ok(Response::new(()))
     }
 
@@ -494,14 +354,8 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let id = r.into_inner().container_id;
         let s = self.shim(&ns, &id).await?;
-        let resp = s
-            .client
-            .pids(ctx(&ns), &shim::PidsRequest { id })
-            .await
-            .map_err(shim_status)?;
-        Ok(Response::new(pb::ListPidsResponse {
-            processes: resp.processes,
-        }))
+        let processes = s.pids().await.map_err(manager_status)?;
+        Ok(Response::new(pb::ListPidsResponse { processes }))
     }
 
     async fn checkpoint(
@@ -525,12 +379,9 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::UpdateTaskRequest {
-            id: r.container_id,
-            resources: r.resources,
-            annotations: r.annotations,
-        };
-        s.client.update(ctx(&ns), &req).await.map_err(shim_status)?;
+        s.update(r.resources, r.annotations)
+            .await
+            .map_err(manager_status)?;
         Ok(Response::new(()))
     }
 
@@ -565,19 +416,11 @@ impl Tasks for TasksService {
         let ns = namespace_of(&r)?;
         let r = r.into_inner();
         let s = self.shim(&ns, &r.container_id).await?;
-        let req = shim::WaitRequest {
-            id: r.container_id,
-            exec_id: r.exec_id,
-        };
         // No deadline: a wait lasts as long as the process.
-        let resp = s
-            .client
-            .wait(context_for(&ns, None), &req)
-            .await
-            .map_err(shim_status)?;
+        let exit = s.wait(&r.exec_id).await.map_err(manager_status)?;
         Ok(Response::new(pb::WaitResponse {
-            exit_status: resp.exit_status,
-            exited_at: resp.exited_at,
+            exit_status: exit.code,
+            exited_at: exit.at,
         }))
     }
 }
