@@ -110,21 +110,8 @@ macro_rules! registry_of {
 }
 registry_of!(PullOpts, PushOpts, FetchOpts, ObjectOpts);
 
-fn api_descriptor(d: &berth_images::Descriptor) -> berth_api::containerd::types::Descriptor {
-    berth_api::containerd::types::Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.to_string(),
-        size: i64::try_from(d.size).unwrap_or(i64::MAX),
-        annotations: d
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    }
-}
-
 /// Reads blobs for berth-images' graph walks through the Content service.
-struct Blobs(Client);
+pub(crate) struct Blobs(pub(crate) Client);
 
 #[async_trait::async_trait]
 impl berth_images::handlers::ReadBlob for Blobs {
@@ -153,7 +140,7 @@ impl Client {
         paths.extend(labels.keys().map(|k| format!("labels.{k}")));
         let image = images_pb::Image {
             name: name.to_string(),
-            target: Some(api_descriptor(root)),
+            target: Some(crate::image::descriptor_to_wire(root)),
             labels,
             ..Default::default()
         };
@@ -315,7 +302,7 @@ impl Client {
         let applied = self
             .diff()
             .apply(diff_pb::ApplyRequest {
-                diff: Some(api_descriptor(layer)),
+                diff: Some(crate::image::descriptor_to_wire(layer)),
                 mounts,
                 payloads: HashMap::new(),
                 sync_fs: false,

@@ -25,6 +25,20 @@ pub fn descriptor_from_wire(d: berth_api::containerd::types::Descriptor) -> Resu
     Ok(desc)
 }
 
+/// A [`Descriptor`] in its wire form.
+pub fn descriptor_to_wire(d: &Descriptor) -> berth_api::containerd::types::Descriptor {
+    berth_api::containerd::types::Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.to_string(),
+        size: i64::try_from(d.size).unwrap_or(i64::MAX),
+        annotations: d
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
 /// An image record as the Images service stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRecord {
@@ -150,14 +164,6 @@ impl Client {
         Ok(data)
     }
 
-    async fn read_json(&self, digest: &str) -> Result<serde_json::Value> {
-        let bytes = self.read_blob(digest).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-            what: format!("blob {digest} as JSON"),
-            reason: e.to_string(),
-        })
-    }
-
     /// The image record `name`, looked up as given, then normalised
     /// (`busybox` finds `docker.io/library/busybox:latest`).
     pub async fn get_image_record(&self, name: &str) -> Result<ImageRecord> {
@@ -219,68 +225,60 @@ impl Client {
         Ok(())
     }
 
+    /// The manifest for `platforms` under `root` (through nested indexes),
+    /// its layers and its config, read through the Content service
+    /// (berth-images' `image_layers_and_config`). A blob that cannot be
+    /// read fails with the client's error for it; anything else wrong with
+    /// the image is an [`Error::Image`] naming `name`.
+    pub async fn image_layers(
+        &self,
+        name: &str,
+        root: &Descriptor,
+        platforms: &berth_images::Matcher,
+    ) -> Result<berth_images::handlers::ResolvedImage> {
+        let resolved = berth_images::handlers::image_layers_and_config(
+            &crate::client_side::Blobs(self.clone()),
+            root,
+            platforms,
+        )
+        .await;
+        let bad = |reason: String| Error::Image {
+            name: name.to_string(),
+            reason,
+        };
+        match resolved {
+            Ok(r) => Ok(r),
+            Err(berth_images::Error::Read { source, .. }) => match source.downcast::<Error>() {
+                Ok(e) => Err(*e),
+                Err(other) => Err(bad(other.to_string())),
+            },
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+
     /// Reads an image's manifest (the host platform's, through nested
     /// indexes) and config.
     pub async fn resolve_image(&self, record: ImageRecord) -> Result<Image> {
-        let name = record.name.clone();
+        let resolved = self
+            .image_layers(&record.name, &record.target, &berth_images::Matcher::host())
+            .await?;
         let bad = |reason: String| Error::Image {
-            name: name.clone(),
+            name: record.name.clone(),
             reason,
         };
-        let mut digest = record.target.digest.to_string();
-        let mut manifest = self.read_json(&digest).await?;
-        let mut depth = 0;
-        while manifest["manifests"].is_array() {
-            depth += 1;
-            if depth > 4 {
-                return Err(bad("indexes nested more than 4 deep".into()));
-            }
-            let entries: Vec<&serde_json::Value> = manifest["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .collect();
-            let chosen = entries
-                .iter()
-                .find(|m| {
-                    m["platform"]["os"] == "linux"
-                        && m["platform"]["architecture"] == berth_images::platform::host_arch()
-                })
-                .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "no linux/{} manifest in its index",
-                        berth_images::platform::host_arch()
-                    ))
-                })?;
-            digest = chosen["digest"].as_str().unwrap_or_default().to_string();
-            manifest = self.read_json(&digest).await?;
-        }
-        let config_digest = manifest["config"]["digest"]
-            .as_str()
-            .ok_or_else(|| bad(format!("manifest {digest} has no config")))?
-            .to_string();
-        let config = self.read_json(&config_digest).await?;
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        };
-        let c = &config["config"];
-        let diff_ids = strings(&config["rootfs"]["diff_ids"]);
+        let diff_ids: Vec<String> = resolved.diff_ids().iter().map(|d| d.to_string()).collect();
         let chain = chain_id(&diff_ids).ok_or_else(|| bad("it has no layers".into()))?;
+        let c = resolved.image_config.config.unwrap_or_default();
         Ok(Image {
             record,
-            manifest: digest,
-            config_digest,
+            manifest: resolved.manifest.digest.to_string(),
+            config_digest: resolved.config.digest.to_string(),
             config: ImageConfig {
-                env: strings(&c["Env"]),
-                entrypoint: strings(&c["Entrypoint"]),
-                cmd: strings(&c["Cmd"]),
-                working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
-                user: c["User"].as_str().unwrap_or_default().to_string(),
+                env: c.env,
+                entrypoint: c.entrypoint,
+                cmd: c.cmd,
+                working_dir: c.working_dir,
+                user: c.user,
             },
             diff_ids,
             chain_id: chain,

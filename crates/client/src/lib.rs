@@ -20,7 +20,8 @@ pub use container::{Container, ContainerBuilder, DEFAULT_RUNTIME};
 pub use error::{Error, Result};
 pub use events::{Event, EventStream, Payload, decode as decode_event};
 pub use image::{
-    Descriptor, Image, ImageConfig, ImageRecord, chain_id, descriptor_from_wire, normalize,
+    Descriptor, Image, ImageConfig, ImageRecord, chain_id, descriptor_from_wire,
+    descriptor_to_wire, normalize,
 };
 pub use task::{ExitStatus, ExitWaiter, Process, Status, Task};
 pub use transfer::{

@@ -12,9 +12,7 @@ use berth_api::containerd::services::diff::v1::diff_client::DiffClient;
 use berth_api::containerd::services::snapshots::v1 as spb;
 use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::containerd::types::Descriptor;
-use sha2::Digest as _;
 
-use crate::commands::run::{host_arch, read_blob};
 
 /// The parts of an image an unpack needs.
 pub(crate) struct ImageLayers {
@@ -26,92 +24,26 @@ pub(crate) struct ImageLayers {
     pub(crate) config: String,
 }
 
-fn descriptor(v: &serde_json::Value) -> Descriptor {
-    Descriptor {
-        media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
-        digest: v["digest"].as_str().unwrap_or_default().to_string(),
-        size: v["size"].as_i64().unwrap_or_default(),
-        annotations: v["annotations"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-            .collect(),
-    }
-}
-
-/// Chain IDs of `diff_ids`, as the OCI image spec defines them.
-pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => format!(
-                "sha256:{:x}",
-                sha2::Sha256::digest(format!("{prev} {d}").as_bytes())
-            ),
-        };
-        out.push(next);
-    }
-    out
-}
-
 /// Reads the manifest (the host's, through indexes) and config of `target`.
 pub(crate) async fn image_layers(
     client: &Client,
     target: &Descriptor,
 ) -> anyhow::Result<ImageLayers> {
-    let mut content = ContentClient::with_interceptor(client.channel(), client.interceptor());
-    let mut digest = target.digest.clone();
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&read_blob(&mut content, &digest).await?)?;
-    for _ in 0..4 {
-        if !manifest["manifests"].is_array() {
-            break;
-        }
-        let entries = manifest["manifests"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let chosen = entries
-            .iter()
-            .find(|m| {
-                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch()
-            })
-            .or_else(|| entries.iter().find(|m| m["platform"].is_null()))
-            .with_context(|| format!("{} has no linux/{} manifest", target.digest, host_arch()))?;
-        digest = chosen["digest"].as_str().unwrap_or_default().to_string();
-        manifest = serde_json::from_slice(&read_blob(&mut content, &digest).await?)?;
-    }
-    let config = manifest["config"]["digest"]
-        .as_str()
-        .with_context(|| format!("manifest {digest} has no config"))?
-        .to_string();
-    let config_json: serde_json::Value =
-        serde_json::from_slice(&read_blob(&mut content, &config).await?)?;
-    let diff_ids: Vec<String> = config_json["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect();
-    let layers: Vec<Descriptor> = manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(descriptor)
-        .collect();
-    if layers.len() != diff_ids.len() {
-        bail!(
-            "manifest {digest} has {} layers but its config {config} {} diff IDs",
-            layers.len(),
-            diff_ids.len()
-        );
-    }
+    let root = berth_client::descriptor_from_wire(target.clone())?;
+    let image = berth_client::Client::from_raw(client.clone(), "")
+        .image_layers(&target.digest, &root, &berth_images::Matcher::host())
+        .await?;
     Ok(ImageLayers {
-        chain: chain_ids(&diff_ids),
-        layers,
-        config,
+        chain: berth_images::manifest::chain_ids(image.diff_ids())
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        layers: image
+            .layers
+            .iter()
+            .map(berth_client::descriptor_to_wire)
+            .collect(),
+        config: image.config.digest.to_string(),
     })
 }
 
