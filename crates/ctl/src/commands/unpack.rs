@@ -13,7 +13,6 @@ use berth_api::containerd::services::snapshots::v1 as spb;
 use berth_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::containerd::types::Descriptor;
 
-
 /// The parts of an image an unpack needs.
 pub(crate) struct ImageLayers {
     /// Layer descriptors, base first.
