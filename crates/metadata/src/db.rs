@@ -48,6 +48,11 @@ struct Inner {
     dirty: AtomicU64,
     /// Called after each committed write with whether `dirty` is set.
     on_mutation: RwLock<Vec<MutationCallback>>,
+    /// Held for writing while a collection's blob files are deleted, and
+    /// for reading by whoever records a blob that is in the shared store
+    /// (a commit, a deduplicated write): a file is never deleted between
+    /// "the blob is there" and "a namespace holds it".
+    blob_files: RwLock<()>,
 }
 
 /// A function told of every committed write; its argument says whether a
@@ -92,8 +97,35 @@ impl Db {
                 tracked: Mutex::new(None),
                 dirty: AtomicU64::new(0),
                 on_mutation: RwLock::new(Vec::new()),
+                blob_files: RwLock::new(()),
             }),
         })
+    }
+
+    /// Runs `f` while no blob file can be deleted (see
+    /// [`Db::while_deleting_blob_files`]): for recording a blob found in,
+    /// or just committed to, the shared content store. Many callers may
+    /// hold this at once.
+    pub fn while_blob_files_kept<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self
+            .inner
+            .blob_files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f()
+    }
+
+    /// Runs `f`, the deletion of blob files that a collection found
+    /// unreferenced, while nobody records a blob ([`Db::while_blob_files_kept`]).
+    /// `f` should re-check each digest with
+    /// [`ContentStore::exists_anywhere`] before deleting its file.
+    pub fn while_deleting_blob_files<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self
+            .inner
+            .blob_files
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        f()
     }
 
     /// The path of the database file.
