@@ -110,6 +110,25 @@ fn info_of(r: ContentRecord) -> berth_content::Result<berth_content::Info> {
     })
 }
 
+/// Adds blob `digest` of namespace `ns` to `lease`, if given.
+fn lease_content(
+    db: &Db,
+    ns: &str,
+    lease: Option<&str>,
+    digest: &str,
+) -> berth_content::Result<()> {
+    let Some(lease) = lease else {
+        return Ok(());
+    };
+    let resource = Resource {
+        id: digest.to_string(),
+        kind: leases::CONTENT.to_string(),
+    };
+    db.leases()
+        .add_resource(ns, lease, resource)
+        .map_err(content_error)
+}
+
 fn size_i64(size: u64) -> i64 {
     i64::try_from(size).unwrap_or(i64::MAX)
 }
@@ -196,20 +215,15 @@ impl<S: ?Sized> NamespacedContent<S> {
                         .update(&self.ns, &digest, labels, &paths)
                         .map_err(content_error)?;
                 }
-                let Some(lease) = &self.lease else {
-                    return Ok(());
-                };
-                let resource = Resource {
-                    id: digest,
-                    kind: leases::CONTENT.to_string(),
-                };
-                self.db
-                    .leases()
-                    .add_resource(&self.ns, lease, resource)
-                    .map_err(content_error)
+                self.lease_content(&digest)
             }
             Err(e) => Err(content_error(e)),
         }
+    }
+
+    /// Adds blob `digest` to the lease, if there is one.
+    fn lease_content(&self, digest: &str) -> berth_content::Result<()> {
+        lease_content(&self.db, &self.ns, self.lease.as_deref(), digest)
     }
 
     fn release_ingest(&self, reference: &str) {
@@ -240,6 +254,8 @@ impl<S: Store + ?Sized + 'static> NamespacedContent<S> {
         self.db.while_blob_files_kept(|| {
             if let Some(d) = expected {
                 if self.db.content().info(&self.ns, d.as_str()).is_ok() {
+                    // As containerd's: the lease holds it all the same.
+                    self.lease_content(d.as_str())?;
                     return Err(berth_content::Error::AlreadyExists(format!("content {d}")));
                 }
             }
@@ -264,8 +280,9 @@ impl<S: Store + ?Sized + 'static> NamespacedContent<S> {
                             None => Err(berth_content::Error::AlreadyExists(m)),
                         }
                     }
-                    Err(berth_content::Error::Unavailable(_)) => Err(
-                        berth_content::Error::Unavailable(format!("ref {reference} locked")),
+                    // The backend names its own ref; the caller knows its own.
+                    Err(berth_content::Error::Unavailable(m)) => Err(
+                        berth_content::Error::Unavailable(m.replacen(&bref, reference, 1)),
                     ),
                     Err(e) => Err(e),
                 };
@@ -428,16 +445,22 @@ impl NamespacedWriter {
                 Err(berth_content::Error::AlreadyExists(_)) => false,
                 Err(e) => return Err(e),
             };
-            db.content()
-                .add(
-                    &ns,
-                    digest.as_str(),
-                    size_i64(committed_size),
-                    labels,
-                    lease.as_deref(),
-                )
-                .map_err(content_error)?;
-            Ok(fresh)
+            match db.content().add(
+                &ns,
+                digest.as_str(),
+                size_i64(committed_size),
+                labels,
+                lease.as_deref(),
+            ) {
+                Ok(_) => Ok(fresh),
+                // Recorded before (the same blob written again): the lease
+                // holds it all the same, as containerd's commit does.
+                Err(crate::Error::AlreadyExists(m)) => {
+                    lease_content(&db, &ns, lease.as_deref(), digest.as_str())?;
+                    Err(berth_content::Error::AlreadyExists(m))
+                }
+                Err(e) => Err(content_error(e)),
+            }
         });
         // Committed (or found committed): the lease holds the blob now,
         // not the ingest (containerd's removeIngestLease).
