@@ -297,6 +297,44 @@ impl Db {
         Ok(out)
     }
 
+    /// [`Db::update`], committed without waiting for the disk: the change
+    /// is visible at once and reaches the disk with the next durable commit
+    /// (or is lost in a crash before it). For writes a durable one follows.
+    pub(crate) fn update_lazily<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        let mut txn = self
+            .inner
+            .db
+            .begin_write()
+            .context("begin write transaction")?;
+        txn.set_durability(redb::Durability::None);
+        let out = match f(&txn) {
+            Ok(out) => {
+                txn.commit().context("commit transaction")?;
+                out
+            }
+            Err(err) => {
+                if let Err(abort) = txn.abort() {
+                    warn!(error = %abort, "failed to abort metadata transaction");
+                }
+                return Err(err);
+            }
+        };
+        let dirty = self.is_dirty();
+        let callbacks = self
+            .inner
+            .on_mutation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for callback in callbacks {
+            callback(dirty);
+        }
+        Ok(out)
+    }
+
     /// [`Db::update`] without telling the mutation callbacks: the
     /// collector's own writes, which must not schedule another collection.
     pub(crate) fn update_unobserved<T>(

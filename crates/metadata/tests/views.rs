@@ -240,3 +240,32 @@ fn snapshots_are_held_by_the_lease() {
     assert!(a.stat("z").unwrap_err().is_not_found());
     assert_eq!(driver_names(&sn).len(), 1);
 }
+
+#[test]
+fn relabelling_writers_leave_ingests_out_of_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = content_in(dir.path());
+    db.leases().create("ns", "pull", BTreeMap::new()).unwrap();
+    let view = NamespacedContent::new(store.clone(), db.clone(), "ns")
+        .with_lease(Some("pull".into()))
+        .relabelled_after_commit();
+    let mut w = view.writer("layer", None, None).unwrap();
+    w.write(b"transfer").unwrap();
+    assert!(resources(&db, "ns", "pull").is_empty());
+    let digest = Digest::of(b"transfer");
+    w.commit(0, Some(&digest), Labels::new()).unwrap();
+    let labels: Labels = [("k".to_string(), "v".to_string())].into_iter().collect();
+    view.add_labels(&digest, 8, labels.clone()).unwrap();
+    assert_eq!(view.info(&digest).unwrap().labels, labels);
+    let held = resources(&db, "ns", "pull");
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].id, digest.to_string());
+
+    // A blob another namespace stored is shared: AlreadyExists, recorded.
+    let other = NamespacedContent::new(store, db.clone(), "other")
+        .with_lease(None)
+        .relabelled_after_commit();
+    let err = other.writer("layer", None, Some(&digest)).unwrap_err();
+    assert!(err.is_already_exists(), "{err:?}");
+    assert_eq!(other.info(&digest).unwrap().size, 8);
+}

@@ -34,7 +34,12 @@ impl TransferContent {
         ns: &str,
         lease: Option<String>,
     ) -> TransferContent {
-        TransferContent(NamespacedContent::new(store, db, ns).with_lease(lease))
+        // The transfer labels each blob right after committing it.
+        TransferContent(
+            NamespacedContent::new(store, db, ns)
+                .with_lease(lease)
+                .relabelled_after_commit(),
+        )
     }
 }
 
