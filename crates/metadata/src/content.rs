@@ -7,9 +7,10 @@
 //! can read, label and delete only the blobs `a` has a record for, even if
 //! the same bytes were pulled by namespace `b` too.
 //!
-//! The daemon drives both halves: it commits a blob into the shared store,
-//! then [`ContentStore::add`]s the record (and the blob to the client's
-//! lease) here. Deleting a record never deletes the file, not even the
+//! [`NamespacedContent`](crate::NamespacedContent) drives both halves: it
+//! commits a blob into the shared store, then records it here
+//! ([`ContentStore::record`]: the record, the blob in the client's lease,
+//! the ingest out of it, in one transaction). Deleting a record never deletes the file, not even the
 //! last one: the garbage collector ([`Db::collect_garbage`]) reports digests
 //! that no namespace holds any more, and the daemon deletes their files
 //! outside any transaction.
