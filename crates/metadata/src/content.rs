@@ -7,9 +7,10 @@
 //! can read, label and delete only the blobs `a` has a record for, even if
 //! the same bytes were pulled by namespace `b` too.
 //!
-//! The daemon drives both halves: it commits a blob into the shared store,
-//! then [`ContentStore::add`]s the record (and the blob to the client's
-//! lease) here. Deleting a record never deletes the file, not even the
+//! [`NamespacedContent`](crate::NamespacedContent) drives both halves: it
+//! commits a blob into the shared store, then records it here
+//! ([`ContentStore::record`]: the record, the blob in the client's lease,
+//! the ingest out of it, in one transaction). Deleting a record never deletes the file, not even the
 //! last one: the garbage collector ([`Db::collect_garbage`]) reports digests
 //! that no namespace holds any more, and the daemon deletes their files
 //! outside any transaction.
@@ -159,6 +160,115 @@ impl ContentStore {
 
         debug!(namespace = ns, digest, size, lease, "added content");
         Ok(stored.into_record(digest))
+    }
+
+    /// Records that namespace `ns` holds blob `digest` (as
+    /// [`ContentStore::add`]) or, if it does already, keeps its record,
+    /// setting the keys of `labels` on it when `relabel` is set; adds the
+    /// blob to `lease` and drops ingest `ingest` from that lease (containerd's
+    /// commit: the lease holds the blob now, not its upload). One
+    /// transaction, so a namespace's writer costs one durable write at commit.
+    ///
+    /// Returns whether the record is new. Errors as [`ContentStore::add`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        ns: &str,
+        digest: &str,
+        size: i64,
+        labels: Labels,
+        relabel: bool,
+        lease: Option<&str>,
+        ingest: Option<&str>,
+    ) -> Result<bool> {
+        self.record_in(ns, digest, size, labels, relabel, lease, ingest, true)
+    }
+
+    /// [`ContentStore::record`] without waiting for the disk: visible at
+    /// once, durable with the next durable write (for a caller that makes
+    /// one right after, as a transfer's relabelling does); a crash before
+    /// that loses the record, not the blob.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_lazily(
+        &self,
+        ns: &str,
+        digest: &str,
+        size: i64,
+        labels: Labels,
+        relabel: bool,
+        lease: Option<&str>,
+        ingest: Option<&str>,
+    ) -> Result<bool> {
+        self.record_in(ns, digest, size, labels, relabel, lease, ingest, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_in(
+        &self,
+        ns: &str,
+        digest: &str,
+        size: i64,
+        labels: Labels,
+        relabel: bool,
+        lease: Option<&str>,
+        ingest: Option<&str>,
+        durable: bool,
+    ) -> Result<bool> {
+        digests::validate(digest)?;
+        if size < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "content {digest}: size {size} is negative"
+            )));
+        }
+        let labels = collect_labels(labels)?;
+        let now = timestamp::to_nanos(SystemTime::now());
+        let write = |txn: &WriteTransaction| {
+            namespaces::create_if_missing(txn, ns)?;
+            let mut table = open_content(txn)?;
+            let existing = match table.get((ns, digest)).context("read content")? {
+                Some(bytes) => Some(StoredContent::decode(ns, digest, bytes.value())?),
+                None => None,
+            };
+            let new = existing.is_none();
+            let stored = match existing {
+                None => Some(StoredContent {
+                    size,
+                    created: now,
+                    updated: now,
+                    labels,
+                }),
+                Some(mut stored) if relabel && !labels.is_empty() => {
+                    let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+                    stored.labels = apply_label_paths(stored.labels, labels, &paths)?;
+                    stored.updated = now;
+                    Some(stored)
+                }
+                Some(_) => None,
+            };
+            if let Some(stored) = stored {
+                table
+                    .insert((ns, digest), stored.encode().as_slice())
+                    .context("insert content")?;
+                self.db.track(Node::content(ns, digest));
+            }
+            if let Some(lease) = lease {
+                leases::add_resource_in(txn, &self.db, ns, lease, leases::CONTENT, digest)?;
+                if let Some(reference) = ingest {
+                    txn.open_table(schema::LEASE_RESOURCES)
+                        .context("open table lease_resources")?
+                        .remove((ns, lease, leases::INGESTS, reference))
+                        .context("remove lease resource")?;
+                }
+            }
+            Ok(new)
+        };
+        let new = if durable {
+            self.db.update(write)?
+        } else {
+            self.db.update_lazily(write)?
+        };
+        debug!(namespace = ns, digest, size, lease, new, "recorded content");
+        Ok(new)
     }
 
     /// Returns namespace `ns`'s record of `digest`; [`Error::NotFound`] if it has none.

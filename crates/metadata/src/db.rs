@@ -48,6 +48,11 @@ struct Inner {
     dirty: AtomicU64,
     /// Called after each committed write with whether `dirty` is set.
     on_mutation: RwLock<Vec<MutationCallback>>,
+    /// Held for writing while a collection's blob files are deleted, and
+    /// for reading by whoever records a blob that is in the shared store
+    /// (a commit, a deduplicated write): a file is never deleted between
+    /// "the blob is there" and "a namespace holds it".
+    blob_files: RwLock<()>,
 }
 
 /// A function told of every committed write; its argument says whether a
@@ -92,8 +97,35 @@ impl Db {
                 tracked: Mutex::new(None),
                 dirty: AtomicU64::new(0),
                 on_mutation: RwLock::new(Vec::new()),
+                blob_files: RwLock::new(()),
             }),
         })
+    }
+
+    /// Runs `f` while no blob file can be deleted (see
+    /// [`Db::while_deleting_blob_files`]): for recording a blob found in,
+    /// or just committed to, the shared content store. Many callers may
+    /// hold this at once.
+    pub fn while_blob_files_kept<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self
+            .inner
+            .blob_files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f()
+    }
+
+    /// Runs `f`, the deletion of blob files that a collection found
+    /// unreferenced, while nobody records a blob ([`Db::while_blob_files_kept`]).
+    /// `f` should re-check each digest with
+    /// [`ContentStore::exists_anywhere`] before deleting its file.
+    pub fn while_deleting_blob_files<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self
+            .inner
+            .blob_files
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        f()
     }
 
     /// The path of the database file.
@@ -252,6 +284,44 @@ impl Db {
     /// After a commit, every [`Db::on_mutation`] callback is called.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
         let out = self.update_unobserved(f)?;
+        let dirty = self.is_dirty();
+        let callbacks = self
+            .inner
+            .on_mutation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for callback in callbacks {
+            callback(dirty);
+        }
+        Ok(out)
+    }
+
+    /// [`Db::update`], committed without waiting for the disk: the change
+    /// is visible at once and reaches the disk with the next durable commit
+    /// (or is lost in a crash before it). For writes a durable one follows.
+    pub(crate) fn update_lazily<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        let mut txn = self
+            .inner
+            .db
+            .begin_write()
+            .context("begin write transaction")?;
+        txn.set_durability(redb::Durability::None);
+        let out = match f(&txn) {
+            Ok(out) => {
+                txn.commit().context("commit transaction")?;
+                out
+            }
+            Err(err) => {
+                if let Err(abort) = txn.abort() {
+                    warn!(error = %abort, "failed to abort metadata transaction");
+                }
+                return Err(err);
+            }
+        };
         let dirty = self.is_dirty();
         let callbacks = self
             .inner

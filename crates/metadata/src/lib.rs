@@ -14,6 +14,17 @@
 //! - [`images`]: image names and their targets.
 //! - [`containers`]: container records (spec, runtime, snapshot).
 //!
+//! On top of the records, the namespaced, leased views that implement the
+//! library traits, as containerd's metadata package does:
+//!
+//! - [`content_view`]: [`NamespacedContent`], berth-content's
+//!   [`Provider`](berth_content::Provider), [`Ingester`](berth_content::Ingester),
+//!   [`Manager`](berth_content::Manager) and
+//!   [`IngestManager`](berth_content::IngestManager) over any content store.
+//! - [`snapshot_view`]: [`MetaSnapshotter`] (one driver and the DB) and its
+//!   per-namespace [`NamespacedSnapshotter`], a
+//!   [`Snapshotter`](berth_snapshots::Snapshotter).
+//!
 //! Shared validation lives in [`identifiers`] (names and ids), [`labels`]
 //! and [`digests`].
 //!
@@ -53,6 +64,7 @@
 mod container_codec;
 pub mod containers;
 pub mod content;
+pub mod content_view;
 mod db;
 pub mod digests;
 pub mod error;
@@ -63,11 +75,13 @@ pub mod labels;
 pub mod leases;
 pub mod namespaces;
 pub mod schema;
+pub mod snapshot_view;
 pub mod snapshots;
 mod timestamp;
 
 pub use containers::{AnyValue, ContainerRecord, ContainerStore, Runtime};
 pub use content::{ContentRecord, ContentStore};
+pub use content_view::{NamespacedContent, NamespacedWriter};
 pub use db::{Db, MutationCallback};
 pub use error::{Error, Result};
 pub use gc::GcReport;
@@ -76,6 +90,7 @@ pub use labels::Labels;
 pub use leases::{Lease, LeaseStore, Resource};
 pub use namespaces::{Namespace, Namespaces};
 pub use schema::SCHEMA_VERSION;
+pub use snapshot_view::{MetaSnapshotter, NamespacedSnapshotter, SnapshotObserver};
 pub use snapshots::{PendingCommit, SnapshotKind, SnapshotRecord, SnapshotStore};
 
 /// The README's examples, run as doctests.

@@ -4,7 +4,8 @@
 //! Snapshotters (the drivers in `berth-snapshots`, or a proxy) know nothing
 //! of namespaces. Every namespace gets its own key space on each of them:
 //! its key `k` is stored in the driver under a *backend name* made unique by
-//! the caller (berthd uses `<namespace>/<sequence>/<k>`), and this store maps
+//! the caller ([`NamespacedSnapshotter`](crate::NamespacedSnapshotter)
+//! uses `<namespace>/<sequence>/<k>`), and this store maps
 //! `(namespace, snapshotter, key)` to that name, the parent's key, the kind,
 //! times and labels. Labels live here, so the garbage collector sees them.
 //!

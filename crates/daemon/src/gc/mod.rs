@@ -49,11 +49,10 @@ pub(crate) struct Collection {
 
 struct Inner {
     db: Db,
+    /// The local store itself, not a view: the collector deletes the files
+    /// of blobs no namespace holds and expires ingests by age
+    /// (`abort_expired`, the local store's own rule), across namespaces.
     store: Arc<LocalStore>,
-    /// Held for writing while blob files are deleted, and for reading by
-    /// anyone who records a blob it found already stored (dedupe): a file
-    /// is never deleted between "the blob is there" and "a namespace holds it".
-    files: std::sync::RwLock<()>,
     scheduler: std::sync::OnceLock<Scheduler<Collection>>,
     /// Whether the config asks for a startup collection.
     startup: std::sync::atomic::AtomicBool,
@@ -84,7 +83,6 @@ impl Collector {
                 store,
                 scheduler: std::sync::OnceLock::new(),
                 startup: std::sync::atomic::AtomicBool::new(false),
-                files: std::sync::RwLock::new(()),
                 running: Mutex::new(()),
                 sweepers: std::sync::Mutex::new(Vec::new()),
                 metrics: std::sync::OnceLock::new(),
@@ -132,17 +130,6 @@ impl Collector {
             Some(s) => s.schedule_and_wait().await,
             None => self.collect().await,
         }
-    }
-
-    /// Runs `f` while no blob file can be deleted; used when recording a
-    /// blob that is already in the shared store.
-    pub(crate) fn while_files_kept<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _guard = self
-            .inner
-            .files
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f()
     }
 
     /// Adds a sweeper, called after each collection that removed snapshots.
@@ -193,33 +180,31 @@ impl Collector {
         let blobs_deleted = tokio::task::spawn_blocking(move || {
             let inner = &me.inner;
             let store = &inner.store;
-            let _guard = inner
-                .files
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut deleted = 0;
-            for d in &digests {
-                // A namespace may have taken the blob up again since the sweep.
-                if inner.db.content().exists_anywhere(d).unwrap_or(true) {
-                    continue;
+            inner.db.while_deleting_blob_files(|| {
+                let mut deleted = 0;
+                for d in &digests {
+                    // A namespace may have taken the blob up again since the sweep.
+                    if inner.db.content().exists_anywhere(d).unwrap_or(true) {
+                        continue;
+                    }
+                    let Ok(digest) = Digest::parse(d) else {
+                        tracing::warn!(digest = %d, "gc: skipping malformed digest");
+                        continue;
+                    };
+                    match store.delete(&digest) {
+                        Ok(()) => deleted += 1,
+                        Err(berth_content::Error::NotFound(_)) => {}
+                        Err(e) => tracing::warn!(digest = %d, error = %e, "gc: cannot delete blob"),
+                    }
                 }
-                let Ok(digest) = Digest::parse(d) else {
-                    tracing::warn!(digest = %d, "gc: skipping malformed digest");
-                    continue;
-                };
-                match store.delete(&digest) {
-                    Ok(()) => deleted += 1,
-                    Err(berth_content::Error::NotFound(_)) => {}
-                    Err(e) => tracing::warn!(digest = %d, error = %e, "gc: cannot delete blob"),
+                // Ingests nobody finished (a failed pull's layer) expire as in
+                // containerd; the content store keeps the rule.
+                let expiry = berth_content::local::INGEST_EXPIRY;
+                if let Err(e) = store.abort_expired(expiry, std::time::SystemTime::now()) {
+                    tracing::warn!(error = %e, "gc: cannot abort expired ingests");
                 }
-            }
-            // Ingests nobody finished (a failed pull's layer) expire as in
-            // containerd; the content store keeps the rule.
-            let expiry = berth_content::local::INGEST_EXPIRY;
-            if let Err(e) = store.abort_expired(expiry, std::time::SystemTime::now()) {
-                tracing::warn!(error = %e, "gc: cannot abort expired ingests");
-            }
-            deleted
+                deleted
+            })
         })
         .await
         .map_err(|e| format!("gc delete task failed: {e}"))?;

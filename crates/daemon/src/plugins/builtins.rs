@@ -544,17 +544,17 @@ fn restart_monitor(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
 fn diff_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
-    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
     let tmp = services::diff::tmp_mounts(&ctx.config.state);
     crate::private::create_private_dir(&tmp);
     Ok(Arc::new(GrpcService::new(sized!(
         ctx,
         DiffServer::new(
-            services::diff::DiffService::new(store.clone(), (*db).clone(), tmp, (*gc).clone())
-                .with_early_apply(services::early::EarlyApply::shared(
+            services::diff::DiffService::new(store.clone(), (*db).clone(), tmp).with_early_apply(
+                services::early::EarlyApply::shared(
                     services::early::staging_dir(&ctx.config.root),
                     store,
-                ))
+                )
+            )
         )
     ))))
 }
@@ -590,7 +590,7 @@ fn build_transfer(
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
     let streams = ctx.get::<crate::transfer::Streams>(types::STREAMING)?;
     let mut service = crate::transfer::TransferService::new(
-        store,
+        store as crate::transfer::Backend,
         (*db).clone(),
         layer,
         exchange,
@@ -795,14 +795,13 @@ fn content_service(ctx: &mut InitContext<'_>) -> Result<Instance, PluginError> {
     let store = ctx.get::<LocalStore>(types::CONTENT)?;
     let db = ctx.get::<Db>(types::METADATA)?;
     let exchange = ctx.get::<Exchange>(types::EVENT)?;
-    let gc = ctx.get::<crate::gc::Collector>(types::GC)?;
+    // Early apply reads the local store's files directly (see services::early).
     let early = services::early::EarlyApply::shared(
         services::early::staging_dir(&ctx.config.root),
         store.clone(),
     );
-    let mut service =
-        services::content::ContentService::new(store, (*db).clone(), exchange, (*gc).clone())
-            .with_early_apply(early);
+    let mut service = services::content::ContentService::new(store, (*db).clone(), exchange)
+        .with_early_apply(early);
     if let Ok(m) = ctx.get::<crate::metrics::Metrics>(types::INTERNAL) {
         service = service.with_pull_bytes(m.pull_bytes.clone());
     }

@@ -1,10 +1,9 @@
-//! `containerd.services.content.v1.Content`: a namespaced view of the
-//! shared local content store.
+//! `containerd.services.content.v1.Content`: each call on the namespace's
+//! view of the shared content store, berth-metadata's [`NamespacedContent`].
 //!
-//! Blobs are stored once (`berth-content`'s local store); the metadata DB
+//! Blobs are stored once (the content plugin's store); the metadata DB
 //! records which namespaces hold each blob and their labels. Ingest refs are
-//! kept per namespace by prefixing the backend ref with `<namespace>/`
-//! (namespace names cannot contain `/`).
+//! kept per namespace (the view prefixes the backend ref with `<namespace>/`).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -18,16 +17,14 @@ use berth_api::containerd::services::content::v1::{
     ReadContentRequest, ReadContentResponse, Status as WireStatus, StatusRequest, StatusResponse,
     UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
 };
-use berth_content::local::LocalStore;
-use berth_content::{Digest, IngestManager, Ingester, Manager, Provider, Writer};
+use berth_content::{Digest, IngestManager, Manager, Provider, Store, Writer};
 use berth_events::Exchange;
-use berth_metadata::Db;
+use berth_metadata::{Db, NamespacedContent, NamespacedWriter};
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::blocking;
-use crate::gc::Collector;
 use crate::wire::{pack, to_timestamp};
 
 /// Bytes per Read response and per List batch size, as containerd uses.
@@ -38,38 +35,24 @@ fn parse_digest(s: &str) -> Result<Digest, Status> {
     Digest::parse(s).map_err(|e| Status::invalid_argument(format!("digest {s:?}: {e}")))
 }
 
-/// The backend ingest ref of `reference` in `namespace`.
-fn backend_ref(namespace: &str, reference: &str) -> String {
-    format!("{namespace}/{reference}")
-}
-
-fn wire_info(r: berth_metadata::content::ContentRecord) -> WireInfo {
+fn wire_info(i: berth_content::Info) -> WireInfo {
     WireInfo {
-        digest: r.digest,
-        size: r.size,
-        created_at: Some(to_timestamp(r.created_at)),
-        updated_at: Some(to_timestamp(r.updated_at)),
-        labels: r.labels.into_iter().collect(),
+        digest: i.digest.to_string(),
+        size: i64::try_from(i.size).unwrap_or(i64::MAX),
+        created_at: Some(to_timestamp(i.created_at)),
+        updated_at: Some(to_timestamp(i.updated_at)),
+        labels: i.labels.into_iter().collect(),
     }
 }
 
-fn wire_status(namespace: &str, s: berth_content::Status) -> Option<WireStatus> {
-    let reference = s.ref_.strip_prefix(&format!("{namespace}/"))?.to_string();
-    Some(WireStatus {
+fn wire_status(s: berth_content::Status) -> WireStatus {
+    WireStatus {
         started_at: Some(to_timestamp(s.started_at)),
         updated_at: Some(to_timestamp(s.updated_at)),
-        r#ref: reference,
+        r#ref: s.ref_,
         offset: i64::try_from(s.offset).unwrap_or(i64::MAX),
         total: s.total.and_then(|t| i64::try_from(t).ok()).unwrap_or(0),
         expected: s.expected.map(|d| d.to_string()).unwrap_or_default(),
-    })
-}
-
-/// The lease resource of ingest `reference` (the client's ref).
-fn ingest_resource(reference: &str) -> berth_metadata::leases::Resource {
-    berth_metadata::leases::Resource {
-        id: reference.to_string(),
-        kind: berth_metadata::leases::INGESTS.to_string(),
     }
 }
 
@@ -83,31 +66,23 @@ pub(crate) fn lease_of<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Serves the content API over the local store and the metadata DB.
-#[derive(Debug, Clone)]
+/// Serves the content API over the content plugin's store and the metadata DB.
+#[derive(Clone)]
 pub(crate) struct ContentService {
-    store: Arc<LocalStore>,
+    store: Arc<dyn Store>,
     db: Db,
     exchange: Arc<Exchange>,
-    gc: Collector,
     pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
     early: Option<Arc<super::early::EarlyApply>>,
 }
 
 impl ContentService {
-    /// A service over `store` and `db`, publishing on `exchange`, asking `gc`
-    /// to collect after deletions.
-    pub(crate) fn new(
-        store: Arc<LocalStore>,
-        db: Db,
-        exchange: Arc<Exchange>,
-        gc: Collector,
-    ) -> ContentService {
+    /// A service over `store` and `db`, publishing on `exchange`.
+    pub(crate) fn new(store: Arc<dyn Store>, db: Db, exchange: Arc<Exchange>) -> ContentService {
         ContentService {
             store,
             db,
             exchange,
-            gc,
             pull_bytes: None,
             early: None,
         }
@@ -134,7 +109,18 @@ impl ContentService {
     }
 }
 
+impl std::fmt::Debug for ContentService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentService").finish_non_exhaustive()
+    }
+}
+
 impl ContentService {
+    /// Namespace `ns`'s view of the store, writing into `lease`.
+    fn view(&self, ns: &str, lease: Option<String>) -> NamespacedContent<dyn Store> {
+        NamespacedContent::new(self.store.clone(), self.db.clone(), ns).with_lease(lease)
+    }
+
     /// The Write call under `span`: opens the ingest, then runs it in a task.
     async fn open_write(
         &self,
@@ -158,14 +144,10 @@ impl ContentService {
             span.record("expected", first.expected.as_str());
         }
         let session = WriteSession {
-            ns,
-            lease,
+            view: self.view(&ns, lease),
             reference: first.r#ref.clone(),
             total: first.total,
             expected: first.expected.clone(),
-            store: self.store.clone(),
-            db: self.db.clone(),
-            gc: self.gc.clone(),
             pull_bytes: self.pull_bytes.clone(),
             early: self.early.clone(),
         };
@@ -199,10 +181,11 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl Content for ContentService {
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let ns = super::namespace_of(&request)?;
-        let digest = parse_digest(&request.into_inner().digest)?.to_string();
-        let record = super::read_db(&self.db, |db| db.content().info(&ns, &digest))?;
+        let digest = parse_digest(&request.into_inner().digest)?;
+        let view = self.view(&ns, None);
+        let info = blocking(move || view.info(&digest).map_err(crate::wire::status)).await?;
         Ok(Response::new(InfoResponse {
-            info: Some(wire_info(record)),
+            info: Some(wire_info(info)),
         }))
     }
 
@@ -215,18 +198,17 @@ impl Content for ContentService {
         let info = req
             .info
             .ok_or_else(|| Status::invalid_argument("update request has no info"))?;
-        let digest = parse_digest(&info.digest)?.to_string();
-        let labels: BTreeMap<String, String> = info.labels.into_iter().collect();
+        let mut change = berth_content::Info::new(parse_digest(&info.digest)?);
+        change.labels = info.labels.into_iter().collect();
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        let db = self.db.clone();
-        let record = blocking(move || {
-            db.content()
-                .update(&ns, &digest, labels, &paths)
-                .map_err(crate::wire::status)
+        let view = self.view(&ns, None);
+        let info = blocking(move || {
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            view.update(change, &paths).map_err(crate::wire::status)
         })
         .await?;
         Ok(Response::new(UpdateResponse {
-            info: Some(wire_info(record)),
+            info: Some(wire_info(info)),
         }))
     }
 
@@ -239,19 +221,24 @@ impl Content for ContentService {
         let ns = super::namespace_of(&request)?;
         let filter = berth_filters::parse_all(&request.get_ref().filters)
             .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
-        let db = self.db.clone();
-        let records = blocking(move || db.content().list(&ns).map_err(crate::wire::status)).await?;
-        let infos: Vec<WireInfo> = records
+        let view = self.view(&ns, None);
+        let infos = blocking(move || view.list().map_err(crate::wire::status)).await?;
+        let infos: Vec<WireInfo> = infos
             .into_iter()
-            .filter(|r| {
-                let size = r.size.to_string();
+            .map(wire_info)
+            .filter(|i| {
+                let size = i.size.to_string();
+                let labels: BTreeMap<String, String> = i
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 let fields = berth_filters::Fields::new()
-                    .with("digest", &r.digest)
+                    .with("digest", &i.digest)
                     .with("size", &size)
-                    .with_labels(&r.labels);
+                    .with_labels(&labels);
                 filter.matches(&fields)
             })
-            .map(wire_info)
             .collect();
         let batches: Vec<Result<ListContentResponse, Status>> = infos
             .chunks(LIST_BATCH)
@@ -262,10 +249,11 @@ impl Content for ContentService {
 
     async fn delete(&self, request: Request<DeleteContentRequest>) -> Result<Response<()>, Status> {
         let ns = super::namespace_of(&request)?;
-        let digest = parse_digest(&request.into_inner().digest)?.to_string();
-        let db = self.db.clone();
-        let (n, d) = (ns.clone(), digest.clone());
-        blocking(move || db.content().delete(&n, &d).map_err(crate::wire::status)).await?;
+        let parsed = parse_digest(&request.into_inner().digest)?;
+        let digest = parsed.to_string();
+        // The record goes; the file with the next collection.
+        let view = self.view(&ns, None);
+        blocking(move || view.delete(&parsed).map_err(crate::wire::status)).await?;
         if let Err(e) =
             self.exchange
                 .publish(&ns, "/content/delete", pack(&ContentDelete { digest }))
@@ -284,13 +272,8 @@ impl Content for ContentService {
         let ns = super::namespace_of(&request)?;
         let req = request.into_inner();
         let digest = parse_digest(&req.digest)?;
-        let (db, store) = (self.db.clone(), self.store.clone());
-        let d = digest.to_string();
-        let reader = blocking(move || {
-            db.content().info(&ns, &d).map_err(crate::wire::status)?;
-            store.reader_at(&digest).map_err(crate::wire::status)
-        })
-        .await?;
+        let view = self.view(&ns, None);
+        let reader = blocking(move || view.reader_at(&digest).map_err(crate::wire::status)).await?;
         let size = reader.size();
         let offset = u64::try_from(req.offset.max(0)).unwrap_or(0);
         if offset > size {
@@ -349,11 +332,10 @@ impl Content for ContentService {
     ) -> Result<Response<StatusResponse>, Status> {
         let ns = super::namespace_of(&request)?;
         let reference = request.into_inner().r#ref;
-        let store = self.store.clone();
-        let bref = backend_ref(&ns, &reference);
-        let status = blocking(move || store.status(&bref).map_err(crate::wire::status)).await?;
+        let view = self.view(&ns, None);
+        let status = blocking(move || view.status(&reference).map_err(crate::wire::status)).await?;
         Ok(Response::new(StatusResponse {
-            status: wire_status(&ns, status),
+            status: Some(wire_status(status)),
         }))
     }
 
@@ -364,11 +346,11 @@ impl Content for ContentService {
         let ns = super::namespace_of(&request)?;
         let filter = berth_filters::parse_all(&request.get_ref().filters)
             .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
-        let store = self.store.clone();
-        let all = blocking(move || store.list_statuses().map_err(crate::wire::status)).await?;
+        let view = self.view(&ns, None);
+        let all = blocking(move || view.list_statuses().map_err(crate::wire::status)).await?;
         let statuses = all
             .into_iter()
-            .filter_map(|s| wire_status(&ns, s))
+            .map(wire_status)
             .filter(|s| filter.matches(&berth_filters::Fields::new().with("ref", &s.r#ref)))
             .collect();
         Ok(Response::new(ListStatusesResponse { statuses }))
@@ -395,23 +377,20 @@ impl Content for ContentService {
 
     async fn abort(&self, request: Request<AbortRequest>) -> Result<Response<()>, Status> {
         let ns = super::namespace_of(&request)?;
-        let bref = backend_ref(&ns, &request.into_inner().r#ref);
-        let store = self.store.clone();
-        blocking(move || store.abort(&bref).map_err(crate::wire::status)).await?;
+        let reference = request.into_inner().r#ref;
+        let view = self.view(&ns, None);
+        blocking(move || view.abort(&reference).map_err(crate::wire::status)).await?;
         Ok(Response::new(()))
     }
 }
 
 /// One Write stream: the containerd stat/write/commit protocol.
 struct WriteSession {
-    ns: String,
-    lease: Option<String>,
+    /// The namespace's view, writing into the call's lease.
+    view: NamespacedContent<dyn Store>,
     reference: String,
     total: i64,
     expected: String,
-    store: Arc<LocalStore>,
-    db: Db,
-    gc: Collector,
     pull_bytes: Option<prometheus_client::metrics::counter::Counter>,
     early: Option<Arc<super::early::EarlyApply>>,
 }
@@ -420,74 +399,24 @@ impl WriteSession {
     /// Opens (or resumes) the writer; a blob the namespace or the shared
     /// store already has ends the session with AlreadyExists, which clients
     /// treat as done.
-    async fn open(&self) -> Result<Box<dyn Writer>, Status> {
+    async fn open(&self) -> Result<NamespacedWriter, Status> {
         let expected = if self.expected.is_empty() {
             None
         } else {
             Some(parse_digest(&self.expected)?)
         };
         let total = u64::try_from(self.total).ok().filter(|t| *t > 0);
-        let (ns, lease, store, db) = (
-            self.ns.clone(),
-            self.lease.clone(),
-            self.store.clone(),
-            self.db.clone(),
-        );
-        let bref = backend_ref(&self.ns, &self.reference);
-        let reference = self.reference.clone();
-        let gc = self.gc.clone();
+        let (view, reference) = (self.view.clone(), self.reference.clone());
         blocking(move || {
-            gc.while_files_kept(|| {
-                if let Some(d) = &expected {
-                    if db.content().info(&ns, d.as_str()).is_ok() {
-                        return Err(Status::already_exists(format!(
-                            "content {d}: already exists"
-                        )));
-                    }
-                }
-                // As containerd's addIngestLease: the lease holds the
-                // ingest, so deleting the lease aborts it. Recorded before
-                // the ingest exists, so a crash in between leaves no ingest
-                // without its lease.
-                if let Some(l) = &lease {
-                    db.leases()
-                        .add_resource(&ns, l, ingest_resource(&reference))
-                        .map_err(crate::wire::status)?;
-                }
-                let opened = (|| {
-                    match store.writer(&bref, total, expected.as_ref()) {
-                        Ok(w) => Ok(w),
-                        Err(berth_content::Error::AlreadyExists(_)) => {
-                            // Stored for another namespace: share it, no upload needed.
-                            let d = expected.ok_or_else(|| {
-                                Status::internal("store reported an existing blob without a digest")
-                            })?;
-                            let info = store.info(&d).map_err(crate::wire::status)?;
-                            let size = i64::try_from(info.size).unwrap_or(i64::MAX);
-                            db.content()
-                                .add(&ns, d.as_str(), size, BTreeMap::new(), lease.as_deref())
-                                .map_err(crate::wire::status)?;
-                            Err(Status::already_exists(format!(
-                                "content {d}: already exists"
-                            )))
-                        }
-                        Err(e) => Err(crate::wire::status(e)),
-                    }
-                })();
-                if opened.is_err() {
-                    if let Some(l) = &lease {
-                        let _ = db.leases().release_ingest(&ns, l, &reference);
-                    }
-                }
-                opened
-            })
+            view.open_writer(&reference, total, expected.as_ref())
+                .map_err(crate::wire::status)
         })
         .await
     }
 
     async fn run(
         &self,
-        writer: Box<dyn Writer>,
+        writer: NamespacedWriter,
         mut req: WriteContentRequest,
         incoming: &mut Streaming<WriteContentRequest>,
         tx: &tokio::sync::mpsc::Sender<Result<WriteContentResponse, Status>>,
@@ -509,12 +438,7 @@ impl WriteSession {
             let mut w = writer
                 .take()
                 .ok_or_else(|| Status::internal("writer already consumed"))?;
-            let ns = self.ns.clone();
-            let lease = self.lease.clone();
-            let reference = self.reference.clone();
-            let db = self.db.clone();
             let exp = expected.clone();
-            let gc = self.gc.clone();
             let early = self.early.clone();
             if let Some(c) = &self.pull_bytes {
                 c.inc_by(req.data.len() as u64);
@@ -562,29 +486,10 @@ impl WriteSession {
                         let digest = expected.clone().unwrap_or_else(|| w.digest());
                         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
                         let committed_size = msg.offset;
-                        let mut fresh = false;
-                        gc.while_files_kept(|| {
-                            match w.commit(size, expected.as_ref(), labels.clone()) {
-                                Ok(()) => fresh = true,
-                                Err(berth_content::Error::AlreadyExists(_)) => {}
-                                Err(e) => return Err(crate::wire::status(e)),
-                            }
-                            db.content()
-                                .add(
-                                    &ns,
-                                    digest.as_str(),
-                                    committed_size,
-                                    labels,
-                                    lease.as_deref(),
-                                )
-                                .map_err(crate::wire::status)?;
-                            // Committed: the lease now holds the blob, not
-                            // the ingest (containerd's removeIngestLease).
-                            if let Some(l) = &lease {
-                                let _ = db.leases().release_ingest(&ns, l, &reference);
-                            }
-                            Ok(())
-                        })?;
+                        // Stored and recorded in the namespace and the lease.
+                        let fresh = w
+                            .commit_fresh(size, expected.as_ref(), labels)
+                            .map_err(crate::wire::status)?;
                         if let (true, Some(early)) = (fresh, &early) {
                             early.offer(&digest, u64::try_from(committed_size).unwrap_or(0));
                         }
@@ -607,7 +512,7 @@ impl WriteSession {
             }
         }
         if let Some(w) = writer {
-            let _ = tokio::task::spawn_blocking(move || w.close()).await;
+            let _ = tokio::task::spawn_blocking(move || Box::new(w).close()).await;
         }
         // containerd's server sends its last answer once more when a stream
         // ends well (after the commit, or when the client closes its side).

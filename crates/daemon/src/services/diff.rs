@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use berth_api::containerd::services::diff::v1 as pb;
 use berth_api::containerd::services::diff::v1::diff_server::Diff;
 use berth_api::containerd::types::{Descriptor, Mount};
-use berth_content::local::LocalStore;
-use berth_content::{Digest, Provider, ReadCursor};
+use berth_content::{Digest, ReadCursor, Store};
 use berth_images::archive::{Compression, Whiteouts, apply};
+use berth_metadata::NamespacedContent;
 use berth_snapshots::mount::MountGuard;
 use tonic::{Request, Response, Status};
 
@@ -22,37 +22,44 @@ const LAYER_TAR: &str = berth_images::media::OCI_LAYER;
 const LAYER_TAR_GZIP: &str = berth_images::media::OCI_LAYER_GZIP;
 
 /// Serves the diff API.
-#[derive(Debug)]
 pub(crate) struct DiffService {
-    store: Arc<LocalStore>,
+    store: Arc<dyn Store>,
     db: berth_metadata::Db,
     /// Where mounts that cannot be applied to directly are mounted.
     tmp_mounts: PathBuf,
     next: AtomicU64,
-    /// Holds off blob deletion while a computed diff is recorded.
-    gc: crate::gc::Collector,
     /// Layers unpacked as soon as Content.Write committed them.
     early: Option<Arc<super::early::EarlyApply>>,
 }
 
+impl std::fmt::Debug for DiffService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffService")
+            .field("tmp_mounts", &self.tmp_mounts)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DiffService {
-    /// A service reading layers from `store` (recording computed ones in
-    /// `db`, with `gc` kept from deleting them meanwhile), mounting under
-    /// `tmp_mounts`.
+    /// A service reading layers from `store` (each call through its
+    /// namespace's view, recorded in `db`), mounting under `tmp_mounts`.
     pub(crate) fn new(
-        store: Arc<LocalStore>,
+        store: Arc<dyn Store>,
         db: berth_metadata::Db,
         tmp_mounts: PathBuf,
-        gc: crate::gc::Collector,
     ) -> DiffService {
         DiffService {
             store,
             db,
             tmp_mounts,
             next: AtomicU64::new(0),
-            gc,
             early: None,
         }
+    }
+
+    /// Namespace `ns`'s view of the store, writing into `lease`.
+    fn view(&self, ns: &str, lease: Option<String>) -> NamespacedContent<dyn Store> {
+        NamespacedContent::new(self.store.clone(), self.db.clone(), ns).with_lease(lease)
     }
 
     /// Takes layers `early` has unpacked already where they fit (see
@@ -109,6 +116,7 @@ impl Diff for DiffService {
         &self,
         r: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let ns = super::namespace_of(&r)?;
         let r = r.into_inner();
         let desc = r
             .diff
@@ -117,7 +125,8 @@ impl Diff for DiffService {
         let digest = Digest::parse(&desc.digest).map_err(|e| {
             Status::invalid_argument(format!("layer digest {:?}: {e}", desc.digest))
         })?;
-        let store = self.store.clone();
+        // The namespace's blobs only, as containerd's differ reads them.
+        let store = self.view(&ns, None);
         let mounts = r.mounts;
         // Options ask for something else than a plain unpack.
         let early = self.early.clone().filter(|_| r.payloads.is_empty());
@@ -125,6 +134,14 @@ impl Diff for DiffService {
             .tmp_mounts
             .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
         let stats = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let not_found = |e: berth_content::Error| match e {
+                berth_content::Error::NotFound(_) => {
+                    Status::not_found(format!("layer {digest} is not in the content store"))
+                }
+                other => Status::unavailable(other.to_string()),
+            };
+            // The caller's namespace must hold the layer, staged or not.
+            berth_content::Manager::info(&store, &digest).map_err(not_found)?;
             if let (Some(early), Some((target, _))) = (&early, direct_target(&mounts)) {
                 let taken = early.take(&digest, compression, &target).map_err(|e| {
                     Status::internal(format!(
@@ -135,12 +152,7 @@ impl Diff for DiffService {
                     return Ok(stats);
                 }
             }
-            let reader = store.reader_at(&digest).map_err(|e| match e {
-                berth_content::Error::NotFound(_) => {
-                    Status::not_found(format!("layer {digest} is not in the content store"))
-                }
-                other => Status::unavailable(other.to_string()),
-            })?;
+            let reader = store.backend().reader_at(&digest).map_err(not_found)?;
             let cursor = ReadCursor::new(&*reader);
             let fail = |e: berth_images::archive::ApplyError| {
                 Status::invalid_argument(format!("applying layer {digest}: {e}"))
@@ -203,8 +215,7 @@ impl Diff for DiffService {
         } else {
             r.r#ref.clone()
         };
-        let store = self.store.clone();
-        let (db, gc) = (self.db.clone(), self.gc.clone());
+        let store = self.view(&ns, lease);
         let mut labels: std::collections::BTreeMap<String, String> = r.labels.into_iter().collect();
         let (left, right) = (r.left, r.right);
         let (digest, size_i) = tokio::task::spawn_blocking(move || -> Result<_, Status> {
@@ -232,9 +243,10 @@ impl Diff for DiffService {
             };
             let left_guard = mount(read_only(left), &l)?;
             let right_guard = mount(read_only(right), &rt)?;
-            let mut writer = store
-                .open_writer(&ref_, None, None)
-                .map_err(|e| Status::unavailable(format!("content ingest {ref_:?}: {e}")))?;
+            let mut writer = store.open_writer(&ref_, None, None).map_err(|e| match e {
+                berth_content::Error::NotFound(_) => crate::wire::status(e),
+                e => Status::unavailable(format!("content ingest {ref_:?}: {e}")),
+            })?;
             let written = berth_images::archive::write_layer(
                 left_guard.target(),
                 right_guard.target(),
@@ -251,36 +263,12 @@ impl Diff for DiffService {
                 .map_err(|e| Status::internal(e.to_string()))?
                 .offset;
             let size_i = i64::try_from(size).unwrap_or(i64::MAX);
-            // Stored and recorded with no collection in between, which
-            // would take the blob file while no record holds it.
-            gc.while_files_kept(|| {
-                match Box::new(writer).commit(size, Some(&digest), labels.clone()) {
-                    Ok(()) | Err(berth_content::Error::AlreadyExists(_)) => {}
-                    Err(e) => return Err(Status::internal(format!("committing the diff: {e}"))),
-                }
-                let d = digest.to_string();
-                match db.content().add(&ns, &d, size_i, labels, lease.as_deref()) {
-                    Ok(_) => Ok(()),
-                    // Already recorded (the same diff made before): the
-                    // caller's lease holds it all the same, as containerd's
-                    // commit adds the content lease on AlreadyExists.
-                    Err(berth_metadata::Error::AlreadyExists(_)) => match &lease {
-                        Some(l) => db
-                            .leases()
-                            .add_resource(
-                                &ns,
-                                l,
-                                berth_metadata::Resource {
-                                    id: d,
-                                    kind: berth_metadata::leases::CONTENT.to_string(),
-                                },
-                            )
-                            .map_err(crate::wire::status),
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(crate::wire::status(e)),
-                }
-            })?;
+            // Stored and recorded in the namespace and the lease (which
+            // holds a diff made before all the same, as containerd's does).
+            match writer.commit_fresh(size, Some(&digest), labels) {
+                Ok(_) | Err(berth_content::Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(Status::internal(format!("committing the diff: {e}"))),
+            }
             Ok((digest, size_i))
         })
         .await

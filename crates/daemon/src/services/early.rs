@@ -49,8 +49,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use berth_content::local::LocalStore;
-use berth_content::{Digest, Manager as _, Provider as _, ReadCursor};
+use berth_content::{Digest, ReadCursor, Store};
 use berth_images::archive::{ApplyStats, Compression, Whiteouts, apply};
 
 /// Smallest blob worth staging.
@@ -103,15 +102,26 @@ impl Jobs {
 }
 
 /// The early-apply stager of one daemon root; see the module docs.
-#[derive(Debug)]
 pub(crate) struct EarlyApply {
     dir: PathBuf,
-    store: Arc<LocalStore>,
+    /// The shared store itself, not a namespace's view: what is staged is
+    /// the blob a Write just committed, and Diff.Apply checks the caller's
+    /// namespace before it takes a staged tree.
+    store: Arc<dyn Store>,
     jobs: Mutex<Jobs>,
     changed: Condvar,
     to_worker: Mutex<Option<Sender<Digest>>>,
     /// Worker threads (0 when `BERTH_EARLY_APPLY=off`).
     workers: usize,
+}
+
+impl std::fmt::Debug for EarlyApply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EarlyApply")
+            .field("dir", &self.dir)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The stager of each staging directory, so that the Content and Diff
@@ -136,7 +146,7 @@ pub(crate) fn staging_dir(root: &Path) -> PathBuf {
 impl EarlyApply {
     /// The stager staging under `dir` from `store` (made, with `dir` wiped,
     /// on first use).
-    pub(crate) fn shared(dir: PathBuf, store: Arc<LocalStore>) -> Arc<EarlyApply> {
+    pub(crate) fn shared(dir: PathBuf, store: Arc<dyn Store>) -> Arc<EarlyApply> {
         let mut all = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
         all.entry(dir.clone())
             .or_insert_with(|| {
@@ -395,6 +405,7 @@ fn remove_tree(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_content::local::LocalStore;
     use berth_content::{Ingester as _, Labels};
     use std::io::Write as _;
 

@@ -15,6 +15,8 @@ mod pull;
 mod stream;
 mod views;
 
+pub(crate) use views::Backend;
+
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +26,6 @@ use berth_api::containerd::services::streaming::v1::streaming_server::Streaming;
 use berth_api::containerd::services::transfer::v1 as tpb;
 use berth_api::containerd::services::transfer::v1::transfer_server::Transfer;
 use berth_api::containerd::types::transfer as ttypes;
-use berth_content::local::LocalStore;
 use berth_events::Exchange;
 use berth_images::Platform;
 use berth_metadata::Db;
@@ -153,7 +154,7 @@ pub(crate) struct TransferService {
 impl TransferService {
     /// A service pulling into `store`/`db`/`snapshotters`.
     pub(crate) fn new(
-        store: Arc<LocalStore>,
+        store: views::Backend,
         db: Db,
         snapshotters: Arc<Snapshotters>,
         exchange: Arc<Exchange>,
@@ -327,7 +328,7 @@ impl Transfer for TransferService {
                 let registry = registry_options(&self.streams, &dest, &host).await?;
                 let root = self.image_root(&ns, &source.name).await?;
                 berth_transfer::push(
-                    self.puller.store.clone(),
+                    Arc::new(self.content_of(&ns, None)),
                     &root,
                     &dest.reference,
                     registry,
@@ -428,8 +429,11 @@ impl TransferService {
         progress: Progress,
     ) -> Result<(), Status> {
         let reader = stream::receive(self.open_stream(&source.stream, "import")?);
-        let store = self.puller.store.clone();
-        let prefix = format!("{ns}-import-{}", uuid::Uuid::new_v4().simple());
+        // The archive's blobs go into the namespace under a lease of the
+        // import's own, which holds them until the images are recorded.
+        let (lease, guard) = self.puller.temp_lease(&ns, "berth-import").await?;
+        let store = self.content_of(&ns, Some(lease));
+        let prefix = format!("import-{}", uuid::Uuid::new_v4().simple());
         let naming = archive::Naming {
             index_name: (!dest.name.is_empty()).then(|| dest.name.clone()),
             references: dest
@@ -446,7 +450,7 @@ impl TransferService {
         };
         progress.event("importing", "archive", 0, 0, None);
         let imported =
-            tokio::task::spawn_blocking(move || archive::import(&*store, reader, &prefix, &naming))
+            tokio::task::spawn_blocking(move || archive::import(&store, reader, &prefix, &naming))
                 .await
                 .map_err(|e| Status::internal(format!("import task: {e}")))?
                 .map_err(crate::wire::status)?;
@@ -476,6 +480,8 @@ impl TransferService {
                 )
                 .await?;
         }
+        // Each image's own lease held it until its record did.
+        drop(guard);
         Ok(())
     }
 
@@ -510,6 +516,11 @@ impl TransferService {
     }
 
     /// The target descriptor of image `name` in namespace `ns`.
+    /// Namespace `ns`'s view of the content store, writing into `lease`.
+    fn content_of(&self, ns: &str, lease: Option<String>) -> views::TransferContent {
+        views::TransferContent::new(self.puller.store.clone(), self.puller.db.clone(), ns, lease)
+    }
+
     async fn image_root(&self, ns: &str, name: &str) -> Result<berth_images::Descriptor, Status> {
         let db = self.puller.db.clone();
         let (ns, name) = (ns.to_string(), name.to_string());
@@ -607,11 +618,11 @@ impl TransferService {
             berth_images::Matcher::ordered(platforms)
         };
         let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
-        let store = self.puller.store.clone();
+        let store = self.content_of(&ns, None);
         let all = dest.all_platforms;
         let writer = tokio::task::spawn_blocking(move || {
             archive::export(
-                &*store,
+                &store,
                 &images,
                 &matcher,
                 all,

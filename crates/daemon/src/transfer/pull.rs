@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use berth_api::containerd::services::images::v1::{ImageCreate, ImageUpdate};
-use berth_content::local::LocalStore;
 use berth_events::Exchange;
 use berth_images::Platform;
 use berth_images::manifest::Descriptor;
@@ -23,7 +22,7 @@ use berth_transfer::{PullOptions, Unpacker};
 use tonic::Status;
 
 use super::progress::Progress;
-use super::views::{NsContent, NsSnapshotter};
+use super::views::{Backend, TransferContent};
 use crate::services::blocking;
 use crate::snapshotters::Snapshotters;
 use crate::wire::pack;
@@ -53,7 +52,7 @@ pub(crate) struct PullRequest {
 /// Everything a pull touches.
 #[derive(Clone)]
 pub(crate) struct Puller {
-    pub(crate) store: Arc<LocalStore>,
+    pub(crate) store: Backend,
     pub(crate) db: Db,
     pub(crate) snapshotters: Arc<Snapshotters>,
     pub(crate) exchange: Arc<Exchange>,
@@ -80,7 +79,7 @@ pub(crate) struct Pulled {
 }
 
 /// Deletes a pull's lease when the pull ends, even when it is cancelled.
-struct LeaseGuard {
+pub(crate) struct LeaseGuard {
     db: Db,
     ns: String,
     lease: String,
@@ -145,6 +144,36 @@ impl Puller {
         self.run(req, source, progress).await
     }
 
+    /// A new lease `<prefix>-<uuid>` in namespace `ns`, expiring after
+    /// [`LEASE_EXPIRY`] if berthd dies first, and the guard that deletes it.
+    /// The image (or nothing) holds what the lease held once the guard goes.
+    pub(crate) async fn temp_lease(
+        &self,
+        ns: &str,
+        prefix: &str,
+    ) -> Result<(String, LeaseGuard), Status> {
+        let lease = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let expire = humantime_rfc3339(SystemTime::now() + LEASE_EXPIRY);
+        {
+            let (db, ns, lease) = (self.db.clone(), ns.to_owned(), lease.clone());
+            blocking(move || {
+                let labels =
+                    BTreeMap::from([(berth_metadata::gc::LABEL_EXPIRE.to_string(), expire)]);
+                db.leases()
+                    .create(&ns, &lease, labels)
+                    .map(drop)
+                    .map_err(crate::wire::status)
+            })
+            .await?;
+        }
+        let guard = LeaseGuard {
+            db: self.db.clone(),
+            ns: ns.to_owned(),
+            lease: lease.clone(),
+        };
+        Ok((lease, guard))
+    }
+
     async fn run(
         &self,
         req: &PullRequest,
@@ -156,42 +185,19 @@ impl Puller {
             berth_types::Reference::parse_normalized(&req.reference)
                 .map_err(crate::wire::status)?;
         }
-        let lease = format!("berth-pull-{}", uuid::Uuid::new_v4().simple());
-        let expire = humantime_rfc3339(SystemTime::now() + LEASE_EXPIRY);
-        {
-            let (db, ns, lease) = (self.db.clone(), req.namespace.clone(), lease.clone());
-            blocking(move || {
-                let labels =
-                    BTreeMap::from([(berth_metadata::gc::LABEL_EXPIRE.to_string(), expire)]);
-                db.leases()
-                    .create(&ns, &lease, labels)
-                    .map(drop)
-                    .map_err(crate::wire::status)
-            })
-            .await?;
-        }
-        // The image (or nothing) holds what the lease held once the pull
-        // ends; a failed or cancelled pull drops the guard too.
-        let guard = LeaseGuard {
-            db: self.db.clone(),
-            ns: req.namespace.clone(),
-            lease: lease.clone(),
-        };
-        let content = Arc::new(NsContent {
-            store: self.store.clone(),
-            db: self.db.clone(),
-            ns: req.namespace.clone(),
-            lease: Some(lease.clone()),
-        });
+        let (lease, guard) = self.temp_lease(&req.namespace, "berth-pull").await?;
+        let content = Arc::new(TransferContent::new(
+            self.store.clone(),
+            self.db.clone(),
+            &req.namespace,
+            Some(lease.clone()),
+        ));
         let unpack = match &req.unpack {
             Some(name) => {
-                let sn = NsSnapshotter::new(
-                    self.snapshotters.clone(),
-                    &req.namespace,
-                    name,
-                    Some(lease.clone()),
-                )
-                .map_err(crate::wire::status)?;
+                let sn = self
+                    .snapshotters
+                    .view(&req.namespace, name, Some(&lease))
+                    .map_err(crate::wire::status)?;
                 Some(Unpacker::new(name.clone(), Arc::new(sn), &self.tmp_mounts))
             }
             None => None,
@@ -203,9 +209,8 @@ impl Puller {
             registry: req.registry.clone(),
             progress: progress.library(),
         };
-        let puller = berth_transfer::Puller::new(content)
-            .with_stall_timeout(self.stall_timeout)
-            .with_ingest_prefix(&req.namespace);
+        // The view names the ingests `<namespace>/<ref>` in the store.
+        let puller = berth_transfer::Puller::new(content).with_stall_timeout(self.stall_timeout);
         let result = match source {
             Source::Registry => puller.pull(&req.reference, &options).await,
             Source::Resolved(r) => {
