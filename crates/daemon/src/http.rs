@@ -518,8 +518,7 @@ mod tests {
         flate2::read::GzDecoder::new(gz.as_slice())
             .read_to_end(&mut raw)
             .expect("gunzip");
-        let profile =
-            crate::profile_proto::Profile::decode(raw.as_slice()).expect("protobuf");
+        let profile = crate::profile_proto::Profile::decode(raw.as_slice()).expect("protobuf");
         let samples: i64 = profile.sample.iter().filter_map(|s| s.value.first()).sum();
         assert!(samples > 10, "{samples} samples in 1 s of a busy thread");
     }

@@ -157,10 +157,7 @@ mod export {
             ))))
             .with_resource(
                 opentelemetry_sdk::Resource::builder_empty()
-                    .with_attribute(KeyValue::new(
-                        "service.name",
-                        config.service_name.clone(),
-                    ))
+                    .with_attribute(KeyValue::new("service.name", config.service_name.clone()))
                     .build(),
             )
             .build();
