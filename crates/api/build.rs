@@ -161,7 +161,7 @@ fn main() {
 
     // Pass 1: messages for every package (one set of types) and tonic
     // services; also the descriptor set of the whole API.
-    let tonic = tonic_build::configure()
+    let tonic = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .build_transport(true)
@@ -206,6 +206,9 @@ fn main() {
             })
             .run()
             .unwrap_or_else(|e| panic!("generating ttrpc bindings: {e}"));
+        for pkg in TTRPC_PACKAGES {
+            add_ttrpc_codec(&ttrpc_dir.join(format!("{pkg}.rs")));
+        }
     }
 
     // The module tree: one nested module per protobuf package.
@@ -236,6 +239,46 @@ fn main() {
         ),
     );
     write_fresh(&out_dir.join("containerd.rs"), &module_tree(&packages));
+}
+
+/// Implements ttrpc's `Codec` for every top-level message of a ttrpc
+/// package file. ttrpc 0.10 (its newest release) implements `Codec` only
+/// for messages of its own prost (0.13); the API's messages derive the
+/// workspace's prost, so each request and reply type gets an impl that
+/// encodes with it. The bytes are the same protobuf encoding.
+fn add_ttrpc_codec(path: &Path) {
+    let Ok(code) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let mut impls = String::new();
+    let mut depth: i64 = 0;
+    for line in code.lines() {
+        let trimmed = line.trim_start();
+        if depth == 0 {
+            if let Some(rest) = trimmed.strip_prefix("pub struct ") {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                impls.push_str(&format!(
+                    "impl ::ttrpc::proto::Codec for {name} {{\n\
+                     type E = ::std::io::Error;\n\
+                     fn size(&self) -> u32 {{ u32::try_from(::prost::Message::encoded_len(self)).unwrap_or(u32::MAX) }}\n\
+                     fn encode(&self) -> ::std::result::Result<::std::vec::Vec<u8>, Self::E> {{ Ok(::prost::Message::encode_to_vec(self)) }}\n\
+                     fn decode(buf: impl AsRef<[u8]>) -> ::std::result::Result<Self, Self::E> {{ <Self as ::prost::Message>::decode(buf.as_ref()).map_err(::std::io::Error::other) }}\n\
+                     fn merge(&mut self, buf: impl AsRef<[u8]>) -> ::std::result::Result<(), Self::E> {{ ::prost::Message::merge(self, buf.as_ref()).map_err(::std::io::Error::other) }}\n\
+                     }}\n"
+                ));
+            }
+        }
+        // Generated code keeps braces out of string literals on these
+        // lines except in doc comments, which are skipped.
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        depth += line.matches('{').count() as i64 - line.matches('}').count() as i64;
+    }
+    write_fresh(path, &format!("{code}\n{impls}"));
 }
 
 /// Writes `path` as a new file: an output directory seeded with hard links

@@ -263,7 +263,7 @@ enum ProfileError {
     /// Starting the sampler (another profile runs, say).
     #[error("could not enable CPU profiling: {0}")]
     Start(pprof::Error),
-    /// Building the report or its protobuf.
+    /// Building the report.
     #[error("could not build the profile: {0}")]
     Report(pprof::Error),
     /// Compressing it.
@@ -303,7 +303,7 @@ fn profile_seconds(query: Option<&str>) -> Result<u64, String> {
 /// a debug build) before sampling starts, and those tables (about 200 MiB)
 /// stay allocated afterwards.
 fn take_profile(seconds: u64) -> Result<Vec<u8>, ProfileError> {
-    use pprof::protos::Message;
+    use prost::Message;
     use std::io::Write;
     let guard = pprof::ProfilerGuardBuilder::default()
         .frequency(PPROF_FREQUENCY)
@@ -312,12 +312,9 @@ fn take_profile(seconds: u64) -> Result<Vec<u8>, ProfileError> {
         .build()
         .map_err(ProfileError::Start)?;
     std::thread::sleep(Duration::from_secs(seconds));
-    let profile = guard
-        .report()
-        .build()
-        .and_then(|r| r.pprof())
-        .map_err(ProfileError::Report)?;
+    let report = guard.report().build().map_err(ProfileError::Report)?;
     drop(guard);
+    let profile = crate::profile_proto::from_report(&report);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&profile.encode_to_vec())
         .map_err(ProfileError::Compress)?;
@@ -500,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_busy_thread_shows_in_the_profile() {
-        use pprof::protos::Message;
+        use prost::Message;
         use std::io::Read;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let busy = {
@@ -521,7 +518,7 @@ mod tests {
         flate2::read::GzDecoder::new(gz.as_slice())
             .read_to_end(&mut raw)
             .expect("gunzip");
-        let profile = pprof::protos::Profile::decode(raw.as_slice()).expect("protobuf");
+        let profile = crate::profile_proto::Profile::decode(raw.as_slice()).expect("protobuf");
         let samples: i64 = profile.sample.iter().filter_map(|s| s.value.first()).sum();
         assert!(samples > 10, "{samples} samples in 1 s of a busy thread");
     }

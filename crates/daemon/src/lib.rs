@@ -42,6 +42,7 @@ pub mod oci_hook;
 pub mod otlp;
 pub mod plugins;
 pub(crate) mod private;
+pub(crate) mod profile_proto;
 pub(crate) mod restart;
 mod server;
 pub mod services;

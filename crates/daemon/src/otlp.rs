@@ -101,13 +101,13 @@ mod export {
     use opentelemetry::KeyValue;
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_otlp::WithExportConfig;
-    use opentelemetry_sdk::trace::{Sampler, TracerProvider};
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
     use super::{OtlpConfig, Protocol};
 
     /// The running exporter; [`Exporter::shutdown`] flushes what is queued.
     #[derive(Debug)]
-    pub struct Exporter(TracerProvider);
+    pub struct Exporter(SdkTracerProvider);
 
     impl Exporter {
         /// Sends the spans still queued and stops.
@@ -119,7 +119,7 @@ mod export {
     }
 
     /// A `tracing` layer exporting spans as `config` says; call inside a
-    /// tokio runtime (the batch exporter runs on it).
+    /// tokio runtime (the gRPC exporter's connection runs on it).
     pub fn layer<S>(
         config: &OtlpConfig,
     ) -> Result<
@@ -150,15 +150,16 @@ mod export {
                 .build(),
         }
         .map_err(|e| format!("OTLP exporter for {}: {e}", config.endpoint))?;
-        let provider = TracerProvider::builder()
-            .with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio)
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                 config.sampling_ratio,
             ))))
-            .with_resource(opentelemetry_sdk::Resource::new([KeyValue::new(
-                "service.name",
-                config.service_name.clone(),
-            )]))
+            .with_resource(
+                opentelemetry_sdk::Resource::builder_empty()
+                    .with_attribute(KeyValue::new("service.name", config.service_name.clone()))
+                    .build(),
+            )
             .build();
         let tracer = provider.tracer("berthd");
         Ok((

@@ -11,18 +11,18 @@
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use tonic::Status;
-use tonic::body::BoxBody;
+use tonic::body::Body;
 use tower::util::MapResponseLayer;
 
 /// The response mapper [`layer`] installs.
-pub(crate) type MapFn = fn(http::Response<BoxBody>) -> http::Response<BoxBody>;
+pub(crate) type MapFn = fn(http::Response<Body>) -> http::Response<Body>;
 
 /// A layer for the gRPC server that gives size-limit errors containerd's status.
 pub(crate) fn layer() -> MapResponseLayer<MapFn> {
     MapResponseLayer::new(map_response as MapFn)
 }
 
-fn map_response(response: http::Response<BoxBody>) -> http::Response<BoxBody> {
+fn map_response(response: http::Response<Body>) -> http::Response<Body> {
     let (mut parts, body) = response.into_parts();
     rewrite(&mut parts.headers);
     let body = body.map_frame(|mut frame| {
@@ -31,7 +31,7 @@ fn map_response(response: http::Response<BoxBody>) -> http::Response<BoxBody> {
         }
         frame
     });
-    http::Response::from_parts(parts, tonic::body::boxed(body))
+    http::Response::from_parts(parts, Body::new(body))
 }
 
 /// Rewrites tonic's size-limit `OutOfRange` in `headers`, if it is one.

@@ -193,7 +193,7 @@ const MIB: u64 = 1 << 20;
 
 /// `9 MiB` for whole MiB, `12.5 MiB` from 10 MiB on, exact bytes below.
 pub(crate) fn human_size(n: u64) -> String {
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
     } else if n >= 10 * MIB {
         // Display only: f64 is exact enough for a size in a message.

@@ -30,7 +30,11 @@ fn prepare_commit(c: &mut Criterion) {
             sn.prepare(&key, parent.as_deref(), Labels::new()).unwrap();
             sn.commit(&name, &key, Labels::new()).unwrap();
             // Chains stay short so mount option length never matters here.
-            parent = if i % 20 == 0 { None } else { Some(name) };
+            parent = if i.is_multiple_of(20) {
+                None
+            } else {
+                Some(name)
+            };
         });
     });
 }

@@ -64,7 +64,7 @@ fn check(data: &[u8]) {
     let outside = tmp.path().join("outside");
     fs::write(&outside, b"untouched").expect("outside file");
     fs::create_dir(tmp.path().join("outsidedir")).expect("outside dir");
-    let whiteouts = if data.len() % 2 == 0 {
+    let whiteouts = if data.len().is_multiple_of(2) {
         Whiteouts::Remove
     } else {
         Whiteouts::Overlay

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use berth_cri_streaming::Server;
-use tonic::codegen::{Body, BoxFuture, StdError, empty_body, http};
+use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::{Code, Status};
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -96,7 +96,7 @@ where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
-    type Response = http::Response<tonic::body::BoxBody>;
+    type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
@@ -152,7 +152,7 @@ where
             other => {
                 eprintln!("test CRI server: unimplemented {other}");
                 Box::pin(async move {
-                    let mut response = http::Response::new(empty_body());
+                    let mut response = http::Response::new(tonic::body::Body::empty());
                     let headers = response.headers_mut();
                     headers.insert("grpc-status", (Code::Unimplemented as i32).into());
                     headers.insert(
@@ -190,7 +190,7 @@ where
 fn unary<B, Req, Resp, F>(
     req: http::Request<B>,
     f: F,
-) -> BoxFuture<http::Response<tonic::body::BoxBody>, Infallible>
+) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>
 where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
@@ -199,7 +199,7 @@ where
     Resp: prost::Message + Send + 'static,
 {
     Box::pin(async move {
-        let mut grpc = tonic::server::Grpc::new(tonic::codec::ProstCodec::<Resp, Req>::default());
+        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default());
         Ok(grpc.unary(Unary(Some(f)), req).await)
     })
 }

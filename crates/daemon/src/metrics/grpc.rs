@@ -239,7 +239,7 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, B, RB> tower::Service<http::Request<B>> for MetricsService<S>
 where
-    S: tower::Service<http::Request<tonic::body::BoxBody>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<RB>>,
     B: Body<Data = bytes::Bytes> + Unpin + Send + 'static,
     B::Error: Into<tonic::codegen::StdError>,
     S::Future: Send + 'static,
@@ -269,7 +269,7 @@ where
             .as_ref()
             .map(|(m, labels)| m.received.get_or_create(labels).clone());
         let req = req.map(|inner| {
-            tonic::body::boxed(CountedBody {
+            tonic::body::Body::new(CountedBody {
                 inner,
                 counter: received.map(|c| (c, Frames::default())),
             })

@@ -23,8 +23,8 @@ impl GrpcService {
     pub fn new<S>(svc: S) -> GrpcService
     where
         S: tonic::codegen::Service<
-                tonic::codegen::http::Request<tonic::body::BoxBody>,
-                Response = tonic::codegen::http::Response<tonic::body::BoxBody>,
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
                 Error = std::convert::Infallible,
             > + tonic::server::NamedService
             + Clone
@@ -45,8 +45,8 @@ impl GrpcService {
     pub fn with<S>(self, svc: S) -> GrpcService
     where
         S: tonic::codegen::Service<
-                tonic::codegen::http::Request<tonic::body::BoxBody>,
-                Response = tonic::codegen::http::Response<tonic::body::BoxBody>,
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
                 Error = std::convert::Infallible,
             > + tonic::server::NamedService
             + Clone
