@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/containerd/containerd/leases"
 )
 
 func init() {
@@ -78,6 +80,24 @@ func (e *env) cycle(id string) error {
 	return nil
 }
 
+// collectNow runs a garbage collection and waits for it (deleting a lease
+// with SynchronousDelete), as containerd's clients do when they need the
+// store settled. A removed snapshot's directory is deleted after
+// Snapshots.Remove answers (containerd leaves it to its collector, berthd
+// starts at once); a synchronous collection waits for that deletion, so the
+// fds it holds meanwhile are not counted as leaks.
+func (e *env) collectNow() error {
+	lm := e.client.LeasesService()
+	l, err := lm.Create(e.ctx, leases.WithRandomID())
+	if err != nil {
+		return fmt.Errorf("Leases.Create: %w", err)
+	}
+	if err := lm.Delete(e.ctx, l, leases.SynchronousDelete); err != nil {
+		return fmt.Errorf("Leases.Delete (sync): %w", err)
+	}
+	return nil
+}
+
 func runFdLeak(e *env, args []string) error {
 	fs := flag.NewFlagSet("fd-leak", flag.ContinueOnError)
 	pid := fs.Int("pid", 0, "the daemon's pid")
@@ -91,11 +111,17 @@ func runFdLeak(e *env, args []string) error {
 	if err := e.cycle("fd-warmup"); err != nil {
 		return err
 	}
+	if err := e.collectNow(); err != nil {
+		return err
+	}
 	before, err := openFds(*pid)
 	if err != nil {
 		return err
 	}
 	if err := e.cycle("fd-check"); err != nil {
+		return err
+	}
+	if err := e.collectNow(); err != nil {
 		return err
 	}
 	after, err := openFds(*pid)
