@@ -323,13 +323,13 @@ fn spawn_containerd(dir: &Path, bin: &Path, config: impl FnOnce(u16) -> String) 
 }
 
 /// A TCP port free right now on 127.0.0.1.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 /// Config (version 2, both daemons read it) serving metrics on `port`.
-fn metrics_config(port: u16) -> String {
+pub(crate) fn metrics_config(port: u16) -> String {
     format!("version = 2\n[metrics]\n  address = \"127.0.0.1:{port}\"\n")
 }
 

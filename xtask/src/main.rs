@@ -11,12 +11,16 @@
 //!   `limit`, `docker`; all by default; `unpack` per snapshotter).
 //! - `package [--verify]`: every publishable crate packaged as crates.io
 //!   would take it (see `package.rs`).
+//! - `layout [--no-build] [--no-faults]`: regenerates the linker scripts
+//!   that place the code berthd and the shim run together (see
+//!   `layout.rs`).
 
 mod bench;
 mod cleanup;
 mod deps;
 mod fuzz;
 mod install;
+mod layout;
 mod package;
 
 use std::path::{Path, PathBuf};
@@ -34,9 +38,10 @@ fn main() -> ExitCode {
         Some("install") => install::install(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("package") => package::package(&args[1..]),
+        Some("layout") => layout::layout(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|package [--verify]|bench [--rounds N] [run|pull|unpack|stress|memory|api|limit|docker]...>"
+                "usage: cargo xtask <deps|test|up|fuzz [--seconds N] [TARGET...]|install [--prefix P] [--destdir D] [--bin-dir B]|package [--verify]|layout [--no-build] [--no-faults]|bench [--rounds N] [run|pull|unpack|stress|memory|api|limit|docker]...>"
             );
             return ExitCode::from(2);
         }
