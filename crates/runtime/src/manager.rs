@@ -628,6 +628,7 @@ impl ShimManager {
         let address = match started {
             Ok(a) => a,
             Err(e) => {
+                self.stop_stray(namespace, id, &bundle, &binary).await;
                 self.stop_log(namespace, id).await;
                 let _ = tokio::fs::remove_dir_all(&bundle).await;
                 return Err(e);
@@ -885,6 +886,26 @@ impl ShimManager {
             shim.shutdown(true).await;
             self.cleanup_dead(namespace, id, &shim.bundle, &shim.binary)
                 .await;
+        }
+    }
+
+    /// After a failed `start` (killed, timed out): the long-lived shim may
+    /// already serve without the daemon knowing its address. berth's shim
+    /// listens on an address derived from the daemon, namespace and id, so
+    /// one found there is told to exit; one not listening yet exits by
+    /// itself when it finds `start` gone.
+    async fn stop_stray(&self, namespace: &str, id: &str, bundle: &Path, binary: &Path) {
+        if binary.file_name() != Some(BERTH_SHIM.as_ref()) {
+            return;
+        }
+        let address = crate::address::socket_address(
+            &self.config.grpc_address.display().to_string(),
+            namespace,
+            id,
+        );
+        if let Ok(shim) = self.connect(namespace, id, bundle, binary, &address).await {
+            tracing::debug!(id, address, "stopping the shim a failed start left");
+            shim.shutdown(true).await;
         }
     }
 

@@ -258,10 +258,17 @@ async fn serve_async(args: &Args, releases: unmount::Releases) -> Result<(), Str
         .await
         .map_err(|e| format!("serving ttrpc: {e}"))?;
 
-    // Tell `start` we are serving, then stop using the pipe it reads
-    // (`start` may be gone already: a failed write must not panic).
+    // Tell `start` we are serving, then stop using the pipe it reads.
+    // `start` gone already (killed before it read the line) means the
+    // daemon never learns this address and nothing will ever drive or stop
+    // this shim: it leaves rather than live on as an orphan.
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "{address}").and_then(|()| stdout.flush());
+    if let Err(e) = writeln!(stdout, "{address}").and_then(|()| stdout.flush()) {
+        let _ = std::fs::remove_file(path);
+        return Err(format!(
+            "`start` went away before handing out the address {address} ({e}); exiting"
+        ));
+    }
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
     }
