@@ -550,7 +550,9 @@ impl ShimManager {
             return Err(Error::AlreadyExists(id.to_string()));
         }
         let binary = self.resolve(runtime, runtime_path)?;
+        let t0 = std::time::Instant::now();
         self.wait_exited(namespace, id).await;
+        let t_wait = t0.elapsed();
         let bundle = self.bundle(namespace, id);
         if bundle.exists() {
             // Left by a task whose shim died: clean it up first.
@@ -563,6 +565,7 @@ impl ShimManager {
             .await
             .map_err(io(&bundle))?;
         self.follow_log(namespace, id, &bundle).await;
+        let t_bundle = t0.elapsed();
         let started = self
             .exec_start(namespace, id, &bundle, &binary, options)
             .await;
@@ -574,6 +577,7 @@ impl ShimManager {
                 return Err(e);
             }
         };
+        let t_exec = t0.elapsed();
         // Mode 0600, as containerd writes it.
         let recorded = tokio::fs::OpenOptions::new()
             .write(true)
@@ -592,6 +596,15 @@ impl ShimManager {
         );
         self.shims.lock().await.insert(key, shim.clone());
         self.watch(shim.clone());
+        tracing::debug!(
+            namespace,
+            id,
+            wait_exited = ?t_wait,
+            bundle = ?(t_bundle - t_wait),
+            shim_start = ?(t_exec - t_bundle),
+            connect = ?(t0.elapsed() - t_exec),
+            "shim started"
+        );
         Ok(shim)
     }
 

@@ -250,6 +250,8 @@ impl Tasks for TasksService {
             .map_err(|e| Status::invalid_argument(format!("runtime options: {e}")))?;
         let options = with_runc_root(options, &self.runc_root);
         let encoded = options.as_ref().map(Message::encode_to_vec);
+        // Where Tasks.Create's time goes, in the debug log (docs/perf-cri.md).
+        let t_shim = std::time::Instant::now();
         let s = self
             .shims
             .start(
@@ -274,10 +276,16 @@ impl Tasks for TasksService {
             parent_checkpoint: String::new(),
             options,
         };
+        let shim_started = t_shim.elapsed();
         match s.client.create(ctx(&ns), &req).await {
             Ok(resp) => {
                 tracing::Span::current().record("pid", resp.pid);
-                tracing::debug!(shim = %s.address, "task created");
+                tracing::debug!(
+                    shim = %s.address,
+                    shim_start = ?shim_started,
+                    shim_create = ?(t_shim.elapsed() - shim_started),
+                    "task created"
+                );
                 Ok(Response::new(pb::CreateTaskResponse {
                     container_id: id,
                     pid: resp.pid,
