@@ -34,11 +34,16 @@
 //!   gunzip of the same bytes.
 //! - `docker`: Docker Engine 20.10 on each daemon (`dockerd --containerd`,
 //!   set up as the end-to-end tests do): `docker run --rm busybox true`
-//!   latency, and the daemon's RSS with 50 running Docker containers.
+//!   latency, and the daemon's RSS with 50 running Docker containers. With
+//!   `BERTH_BENCH_GRPC_PROXY` naming a built `contrib/grpc-timing-proxy`,
+//!   each dockerd reaches its daemon through one, and the per-call log,
+//!   each `run --rm`'s start and end on the same clock, and dockerd's debug
+//!   log are kept under `<target>/bench/docker-<daemon>-*.log`.
 //! - `cri`: `critest -benchmark` once against each daemon with its CRI
 //!   plugin (set up as the CRI tests do): pod and container start/stop
-//!   latencies, and the daemon's idle RSS with the CRI plugin loaded (see
-//!   `bench/cri.rs`).
+//!   latencies, and the daemon's idle RSS with the CRI plugin loaded; each
+//!   daemon's log is kept as `<target>/bench/cri-<daemon>.log` (see
+//!   `bench/cri.rs` and docs/perf-cri.md).
 //! - `scale`: costs against work, one fresh daemon at a time: `run -d`
 //!   latency, RSS, Containers.List and Tasks.List with 0–1000 running
 //!   containers; a pull while 200 containers start and stop; GC pause and
@@ -1206,24 +1211,67 @@ fn scenario_limit(berth: &Daemon, ctx: &mut Ctx, s: &mut Summary) -> Result<()> 
 /// Number of running Docker containers the `docker` scenario measures RSS with.
 const DOCKER_CONTAINERS: usize = 50;
 
+/// Environment variable naming a built `contrib/grpc-timing-proxy`: when
+/// set, the `docker` scenario puts one between each dockerd and its daemon
+/// and keeps its per-call log as `<target>/bench/docker-<daemon>-calls.log`.
+const GRPC_PROXY_VAR: &str = "BERTH_BENCH_GRPC_PROXY";
+
 /// A dockerd on a daemon under test, registered for cleanup while it runs.
 struct DockerOn {
-    dockerd: berth_tests::docker::Dockerd,
+    /// Always there until dropped (taken first, before the proxy stops).
+    dockerd: Option<berth_tests::docker::Dockerd>,
     pid: u32,
+    /// The timing proxy between dockerd and the daemon, if any, and when
+    /// it started (its log's time zero, give or take its start-up).
+    proxy: Option<(std::process::Child, Instant)>,
+    /// The daemon's name (where dockerd's debug log goes, with a proxy).
+    name: &'static str,
 }
 
 impl DockerOn {
     fn start(d: &Daemon) -> Result<DockerOn> {
+        let mut proxy = None;
+        let mut address = d.address.clone();
+        if let Some(bin) = std::env::var_os(GRPC_PROXY_VAR) {
+            let listen = d.address.with_extension("proxy.sock");
+            let dir = target_dir().join("bench");
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let log = std::fs::File::create(dir.join(format!("docker-{}-calls.log", d.name)))
+                .map_err(|e| e.to_string())?;
+            let child = Command::new(bin)
+                .arg(&listen)
+                .arg(&d.address)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("starting {GRPC_PROXY_VAR}: {e}"))?;
+            let started = Instant::now();
+            cleanup::process(child.id());
+            while !listen.exists() && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            proxy = Some((child, started));
+            address = listen;
+        }
         let dockerd =
-            berth_tests::docker::Dockerd::start(&d.address).map_err(|e| format!("{e:#}"))?;
+            berth_tests::docker::Dockerd::start(&address).map_err(|e| format!("{e:#}"))?;
         let pid = dockerd.pid().unwrap_or_default();
         cleanup::process(pid);
         dockerd.load_busybox().map_err(|e| format!("{e:#}"))?;
-        Ok(DockerOn { dockerd, pid })
+        Ok(DockerOn {
+            dockerd: Some(dockerd),
+            pid,
+            proxy,
+            name: d.name,
+        })
     }
 
     fn docker(&self, args: &[&str]) -> Command {
-        let mut c = self.dockerd.command(args);
+        let mut c = match &self.dockerd {
+            Some(d) => d.command(args),
+            None => Command::new("false"),
+        };
         c.stdout(Stdio::null()).stderr(Stdio::piped());
         c
     }
@@ -1231,15 +1279,26 @@ impl DockerOn {
 
 impl Drop for DockerOn {
     fn drop(&mut self) {
+        if let (Some(d), Some(_)) = (&self.dockerd, &self.proxy) {
+            let path = target_dir().join(format!("bench/docker-{}-dockerd.log", self.name));
+            let _ = std::fs::write(path, d.log());
+        }
         // The Dockerd stops itself (by PID) and its containers.
+        drop(self.dockerd.take());
         cleanup::forget(self.pid);
+        if let Some((mut p, _)) = self.proxy.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+            cleanup::forget(p.id());
+        }
     }
 }
 
 /// `docker`: Docker Engine on berthd and on containerd, the same dockerd
 /// setup and image on both.
 fn scenario_docker(berth: &Daemon, containerd: &Daemon, s: &mut Summary) -> Result<()> {
-    let mut latency = Row::new("docker run --rm busybox true", "ms", Better::Lower);
+    let mut latency =
+        Row::new("docker run --rm busybox true", "ms", Better::Lower).goal(Goal::AtMost(0.8));
     let mut rss = Row::new(
         format!("daemon RSS, {DOCKER_CONTAINERS} docker containers"),
         "MB",
@@ -1251,10 +1310,27 @@ fn scenario_docker(berth: &Daemon, containerd: &Daemon, s: &mut Summary) -> Resu
     for (_, k) in pairs {
         timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
     }
+    let mut runs_log: Vec<String> = vec![String::new(), String::new()];
     for _ in 0..RUNS {
-        for (d, k) in pairs {
+        for (i, (d, k)) in pairs.into_iter().enumerate() {
+            let began = Instant::now();
             let t = timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
             latency.push(d, t.as_secs_f64() * 1000.0);
+            if let Some((_, zero)) = &k.proxy {
+                // On the proxy log's clock: where the command began and ended.
+                let at = |i: Instant| i.duration_since(*zero).as_secs_f64() * 1000.0;
+                runs_log[i].push_str(&format!(
+                    "{:10.3} docker run --rm began\n{:10.3} docker run --rm ended\n",
+                    at(began),
+                    at(began + t)
+                ));
+            }
+        }
+    }
+    for (i, (d, k)) in pairs.into_iter().enumerate() {
+        if k.proxy.is_some() {
+            let path = target_dir().join(format!("bench/docker-{}-runs.log", d.name));
+            std::fs::write(&path, &runs_log[i]).map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
     for (d, k) in pairs {

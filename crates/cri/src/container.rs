@@ -713,6 +713,7 @@ impl Cri {
     }
 
     pub(crate) async fn start_container(&self, id: &str) -> Result<()> {
+        let t0 = std::time::Instant::now();
         let cur = self.container(id).await?;
         if cur.state != cri::ContainerState::ContainerCreated {
             return Err(CriError::FailedPrecondition(format!(
@@ -732,6 +733,7 @@ impl Cri {
                 cur.meta.sandbox_id
             )));
         }
+        let t_lookup = t0.elapsed();
         let io = self.io_dir(&id);
         std::fs::create_dir_all(&io)
             .map_err(|e| CriError::Internal(format!("creating {}: {e}", io.display())))?;
@@ -765,7 +767,9 @@ impl Cri {
         }
         self.attach_log(&cur.meta, &stdout, (!tty).then_some(stderr.as_path()))
             .await?;
+        let t_io = t0.elapsed();
         let rootfs = self.snapshot_mounts(&id).await?;
+        let t_mounts = t0.elapsed();
         let mut tasks = self.inner.backend.tasks();
         let created = tasks
             .create(tpb::CreateTaskRequest {
@@ -785,6 +789,7 @@ impl Cri {
                 ..Default::default()
             })
             .await;
+        let t_create = t0.elapsed();
         if let Err(s) = created {
             self.detach_log(&id, &stdout, &stderr).await;
             return Err(CriError::Service {
@@ -805,6 +810,7 @@ impl Cri {
                 status: Box::new(s),
             });
         }
+        let t_start = t0.elapsed();
         let mut m = cur.meta.clone();
         m.started_at = meta::now_nanos();
         m.stdout = stdout.display().to_string();
@@ -814,6 +820,16 @@ impl Cri {
             stderr.display().to_string()
         };
         self.save_container(&cur.record, &m).await?;
+        tracing::debug!(
+            id = %id,
+            lookup = ?t_lookup,
+            io = ?(t_io - t_lookup),
+            mounts = ?(t_mounts - t_io),
+            task_create = ?(t_create - t_mounts),
+            task_start = ?(t_start - t_create),
+            save = ?(t0.elapsed() - t_start),
+            "container started"
+        );
         self.publish(cri::ContainerEventResponse {
             container_id: id,
             container_event_type: cri::ContainerEventType::ContainerStartedEvent as i32,

@@ -341,14 +341,29 @@ impl Db {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
+        self.update_unobserved_if_written(|txn| f(txn).map(|out| (out, true)))
+    }
+
+    /// [`Db::update_unobserved`] for a transaction that may turn out to
+    /// have written nothing: `f` says whether it wrote, and one that did
+    /// not is aborted instead of committed, which spares the commit's
+    /// fdatasync (an empty collection's sweep).
+    pub(crate) fn update_unobserved_if_written<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(T, bool)>,
+    ) -> Result<T> {
         let txn = self
             .inner
             .db
             .begin_write()
             .context("begin write transaction")?;
         match f(&txn) {
-            Ok(out) => {
+            Ok((out, true)) => {
                 txn.commit().context("commit transaction")?;
+                Ok(out)
+            }
+            Ok((out, false)) => {
+                txn.abort().context("abort transaction")?;
                 Ok(out)
             }
             Err(err) => {

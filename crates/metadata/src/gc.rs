@@ -632,7 +632,10 @@ pub(crate) fn sweep(db: &Db, marked: Marked) -> Result<GcReport> {
         let batch: Vec<(Node, Vec<u8>)> = candidates.by_ref().take(SWEEP_BATCH).collect();
         let last = candidates.peek().is_none();
         let began = Instant::now();
-        db.update_unobserved(|txn| {
+        // Nothing to remove and nothing released: the transaction writes
+        // nothing and is not committed (no fdatasync for an empty collection).
+        let removes = !batch.is_empty() || (last && !expired_leases.is_empty());
+        db.update_unobserved_if_written(|txn| {
             // Under the write lock: no write slips between this and the commit.
             let tracked = if last {
                 db.take_tracked()
@@ -647,15 +650,16 @@ pub(crate) fn sweep(db: &Db, marked: Marked) -> Result<GcReport> {
                 &mut released,
                 &mut skipped,
             )?;
+            let mut released_any = false;
             if last {
-                finish_sweep(
+                released_any = finish_sweep(
                     txn,
                     std::mem::take(&mut expired_leases),
                     std::mem::take(&mut released),
                     &mut report,
                 )?;
             }
-            Ok(())
+            Ok(((), removes || released_any))
         })?;
         report.sweep_transactions += 1;
         report.longest_sweep_transaction = report.longest_sweep_transaction.max(began.elapsed());
@@ -768,12 +772,13 @@ fn sweep_batch(
 /// The last sweep transaction's extra work: deletes the expired leases that
 /// were not re-created, and reports which of the `released` digests (plus
 /// those [`crate::content::ContentStore::delete`] released) no namespace holds.
+/// Returns whether the released-content table had entries (it was cleared).
 fn finish_sweep(
     txn: &redb::WriteTransaction,
     expired_leases: Vec<(String, String, Vec<u8>)>,
     mut released: BTreeSet<String>,
     report: &mut GcReport,
-) -> Result<()> {
+) -> Result<bool> {
     let mut leases_table = txn
         .open_table(schema::LEASES)
         .context("open table leases")?;
@@ -800,13 +805,17 @@ fn finish_sweep(
     let mut released_table = txn
         .open_table(schema::RELEASED_CONTENT)
         .context("open table released_content")?;
+    let mut released_any = false;
     for entry in released_table.iter().context("scan released content")? {
         let (k, _) = entry.context("read released content")?;
         released.insert(k.value().to_owned());
+        released_any = true;
     }
-    released_table
-        .retain(|_, _| false)
-        .context("clear released content")?;
+    if released_any {
+        released_table
+            .retain(|_, _| false)
+            .context("clear released content")?;
+    }
 
     // Checked in this last transaction: a digest removed by an earlier
     // batch and recorded again since is not reported.
@@ -819,7 +828,7 @@ fn finish_sweep(
             report.removed_content.push(digest);
         }
     }
-    Ok(())
+    Ok(released_any)
 }
 
 /// What [`remove_unchanged`] did.

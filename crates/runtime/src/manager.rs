@@ -566,6 +566,8 @@ impl ShimManager {
             None => options,
         };
         let encoded = options.as_ref().map(prost::Message::encode_to_vec);
+        // Where Tasks.Create's time goes, in the debug log (docs/perf-cri.md).
+        let started_at = std::time::Instant::now();
         let shim = self
             .start(
                 namespace,
@@ -576,9 +578,16 @@ impl ShimManager {
                 encoded.as_deref().unwrap_or_default(),
             )
             .await?;
+        let shim_start = started_at.elapsed();
         match shim.create(rootfs, stdio, options).await {
             Ok(pid) => {
-                tracing::debug!(shim = %shim.address, pid, "task created");
+                tracing::debug!(
+                    shim = %shim.address,
+                    pid,
+                    shim_start = ?shim_start,
+                    shim_create = ?(started_at.elapsed() - shim_start),
+                    "task created"
+                );
                 Ok((shim, pid))
             }
             Err(e) => {
@@ -609,7 +618,9 @@ impl ShimManager {
             return Err(Error::AlreadyExists(id.to_string()));
         }
         let binary = self.resolve(runtime, runtime_path)?;
+        let t0 = std::time::Instant::now();
         self.wait_exited(namespace, id).await;
+        let t_wait = t0.elapsed();
         let bundle = self.bundle(namespace, id);
         if bundle.exists() {
             // Left by a task whose shim died: clean it up first.
@@ -622,6 +633,7 @@ impl ShimManager {
             .await
             .map_err(io(&bundle))?;
         self.follow_log(namespace, id, &bundle).await;
+        let t_bundle = t0.elapsed();
         let started = self
             .exec_start(namespace, id, &bundle, &binary, options)
             .await;
@@ -634,6 +646,7 @@ impl ShimManager {
                 return Err(e);
             }
         };
+        let t_exec = t0.elapsed();
         // Mode 0600, as containerd writes it.
         let recorded = tokio::fs::OpenOptions::new()
             .write(true)
@@ -652,6 +665,15 @@ impl ShimManager {
         );
         self.shims.lock().await.insert(key, shim.clone());
         self.watch(shim.clone());
+        tracing::debug!(
+            namespace,
+            id,
+            wait_exited = ?t_wait,
+            bundle = ?(t_bundle - t_wait),
+            shim_start = ?(t_exec - t_bundle),
+            connect = ?(t0.elapsed() - t_exec),
+            "shim started"
+        );
         Ok(shim)
     }
 

@@ -89,6 +89,10 @@ fn measure(env: &CriEnv, s: &mut Summary) -> Result<()> {
                 .map(|(file, op, _)| median_ms(&out.join(file), op))
                 .collect::<Result<Vec<f64>>>()
         });
+        // Kept for a breakdown of the calls (berthd logs at debug level).
+        let log = super::target_dir().join(format!("bench/cri-{kind:?}.log").to_lowercase());
+        let _ = std::fs::create_dir_all(super::target_dir().join("bench"));
+        let _ = std::fs::write(&log, daemon.log());
         let finished = daemon.finish().map_err(|e| format!("{kind:?}: {e:#}"));
         crate::cleanup::forget(pid);
         let figures = figures.map_err(|e| format!("{kind:?}: {e}"))?;
