@@ -254,17 +254,23 @@ fn start_berthd_with(dir: &Path, bin: &Path, plugins: &str) -> Result<Daemon> {
     std::fs::write(&config, format!("{}{plugins}", metrics_config(port)))
         .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin.join("berthd"));
+    berthd_args(&mut cmd, dir, &config, &address);
+    spawn_daemon("berthd", cmd, dir, address, bin, port)
+}
+
+/// berthd's arguments for a bench daemon: `config`, root and state under
+/// `dir`, socket `address`, warnings only in its log.
+pub(crate) fn berthd_args(cmd: &mut Command, dir: &Path, config: &Path, address: &Path) {
     cmd.arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("--root")
         .arg(dir.join("root"))
         .arg("--state")
         .arg(dir.join("state"))
         .arg("--address")
-        .arg(&address)
+        .arg(address)
         .arg("--log-level")
         .arg("warn");
-    spawn_daemon("berthd", cmd, dir, address, bin, port)
 }
 
 fn start_containerd(dir: &Path, bin: &Path) -> Result<Daemon> {

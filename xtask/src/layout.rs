@@ -239,19 +239,8 @@ impl Berthd {
         let config = dir.join("config.toml");
         std::fs::write(&config, bench::metrics_config(bench::free_port()?))
             .map_err(|e| format!("{}: {e}", config.display()))?;
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(dir.join("root"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .arg("--address")
-            .arg(&address)
-            .arg("--log-level")
-            .arg("warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        bench::berthd_args(&mut cmd, dir, &config, &address);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let mut child = cmd.spawn().map_err(|e| format!("starting berthd: {e}"))?;
         cleanup::daemon(child.id(), &address, &dir.join("state"), dir);
         // Under valgrind berthd starts some 30 times slower.

@@ -284,16 +284,7 @@ impl Db {
     /// After a commit, every [`Db::on_mutation`] callback is called.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
         let out = self.update_unobserved(f)?;
-        let dirty = self.is_dirty();
-        let callbacks = self
-            .inner
-            .on_mutation
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for callback in callbacks {
-            callback(dirty);
-        }
+        self.tell_mutation();
         Ok(out)
     }
 
@@ -304,24 +295,13 @@ impl Db {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
-        let mut txn = self
-            .inner
-            .db
-            .begin_write()
-            .context("begin write transaction")?;
-        txn.set_durability(redb::Durability::None);
-        let out = match f(&txn) {
-            Ok(out) => {
-                txn.commit().context("commit transaction")?;
-                out
-            }
-            Err(err) => {
-                if let Err(abort) = txn.abort() {
-                    warn!(error = %abort, "failed to abort metadata transaction");
-                }
-                return Err(err);
-            }
-        };
+        let out = self.transact(false, |txn| f(txn).map(|out| (out, true)))?;
+        self.tell_mutation();
+        Ok(out)
+    }
+
+    /// Calls every [`Db::on_mutation`] callback, after a commit.
+    fn tell_mutation(&self) {
         let dirty = self.is_dirty();
         let callbacks = self
             .inner
@@ -332,7 +312,6 @@ impl Db {
         for callback in callbacks {
             callback(dirty);
         }
-        Ok(out)
     }
 
     /// [`Db::update`] without telling the mutation callbacks: the
@@ -352,11 +331,25 @@ impl Db {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(T, bool)>,
     ) -> Result<T> {
-        let txn = self
+        self.transact(true, f)
+    }
+
+    /// Runs `f` in a write transaction (`durable`: the commit waits for the
+    /// disk) and commits it if `f` says it wrote; aborts it otherwise or
+    /// on an error.
+    fn transact<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&WriteTransaction) -> Result<(T, bool)>,
+    ) -> Result<T> {
+        let mut txn = self
             .inner
             .db
             .begin_write()
             .context("begin write transaction")?;
+        if !durable {
+            txn.set_durability(redb::Durability::None);
+        }
         match f(&txn) {
             Ok((out, true)) => {
                 txn.commit().context("commit transaction")?;
