@@ -254,13 +254,14 @@ fn add_ttrpc_codec(path: &Path) {
     let mut depth: i64 = 0;
     for line in code.lines() {
         let trimmed = line.trim_start();
-        if depth == 0 {
-            if let Some(rest) = trimmed.strip_prefix("pub struct ") {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                impls.push_str(&format!(
+        if depth == 0
+            && let Some(rest) = trimmed.strip_prefix("pub struct ")
+        {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            impls.push_str(&format!(
                     "impl ::ttrpc::proto::Codec for {name} {{\n\
                      type E = ::std::io::Error;\n\
                      fn size(&self) -> u32 {{ u32::try_from(::prost::Message::encoded_len(self)).unwrap_or(u32::MAX) }}\n\
@@ -269,7 +270,6 @@ fn add_ttrpc_codec(path: &Path) {
                      fn merge(&mut self, buf: impl AsRef<[u8]>) -> ::std::result::Result<(), Self::E> {{ ::prost::Message::merge(self, buf.as_ref()).map_err(::std::io::Error::other) }}\n\
                      }}\n"
                 ));
-            }
         }
         // Generated code keeps braces out of string literals on these
         // lines except in doc comments, which are skipped.

@@ -259,11 +259,11 @@ impl Io {
     /// reads end of file once the shim closes its side too (`CloseIO`):
     /// like containerd's, it holds the FIFO open so clients may come and go.
     pub fn close_stdin(&self) {
-        if let Some(side) = &self.stdin_side {
-            if let Ok(mut s) = side.lock() {
-                s.file = None;
-                s.closed = true;
-            }
+        if let Some(side) = &self.stdin_side
+            && let Ok(mut s) = side.lock()
+        {
+            s.file = None;
+            s.closed = true;
         }
     }
 

@@ -172,12 +172,11 @@ impl Client {
             async move { images.get(pb::GetImageRequest { name }).await }
         };
         let mut found = get(name.to_string()).await;
-        if matches!(&found, Err(s) if s.code() == tonic::Code::NotFound) {
-            if let Ok(full) = normalize(name) {
-                if full != name {
-                    found = get(full).await;
-                }
-            }
+        if matches!(&found, Err(s) if s.code() == tonic::Code::NotFound)
+            && let Ok(full) = normalize(name)
+            && full != name
+        {
+            found = get(full).await;
         }
         let image = found.ctx(|| format!("getting image {name:?}"))?.image;
         image

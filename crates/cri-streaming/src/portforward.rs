@@ -64,22 +64,22 @@ pub(crate) async fn serve_spdy(
                 continue;
             }
         }
-        if pair.data.is_some() && pair.error.is_some() {
-            if let Some(Pair {
+        if pair.data.is_some()
+            && pair.error.is_some()
+            && let Some(Pair {
                 data: Some(data),
                 error: Some(error),
             }) = pending.remove(&request)
-            {
-                let port = data.header("port").unwrap_or("").to_string();
-                forwards.spawn(forward(
-                    runtime.clone(),
-                    pod.clone(),
-                    port,
-                    data.io,
-                    error.io,
-                    ErrorFormat::Json,
-                ));
-            }
+        {
+            let port = data.header("port").unwrap_or("").to_string();
+            forwards.spawn(forward(
+                runtime.clone(),
+                pod.clone(),
+                port,
+                data.io,
+                error.io,
+                ErrorFormat::Json,
+            ));
         }
         // Reap finished forwards as we go.
         while forwards.try_join_next().is_some() {}

@@ -323,10 +323,10 @@ fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static(spdy::UPGRADE));
-    if let Ok(v) = HeaderValue::from_str(&protocol) {
-        if !protocol.is_empty() {
-            h.insert(PROTOCOL_HEADER, v);
-        }
+    if let Ok(v) = HeaderValue::from_str(&protocol)
+        && !protocol.is_empty()
+    {
+        h.insert(PROTOCOL_HEADER, v);
     }
     resp
 }
@@ -501,10 +501,10 @@ fn websocket(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert("sec-websocket-accept", v);
     }
-    if !protocol.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&protocol) {
-            h.insert("sec-websocket-protocol", v);
-        }
+    if !protocol.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&protocol)
+    {
+        h.insert("sec-websocket-protocol", v);
     }
     resp
 }

@@ -230,17 +230,18 @@ async fn read_loop<T>(
             continue;
         };
         if encoding.close_signals && ch == CLOSE_CHANNEL {
-            if let Some(&closed) = data.first() {
-                if let Some(mut w) = inputs.remove(&closed) {
-                    let _ = w.shutdown().await;
-                }
+            if let Some(&closed) = data.first()
+                && let Some(mut w) = inputs.remove(&closed)
+            {
+                let _ = w.shutdown().await;
             }
             continue;
         }
-        if let Some(w) = inputs.get_mut(&ch) {
-            if !data.is_empty() && w.write_all(&data).await.is_err() {
-                inputs.remove(&ch);
-            }
+        if let Some(w) = inputs.get_mut(&ch)
+            && !data.is_empty()
+            && w.write_all(&data).await.is_err()
+        {
+            inputs.remove(&ch);
         }
     }
     let _ = gone.send(true);

@@ -101,12 +101,11 @@ impl LogFile {
         line.extend_from_slice(format!("{} {stream} {tag} ", timestamp()).as_bytes());
         line.extend_from_slice(text);
         line.push(b'\n');
-        if let Ok(mut f) = self.file.lock() {
-            if let Some(f) = f.as_mut() {
-                if let Err(e) = f.write_all(&line) {
-                    tracing::warn!(path = %self.path.display(), error = %e, "writing a container log");
-                }
-            }
+        if let Ok(mut f) = self.file.lock()
+            && let Some(f) = f.as_mut()
+            && let Err(e) = f.write_all(&line)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "writing a container log");
         }
     }
 }

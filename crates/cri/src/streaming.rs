@@ -836,22 +836,22 @@ impl StreamingRuntime for Streams {
                     } else {
                         &mut stdout
                     };
-                    if let Some(w) = to.as_mut() {
-                        if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
-                            *to = None;
-                        }
+                    if let Some(w) = to.as_mut()
+                        && (w.write_all(&data).await.is_err() || w.flush().await.is_err())
+                    {
+                        *to = None;
                     }
                 }
             }
         }
         drop(output);
-        if let Some(h) = stdin {
-            if !h.is_finished() {
-                h.abort();
-                // The client left: a stdin_once container's stdin ends with it.
-                if stdin_once {
-                    cri.close_stdin(&id, "").await;
-                }
+        if let Some(h) = stdin
+            && !h.is_finished()
+        {
+            h.abort();
+            // The client left: a stdin_once container's stdin ends with it.
+            if stdin_once {
+                cri.close_stdin(&id, "").await;
             }
         }
         if let Some(h) = resizer {

@@ -61,10 +61,10 @@ pub fn migrate(text: &str, path: &Path) -> Result<String, ConfigError> {
     if version < 2 {
         migrate_v1(&mut table);
     }
-    if version < 3 {
-        if let Some(toml::Value::Table(plugins)) = table.get_mut("plugins") {
-            split_cri(plugins);
-        }
+    if version < 3
+        && let Some(toml::Value::Table(plugins)) = table.get_mut("plugins")
+    {
+        split_cri(plugins);
     }
     table.insert("version".to_string(), toml::Value::Integer(3));
     toml::to_string_pretty(&table).map_err(|e| invalid(format!("cannot render: {e}")))

@@ -82,10 +82,10 @@ pub async fn run_with(
             if let Some(svc) = instance.downcast_ref::<GrpcService>() {
                 svc.register(&mut routes);
             }
-        } else if p.plugin_type == types::TTRPC {
-            if let Some(svc) = instance.downcast_ref::<TtrpcService>() {
-                ttrpc_methods.extend(svc.take());
-            }
+        } else if p.plugin_type == types::TTRPC
+            && let Some(svc) = instance.downcast_ref::<TtrpcService>()
+        {
+            ttrpc_methods.extend(svc.take());
         }
     }
 
@@ -279,10 +279,10 @@ async fn stop_endpoints(endpoints: Vec<Endpoint>) {
 
 fn remove_sockets(grpc: &Path, ttrpc: &Path) {
     for p in [grpc, ttrpc] {
-        if let Err(e) = std::fs::remove_file(p) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(socket = %p.display(), error = %e, "cannot remove socket");
-            }
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %p.display(), error = %e, "cannot remove socket");
         }
     }
 }

@@ -97,16 +97,16 @@ impl<'a> Parser<'a> {
         };
         self.scan(Mode::Field)?;
 
-        if operator != Operator::Matches {
-            if let Some((pos, quote @ ('/' | '|'))) = self.scanner.peek_char() {
-                return Err(self.error(
-                    pos,
-                    format!(
-                        "{quote}...{quote} quoting is only allowed after \"~=\"; \
+        if operator != Operator::Matches
+            && let Some((pos, quote @ ('/' | '|'))) = self.scanner.peek_char()
+        {
+            return Err(self.error(
+                pos,
+                format!(
+                    "{quote}...{quote} quoting is only allowed after \"~=\"; \
                          double-quote values that start with {quote:?}, e.g. topic==\"/tasks/exit\""
-                    ),
-                ));
-            }
+                ),
+            ));
         }
         let token = self.scan(Mode::Value)?;
         let value = match token.kind {

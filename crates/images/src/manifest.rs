@@ -293,15 +293,15 @@ pub fn size_limit(mt: &str) -> Option<(&'static str, u64)> {
 /// Fails with [`Error::TooLarge`] if `desc` claims to be bigger than the
 /// limit for its media type; call it before reading the blob.
 pub fn check_size(desc: &Descriptor) -> Result<()> {
-    if let Some((what, limit)) = size_limit(&desc.media_type) {
-        if desc.size > limit {
-            return Err(Error::TooLarge {
-                what,
-                digest: desc.digest.clone(),
-                size: desc.size,
-                limit,
-            });
-        }
+    if let Some((what, limit)) = size_limit(&desc.media_type)
+        && desc.size > limit
+    {
+        return Err(Error::TooLarge {
+            what,
+            digest: desc.digest.clone(),
+            size: desc.size,
+            limit,
+        });
     }
     Ok(())
 }
@@ -361,14 +361,14 @@ fn parse_raw(desc: &Descriptor, what: &'static str, bytes: &[u8]) -> Result<Raw>
             why: media::SCHEMA1_UNSUPPORTED,
         });
     }
-    if let Some(mt) = &raw.media_type {
-        if *mt != desc.media_type {
-            return Err(Error::MediaTypeMismatch {
-                digest: desc.digest.clone(),
-                expected: desc.media_type.clone(),
-                found: format!("says its mediaType is {mt}"),
-            });
-        }
+    if let Some(mt) = &raw.media_type
+        && *mt != desc.media_type
+    {
+        return Err(Error::MediaTypeMismatch {
+            digest: desc.digest.clone(),
+            expected: desc.media_type.clone(),
+            found: format!("says its mediaType is {mt}"),
+        });
     }
     Ok(raw)
 }

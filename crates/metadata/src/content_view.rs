@@ -235,10 +235,10 @@ impl<S: ?Sized> NamespacedContent<S> {
     }
 
     fn release_ingest(&self, reference: &str) {
-        if let Some(l) = &self.lease {
-            if let Err(e) = self.db.leases().release_ingest(&self.ns, l, reference) {
-                tracing::debug!(namespace = %self.ns, lease = %l, reference, error = %e, "cannot release ingest from its lease");
-            }
+        if let Some(l) = &self.lease
+            && let Err(e) = self.db.leases().release_ingest(&self.ns, l, reference)
+        {
+            tracing::debug!(namespace = %self.ns, lease = %l, reference, error = %e, "cannot release ingest from its lease");
         }
     }
 }
@@ -260,15 +260,15 @@ impl<S: Store + ?Sized + 'static> NamespacedContent<S> {
         }
         let bref = self.backend_ref(reference);
         self.db.while_blob_files_kept(|| {
-            if let Some(d) = expected {
-                if self.db.content().info(&self.ns, d.as_str()).is_ok() {
-                    // As containerd's: the lease holds it all the same
-                    // (a relabelling caller's add_labels will).
-                    if !self.relabelled {
-                        self.lease_content(d.as_str())?;
-                    }
-                    return Err(berth_content::Error::AlreadyExists(format!("content {d}")));
+            if let Some(d) = expected
+                && self.db.content().info(&self.ns, d.as_str()).is_ok()
+            {
+                // As containerd's: the lease holds it all the same
+                // (a relabelling caller's add_labels will).
+                if !self.relabelled {
+                    self.lease_content(d.as_str())?;
                 }
+                return Err(berth_content::Error::AlreadyExists(format!("content {d}")));
             }
             // As containerd's addIngestLease: the lease holds the ingest,
             // so deleting the lease aborts it. Recorded before the ingest

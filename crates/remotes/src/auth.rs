@@ -397,15 +397,15 @@ impl Authorizer {
                 }
                 AuthScheme::Basic => {
                     if let Some(cred) = self.credentials.as_ref().and_then(|c| c.credentials(host))
+                        && !cred.username.is_empty()
+                        && !cred.secret.expose().is_empty()
                     {
-                        if !cred.username.is_empty() && !cred.secret.expose().is_empty() {
-                            tracing::debug!(host, "basic challenge");
-                            hosts.insert(
-                                host.to_owned(),
-                                HostAuth::Basic(cred, c.params.get("realm").cloned()),
-                            );
-                            return Ok(());
-                        }
+                        tracing::debug!(host, "basic challenge");
+                        hosts.insert(
+                            host.to_owned(),
+                            HostAuth::Basic(cred, c.params.get("realm").cloned()),
+                        );
+                        return Ok(());
                     }
                 }
             }

@@ -139,22 +139,22 @@ impl HostsConfig {
         }
         // The last entry stands for the registry itself; fill in what the
         // configuration left out.
-        if let Some(last) = hosts.last_mut() {
-            if last.host.is_empty() {
-                if name == "docker.io" {
-                    last.scheme = "https".into();
-                    last.host = "registry-1.docker.io".into();
+        if let Some(last) = hosts.last_mut()
+            && last.host.is_empty()
+        {
+            if name == "docker.io" {
+                last.scheme = "https".into();
+                last.host = "registry-1.docker.io".into();
+            } else {
+                last.host = name.to_owned();
+                last.scheme = if self.plain_http || is_localhost(name) {
+                    "http".into()
                 } else {
-                    last.host = name.to_owned();
-                    last.scheme = if self.plain_http || is_localhost(name) {
-                        "http".into()
-                    } else {
-                        "https".into()
-                    };
-                }
-                last.path = "/v2".into();
-                last.capabilities = Capabilities::ALL;
+                    "https".into()
+                };
             }
+            last.path = "/v2".into();
+            last.capabilities = Capabilities::ALL;
         }
         Ok(hosts)
     }

@@ -484,15 +484,15 @@ impl Repository {
         let expected = self.reference.digest.clone();
         let mut digest = expected.clone();
         let mut size = header_size;
-        if digest.is_none() {
-            if let (Some(h), Some(_)) = (&header_digest, header_size) {
-                digest = Some(Digest::parse(h).map_err(|e| {
-                    Error::InvalidArgument(format!(
-                        "{}: bad Docker-Content-Digest {h:?}: {e}",
-                        ep.host.host
-                    ))
-                })?);
-            }
+        if digest.is_none()
+            && let (Some(h), Some(_)) = (&header_digest, header_size)
+        {
+            digest = Some(Digest::parse(h).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "{}: bad Docker-Content-Digest {h:?}: {e}",
+                    ep.host.host
+                ))
+            })?);
         }
         if digest.is_none() || size.is_none() || have_body {
             tracing::debug!(%url, "no digest or size in the headers, fetching the manifest");
@@ -507,13 +507,13 @@ impl Repository {
                 .as_ref()
                 .map_or(berth_types::Algorithm::CANONICAL, Digest::algorithm);
             let actual = algorithm.digest(&data);
-            if let Some(e) = &expected {
-                if *e != actual {
-                    return Err(Error::DigestMismatch {
-                        expected: e.clone(),
-                        actual,
-                    });
-                }
+            if let Some(e) = &expected
+                && *e != actual
+            {
+                return Err(Error::DigestMismatch {
+                    expected: e.clone(),
+                    actual,
+                });
             }
             digest = Some(actual);
             size = Some(data.len() as u64);

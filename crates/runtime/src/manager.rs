@@ -506,11 +506,11 @@ impl ShimManager {
         }
         // berth's shim missing (a partial install): containerd's own binary
         // for the runtime still speaks the same protocol.
-        if wanted == BERTH_SHIM {
-            if let Some(p) = shim_binary_name(runtime).and_then(|n| find_on_path(&n)) {
-                tracing::warn!(runtime, shim = %p.display(), "berth's shim not found; using containerd's");
-                return Ok(p);
-            }
+        if wanted == BERTH_SHIM
+            && let Some(p) = shim_binary_name(runtime).and_then(|n| find_on_path(&n))
+        {
+            tracing::warn!(runtime, shim = %p.display(), "berth's shim not found; using containerd's");
+            return Ok(p);
         }
         Err(Error::NoShim {
             runtime: runtime.to_string(),
@@ -882,17 +882,16 @@ impl ShimManager {
     async fn wait_exited(&self, namespace: &str, id: &str) {
         let key = (namespace.to_string(), id.to_string());
         let exiting = self.exiting.lock().await.get(&key).cloned();
-        if let Some(exited) = exiting {
-            if tokio::time::timeout(EXIT_TIMEOUT, exited.wait())
+        if let Some(exited) = exiting
+            && tokio::time::timeout(EXIT_TIMEOUT, exited.wait())
                 .await
                 .is_err()
-            {
-                tracing::warn!(
-                    namespace,
-                    id,
-                    "the previous shim of this task has not exited"
-                );
-            }
+        {
+            tracing::warn!(
+                namespace,
+                id,
+                "the previous shim of this task has not exited"
+            );
         }
     }
 
@@ -1035,31 +1034,31 @@ impl ShimManager {
         } else {
             address
         };
-        if !address.is_empty() {
-            if let Ok(shim) = self.connect(namespace, id, bundle, &binary, &address).await {
-                match shim.connect(SHIM_TIMEOUT).await {
-                    Ok(c) if c.task_pid != 0 && !task_deleted(&shim).await => {
-                        let shim = Arc::new(shim);
-                        self.shims
-                            .lock()
-                            .await
-                            .insert((namespace.to_string(), id.to_string()), shim.clone());
-                        self.watch(shim);
-                        return true;
-                    }
-                    Ok(_) => {
-                        // The shim lives but its task was never created (the
-                        // daemon died mid-Create; the shim may still wait for
-                        // stdio FIFOs whose client died with it), or was
-                        // already deleted (the daemon died mid-Delete, before
-                        // shutting the shim down). Nobody can start, kill or
-                        // delete such a task: stop the shim and clean up.
-                        tracing::info!(namespace, id, "shim has no created task; stopping it");
-                        shim.shutdown(true).await;
-                    }
-                    Err(e) => {
-                        tracing::info!(namespace, id, error = %e, "shim does not answer Connect")
-                    }
+        if !address.is_empty()
+            && let Ok(shim) = self.connect(namespace, id, bundle, &binary, &address).await
+        {
+            match shim.connect(SHIM_TIMEOUT).await {
+                Ok(c) if c.task_pid != 0 && !task_deleted(&shim).await => {
+                    let shim = Arc::new(shim);
+                    self.shims
+                        .lock()
+                        .await
+                        .insert((namespace.to_string(), id.to_string()), shim.clone());
+                    self.watch(shim);
+                    return true;
+                }
+                Ok(_) => {
+                    // The shim lives but its task was never created (the
+                    // daemon died mid-Create; the shim may still wait for
+                    // stdio FIFOs whose client died with it), or was
+                    // already deleted (the daemon died mid-Delete, before
+                    // shutting the shim down). Nobody can start, kill or
+                    // delete such a task: stop the shim and clean up.
+                    tracing::info!(namespace, id, "shim has no created task; stopping it");
+                    shim.shutdown(true).await;
+                }
+                Err(e) => {
+                    tracing::info!(namespace, id, error = %e, "shim does not answer Connect")
                 }
             }
         }

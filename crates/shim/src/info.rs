@@ -62,14 +62,14 @@ fn runtime_info(input: &[u8]) -> Result<RuntimeInfo, String> {
         });
     }
     // As containerd's runc shim: a runc without `features` gives no features.
-    if let Ok(out) = Command::new(&binary).arg("features").output() {
-        if out.status.success() && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok()
-        {
-            info.features = Some(prost_types::Any {
-                type_url: FEATURES_URL.to_string(),
-                value: out.stdout,
-            });
-        }
+    if let Ok(out) = Command::new(&binary).arg("features").output()
+        && out.status.success()
+        && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok()
+    {
+        info.features = Some(prost_types::Any {
+            type_url: FEATURES_URL.to_string(),
+            value: out.stdout,
+        });
     }
     Ok(info)
 }

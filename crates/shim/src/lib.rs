@@ -111,12 +111,12 @@ fn start(args: &Args) -> Result<(), String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting the shim: {e}"))?;
-    if let Some(cgroup) = &shim_cgroup {
-        if let Err(e) = shim_cgroup::join(child.id(), cgroup) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
+    if let Some(cgroup) = &shim_cgroup
+        && let Err(e) = shim_cgroup::join(child.id(), cgroup)
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
     }
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
@@ -156,14 +156,14 @@ fn delete(args: &Args) -> Result<(), String> {
         .args(["delete", "--force", &args.id])
         .stdin(Stdio::null())
         .output();
-    if let Ok(out) = &out {
-        if !out.status.success() {
-            eprintln!(
-                "runc delete {}: {}",
-                args.id,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+    if let Ok(out) = &out
+        && !out.status.success()
+    {
+        eprintln!(
+            "runc delete {}: {}",
+            args.id,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     if let Err(e) = berth_snapshots::mount::unmount_all(bundle.join("rootfs")) {
         eprintln!("unmounting {}: {e}", bundle.join("rootfs").display());

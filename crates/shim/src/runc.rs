@@ -112,12 +112,11 @@ impl Runc {
         // process holds them (a reader sees end-of-file when it exits).
         drop(cmd);
         let mut out = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
-            if let Ok(mut rx) =
+        if let Some(stdout) = child.stdout.take()
+            && let Ok(mut rx) =
                 tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))
-            {
-                let _ = rx.read_to_end(&mut out).await;
-            }
+        {
+            let _ = rx.read_to_end(&mut out).await;
         }
         let status = exited.await.unwrap_or(255);
         if status != 0 {

@@ -646,11 +646,9 @@ impl Service {
         } else {
             false
         };
-        if !deleted {
-            if let Err(e) = runc.delete(&r.id, status == Status::Created).await {
-                // Gone already is fine: delete must be idempotent for cleanup.
-                tracing::warn!(id = %r.id, error = %e, "runc delete");
-            }
+        if !deleted && let Err(e) = runc.delete(&r.id, status == Status::Created).await {
+            // Gone already is fine: delete must be idempotent for cleanup.
+            tracing::warn!(id = %r.id, error = %e, "runc delete");
         }
         if mounted {
             // The filesystem's sync on release is not waited for here (see
@@ -951,10 +949,10 @@ impl api::Task for Service {
     async fn close_io(&self, _: &TtrpcContext, r: api::CloseIoRequest) -> Reply<()> {
         self.with_container(&r.id, |c| {
             let p = c.process_mut(&r.exec_id)?;
-            if r.stdin {
-                if let Some(close) = p.stdin_close.take() {
-                    let _ = close.send(());
-                }
+            if r.stdin
+                && let Some(close) = p.stdin_close.take()
+            {
+                let _ = close.send(());
             }
             Ok(())
         })

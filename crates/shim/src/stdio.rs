@@ -166,10 +166,10 @@ fn receive_fd(listener: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd
         RecvFlags::empty(),
     )?;
     for msg in ancillary.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
-            if let Some(fd) = fds.next() {
-                return Ok(fd);
-            }
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
+            && let Some(fd) = fds.next()
+        {
+            return Ok(fd);
         }
     }
     Err(io::Error::new(

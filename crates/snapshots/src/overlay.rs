@@ -94,10 +94,10 @@ impl OverlaySnapshotter {
         let ms = driver::open_root(&root)?;
         // What a killed unpack left staged is garbage (the root is ours now).
         let staging = driver::staging_dir(&root);
-        if staging.exists() {
-            if let Err(e) = tree::remove_all(&staging) {
-                warn!(dir = %staging.display(), error = %e, "cannot clear the staging directory");
-            }
+        if staging.exists()
+            && let Err(e) = tree::remove_all(&staging)
+        {
+            warn!(dir = %staging.display(), error = %e, "cannot clear the staging directory");
         }
         let index_off = Path::new(INDEX_PARAMETER).exists();
         info!(root = %root.display(), index_off, "overlay snapshotter ready");

@@ -253,12 +253,13 @@ impl Copier {
     /// Copies one non-directory entry.
     fn entry(&mut self, src: &Path, dst: &Path, md: &Metadata) -> Result<()> {
         let ft = md.file_type();
-        if !ft.is_dir() && md.nlink() > 1 {
-            if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
-                fs::hard_link(first, dst).map_err(|e| Error::io(dst, e))?;
-                self.stats.linked += 1;
-                return Ok(());
-            }
+        if !ft.is_dir()
+            && md.nlink() > 1
+            && let Some(first) = self.links.get(&(md.dev(), md.ino()))
+        {
+            fs::hard_link(first, dst).map_err(|e| Error::io(dst, e))?;
+            self.stats.linked += 1;
+            return Ok(());
         }
         if ft.is_file() {
             self.file(src, dst)?;

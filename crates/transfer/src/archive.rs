@@ -562,12 +562,12 @@ pub fn export(
         entry
             .annotations
             .insert(IMAGE_NAME.to_string(), name.clone());
-        if let Ok(r) = Reference::parse_normalized(name) {
-            if let Some(tag) = r.tag() {
-                entry
-                    .annotations
-                    .insert(REF_NAME.to_string(), tag.to_string());
-            }
+        if let Ok(r) = Reference::parse_normalized(name)
+            && let Some(tag) = r.tag()
+        {
+            entry
+                .annotations
+                .insert(REF_NAME.to_string(), tag.to_string());
         }
         index.manifests.push(entry);
     }

@@ -399,10 +399,10 @@ fn validate_domain(domain: &str) -> KindResult<()> {
             }
         }
     }
-    if let Some(port) = port {
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return bad("the port must be digits");
-        }
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return bad("the port must be digits");
     }
     Ok(())
 }

@@ -171,10 +171,10 @@ impl LocalStore {
         if ref_.is_empty() {
             return Err(Error::InvalidArgument("ref must not be empty".into()));
         }
-        if let Some(expected) = expected {
-            if fs::symlink_metadata(self.blob_path(expected)).is_ok() {
-                return Err(Error::AlreadyExists(format!("content {expected}")));
-            }
+        if let Some(expected) = expected
+            && fs::symlink_metadata(self.blob_path(expected)).is_ok()
+        {
+            return Err(Error::AlreadyExists(format!("content {expected}")));
         }
         let dir = self.ingest_dir(ref_);
         let lock = IngestLock::acquire(&dir, ref_)?;
@@ -203,15 +203,15 @@ impl LocalStore {
         expected: Option<&Digest>,
     ) -> Result<LocalWriter> {
         // Fill in what this writer knows and the recorded ingest did not.
-        if rec.total.is_none() {
-            if let Some(total) = total {
-                files::write_atomic(&dir.join(files::TOTAL), total.to_string().as_bytes())?;
-            }
+        if rec.total.is_none()
+            && let Some(total) = total
+        {
+            files::write_atomic(&dir.join(files::TOTAL), total.to_string().as_bytes())?;
         }
-        if rec.expected.is_none() {
-            if let Some(expected) = expected {
-                files::write_atomic(&dir.join(files::EXPECTED), expected.as_str().as_bytes())?;
-            }
+        if rec.expected.is_none()
+            && let Some(expected) = expected
+        {
+            files::write_atomic(&dir.join(files::EXPECTED), expected.as_str().as_bytes())?;
         }
         let total = rec.total.or(total);
         let expected = rec.expected.or_else(|| expected.cloned());
@@ -554,17 +554,17 @@ impl Record {
             // A corrupt ingest, or a sha256 collision between two refs.
             return Some(format!("ingest belongs to ref {:?}", self.ref_));
         }
-        if let (Some(have), Some(want)) = (self.total, total) {
-            if have != want {
-                return Some(format!("recorded total {have} differs from {want}"));
-            }
+        if let (Some(have), Some(want)) = (self.total, total)
+            && have != want
+        {
+            return Some(format!("recorded total {have} differs from {want}"));
         }
-        if let (Some(have), Some(want)) = (&self.expected, expected) {
-            if have != want {
-                return Some(format!(
-                    "recorded expected digest {have} differs from {want}"
-                ));
-            }
+        if let (Some(have), Some(want)) = (&self.expected, expected)
+            && have != want
+        {
+            return Some(format!(
+                "recorded expected digest {have} differs from {want}"
+            ));
         }
         None
     }

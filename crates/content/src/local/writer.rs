@@ -81,12 +81,12 @@ impl LocalWriter {
             }
             _ => self.hash.digest(),
         };
-        if let Some(expected) = expected {
-            if *expected != digest {
-                return Err(Error::FailedPrecondition(format!(
-                    "unexpected commit digest {digest}, expected {expected}"
-                )));
-            }
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "unexpected commit digest {digest}, expected {expected}"
+            )));
         }
 
         let target = self.store.blob_path(&digest);
@@ -129,10 +129,10 @@ impl LocalWriter {
         }
         tracing::debug!(ref_ = %self.ref_, %digest, size = actual, "committed blob");
 
-        if !labels.is_empty() {
-            if let Err(e) = self.store.set_labels(&digest, &labels) {
-                tracing::error!(%digest, error = %e, "committed blob but cannot store its labels");
-            }
+        if !labels.is_empty()
+            && let Err(e) = self.store.set_labels(&digest, &labels)
+        {
+            tracing::error!(%digest, error = %e, "committed blob but cannot store its labels");
         }
         self.remove_ingest();
         Ok(())

@@ -255,16 +255,15 @@ async fn read_loop<R: AsyncRead>(
                 }
             }
             Frame::Data { id, fin, data } => {
-                if let Some(w) = inputs.get_mut(&id) {
-                    if !data.is_empty() && w.write_all(&data).await.is_err() {
-                        // The application dropped its end: discard the rest.
-                        inputs.remove(&id);
-                    }
+                if let Some(w) = inputs.get_mut(&id)
+                    && !data.is_empty()
+                    && w.write_all(&data).await.is_err()
+                {
+                    // The application dropped its end: discard the rest.
+                    inputs.remove(&id);
                 }
-                if fin {
-                    if let Some(mut w) = inputs.remove(&id) {
-                        let _ = w.shutdown().await;
-                    }
+                if fin && let Some(mut w) = inputs.remove(&id) {
+                    let _ = w.shutdown().await;
                 }
             }
             Frame::RstStream { id } => {

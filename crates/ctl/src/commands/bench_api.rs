@@ -253,10 +253,10 @@ async fn setup(client: &Client, ns: &str, n: usize) -> anyhow::Result<()> {
             anyhow::Ok(())
         });
         // At most 8 creates in flight.
-        if pending.len() >= 8 {
-            if let Some(r) = pending.join_next().await {
-                r??;
-            }
+        if pending.len() >= 8
+            && let Some(r) = pending.join_next().await
+        {
+            r??;
         }
     }
     while let Some(r) = pending.join_next().await {

@@ -163,13 +163,12 @@ async fn mount_leased(client: &Client, args: &MountArgs) -> anyhow::Result<()> {
                 key: args.target.clone(),
             })
             .await
+            && r.code() != tonic::Code::NotFound
         {
-            if r.code() != tonic::Code::NotFound {
-                eprintln!(
-                    "Error cleaning up snapshot after mount error: {}",
-                    r.message()
-                );
-            }
+            eprintln!(
+                "Error cleaning up snapshot after mount error: {}",
+                r.message()
+            );
         }
         return Err(anyhow::Error::from(e).context(format!("mounting on {}", args.target)));
     }
@@ -191,10 +190,9 @@ pub(crate) async fn unmount(global: &Global, args: UnmountArgs) -> anyhow::Resul
                 sync: false,
             })
             .await
+            && e.code() != tonic::Code::NotFound
         {
-            if e.code() != tonic::Code::NotFound {
-                bail!("error deleting lease: {}", e.message());
-            }
+            bail!("error deleting lease: {}", e.message());
         }
         let mut snapshots =
             SnapshotsClient::with_interceptor(client.channel(), client.interceptor());
@@ -204,10 +202,9 @@ pub(crate) async fn unmount(global: &Global, args: UnmountArgs) -> anyhow::Resul
                 key: args.target.clone(),
             })
             .await
+            && e.code() != tonic::Code::NotFound
         {
-            if e.code() != tonic::Code::NotFound {
-                bail!("error removing snapshot: {}", e.message());
-            }
+            bail!("error removing snapshot: {}", e.message());
         }
     }
     println!("{}", args.target);

@@ -550,27 +550,25 @@ async fn describe(c: &Client, target: &berth_api::containerd::types::Descriptor)
                     .map(|v| format!("/{v}"))
                     .unwrap_or_default()
             ));
-            if let Some(d) = e["digest"].as_str() {
-                if let Ok(b) = super::run::read_blob(&mut content, d).await {
-                    if let Ok(m) = serde_json::from_slice::<serde_json::Value>(&b) {
-                        size += e["size"].as_i64().unwrap_or(0) + layers_size(&m);
-                    }
-                }
+            if let Some(d) = e["digest"].as_str()
+                && let Ok(b) = super::run::read_blob(&mut content, d).await
+                && let Ok(m) = serde_json::from_slice::<serde_json::Value>(&b)
+            {
+                size += e["size"].as_i64().unwrap_or(0) + layers_size(&m);
             }
         }
         return (platforms.join(","), size);
     }
     let mut platform = "-".to_string();
-    if let Some(cfg) = json["config"]["digest"].as_str() {
-        if let Ok(b) = super::run::read_blob(&mut content, cfg).await {
-            if let Ok(c) = serde_json::from_slice::<serde_json::Value>(&b) {
-                platform = format!(
-                    "{}/{}",
-                    c["os"].as_str().unwrap_or("?"),
-                    c["architecture"].as_str().unwrap_or("?")
-                );
-            }
-        }
+    if let Some(cfg) = json["config"]["digest"].as_str()
+        && let Ok(b) = super::run::read_blob(&mut content, cfg).await
+        && let Ok(c) = serde_json::from_slice::<serde_json::Value>(&b)
+    {
+        platform = format!(
+            "{}/{}",
+            c["os"].as_str().unwrap_or("?"),
+            c["architecture"].as_str().unwrap_or("?")
+        );
     }
     (platform, target.size + layers_size(&json))
 }

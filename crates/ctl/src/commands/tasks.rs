@@ -222,17 +222,15 @@ pub(crate) async fn start_task(
         })
         .await
         .with_context(|| format!("starting task {id:?}"))?;
-    if tty {
-        if let Some((w, h)) = RawTerminal::size() {
-            let _ = tasks
-                .resize_pty(pb::ResizePtyRequest {
-                    container_id: id.to_string(),
-                    exec_id: String::new(),
-                    width: w,
-                    height: h,
-                })
-                .await;
-        }
+    if tty && let Some((w, h)) = RawTerminal::size() {
+        let _ = tasks
+            .resize_pty(pb::ResizePtyRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                width: w,
+                height: h,
+            })
+            .await;
     }
     let Some(waiter) = waiter else {
         return Ok(0);

@@ -488,10 +488,9 @@ impl<B: Body + Unpin> Body for CountedBody<B> {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some((counter, frames))) =
             (&polled, this.counter.as_mut())
+            && let Some(data) = frame.data_ref()
         {
-            if let Some(data) = frame.data_ref() {
-                counter.inc_by(frames.feed(data.chunk()));
-            }
+            counter.inc_by(frames.feed(data.chunk()));
         }
         polled
     }

@@ -150,11 +150,10 @@ impl EarlyApply {
         let mut all = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
         all.entry(dir.clone())
             .or_insert_with(|| {
-                if let Err(e) = fs::remove_dir_all(&dir) {
-                    if e.kind() != io::ErrorKind::NotFound {
+                if let Err(e) = fs::remove_dir_all(&dir)
+                    && e.kind() != io::ErrorKind::NotFound {
                         tracing::warn!(path = %dir.display(), error = %e, "cannot empty the early-apply directory");
                     }
-                }
                 Arc::new(EarlyApply {
                     dir,
                     store,
@@ -205,10 +204,10 @@ impl EarlyApply {
             }
             *tx = Some(sender);
         }
-        if let Some(sender) = tx.as_ref() {
-            if sender.send(digest.clone()).is_err() {
-                self.jobs().remove(digest);
-            }
+        if let Some(sender) = tx.as_ref()
+            && sender.send(digest.clone()).is_err()
+        {
+            self.jobs().remove(digest);
         }
     }
 
@@ -395,10 +394,10 @@ fn is_empty_dir_on(target: &Path, staged: &Path) -> io::Result<bool> {
 }
 
 fn remove_tree(path: &Path) {
-    if let Err(e) = fs::remove_dir_all(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged layer");
-        }
+    if let Err(e) = fs::remove_dir_all(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged layer");
     }
 }
 

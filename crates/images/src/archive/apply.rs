@@ -491,13 +491,13 @@ pub fn apply(
         message: format!("after the last entry: {e}"),
     })?;
     let diff_id = format!("sha256:{:x}", hashing.hash.finalize());
-    if let Some(expected) = expected_diff_id {
-        if expected != diff_id {
-            return Err(ApplyError::DiffIdMismatch {
-                expected: expected.to_string(),
-                actual: diff_id,
-            });
-        }
+    if let Some(expected) = expected_diff_id
+        && expected != diff_id
+    {
+        return Err(ApplyError::DiffIdMismatch {
+            expected: expected.to_string(),
+            actual: diff_id,
+        });
     }
     Ok(ApplyStats {
         diff_id,
@@ -554,15 +554,15 @@ fn set_xattrs<R: Read>(fd: impl AsFd, entry: &mut tar::Entry<'_, R>) {
     };
     for ext in exts.flatten() {
         let Ok(key) = ext.key() else { continue };
-        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-            if let Err(e) = rustix::fs::fsetxattr(
+        if let Some(name) = key.strip_prefix("SCHILY.xattr.")
+            && let Err(e) = rustix::fs::fsetxattr(
                 &fd,
                 name,
                 ext.value_bytes(),
                 rustix::fs::XattrFlags::empty(),
-            ) {
-                tracing::debug!(xattr = name, error = %e, "skipping xattr the filesystem refuses");
-            }
+            )
+        {
+            tracing::debug!(xattr = name, error = %e, "skipping xattr the filesystem refuses");
         }
     }
 }
