@@ -191,6 +191,7 @@ impl Cni {
             )));
         }
         let binary = self.bin_dir.join(kind);
+        let t0 = std::time::Instant::now();
         let mut conf = plugin.clone();
         conf["name"] = json!(n.name);
         conf["cniVersion"] = json!(n.version);
@@ -237,6 +238,13 @@ impl Cni {
             .wait_with_output()
             .await
             .map_err(|e| CriError::Internal(format!("CNI plugin {kind}: {e}")))?;
+        tracing::debug!(
+            plugin = kind,
+            command,
+            ifname,
+            elapsed = ?t0.elapsed(),
+            "CNI plugin ran"
+        );
         if !out.status.success() {
             let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let msg = err["msg"].as_str().map_or_else(

@@ -38,6 +38,7 @@ mod seccomp;
 mod service;
 mod spec;
 mod stats;
+mod steps;
 pub mod streaming;
 mod user;
 

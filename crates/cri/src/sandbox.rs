@@ -18,6 +18,7 @@ use crate::cni::PodRef;
 use crate::error::{CriError, Result};
 use crate::meta::{self, SandboxMeta};
 use crate::spec as cspec;
+use crate::steps::Steps;
 
 /// What a task looks like now.
 #[derive(Debug, Clone, Copy, Default)]
@@ -163,6 +164,7 @@ impl Cri {
     }
 
     pub(crate) async fn run_pod_sandbox(&self, r: cri::RunPodSandboxRequest) -> Result<String> {
+        let mut steps = Steps::start();
         let config = r
             .config
             .ok_or_else(|| CriError::InvalidArgument("sandbox config is required".into()))?;
@@ -185,6 +187,7 @@ impl Cri {
         let image = self
             .ensure_image(&self.inner.config.sandbox_image.clone())
             .await?;
+        steps.mark("image");
         let _guard = self.inner.lifecycle.lock().await;
         if let Some((_, other)) = self
             .sandboxes()
@@ -197,6 +200,7 @@ impl Cri {
                 other.id
             )));
         }
+        steps.mark("reserve");
         let id = meta::new_id();
         let mut m = SandboxMeta {
             id: id.clone(),
@@ -206,14 +210,16 @@ impl Cri {
             created_at: meta::now_nanos(),
             ..Default::default()
         };
-        let result = self
-            .start_sandbox(&id, &config, &image, &handler, &mut m)
-            .await;
-        if let Err(e) = &result {
+        if let Err(e) = self
+            .start_sandbox(&id, &config, &image, &handler, &mut m, &mut steps)
+            .await
+        {
             tracing::warn!(sandbox = %id, error = %e, "RunPodSandbox failed; cleaning up");
             self.cleanup_sandbox(&id, &m, &config).await;
+            return Err(e);
         }
-        result.map(|()| id)
+        tracing::debug!(id = %id, total = ?steps.total(), "sandbox started {steps}");
+        Ok(id)
     }
 
     async fn start_sandbox(
@@ -223,6 +229,7 @@ impl Cri {
         image: &crate::images::CriImage,
         handler: &crate::config::RuntimeHandler,
         m: &mut SandboxMeta,
+        steps: &mut Steps,
     ) -> Result<()> {
         let dir = self.sandbox_dir(id);
         std::fs::create_dir_all(&dir)
@@ -264,6 +271,7 @@ impl Cri {
             _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         };
         write("resolv.conf", &resolv)?;
+        steps.mark("files");
 
         if !host_net {
             let netns = crate::netns::create(
@@ -271,8 +279,10 @@ impl Cri {
                 &format!("cni-{}", uuid::Uuid::new_v4()),
             )?;
             m.netns = netns.display().to_string();
+            steps.mark("netns");
             let results = self.inner.cni.setup(&self.pod_ref(id, m, config)).await?;
             m.ips = results.iter().flat_map(crate::cni::ips_of).collect();
+            steps.mark("cni");
         }
 
         // The pause container.
@@ -376,6 +386,7 @@ impl Cri {
         opts.push(cspec::with_annotations(annotations));
         let oci = spec::generate(id, crate::backend::K8S_NAMESPACE, opts)
             .map_err(|e| CriError::InvalidArgument(format!("sandbox spec: {e}")))?;
+        steps.mark("spec");
         self.create_and_start(
             id,
             &image
@@ -388,6 +399,7 @@ impl Cri {
             &oci,
             meta::record_labels(meta::KIND_SANDBOX, &config.labels),
             (meta::SANDBOX_EXTENSION, meta::to_any(m)),
+            steps,
         )
         .await
     }
@@ -404,9 +416,11 @@ impl Cri {
         oci: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
         extension: (&str, prost_types::Any),
+        steps: &mut Steps,
     ) -> Result<()> {
         let snapshotter = self.inner.config.containerd.snapshotter.clone();
         let lease = self.inner.backend.lease().await?;
+        steps.mark("lease");
         let mounts = match self.prepare_snapshot(id, chain_id, &lease).await {
             Ok(m) => m,
             Err(e) => {
@@ -414,6 +428,7 @@ impl Cri {
                 return Err(e);
             }
         };
+        steps.mark("snapshot");
         let created = self
             .inner
             .backend
@@ -438,6 +453,7 @@ impl Cri {
             .map_err(CriError::service(format!("creating container {id}")));
         lease.release().await;
         created?;
+        steps.mark("record");
         let mut tasks = self.inner.backend.tasks();
         tasks
             .create(tpb::CreateTaskRequest {
@@ -449,6 +465,7 @@ impl Cri {
             .map_err(CriError::service(format!(
                 "failed to create task for sandbox {id}"
             )))?;
+        steps.mark("task_create");
         tasks
             .start(tpb::StartRequest {
                 container_id: id.to_string(),
@@ -458,6 +475,7 @@ impl Cri {
             .map_err(CriError::service(format!(
                 "failed to start sandbox task {id}"
             )))?;
+        steps.mark("task_start");
         Ok(())
     }
 
@@ -542,7 +560,19 @@ impl Cri {
         &self,
         id: &str,
     ) -> Result<Option<tpb::DeleteResponse>> {
-        let Some(state) = self.task_state(id).await? else {
+        self.kill_and_delete_task_timed(id, &mut Steps::start())
+            .await
+    }
+
+    /// [`Cri::kill_and_delete_task`], timing its steps in `steps`.
+    async fn kill_and_delete_task_timed(
+        &self,
+        id: &str,
+        steps: &mut Steps,
+    ) -> Result<Option<tpb::DeleteResponse>> {
+        let state = self.task_state(id).await?;
+        steps.mark("task_state");
+        let Some(state) = state else {
             return Ok(None);
         };
         let mut tasks = self.inner.backend.tasks();
@@ -560,13 +590,15 @@ impl Cri {
             });
             self.inner.backend.kill_all(id, id).await?;
             let _ = waiter.await;
+            steps.mark("task_kill");
         }
-        match tasks
+        let deleted = tasks
             .delete(tpb::DeleteTaskRequest {
                 container_id: id.to_string(),
             })
-            .await
-        {
+            .await;
+        steps.mark("task_delete");
+        match deleted {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(CriError::Service {
@@ -582,6 +614,7 @@ impl Cri {
         id: &str,
         m: &mut SandboxMeta,
         config: &cri::PodSandboxConfig,
+        steps: &mut Steps,
     ) -> Result<()> {
         if m.netns.is_empty() || m.network_down {
             return Ok(());
@@ -593,7 +626,9 @@ impl Cri {
                 .teardown(&self.pod_ref(id, m, config))
                 .await?;
         }
+        steps.mark("cni");
         crate::netns::remove(&path)?;
+        steps.mark("netns");
         m.network_down = true;
         Ok(())
     }
@@ -609,7 +644,10 @@ impl Cri {
             .await;
         self.remove_snapshot(id).await;
         let mut m = m.clone();
-        if let Err(e) = self.teardown_network(id, &mut m, config).await {
+        if let Err(e) = self
+            .teardown_network(id, &mut m, config, &mut Steps::start())
+            .await
+        {
             tracing::warn!(sandbox = %id, error = %e, "tearing down a failed pod's network");
         }
         let _ = std::fs::remove_dir_all(self.sandbox_dir(id));
@@ -629,6 +667,7 @@ impl Cri {
     }
 
     pub(crate) async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let mut steps = Steps::start();
         let (record, mut m) = match self.sandbox(id).await {
             Ok(found) => found,
             // The CRI: stopping a sandbox that is gone is no error.
@@ -637,16 +676,22 @@ impl Cri {
         };
         let id = m.id.clone();
         let config: cri::PodSandboxConfig = meta::decode(&m.config)?;
+        steps.mark("lookup");
         for c in self.containers_of(&id).await? {
             self.stop_container(&c.id, 0).await?;
         }
-        self.kill_and_delete_task(&id).await?;
+        steps.mark("containers");
+        self.kill_and_delete_task_timed(&id, &mut steps).await?;
         let _guard = self.inner.lifecycle.lock().await;
+        steps.mark("lock");
         let was_down = m.network_down;
-        self.teardown_network(&id, &mut m, &config).await?;
+        self.teardown_network(&id, &mut m, &config, &mut steps)
+            .await?;
         if m.network_down != was_down {
             self.save_sandbox(&record, &m).await?;
+            steps.mark("save");
         }
+        tracing::debug!(id = %id, total = ?steps.total(), "sandbox stopped {steps}");
         Ok(())
     }
 
