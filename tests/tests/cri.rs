@@ -25,6 +25,11 @@ fn registry(d: &Path) -> Result<(Registry, String, String)> {
 /// berthd configured as a CRI runtime: sandbox image from `pause`, CNI
 /// plugins from Debian's package, networks from `conf_dir`.
 fn daemon(pause: &str, conf_dir: &Path) -> Result<Daemon> {
+    daemon_with_cni(pause, conf_dir, Path::new("/usr/lib/cni"))
+}
+
+/// [`daemon`] with CNI plugins from `bin_dir`.
+fn daemon_with_cni(pause: &str, conf_dir: &Path, bin_dir: &Path) -> Result<Daemon> {
     std::fs::create_dir_all(conf_dir)?;
     let config = format!(
         r#"version = 2
@@ -33,9 +38,10 @@ fn daemon(pause: &str, conf_dir: &Path) -> Result<Daemon> {
   restrict_oom_score_adj = true
   an_option_from_a_newer_containerd = "ignored"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "{}"
     conf_dir = "{}"
 "#,
+        bin_dir.display(),
         conf_dir.display()
     );
     Daemon::start_with_config(Some(&config))
@@ -395,6 +401,133 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
     c.ok(&["rmp", &pod])?;
     let all = c.ok(&["ps", "-a", "-q"])?;
     assert!(!all.contains(&cid), "{all}");
+    drop(reg);
+    drop(bridge);
+    d.finish()
+}
+
+/// A CNI plugin that fails its ADD (after a while: the pause task is up
+/// by then) with a CNI error, and does nothing on DEL.
+const FAILING_PLUGIN: &str = r#"#!/bin/sh
+cat >/dev/null
+if [ "$CNI_COMMAND" = ADD ]; then
+    sleep 0.3
+    printf '{"cniVersion":"1.0.0","code":100,"msg":"berth-test refuses ADD"}'
+    exit 1
+fi
+"#;
+
+#[test]
+fn a_failing_cni_add_leaves_no_pod_behind() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !Path::new("/usr/lib/cni").join(plugin).exists() {
+            bail!(
+                "/usr/lib/cni/{plugin} not found: run `cargo xtask deps` (Debian package containernetworking-plugins)"
+            );
+        }
+    }
+    let scratch = tempfile::Builder::new().prefix("berth-cri").tempdir()?;
+    let (reg, _busybox, pause) = registry(scratch.path())?;
+    // Debian's plugins, and one that fails, in a plugin directory of the
+    // test's own.
+    let bin_dir = scratch.path().join("cni-bin");
+    std::fs::create_dir_all(&bin_dir)?;
+    for plugin in ["bridge", "host-local", "loopback"] {
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(plugin), bin_dir.join(plugin))?;
+    }
+    let failing = bin_dir.join("berth-test-fail");
+    std::fs::write(&failing, FAILING_PLUGIN)?;
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755))?;
+    let conf_dir = scratch.path().join("net.d");
+    let d = daemon_with_cni(&pause, &conf_dir, &bin_dir)?;
+    let c = Crictl::new(&d)?;
+
+    // The bridge plugin attaches the pod (an address from host-local),
+    // then the next plugin of the list fails.
+    let n = std::process::id();
+    let bridge = Bridge(format!("bf{:x}", n % 0xfffff));
+    let subnet = format!("10.{}.{}", 200 + (n % 50), (n / 50 + 7) % 250);
+    let network = format!("berth-fail-{n}");
+    let ipam = scratch.path().join("ipam");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge.0,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
+                    "dataDir": ipam,
+                },
+            },
+            {"type": "berth-test-fail"},
+        ],
+    });
+    write_json(&conf_dir.join("10-berth-fail.conflist"), &conflist)?;
+
+    let pod_json = write_json(
+        &scratch.path().join("pod.json"),
+        &pod_config("failpod", &scratch.path().join("logs"), false),
+    )?;
+    let failed = c.run(&["runp", &pod_json])?;
+    let said = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "runp succeeded: {said}");
+    assert!(
+        said.contains("berth-test refuses ADD") && said.contains("berth-test-fail"),
+        "the error does not name the CNI failure: {said}"
+    );
+    // The pause task was made while the network was (and is gone again).
+    let log = d.log();
+    assert!(
+        log.contains("task started"),
+        "no pause task was started:\n{log}"
+    );
+
+    // Nothing of the pod is left: no sandbox, record, task, active
+    // snapshot, namespace, address or host-side interface.
+    assert_eq!(c.ok(&["pods", "-q"])?, "");
+    assert_eq!(
+        ok(d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"])?)?.trim(),
+        ""
+    );
+    assert_eq!(
+        ok(d.ctr(&["-n", "k8s.io", "tasks", "ls", "-q"])?)?.trim(),
+        ""
+    );
+    let snapshots = ok(d.ctr(&["-n", "k8s.io", "snapshots", "ls"])?)?;
+    assert!(!snapshots.contains("Active"), "{snapshots}");
+    let netns_dir = d.state.join("io.containerd.grpc.v1.cri").join("netns");
+    let namespaces: Vec<_> = match std::fs::read_dir(&netns_dir) {
+        Ok(dir) => dir.flatten().map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        namespaces.is_empty(),
+        "network namespaces left: {namespaces:?}"
+    );
+    let allocated: Vec<String> = std::fs::read_dir(ipam.join(&network))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        allocated.is_empty(),
+        "addresses still allocated: {allocated:?}"
+    );
+    let ports = Command::new("ip")
+        .args(["-o", "link", "show", "master", &bridge.0])
+        .output()?;
+    let ports = String::from_utf8_lossy(&ports.stdout);
+    assert_eq!(ports.trim(), "", "interfaces left on {}", bridge.0);
+    d.assert_clean()?;
     drop(reg);
     drop(bridge);
     d.finish()

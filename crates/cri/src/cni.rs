@@ -113,7 +113,9 @@ impl Cni {
     }
 
     /// Attaches the pod to every network; returns each network's result
-    /// (the first configured network's IPs are the pod's).
+    /// (the first configured network's IPs are the pod's). As go-cni's
+    /// `Setup` (containerd's default): the networks, the loopback one
+    /// among them, are attached at once, each network's plugins in order.
     pub async fn setup(&self, pod: &PodRef) -> Result<Vec<Value>> {
         let networks = self.networks()?;
         if networks.is_empty() {
@@ -122,45 +124,53 @@ impl Cni {
                 self.conf_dir.display()
             )));
         }
-        if let Some(lo) = self.loopback() {
-            self.add(&lo, pod, "lo").await?;
-        }
-        let mut results = Vec::new();
-        for (i, n) in networks.iter().enumerate() {
-            let ifname = if i == 0 {
-                "eth0".to_string()
-            } else {
-                format!("net{i}")
-            };
-            results.push(self.add(n, pod, &ifname).await?);
-        }
-        Ok(results)
+        let lo = self.loopback();
+        let loopback = async {
+            match &lo {
+                Some(lo) => self.add(lo, pod, "lo").await.map(drop),
+                None => Ok(()),
+            }
+        };
+        let attach = futures::future::join_all(
+            networks
+                .iter()
+                .enumerate()
+                .map(|(i, n)| async move { self.add(n, pod, &ifname(i)).await }),
+        );
+        let (loopback, results) = tokio::join!(loopback, attach);
+        loopback?;
+        results.into_iter().collect()
     }
 
     /// Detaches the pod from every network; errors of single plugins are
     /// logged (teardown must not get stuck on a half-made network).
+    /// The loopback network is detached beside the others (it shares
+    /// nothing with them).
     pub async fn teardown(&self, pod: &PodRef) -> Result<()> {
         let networks = self.networks()?;
-        let mut first_error = None;
-        for (i, n) in networks.iter().enumerate().rev() {
-            let ifname = if i == 0 {
-                "eth0".to_string()
-            } else {
-                format!("net{i}")
-            };
-            for plugin in n.plugins.iter().rev() {
-                if let Err(e) = self.invoke("DEL", n, plugin, pod, &ifname, None).await {
-                    tracing::warn!(network = %n.name, error = %e, "CNI DEL failed");
-                    first_error.get_or_insert(e);
+        let lo = self.loopback();
+        let loopback = async {
+            if let Some(lo) = &lo {
+                let _ = self
+                    .invoke("DEL", lo, &lo.plugins[0], pod, "lo", None)
+                    .await;
+            }
+        };
+        let detach = async {
+            let mut first_error = None;
+            for (i, n) in networks.iter().enumerate().rev() {
+                let ifname = ifname(i);
+                for plugin in n.plugins.iter().rev() {
+                    if let Err(e) = self.invoke("DEL", n, plugin, pod, &ifname, None).await {
+                        tracing::warn!(network = %n.name, error = %e, "CNI DEL failed");
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
-        }
-        if let Some(lo) = self.loopback() {
-            let _ = self
-                .invoke("DEL", &lo, &lo.plugins[0], pod, "lo", None)
-                .await;
-        }
-        first_error.map_or(Ok(()), Err)
+            first_error.map_or(Ok(()), Err)
+        };
+        let ((), detached) = tokio::join!(loopback, detach);
+        detached
     }
 
     async fn add(&self, n: &Network, pod: &PodRef, ifname: &str) -> Result<Value> {
@@ -265,6 +275,15 @@ impl Cni {
         }
         serde_json::from_slice(&out.stdout)
             .map_err(|e| CriError::Internal(format!("CNI plugin {kind}: result is not JSON: {e}")))
+    }
+}
+
+/// The interface of the `i`th network in the pod: `eth0`, `net1`, ...
+fn ifname(i: usize) -> String {
+    if i == 0 {
+        "eth0".to_string()
+    } else {
+        format!("net{i}")
     }
 }
 

@@ -2,7 +2,7 @@
 //! network made by CNI in a namespace berth creates.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_api::containerd::services::containers::v1 as cpb;
 use berth_api::containerd::services::snapshots::v1 as spb;
@@ -273,6 +273,10 @@ impl Cri {
         write("resolv.conf", &resolv)?;
         steps.mark("files");
 
+        // The namespace first: the pause container's spec names its path.
+        // Its network (CNI ADD) is made while the pause container is
+        // created and started below: the pause process does not look at
+        // the network, and RunPodSandbox answers only once both are done.
         if !host_net {
             let netns = crate::netns::create(
                 &self.inner.paths.state.join("netns"),
@@ -280,9 +284,6 @@ impl Cri {
             )?;
             m.netns = netns.display().to_string();
             steps.mark("netns");
-            let results = self.inner.cni.setup(&self.pod_ref(id, m, config)).await?;
-            m.ips = results.iter().flat_map(crate::cni::ips_of).collect();
-            steps.mark("cni");
         }
 
         // The pause container.
@@ -387,25 +388,53 @@ impl Cri {
         let oci = spec::generate(id, crate::backend::K8S_NAMESPACE, opts)
             .map_err(|e| CriError::InvalidArgument(format!("sandbox spec: {e}")))?;
         steps.mark("spec");
-        self.create_and_start(
+        let pod = (!host_net).then(|| self.pod_ref(id, m, config));
+        let network = async {
+            let mut s = Steps::start();
+            let results = match &pod {
+                Some(pod) => self.inner.cni.setup(pod).await.map(Some),
+                None => Ok(None),
+            };
+            s.mark("cni");
+            (results, s)
+        };
+        let mut container_steps = Steps::start();
+        let image_name = image
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| facts.id.clone());
+        let container = self.create_and_start(
             id,
-            &image
-                .names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| facts.id.clone()),
+            &image_name,
             &facts.chain_id,
             handler,
             &oci,
             meta::record_labels(meta::KIND_SANDBOX, &config.labels),
             (meta::SANDBOX_EXTENSION, meta::to_any(m)),
-            steps,
-        )
-        .await
+            &mut container_steps,
+        );
+        // Both run to their end (no branch is dropped halfway, say with a
+        // plugin still running): on an error the caller cleans up after
+        // both.
+        let ((results, network_steps), created) = tokio::join!(network, container);
+        steps.merge(&container_steps);
+        steps.merge(&network_steps);
+        // The network's error first: the one a serial start met first.
+        let results = results?;
+        let record = created?;
+        if let Some(results) = results {
+            m.ips = results.iter().flat_map(crate::cni::ips_of).collect();
+            if !m.ips.is_empty() {
+                self.save_sandbox(&record, m).await?;
+                steps.mark("save");
+            }
+        }
+        Ok(())
     }
 
     /// Prepares the snapshot, writes the record, creates and starts the
-    /// task (no stdio): the pause container.
+    /// task (no stdio): the pause container. Returns its record.
     #[allow(clippy::too_many_arguments)]
     async fn create_and_start(
         &self,
@@ -417,7 +446,7 @@ impl Cri {
         labels: HashMap<String, String>,
         extension: (&str, prost_types::Any),
         steps: &mut Steps,
-    ) -> Result<()> {
+    ) -> Result<cpb::Container> {
         let snapshotter = self.inner.config.containerd.snapshotter.clone();
         let lease = self.inner.backend.lease().await?;
         steps.mark("lease");
@@ -451,8 +480,11 @@ impl Cri {
             })
             .await
             .map_err(CriError::service(format!("creating container {id}")));
-        lease.release().await;
-        created?;
+        // The record holds the snapshot now: the lease can go without the
+        // start waiting for it.
+        tokio::spawn(lease.release());
+        let mut record = created?.into_inner().container.unwrap_or_default();
+        record.id = id.to_string();
         steps.mark("record");
         let mut tasks = self.inner.backend.tasks();
         tasks
@@ -476,7 +508,7 @@ impl Cri {
                 "failed to start sandbox task {id}"
             )))?;
         steps.mark("task_start");
-        Ok(())
+        Ok(record)
     }
 
     /// An active snapshot `key` on `chain_id` in `lease`, returning its mounts.
@@ -649,6 +681,11 @@ impl Cri {
             .await
         {
             tracing::warn!(sandbox = %id, error = %e, "tearing down a failed pod's network");
+            // No pod will retry it: the namespace goes anyway (as
+            // containerd's, which removes it apart from the teardown).
+            if let Err(e) = crate::netns::remove(Path::new(&m.netns)) {
+                tracing::warn!(sandbox = %id, error = %e, "removing a failed pod's namespace");
+            }
         }
         let _ = std::fs::remove_dir_all(self.sandbox_dir(id));
     }
@@ -681,16 +718,36 @@ impl Cri {
             self.stop_container(&c.id, 0).await?;
         }
         steps.mark("containers");
-        self.kill_and_delete_task_timed(&id, &mut steps).await?;
-        let _guard = self.inner.lifecycle.lock().await;
-        steps.mark("lock");
+        // The pause task and the pod's network go down at once: neither
+        // needs the other (the pause process does not look at the network;
+        // the namespace lives on with the process after its pin is gone),
+        // and the call answers only once both are done, as containerd's
+        // (which tears the network down after the pause task is stopped).
         let was_down = m.network_down;
-        self.teardown_network(&id, &mut m, &config, &mut steps)
-            .await?;
-        if m.network_down != was_down {
-            self.save_sandbox(&record, &m).await?;
+        let mut task_steps = Steps::start();
+        let mut network_steps = Steps::start();
+        let task = self.kill_and_delete_task_timed(&id, &mut task_steps);
+        let network = async {
+            let _guard = self.inner.lifecycle.lock().await;
+            network_steps.mark("lock");
+            self.teardown_network(&id, &mut m, &config, &mut network_steps)
+                .await
+        };
+        let (killed, torn_down) = tokio::join!(task, network);
+        steps.merge(&task_steps);
+        steps.merge(&network_steps);
+        // A network that went down is recorded even when the task's end
+        // failed: a retried stop must not tear it down twice.
+        let saved = if m.network_down != was_down {
+            let saved = self.save_sandbox(&record, &m).await;
             steps.mark("save");
-        }
+            saved
+        } else {
+            Ok(())
+        };
+        killed?;
+        torn_down?;
+        saved?;
         tracing::debug!(id = %id, total = ?steps.total(), "sandbox stopped {steps}");
         Ok(())
     }
