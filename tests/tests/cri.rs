@@ -385,6 +385,9 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
     c.ok(&["start", &cid])?;
     let addr = c.ok(&["exec", "-s", &cid, "ip", "-4", "addr", "show", "eth0"])?;
     assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    // The pod's loopback interface is up (berth sets it up itself).
+    let lo = c.ok(&["exec", "-s", &cid, "ip", "-4", "addr", "show", "lo"])?;
+    assert!(lo.contains("127.0.0.1/8") && lo.contains(",UP"), "{lo}");
     assert_eq!(c.ok(&["exec", "-s", &cid, "id", "-u"])?, "65534");
     let hostname = c.ok(&["exec", "-s", &cid, "hostname"])?;
     assert_eq!(hostname, "netpod");

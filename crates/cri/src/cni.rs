@@ -1,8 +1,11 @@
 //! CNI: network configurations from `cni.conf_dir`, plugins from
 //! `cni.bin_dir`, invoked as the CNI specification says (command in the
-//! environment, configuration on stdin, result on stdout). Each pod gets
-//! containerd's loopback network first, then up to `max_conf_num`
-//! networks in file name order (`eth0`, then `net1`, ...).
+//! environment, configuration on stdin, result on stdout). Each pod joins
+//! up to `max_conf_num` networks in file name order (`eth0`, then `net1`,
+//! ...). Its loopback interface, containerd's `lo` network made by CNI's
+//! `loopback` plugin, is set up by berth itself when it makes the
+//! namespace ([`crate::netns::create`]): one plugin process less per pod
+//! start and stop.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -104,18 +107,10 @@ impl Cni {
         self.networks().is_ok_and(|n| !n.is_empty())
     }
 
-    fn loopback(&self) -> Option<Network> {
-        self.bin_dir.join("loopback").exists().then(|| Network {
-            name: "cni-loopback".into(),
-            version: "0.3.1".into(),
-            plugins: vec![json!({"type": "loopback"})],
-        })
-    }
-
     /// Attaches the pod to every network; returns each network's result
     /// (the first configured network's IPs are the pod's). As go-cni's
-    /// `Setup` (containerd's default): the networks, the loopback one
-    /// among them, are attached at once, each network's plugins in order.
+    /// `Setup` (containerd's default): the networks are attached at once,
+    /// each network's plugins in order.
     pub async fn setup(&self, pod: &PodRef) -> Result<Vec<Value>> {
         let networks = self.networks()?;
         if networks.is_empty() {
@@ -124,53 +119,32 @@ impl Cni {
                 self.conf_dir.display()
             )));
         }
-        let lo = self.loopback();
-        let loopback = async {
-            match &lo {
-                Some(lo) => self.add(lo, pod, "lo").await.map(drop),
-                None => Ok(()),
-            }
-        };
-        let attach = futures::future::join_all(
+        futures::future::join_all(
             networks
                 .iter()
                 .enumerate()
                 .map(|(i, n)| async move { self.add(n, pod, &ifname(i)).await }),
-        );
-        let (loopback, results) = tokio::join!(loopback, attach);
-        loopback?;
-        results.into_iter().collect()
+        )
+        .await
+        .into_iter()
+        .collect()
     }
 
     /// Detaches the pod from every network; errors of single plugins are
     /// logged (teardown must not get stuck on a half-made network).
-    /// The loopback network is detached beside the others (it shares
-    /// nothing with them).
     pub async fn teardown(&self, pod: &PodRef) -> Result<()> {
         let networks = self.networks()?;
-        let lo = self.loopback();
-        let loopback = async {
-            if let Some(lo) = &lo {
-                let _ = self
-                    .invoke("DEL", lo, &lo.plugins[0], pod, "lo", None)
-                    .await;
-            }
-        };
-        let detach = async {
-            let mut first_error = None;
-            for (i, n) in networks.iter().enumerate().rev() {
-                let ifname = ifname(i);
-                for plugin in n.plugins.iter().rev() {
-                    if let Err(e) = self.invoke("DEL", n, plugin, pod, &ifname, None).await {
-                        tracing::warn!(network = %n.name, error = %e, "CNI DEL failed");
-                        first_error.get_or_insert(e);
-                    }
+        let mut first_error = None;
+        for (i, n) in networks.iter().enumerate().rev() {
+            let ifname = ifname(i);
+            for plugin in n.plugins.iter().rev() {
+                if let Err(e) = self.invoke("DEL", n, plugin, pod, &ifname, None).await {
+                    tracing::warn!(network = %n.name, error = %e, "CNI DEL failed");
+                    first_error.get_or_insert(e);
                 }
             }
-            first_error.map_or(Ok(()), Err)
-        };
-        let ((), detached) = tokio::join!(loopback, detach);
-        detached
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn add(&self, n: &Network, pod: &PodRef, ifname: &str) -> Result<Value> {

@@ -273,17 +273,16 @@ impl Cri {
         write("resolv.conf", &resolv)?;
         steps.mark("files");
 
-        // The namespace first: the pause container's spec names its path.
-        // Its network (CNI ADD) is made while the pause container is
-        // created and started below: the pause process does not look at
-        // the network, and RunPodSandbox answers only once both are done.
+        // The pause container's spec names the namespace by path; the
+        // namespace and then its network (CNI ADD) are made while the
+        // pause container's snapshot and record are, and the network while
+        // its task is created and started: the pause process does not look
+        // at the network, and RunPodSandbox answers only once both are
+        // done.
+        let netns_dir = self.inner.paths.state.join("netns");
+        let netns_name = format!("cni-{}", uuid::Uuid::new_v4());
         if !host_net {
-            let netns = crate::netns::create(
-                &self.inner.paths.state.join("netns"),
-                &format!("cni-{}", uuid::Uuid::new_v4()),
-            )?;
-            m.netns = netns.display().to_string();
-            steps.mark("netns");
+            m.netns = netns_dir.join(&netns_name).display().to_string();
         }
 
         // The pause container.
@@ -389,12 +388,23 @@ impl Cri {
             .map_err(|e| CriError::InvalidArgument(format!("sandbox spec: {e}")))?;
         steps.mark("spec");
         let pod = (!host_net).then(|| self.pod_ref(id, m, config));
+        let (netns_made, netns_ready) = tokio::sync::oneshot::channel::<()>();
         let network = async {
             let mut s = Steps::start();
-            let results = match &pod {
-                Some(pod) => self.inner.cni.setup(pod).await.map(Some),
-                None => Ok(None),
+            let Some(pod) = &pod else {
+                return (Ok(None), s);
             };
+            let made =
+                tokio::task::spawn_blocking(move || crate::netns::create(&netns_dir, &netns_name))
+                    .await
+                    .map_err(|e| CriError::Internal(format!("making the network namespace: {e}")))
+                    .and_then(|made| made);
+            s.mark("netns");
+            if let Err(e) = made {
+                return (Err(e), s);
+            }
+            let _ = netns_made.send(());
+            let results = self.inner.cni.setup(pod).await.map(Some);
             s.mark("cni");
             (results, s)
         };
@@ -412,6 +422,7 @@ impl Cri {
             &oci,
             meta::record_labels(meta::KIND_SANDBOX, &config.labels),
             (meta::SANDBOX_EXTENSION, meta::to_any(m)),
+            (!host_net).then_some(netns_ready),
             &mut container_steps,
         );
         // Both run to their end (no branch is dropped halfway, say with a
@@ -434,7 +445,9 @@ impl Cri {
     }
 
     /// Prepares the snapshot, writes the record, creates and starts the
-    /// task (no stdio): the pause container. Returns its record.
+    /// task (no stdio): the pause container. Returns its record. The task
+    /// is created once `netns` (when given) says the pod's network
+    /// namespace is there; a dropped sender fails the start.
     #[allow(clippy::too_many_arguments)]
     async fn create_and_start(
         &self,
@@ -445,6 +458,7 @@ impl Cri {
         oci: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
         extension: (&str, prost_types::Any),
+        netns: Option<tokio::sync::oneshot::Receiver<()>>,
         steps: &mut Steps,
     ) -> Result<cpb::Container> {
         let snapshotter = self.inner.config.containerd.snapshotter.clone();
@@ -486,6 +500,12 @@ impl Cri {
         let mut record = created?.into_inner().container.unwrap_or_default();
         record.id = id.to_string();
         steps.mark("record");
+        if let Some(netns) = netns {
+            netns.await.map_err(|_| {
+                CriError::Internal(format!("no network namespace was made for sandbox {id}"))
+            })?;
+            steps.mark("netns_wait");
+        }
         let mut tasks = self.inner.backend.tasks();
         tasks
             .create(tpb::CreateTaskRequest {
