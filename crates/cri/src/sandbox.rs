@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_api::containerd::services::containers::v1 as cpb;
 use berth_api::containerd::services::snapshots::v1 as spb;
@@ -188,20 +189,25 @@ impl Cri {
             .ensure_image(&self.inner.config.sandbox_image.clone())
             .await?;
         steps.mark("image");
-        let _guard = self.inner.lifecycle.lock().await;
-        if let Some((_, other)) = self
-            .sandboxes()
-            .await?
-            .into_iter()
-            .find(|(_, m)| m.name == name)
-        {
-            return Err(CriError::AlreadyExists(format!(
-                "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {:?}",
-                other.id
-            )));
-        }
-        steps.mark("reserve");
         let id = meta::new_id();
+        // The name is the pod's from here until its record is there (or
+        // the failed start is cleaned up).
+        let _reserved = {
+            let _guard = self.inner.lifecycle.lock().await;
+            let taken = self
+                .sandboxes()
+                .await?
+                .into_iter()
+                .find(|(_, m)| m.name == name)
+                .map(|(_, m)| m.id);
+            if let Some(other) = taken {
+                return Err(CriError::AlreadyExists(format!(
+                    "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {other:?}"
+                )));
+            }
+            self.inner.starting.reserve(&name, &id)?
+        };
+        steps.mark("reserve");
         let mut m = SandboxMeta {
             id: id.clone(),
             name,
@@ -389,10 +395,14 @@ impl Cri {
         steps.mark("spec");
         let pod = (!host_net).then(|| self.pod_ref(id, m, config));
         let (netns_made, netns_ready) = tokio::sync::oneshot::channel::<()>();
+        let (recorded, record) = tokio::sync::oneshot::channel::<cpb::Container>();
+        let unsaved = m.clone();
+        // The network branch: the namespace, CNI ADD, then the pod's IPs
+        // into its record (once there), while the pause task is made.
         let network = async {
             let mut s = Steps::start();
             let Some(pod) = &pod else {
-                return (Ok(None), s);
+                return (Ok(Vec::new()), s);
             };
             let made =
                 tokio::task::spawn_blocking(move || crate::netns::create(&netns_dir, &netns_name))
@@ -404,9 +414,32 @@ impl Cri {
                 return (Err(e), s);
             }
             let _ = netns_made.send(());
-            let results = self.inner.cni.setup(pod).await.map(Some);
+            let results = self.inner.cni.setup(pod).await;
             s.mark("cni");
-            (results, s)
+            let ips: Vec<String> = match results {
+                Ok(results) => results.iter().flat_map(crate::cni::ips_of).collect(),
+                Err(e) => return (Err(e), s),
+            };
+            if ips.is_empty() {
+                return (Ok(ips), s);
+            }
+            // No record: the pause container's start failed, and so does
+            // this RunPodSandbox.
+            let Ok(record) = record.await else {
+                return (Ok(ips), s);
+            };
+            s.mark("record_wait");
+            let saved = self
+                .save_sandbox(
+                    &record,
+                    &SandboxMeta {
+                        ips: ips.clone(),
+                        ..unsaved
+                    },
+                )
+                .await;
+            s.mark("save");
+            (saved.map(|()| ips), s)
         };
         let mut container_steps = Steps::start();
         let image_name = image
@@ -423,30 +456,23 @@ impl Cri {
             meta::record_labels(meta::KIND_SANDBOX, &config.labels),
             (meta::SANDBOX_EXTENSION, meta::to_any(m)),
             (!host_net).then_some(netns_ready),
+            recorded,
             &mut container_steps,
         );
         // Both run to their end (no branch is dropped halfway, say with a
         // plugin still running): on an error the caller cleans up after
         // both.
-        let ((results, network_steps), created) = tokio::join!(network, container);
+        let ((ips, network_steps), created) = tokio::join!(network, container);
         steps.merge(&container_steps);
         steps.merge(&network_steps);
         // The network's error first: the one a serial start met first.
-        let results = results?;
-        let record = created?;
-        if let Some(results) = results {
-            m.ips = results.iter().flat_map(crate::cni::ips_of).collect();
-            if !m.ips.is_empty() {
-                self.save_sandbox(&record, m).await?;
-                steps.mark("save");
-            }
-        }
-        Ok(())
+        m.ips = ips?;
+        created
     }
 
-    /// Prepares the snapshot, writes the record, creates and starts the
-    /// task (no stdio): the pause container. Returns its record. The task
-    /// is created once `netns` (when given) says the pod's network
+    /// Prepares the snapshot, writes the record (sent to `recorded` too),
+    /// creates and starts the task (no stdio): the pause container. The
+    /// task is created once `netns` (when given) says the pod's network
     /// namespace is there; a dropped sender fails the start.
     #[allow(clippy::too_many_arguments)]
     async fn create_and_start(
@@ -459,8 +485,9 @@ impl Cri {
         labels: HashMap<String, String>,
         extension: (&str, prost_types::Any),
         netns: Option<tokio::sync::oneshot::Receiver<()>>,
+        recorded: tokio::sync::oneshot::Sender<cpb::Container>,
         steps: &mut Steps,
-    ) -> Result<cpb::Container> {
+    ) -> Result<()> {
         let snapshotter = self.inner.config.containerd.snapshotter.clone();
         let lease = self.inner.backend.lease().await?;
         steps.mark("lease");
@@ -499,6 +526,7 @@ impl Cri {
         tokio::spawn(lease.release());
         let mut record = created?.into_inner().container.unwrap_or_default();
         record.id = id.to_string();
+        let _ = recorded.send(record);
         steps.mark("record");
         if let Some(netns) = netns {
             netns.await.map_err(|_| {
@@ -528,7 +556,7 @@ impl Cri {
                 "failed to start sandbox task {id}"
             )))?;
         steps.mark("task_start");
-        Ok(record)
+        Ok(())
     }
 
     /// An active snapshot `key` on `chain_id` in `lease`, returning its mounts.
@@ -922,6 +950,47 @@ impl Cri {
             });
         }
         Ok(out)
+    }
+}
+
+/// Names reserved by the RunPodSandbox calls under way (name → id).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reservations(Arc<std::sync::Mutex<HashMap<String, String>>>);
+
+/// A reserved name, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    names: Reservations,
+    name: String,
+}
+
+impl Reservations {
+    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves `name` for `id`; fails as containerd's registrar if a start
+    /// under way has it.
+    pub(crate) fn reserve(&self, name: &str, id: &str) -> Result<Reservation> {
+        let mut names = self.names();
+        if let Some(other) = names.get(name) {
+            return Err(CriError::AlreadyExists(format!(
+                "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {other:?}"
+            )));
+        }
+        names.insert(name.to_string(), id.to_string());
+        Ok(Reservation {
+            names: self.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.names.names().remove(&self.name);
     }
 }
 
