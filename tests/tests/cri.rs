@@ -409,6 +409,60 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
     d.finish()
 }
 
+#[test]
+fn pod_starts_run_side_by_side_and_one_of_a_name_wins() -> Result<()> {
+    let scratch = tempfile::Builder::new().prefix("berth-cri").tempdir()?;
+    let (reg, _busybox, pause) = registry(scratch.path())?;
+    let d = daemon(&pause, &scratch.path().join("net.d"))?;
+    let c = Crictl::new(&d)?;
+    c.ok(&["pull", &pause])?;
+    let logs = scratch.path().join("logs");
+    let twin = write_json(
+        &scratch.path().join("twin.json"),
+        &pod_config("twin", &logs, true),
+    )?;
+    let other = write_json(
+        &scratch.path().join("other.json"),
+        &pod_config("other", &logs, true),
+    )?;
+    // Three starts at once: two of one name, one of another.
+    let runs = [&twin, &twin, &other]
+        .into_iter()
+        .map(|config| {
+            c.command(&["runp", config])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("spawning crictl runp")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outs = runs
+        .into_iter()
+        .map(|child| berth_tests::crictl::wait_output(child, std::time::Duration::from_secs(120)))
+        .collect::<Result<Vec<_>>>()?;
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let twins_started = outs[..2].iter().filter(|o| o.status.success()).count();
+    assert_eq!(twins_started, 1, "{} | {}", said(&outs[0]), said(&outs[1]));
+    let refused = outs[..2]
+        .iter()
+        .find(|o| !o.status.success())
+        .map(said)
+        .unwrap_or_default();
+    assert!(
+        refused.contains("failed to reserve sandbox name"),
+        "{refused}"
+    );
+    assert!(outs[2].status.success(), "{}", said(&outs[2]));
+    let pods: Vec<String> = c.ok(&["pods", "-q"])?.lines().map(str::to_string).collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    for pod in &pods {
+        c.ok(&["stopp", pod])?;
+        c.ok(&["rmp", pod])?;
+    }
+    drop(reg);
+    d.finish()
+}
+
 /// A CNI plugin that fails its ADD (after a while: the pause task is up
 /// by then) with a CNI error, and does nothing on DEL.
 const FAILING_PLUGIN: &str = r#"#!/bin/sh
