@@ -25,6 +25,11 @@ fn registry(d: &Path) -> Result<(Registry, String, String)> {
 /// berthd configured as a CRI runtime: sandbox image from `pause`, CNI
 /// plugins from Debian's package, networks from `conf_dir`.
 fn daemon(pause: &str, conf_dir: &Path) -> Result<Daemon> {
+    daemon_with_cni(pause, conf_dir, Path::new("/usr/lib/cni"))
+}
+
+/// [`daemon`] with CNI plugins from `bin_dir`.
+fn daemon_with_cni(pause: &str, conf_dir: &Path, bin_dir: &Path) -> Result<Daemon> {
     std::fs::create_dir_all(conf_dir)?;
     let config = format!(
         r#"version = 2
@@ -33,9 +38,10 @@ fn daemon(pause: &str, conf_dir: &Path) -> Result<Daemon> {
   restrict_oom_score_adj = true
   an_option_from_a_newer_containerd = "ignored"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "{}"
     conf_dir = "{}"
 "#,
+        bin_dir.display(),
         conf_dir.display()
     );
     Daemon::start_with_config(Some(&config))
@@ -379,6 +385,9 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
     c.ok(&["start", &cid])?;
     let addr = c.ok(&["exec", "-s", &cid, "ip", "-4", "addr", "show", "eth0"])?;
     assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    // The pod's loopback interface is up (berth sets it up itself).
+    let lo = c.ok(&["exec", "-s", &cid, "ip", "-4", "addr", "show", "lo"])?;
+    assert!(lo.contains("127.0.0.1/8") && lo.contains(",UP"), "{lo}");
     assert_eq!(c.ok(&["exec", "-s", &cid, "id", "-u"])?, "65534");
     let hostname = c.ok(&["exec", "-s", &cid, "hostname"])?;
     assert_eq!(hostname, "netpod");
@@ -395,6 +404,187 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
     c.ok(&["rmp", &pod])?;
     let all = c.ok(&["ps", "-a", "-q"])?;
     assert!(!all.contains(&cid), "{all}");
+    drop(reg);
+    drop(bridge);
+    d.finish()
+}
+
+#[test]
+fn pod_starts_run_side_by_side_and_one_of_a_name_wins() -> Result<()> {
+    let scratch = tempfile::Builder::new().prefix("berth-cri").tempdir()?;
+    let (reg, _busybox, pause) = registry(scratch.path())?;
+    let d = daemon(&pause, &scratch.path().join("net.d"))?;
+    let c = Crictl::new(&d)?;
+    c.ok(&["pull", &pause])?;
+    let logs = scratch.path().join("logs");
+    let twin = write_json(
+        &scratch.path().join("twin.json"),
+        &pod_config("twin", &logs, true),
+    )?;
+    let other = write_json(
+        &scratch.path().join("other.json"),
+        &pod_config("other", &logs, true),
+    )?;
+    // Three starts at once: two of one name, one of another.
+    let runs = [&twin, &twin, &other]
+        .into_iter()
+        .map(|config| {
+            c.command(&["runp", config])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("spawning crictl runp")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outs = runs
+        .into_iter()
+        .map(|child| berth_tests::crictl::wait_output(child, std::time::Duration::from_secs(120)))
+        .collect::<Result<Vec<_>>>()?;
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let twins_started = outs[..2].iter().filter(|o| o.status.success()).count();
+    assert_eq!(twins_started, 1, "{} | {}", said(&outs[0]), said(&outs[1]));
+    let refused = outs[..2]
+        .iter()
+        .find(|o| !o.status.success())
+        .map(said)
+        .unwrap_or_default();
+    assert!(
+        refused.contains("failed to reserve sandbox name"),
+        "{refused}"
+    );
+    assert!(outs[2].status.success(), "{}", said(&outs[2]));
+    let pods: Vec<String> = c.ok(&["pods", "-q"])?.lines().map(str::to_string).collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    for pod in &pods {
+        c.ok(&["stopp", pod])?;
+        c.ok(&["rmp", pod])?;
+    }
+    drop(reg);
+    d.finish()
+}
+
+/// A CNI plugin that fails its ADD (after a while: the pause task is up
+/// by then) with a CNI error, and does nothing on DEL.
+const FAILING_PLUGIN: &str = r#"#!/bin/sh
+cat >/dev/null
+if [ "$CNI_COMMAND" = ADD ]; then
+    sleep 0.3
+    printf '{"cniVersion":"1.0.0","code":100,"msg":"berth-test refuses ADD"}'
+    exit 1
+fi
+"#;
+
+#[test]
+fn a_failing_cni_add_leaves_no_pod_behind() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !Path::new("/usr/lib/cni").join(plugin).exists() {
+            bail!(
+                "/usr/lib/cni/{plugin} not found: run `cargo xtask deps` (Debian package containernetworking-plugins)"
+            );
+        }
+    }
+    let scratch = tempfile::Builder::new().prefix("berth-cri").tempdir()?;
+    let (reg, _busybox, pause) = registry(scratch.path())?;
+    // Debian's plugins, and one that fails, in a plugin directory of the
+    // test's own.
+    let bin_dir = scratch.path().join("cni-bin");
+    std::fs::create_dir_all(&bin_dir)?;
+    for plugin in ["bridge", "host-local", "loopback"] {
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(plugin), bin_dir.join(plugin))?;
+    }
+    let failing = bin_dir.join("berth-test-fail");
+    std::fs::write(&failing, FAILING_PLUGIN)?;
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755))?;
+    let conf_dir = scratch.path().join("net.d");
+    let d = daemon_with_cni(&pause, &conf_dir, &bin_dir)?;
+    let c = Crictl::new(&d)?;
+
+    // The bridge plugin attaches the pod (an address from host-local),
+    // then the next plugin of the list fails.
+    let n = std::process::id();
+    let bridge = Bridge(format!("bf{:x}", n % 0xfffff));
+    let subnet = format!("10.{}.{}", 200 + (n % 50), (n / 50 + 7) % 250);
+    let network = format!("berth-fail-{n}");
+    let ipam = scratch.path().join("ipam");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge.0,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
+                    "dataDir": ipam,
+                },
+            },
+            {"type": "berth-test-fail"},
+        ],
+    });
+    write_json(&conf_dir.join("10-berth-fail.conflist"), &conflist)?;
+
+    let pod_json = write_json(
+        &scratch.path().join("pod.json"),
+        &pod_config("failpod", &scratch.path().join("logs"), false),
+    )?;
+    let failed = c.run(&["runp", &pod_json])?;
+    let said = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "runp succeeded: {said}");
+    assert!(
+        said.contains("berth-test refuses ADD") && said.contains("berth-test-fail"),
+        "the error does not name the CNI failure: {said}"
+    );
+    // The pause task was made while the network was (and is gone again).
+    let log = d.log();
+    assert!(
+        log.contains("task started"),
+        "no pause task was started:\n{log}"
+    );
+
+    // Nothing of the pod is left: no sandbox, record, task, active
+    // snapshot, namespace, address or host-side interface.
+    assert_eq!(c.ok(&["pods", "-q"])?, "");
+    assert_eq!(
+        ok(d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"])?)?.trim(),
+        ""
+    );
+    assert_eq!(
+        ok(d.ctr(&["-n", "k8s.io", "tasks", "ls", "-q"])?)?.trim(),
+        ""
+    );
+    let snapshots = ok(d.ctr(&["-n", "k8s.io", "snapshots", "ls"])?)?;
+    assert!(!snapshots.contains("Active"), "{snapshots}");
+    let netns_dir = d.state.join("io.containerd.grpc.v1.cri").join("netns");
+    let namespaces: Vec<_> = match std::fs::read_dir(&netns_dir) {
+        Ok(dir) => dir.flatten().map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        namespaces.is_empty(),
+        "network namespaces left: {namespaces:?}"
+    );
+    let allocated: Vec<String> = std::fs::read_dir(ipam.join(&network))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        allocated.is_empty(),
+        "addresses still allocated: {allocated:?}"
+    );
+    let ports = Command::new("ip")
+        .args(["-o", "link", "show", "master", &bridge.0])
+        .output()?;
+    let ports = String::from_utf8_lossy(&ports.stdout);
+    assert_eq!(ports.trim(), "", "interfaces left on {}", bridge.0);
+    d.assert_clean()?;
     drop(reg);
     drop(bridge);
     d.finish()

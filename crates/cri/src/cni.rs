@@ -1,8 +1,11 @@
 //! CNI: network configurations from `cni.conf_dir`, plugins from
 //! `cni.bin_dir`, invoked as the CNI specification says (command in the
-//! environment, configuration on stdin, result on stdout). Each pod gets
-//! containerd's loopback network first, then up to `max_conf_num`
-//! networks in file name order (`eth0`, then `net1`, ...).
+//! environment, configuration on stdin, result on stdout). Each pod joins
+//! up to `max_conf_num` networks in file name order (`eth0`, then `net1`,
+//! ...). Its loopback interface, containerd's `lo` network made by CNI's
+//! `loopback` plugin, is set up by berth itself when it makes the
+//! namespace ([`crate::netns::create`]): one plugin process less per pod
+//! start and stop.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -104,16 +107,10 @@ impl Cni {
         self.networks().is_ok_and(|n| !n.is_empty())
     }
 
-    fn loopback(&self) -> Option<Network> {
-        self.bin_dir.join("loopback").exists().then(|| Network {
-            name: "cni-loopback".into(),
-            version: "0.3.1".into(),
-            plugins: vec![json!({"type": "loopback"})],
-        })
-    }
-
     /// Attaches the pod to every network; returns each network's result
-    /// (the first configured network's IPs are the pod's).
+    /// (the first configured network's IPs are the pod's). As go-cni's
+    /// `Setup` (containerd's default): the networks are attached at once,
+    /// each network's plugins in order.
     pub async fn setup(&self, pod: &PodRef) -> Result<Vec<Value>> {
         let networks = self.networks()?;
         if networks.is_empty() {
@@ -122,19 +119,15 @@ impl Cni {
                 self.conf_dir.display()
             )));
         }
-        if let Some(lo) = self.loopback() {
-            self.add(&lo, pod, "lo").await?;
-        }
-        let mut results = Vec::new();
-        for (i, n) in networks.iter().enumerate() {
-            let ifname = if i == 0 {
-                "eth0".to_string()
-            } else {
-                format!("net{i}")
-            };
-            results.push(self.add(n, pod, &ifname).await?);
-        }
-        Ok(results)
+        futures::future::join_all(
+            networks
+                .iter()
+                .enumerate()
+                .map(|(i, n)| async move { self.add(n, pod, &ifname(i)).await }),
+        )
+        .await
+        .into_iter()
+        .collect()
     }
 
     /// Detaches the pod from every network; errors of single plugins are
@@ -143,22 +136,13 @@ impl Cni {
         let networks = self.networks()?;
         let mut first_error = None;
         for (i, n) in networks.iter().enumerate().rev() {
-            let ifname = if i == 0 {
-                "eth0".to_string()
-            } else {
-                format!("net{i}")
-            };
+            let ifname = ifname(i);
             for plugin in n.plugins.iter().rev() {
                 if let Err(e) = self.invoke("DEL", n, plugin, pod, &ifname, None).await {
                     tracing::warn!(network = %n.name, error = %e, "CNI DEL failed");
                     first_error.get_or_insert(e);
                 }
             }
-        }
-        if let Some(lo) = self.loopback() {
-            let _ = self
-                .invoke("DEL", &lo, &lo.plugins[0], pod, "lo", None)
-                .await;
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -191,6 +175,7 @@ impl Cni {
             )));
         }
         let binary = self.bin_dir.join(kind);
+        let t0 = std::time::Instant::now();
         let mut conf = plugin.clone();
         conf["name"] = json!(n.name);
         conf["cniVersion"] = json!(n.version);
@@ -237,6 +222,13 @@ impl Cni {
             .wait_with_output()
             .await
             .map_err(|e| CriError::Internal(format!("CNI plugin {kind}: {e}")))?;
+        tracing::debug!(
+            plugin = kind,
+            command,
+            ifname,
+            elapsed = ?t0.elapsed(),
+            "CNI plugin ran"
+        );
         if !out.status.success() {
             let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let msg = err["msg"].as_str().map_or_else(
@@ -257,6 +249,15 @@ impl Cni {
         }
         serde_json::from_slice(&out.stdout)
             .map_err(|e| CriError::Internal(format!("CNI plugin {kind}: result is not JSON: {e}")))
+    }
+}
+
+/// The interface of the `i`th network in the pod: `eth0`, `net1`, ...
+fn ifname(i: usize) -> String {
+    if i == 0 {
+        "eth0".to_string()
+    } else {
+        format!("net{i}")
     }
 }
 

@@ -38,6 +38,7 @@ mod seccomp;
 mod service;
 mod spec;
 mod stats;
+mod steps;
 pub mod streaming;
 mod user;
 
@@ -95,6 +96,10 @@ struct Inner {
     restored: OnceCell<()>,
     /// Serialises creating and removing (name reservations, pod networks).
     lifecycle: Mutex<()>,
+    /// Names of sandboxes whose RunPodSandbox is under way (name → id), as
+    /// containerd's name registrar: the start itself runs without
+    /// `lifecycle`, so pods start side by side.
+    starting: sandbox::Reservations,
     /// The streaming server (exec, attach, port-forward), once started.
     stream_server: std::sync::OnceLock<berth_cri_streaming::Server>,
 }
@@ -153,6 +158,7 @@ impl Cri {
                 events: std::sync::OnceLock::new(),
                 restored: OnceCell::new(),
                 lifecycle: Mutex::new(()),
+                starting: sandbox::Reservations::default(),
                 stream_server: std::sync::OnceLock::new(),
             }),
         })

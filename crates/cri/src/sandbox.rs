@@ -2,7 +2,8 @@
 //! network made by CNI in a namespace berth creates.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_api::containerd::services::containers::v1 as cpb;
 use berth_api::containerd::services::snapshots::v1 as spb;
@@ -18,6 +19,7 @@ use crate::cni::PodRef;
 use crate::error::{CriError, Result};
 use crate::meta::{self, SandboxMeta};
 use crate::spec as cspec;
+use crate::steps::Steps;
 
 /// What a task looks like now.
 #[derive(Debug, Clone, Copy, Default)]
@@ -163,6 +165,7 @@ impl Cri {
     }
 
     pub(crate) async fn run_pod_sandbox(&self, r: cri::RunPodSandboxRequest) -> Result<String> {
+        let mut steps = Steps::start();
         let config = r
             .config
             .ok_or_else(|| CriError::InvalidArgument("sandbox config is required".into()))?;
@@ -185,19 +188,26 @@ impl Cri {
         let image = self
             .ensure_image(&self.inner.config.sandbox_image.clone())
             .await?;
-        let _guard = self.inner.lifecycle.lock().await;
-        if let Some((_, other)) = self
-            .sandboxes()
-            .await?
-            .into_iter()
-            .find(|(_, m)| m.name == name)
-        {
-            return Err(CriError::AlreadyExists(format!(
-                "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {:?}",
-                other.id
-            )));
-        }
+        steps.mark("image");
         let id = meta::new_id();
+        // The name is the pod's from here until its record is there (or
+        // the failed start is cleaned up).
+        let _reserved = {
+            let _guard = self.inner.lifecycle.lock().await;
+            let taken = self
+                .sandboxes()
+                .await?
+                .into_iter()
+                .find(|(_, m)| m.name == name)
+                .map(|(_, m)| m.id);
+            if let Some(other) = taken {
+                return Err(CriError::AlreadyExists(format!(
+                    "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {other:?}"
+                )));
+            }
+            self.inner.starting.reserve(&name, &id)?
+        };
+        steps.mark("reserve");
         let mut m = SandboxMeta {
             id: id.clone(),
             name,
@@ -206,14 +216,16 @@ impl Cri {
             created_at: meta::now_nanos(),
             ..Default::default()
         };
-        let result = self
-            .start_sandbox(&id, &config, &image, &handler, &mut m)
-            .await;
-        if let Err(e) = &result {
+        if let Err(e) = self
+            .start_sandbox(&id, &config, &image, &handler, &mut m, &mut steps)
+            .await
+        {
             tracing::warn!(sandbox = %id, error = %e, "RunPodSandbox failed; cleaning up");
             self.cleanup_sandbox(&id, &m, &config).await;
+            return Err(e);
         }
-        result.map(|()| id)
+        tracing::debug!(id = %id, total = ?steps.total(), "sandbox started {steps}");
+        Ok(id)
     }
 
     async fn start_sandbox(
@@ -223,6 +235,7 @@ impl Cri {
         image: &crate::images::CriImage,
         handler: &crate::config::RuntimeHandler,
         m: &mut SandboxMeta,
+        steps: &mut Steps,
     ) -> Result<()> {
         let dir = self.sandbox_dir(id);
         std::fs::create_dir_all(&dir)
@@ -264,15 +277,18 @@ impl Cri {
             _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         };
         write("resolv.conf", &resolv)?;
+        steps.mark("files");
 
+        // The pause container's spec names the namespace by path; the
+        // namespace and then its network (CNI ADD) are made while the
+        // pause container's snapshot and record are, and the network while
+        // its task is created and started: the pause process does not look
+        // at the network, and RunPodSandbox answers only once both are
+        // done.
+        let netns_dir = self.inner.paths.state.join("netns");
+        let netns_name = format!("cni-{}", uuid::Uuid::new_v4());
         if !host_net {
-            let netns = crate::netns::create(
-                &self.inner.paths.state.join("netns"),
-                &format!("cni-{}", uuid::Uuid::new_v4()),
-            )?;
-            m.netns = netns.display().to_string();
-            let results = self.inner.cni.setup(&self.pod_ref(id, m, config)).await?;
-            m.ips = results.iter().flat_map(crate::cni::ips_of).collect();
+            m.netns = netns_dir.join(&netns_name).display().to_string();
         }
 
         // The pause container.
@@ -376,24 +392,88 @@ impl Cri {
         opts.push(cspec::with_annotations(annotations));
         let oci = spec::generate(id, crate::backend::K8S_NAMESPACE, opts)
             .map_err(|e| CriError::InvalidArgument(format!("sandbox spec: {e}")))?;
-        self.create_and_start(
+        steps.mark("spec");
+        let pod = (!host_net).then(|| self.pod_ref(id, m, config));
+        let (netns_made, netns_ready) = tokio::sync::oneshot::channel::<()>();
+        let (recorded, record) = tokio::sync::oneshot::channel::<cpb::Container>();
+        let unsaved = m.clone();
+        // The network branch: the namespace, CNI ADD, then the pod's IPs
+        // into its record (once there), while the pause task is made.
+        let network = async {
+            let mut s = Steps::start();
+            let Some(pod) = &pod else {
+                return (Ok(Vec::new()), s);
+            };
+            let made =
+                tokio::task::spawn_blocking(move || crate::netns::create(&netns_dir, &netns_name))
+                    .await
+                    .map_err(|e| CriError::Internal(format!("making the network namespace: {e}")))
+                    .and_then(|made| made);
+            s.mark("netns");
+            if let Err(e) = made {
+                return (Err(e), s);
+            }
+            let _ = netns_made.send(());
+            let results = self.inner.cni.setup(pod).await;
+            s.mark("cni");
+            let ips: Vec<String> = match results {
+                Ok(results) => results.iter().flat_map(crate::cni::ips_of).collect(),
+                Err(e) => return (Err(e), s),
+            };
+            if ips.is_empty() {
+                return (Ok(ips), s);
+            }
+            // No record: the pause container's start failed, and so does
+            // this RunPodSandbox.
+            let Ok(record) = record.await else {
+                return (Ok(ips), s);
+            };
+            s.mark("record_wait");
+            let saved = self
+                .save_sandbox(
+                    &record,
+                    &SandboxMeta {
+                        ips: ips.clone(),
+                        ..unsaved
+                    },
+                )
+                .await;
+            s.mark("save");
+            (saved.map(|()| ips), s)
+        };
+        let mut container_steps = Steps::start();
+        let image_name = image
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| facts.id.clone());
+        let container = self.create_and_start(
             id,
-            &image
-                .names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| facts.id.clone()),
+            &image_name,
             &facts.chain_id,
             handler,
             &oci,
             meta::record_labels(meta::KIND_SANDBOX, &config.labels),
             (meta::SANDBOX_EXTENSION, meta::to_any(m)),
-        )
-        .await
+            (!host_net).then_some(netns_ready),
+            recorded,
+            &mut container_steps,
+        );
+        // Both run to their end (no branch is dropped halfway, say with a
+        // plugin still running): on an error the caller cleans up after
+        // both.
+        let ((ips, network_steps), created) = tokio::join!(network, container);
+        steps.merge(&container_steps);
+        steps.merge(&network_steps);
+        // The network's error first: the one a serial start met first.
+        m.ips = ips?;
+        created
     }
 
-    /// Prepares the snapshot, writes the record, creates and starts the
-    /// task (no stdio): the pause container.
+    /// Prepares the snapshot, writes the record (sent to `recorded` too),
+    /// creates and starts the task (no stdio): the pause container. The
+    /// task is created once `netns` (when given) says the pod's network
+    /// namespace is there; a dropped sender fails the start.
     #[allow(clippy::too_many_arguments)]
     async fn create_and_start(
         &self,
@@ -404,9 +484,13 @@ impl Cri {
         oci: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
         extension: (&str, prost_types::Any),
+        netns: Option<tokio::sync::oneshot::Receiver<()>>,
+        recorded: tokio::sync::oneshot::Sender<cpb::Container>,
+        steps: &mut Steps,
     ) -> Result<()> {
         let snapshotter = self.inner.config.containerd.snapshotter.clone();
         let lease = self.inner.backend.lease().await?;
+        steps.mark("lease");
         let mounts = match self.prepare_snapshot(id, chain_id, &lease).await {
             Ok(m) => m,
             Err(e) => {
@@ -414,6 +498,7 @@ impl Cri {
                 return Err(e);
             }
         };
+        steps.mark("snapshot");
         let created = self
             .inner
             .backend
@@ -436,8 +521,19 @@ impl Cri {
             })
             .await
             .map_err(CriError::service(format!("creating container {id}")));
-        lease.release().await;
-        created?;
+        // The record holds the snapshot now: the lease can go without the
+        // start waiting for it.
+        tokio::spawn(lease.release());
+        let mut record = created?.into_inner().container.unwrap_or_default();
+        record.id = id.to_string();
+        let _ = recorded.send(record);
+        steps.mark("record");
+        if let Some(netns) = netns {
+            netns.await.map_err(|_| {
+                CriError::Internal(format!("no network namespace was made for sandbox {id}"))
+            })?;
+            steps.mark("netns_wait");
+        }
         let mut tasks = self.inner.backend.tasks();
         tasks
             .create(tpb::CreateTaskRequest {
@@ -449,6 +545,7 @@ impl Cri {
             .map_err(CriError::service(format!(
                 "failed to create task for sandbox {id}"
             )))?;
+        steps.mark("task_create");
         tasks
             .start(tpb::StartRequest {
                 container_id: id.to_string(),
@@ -458,6 +555,7 @@ impl Cri {
             .map_err(CriError::service(format!(
                 "failed to start sandbox task {id}"
             )))?;
+        steps.mark("task_start");
         Ok(())
     }
 
@@ -542,7 +640,19 @@ impl Cri {
         &self,
         id: &str,
     ) -> Result<Option<tpb::DeleteResponse>> {
-        let Some(state) = self.task_state(id).await? else {
+        self.kill_and_delete_task_timed(id, &mut Steps::start())
+            .await
+    }
+
+    /// [`Cri::kill_and_delete_task`], timing its steps in `steps`.
+    async fn kill_and_delete_task_timed(
+        &self,
+        id: &str,
+        steps: &mut Steps,
+    ) -> Result<Option<tpb::DeleteResponse>> {
+        let state = self.task_state(id).await?;
+        steps.mark("task_state");
+        let Some(state) = state else {
             return Ok(None);
         };
         let mut tasks = self.inner.backend.tasks();
@@ -560,13 +670,15 @@ impl Cri {
             });
             self.inner.backend.kill_all(id, id).await?;
             let _ = waiter.await;
+            steps.mark("task_kill");
         }
-        match tasks
+        let deleted = tasks
             .delete(tpb::DeleteTaskRequest {
                 container_id: id.to_string(),
             })
-            .await
-        {
+            .await;
+        steps.mark("task_delete");
+        match deleted {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(CriError::Service {
@@ -582,6 +694,7 @@ impl Cri {
         id: &str,
         m: &mut SandboxMeta,
         config: &cri::PodSandboxConfig,
+        steps: &mut Steps,
     ) -> Result<()> {
         if m.netns.is_empty() || m.network_down {
             return Ok(());
@@ -593,7 +706,9 @@ impl Cri {
                 .teardown(&self.pod_ref(id, m, config))
                 .await?;
         }
+        steps.mark("cni");
         crate::netns::remove(&path)?;
+        steps.mark("netns");
         m.network_down = true;
         Ok(())
     }
@@ -609,8 +724,16 @@ impl Cri {
             .await;
         self.remove_snapshot(id).await;
         let mut m = m.clone();
-        if let Err(e) = self.teardown_network(id, &mut m, config).await {
+        if let Err(e) = self
+            .teardown_network(id, &mut m, config, &mut Steps::start())
+            .await
+        {
             tracing::warn!(sandbox = %id, error = %e, "tearing down a failed pod's network");
+            // No pod will retry it: the namespace goes anyway (as
+            // containerd's, which removes it apart from the teardown).
+            if let Err(e) = crate::netns::remove(Path::new(&m.netns)) {
+                tracing::warn!(sandbox = %id, error = %e, "removing a failed pod's namespace");
+            }
         }
         let _ = std::fs::remove_dir_all(self.sandbox_dir(id));
     }
@@ -629,6 +752,7 @@ impl Cri {
     }
 
     pub(crate) async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let mut steps = Steps::start();
         let (record, mut m) = match self.sandbox(id).await {
             Ok(found) => found,
             // The CRI: stopping a sandbox that is gone is no error.
@@ -637,16 +761,42 @@ impl Cri {
         };
         let id = m.id.clone();
         let config: cri::PodSandboxConfig = meta::decode(&m.config)?;
+        steps.mark("lookup");
         for c in self.containers_of(&id).await? {
             self.stop_container(&c.id, 0).await?;
         }
-        self.kill_and_delete_task(&id).await?;
-        let _guard = self.inner.lifecycle.lock().await;
+        steps.mark("containers");
+        // The pause task and the pod's network go down at once: neither
+        // needs the other (the pause process does not look at the network;
+        // the namespace lives on with the process after its pin is gone),
+        // and the call answers only once both are done, as containerd's
+        // (which tears the network down after the pause task is stopped).
         let was_down = m.network_down;
-        self.teardown_network(&id, &mut m, &config).await?;
-        if m.network_down != was_down {
-            self.save_sandbox(&record, &m).await?;
-        }
+        let mut task_steps = Steps::start();
+        let mut network_steps = Steps::start();
+        let task = self.kill_and_delete_task_timed(&id, &mut task_steps);
+        let network = async {
+            let _guard = self.inner.lifecycle.lock().await;
+            network_steps.mark("lock");
+            self.teardown_network(&id, &mut m, &config, &mut network_steps)
+                .await
+        };
+        let (killed, torn_down) = tokio::join!(task, network);
+        steps.merge(&task_steps);
+        steps.merge(&network_steps);
+        // A network that went down is recorded even when the task's end
+        // failed: a retried stop must not tear it down twice.
+        let saved = if m.network_down != was_down {
+            let saved = self.save_sandbox(&record, &m).await;
+            steps.mark("save");
+            saved
+        } else {
+            Ok(())
+        };
+        killed?;
+        torn_down?;
+        saved?;
+        tracing::debug!(id = %id, total = ?steps.total(), "sandbox stopped {steps}");
         Ok(())
     }
 
@@ -800,6 +950,47 @@ impl Cri {
             });
         }
         Ok(out)
+    }
+}
+
+/// Names reserved by the RunPodSandbox calls under way (name → id).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reservations(Arc<std::sync::Mutex<HashMap<String, String>>>);
+
+/// A reserved name, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    names: Reservations,
+    name: String,
+}
+
+impl Reservations {
+    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves `name` for `id`; fails as containerd's registrar if a start
+    /// under way has it.
+    pub(crate) fn reserve(&self, name: &str, id: &str) -> Result<Reservation> {
+        let mut names = self.names();
+        if let Some(other) = names.get(name) {
+            return Err(CriError::AlreadyExists(format!(
+                "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {other:?}"
+            )));
+        }
+        names.insert(name.to_string(), id.to_string());
+        Ok(Reservation {
+            names: self.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.names.names().remove(&self.name);
     }
 }
 
