@@ -265,6 +265,9 @@ fn stop(item: &Item) {
         }
         Item::Process { pid } => kill_and_reap(*pid),
         Item::Dir(d) => {
+            // A Dockerd's directory: runc keeps the containers berth's and
+            // containerd's shims run for it under its exec root.
+            delete_runc_containers(&d.join("exec").join("runtime-runc"), d);
             unmount_under(d);
             detach_loops_under(d);
             let _ = std::fs::remove_dir_all(d);
