@@ -460,6 +460,14 @@ fn mount(flags: &[&str], source: &Path, target: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Removes the (empty) cgroup parents of every [`Dockerd`] this process
+/// started, for a cleanup that could not drop them (a Ctrl-C'd bench).
+pub fn remove_cgroup_parents() {
+    for n in 0..STARTED.load(Ordering::Relaxed) {
+        remove_cgroup(&format!("berth-docker-{}-{n}", std::process::id()));
+    }
+}
+
 /// Removes the (empty) cgroup `name` under the cgroup root, in every v1
 /// hierarchy or the v2 one.
 fn remove_cgroup(name: &str) {

@@ -3,7 +3,8 @@
 //! SIGHUP): daemons and their shims are killed, containers left in runc
 //! roots deleted, mounts under the daemon's directory unmounted (deepest
 //! first), loop devices backed by files there detached, temporary
-//! directories removed.
+//! directories removed (a Dockerd's: its runc containers deleted and its
+//! data root unmounted first), Dockerds' cgroup parents removed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -101,6 +102,8 @@ pub(crate) fn all() {
             stop(i);
         }
     });
+    // A Dockerd not dropped (Ctrl-C) leaves its cgroup parent.
+    berth_tests::docker::remove_cgroup_parents();
 }
 
 fn kill9(pid: u32) {
