@@ -4,18 +4,26 @@
 //! Each [`Dockerd`] keeps everything in its own temporary directory (data
 //! root, exec root, pid file, API socket, daemon.json, trust key, the CLI's
 //! config) and never touches the host's defaults:
-//! - it runs in a mount namespace of its own (a slave of the host's, so
-//!   the host's mounts still reach it), with a private tmpfs on `/run`:
-//!   dockerd 20.10 always creates `/run/docker/plugins`, whatever its flags;
-//! - its storage driver is `vfs`, which mounts nothing, so every rootfs it
-//!   hands berth is a plain directory runc can reach from the host's mount
-//!   namespace (overlay2's mounts would stay inside dockerd's namespace);
+//! - it runs in a mount namespace of its own, with a private tmpfs on
+//!   `/run`: dockerd 20.10 always creates `/run/docker/plugins`, whatever
+//!   its flags;
+//! - its storage driver is `vfs` unless asked otherwise
+//!   ([`StorageDriver`]). vfs mounts nothing: every rootfs it hands berth is
+//!   a plain directory runc can reach from the host's mount namespace, and
+//!   dockerd's namespace is a plain slave of the host's. overlay2 (Docker's
+//!   default) mounts each rootfs under the data root, and the shims and
+//!   runc of the daemon under test run in the host's namespace: there the
+//!   data root is a bind mount of itself, shared, which dockerd's namespace
+//!   keeps as a peer while every other mount it has is made a slave; so
+//!   exactly the mounts under the data root reach the host (both ways), and
+//!   the tmpfs on `/run` and the network namespace files do not;
 //! - no bridge, no iptables, no IP forwarding or masquerading, no userland
 //!   proxy, and a cgroup parent of its own.
 //!
 //! Dropping it stops dockerd by PID, then removes the containers berth's
-//! shims run for it (runc keeps them under `<exec root>/runtime-runc/moby`)
-//! and its cgroup parent.
+//! shims run for it (runc keeps them under `<exec root>/runtime-runc/moby`),
+//! unmounts on the host whatever is left under the data root and then the
+//! data root's own bind mount (overlay2), and removes its cgroup parent.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -47,26 +55,51 @@ fn check_installed() -> Result<()> {
     Ok(())
 }
 
-/// A dockerd using a berthd as its containerd, stopped when dropped.
-#[derive(Debug)]
-pub struct Dockerd {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    containerd: PathBuf,
-    extra: Vec<String>,
-    cgroup_parent: String,
-    /// The API socket (`DOCKER_HOST=unix://<socket>`).
-    pub socket: PathBuf,
+/// The storage driver a [`Dockerd`] keeps images and container root
+/// filesystems with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageDriver {
+    /// A full copy of the image per container; mounts nothing.
+    #[default]
+    Vfs,
+    /// Docker's default: an overlay mount per container, under the data
+    /// root, shared with the host's mount namespace.
+    Overlay2,
 }
 
-impl Dockerd {
-    /// Starts dockerd on `containerd` (a berthd's socket).
-    pub fn start(containerd: &Path) -> Result<Dockerd> {
-        Dockerd::start_with(containerd, &[])
+impl StorageDriver {
+    /// The driver's name, as `--storage-driver` and `docker info` have it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageDriver::Vfs => "vfs",
+            StorageDriver::Overlay2 => "overlay2",
+        }
+    }
+}
+
+/// How to start a [`Dockerd`]: [`Dockerd::builder`].
+#[derive(Debug, Clone)]
+pub struct DockerdBuilder {
+    containerd: PathBuf,
+    extra: Vec<String>,
+    driver: StorageDriver,
+}
+
+impl DockerdBuilder {
+    /// Extra dockerd flags (`--live-restore`).
+    pub fn flags(mut self, extra: &[&str]) -> DockerdBuilder {
+        self.extra.extend(extra.iter().map(|s| (*s).to_string()));
+        self
     }
 
-    /// Starts dockerd on `containerd` with extra flags (`--live-restore`).
-    pub fn start_with(containerd: &Path, extra: &[&str]) -> Result<Dockerd> {
+    /// The storage driver ([`StorageDriver::Vfs`] unless set).
+    pub fn storage_driver(mut self, driver: StorageDriver) -> DockerdBuilder {
+        self.driver = driver;
+        self
+    }
+
+    /// Starts dockerd.
+    pub fn start(self) -> Result<Dockerd> {
         check_installed()?;
         let dir = tempfile::Builder::new().prefix("berth-docker").tempdir()?;
         // The trust key goes to /etc/docker/key.json unless daemon.json
@@ -82,16 +115,111 @@ impl Dockerd {
             cgroup_parent: format!("berth-docker-{}-{n}", std::process::id()),
             dir,
             child: None,
-            containerd: containerd.to_path_buf(),
-            extra: extra.iter().map(|s| (*s).to_string()).collect(),
+            containerd: self.containerd,
+            extra: self.extra,
+            driver: self.driver,
+            shared_data_root: false,
         };
+        if d.driver == StorageDriver::Overlay2 {
+            d.share_data_root()?;
+        }
         d.spawn()?;
         Ok(d)
+    }
+}
+
+/// A dockerd using a berthd as its containerd, stopped when dropped.
+#[derive(Debug)]
+pub struct Dockerd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    containerd: PathBuf,
+    extra: Vec<String>,
+    driver: StorageDriver,
+    /// Whether the data root is bound onto itself, shared (to unmount).
+    shared_data_root: bool,
+    cgroup_parent: String,
+    /// The API socket (`DOCKER_HOST=unix://<socket>`).
+    pub socket: PathBuf,
+}
+
+impl Dockerd {
+    /// How to start a dockerd on `containerd` (a berthd's socket): `vfs`,
+    /// no extra flags unless set.
+    pub fn builder(containerd: &Path) -> DockerdBuilder {
+        DockerdBuilder {
+            containerd: containerd.to_path_buf(),
+            extra: Vec::new(),
+            driver: StorageDriver::default(),
+        }
+    }
+
+    /// Starts dockerd on `containerd` (a berthd's socket), on `vfs`.
+    pub fn start(containerd: &Path) -> Result<Dockerd> {
+        Dockerd::builder(containerd).start()
+    }
+
+    /// Starts dockerd on `containerd` with extra flags (`--live-restore`),
+    /// on `vfs`.
+    pub fn start_with(containerd: &Path, extra: &[&str]) -> Result<Dockerd> {
+        Dockerd::builder(containerd).flags(extra).start()
     }
 
     /// The exec root, where runc keeps dockerd's containers.
     pub fn exec_root(&self) -> PathBuf {
         self.dir.path().join("exec")
+    }
+
+    /// The data root (images, container root filesystems).
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The temporary directory holding everything of this dockerd.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The storage driver dockerd runs with.
+    pub fn storage_driver(&self) -> StorageDriver {
+        self.driver
+    }
+
+    /// Binds the data root onto itself in the host's mount namespace and
+    /// makes that mount shared, in a peer group of its own (private first:
+    /// it must not join the peer group of the mount it sits on).
+    fn share_data_root(&mut self) -> Result<()> {
+        let data = self.data_root();
+        std::fs::create_dir_all(&data)?;
+        mount(&["--bind"], &data, Some(&data))?;
+        self.shared_data_root = true;
+        mount(&["--make-private"], &data, None)?;
+        mount(&["--make-shared"], &data, None)?;
+        Ok(())
+    }
+
+    /// Unmounts, on the host, everything under the data root (deepest
+    /// first) and then the data root's bind mount.
+    fn unshare_data_root(&mut self) {
+        if !self.shared_data_root {
+            return;
+        }
+        for t in crate::mounts_under(&self.data_root()) {
+            // A mount still busy (a process of a container that escaped
+            // the runc delete) goes when its last user does.
+            let quiet = |args: &[&str]| {
+                Command::new("umount")
+                    .args(args)
+                    .arg(&t)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !quiet(&[]) {
+                quiet(&["-l"]);
+            }
+        }
+        self.shared_data_root = false;
     }
 
     fn log_path(&self) -> PathBuf {
@@ -112,13 +240,13 @@ impl Dockerd {
         let p = |name: &str| self.dir.path().join(name).display().to_string();
         let mut flags = vec![
             format!("--config-file={}", p("daemon.json")),
-            format!("--data-root={}", p("data")),
+            format!("--data-root={}", self.data_root().display()),
             format!("--exec-root={}", p("exec")),
             format!("--pidfile={}", p("docker.pid")),
             format!("--host=unix://{}", self.socket.display()),
             format!("--containerd={}", self.containerd.display()),
             format!("--cgroup-parent=/{}", self.cgroup_parent),
-            "--storage-driver=vfs".into(),
+            format!("--storage-driver={}", self.driver.name()),
             "--bridge=none".into(),
             "--iptables=false".into(),
             "--ip-forward=false".into(),
@@ -130,8 +258,21 @@ impl Dockerd {
         ];
         flags.extend(self.extra.iter().cloned());
         // `unshare` execs the shell, which execs dockerd: one PID throughout.
-        let script =
-            format!("mount -t tmpfs -o mode=0755 berth-dockerd-run /run && exec {DOCKERD} \"$@\"");
+        let run_tmpfs = "mount -t tmpfs -o mode=0755 berth-dockerd-run /run";
+        let (propagation, script) = match self.driver {
+            // Every mount a slave of the host's: the host's mounts still
+            // reach dockerd, none of dockerd's reaches the host.
+            StorageDriver::Vfs => ("slave", format!("{run_tmpfs}\nexec {DOCKERD} \"$@\"")),
+            // Every mount keeps its propagation, then each one but the data
+            // root (and what is under it) is made a slave, one by one (not
+            // `--make-rslave /`, which would take the data root along):
+            // on a host whose `/` is private that changes nothing, on one
+            // where mounts are shared (systemd) it cuts them off.
+            StorageDriver::Overlay2 => (
+                "unchanged",
+                format!("{SLAVE_ALL_BUT_DATA}{run_tmpfs}\nexec {DOCKERD} \"$@\""),
+            ),
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -141,13 +282,14 @@ impl Dockerd {
             .args([
                 "--mount",
                 "--propagation",
-                "slave",
+                propagation,
                 "sh",
                 "-ec",
                 &script,
                 "dockerd",
             ])
             .args(&flags)
+            .env("BERTH_DOCKER_DATA", self.data_root())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -279,7 +421,50 @@ impl Drop for Dockerd {
                     .status();
             }
         }
+        self.unshare_data_root();
         remove_cgroup(&self.cgroup_parent);
+    }
+}
+
+/// Shell lines (for `sh -e`) that make every mount of the current mount
+/// namespace a slave, one by one, except `$BERTH_DOCKER_DATA` and the
+/// mounts under it. Only shared mounts change (a private one stays
+/// private); mount points come from `/proc/self/mountinfo`, where a space,
+/// tab, newline or backslash in a path is an octal escape (`\040`), which
+/// `printf %b` decodes once written `\0040`.
+const SLAVE_ALL_BUT_DATA: &str = r#"while read -r _ _ _ _ mp _ rest; do
+  case "$mp" in "$BERTH_DOCKER_DATA"|"$BERTH_DOCKER_DATA"/*) continue ;; esac
+  rest=" $rest"
+  case "${rest%% - *}" in *" shared:"*) ;; *) continue ;; esac
+  case "$mp" in *\\*) mp=$(printf '%b' "$(printf '%s' "$mp" | sed 's/\\\([0-7]\)/\\0\1/g')") ;; esac
+  mount --make-slave "$mp"
+done < /proc/self/mountinfo
+"#;
+
+/// Runs `mount <flags> <source> [<target>]`, failing with its stderr.
+fn mount(flags: &[&str], source: &Path, target: Option<&Path>) -> Result<()> {
+    let mut cmd = Command::new("mount");
+    cmd.args(flags).arg(source);
+    if let Some(t) = target {
+        cmd.arg(t);
+    }
+    let out = cmd.output().context("running mount (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "mount {} {}: {}",
+            flags.join(" "),
+            source.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the (empty) cgroup parents of every [`Dockerd`] this process
+/// started, for a cleanup that could not drop them (a Ctrl-C'd bench).
+pub fn remove_cgroup_parents() {
+    for n in 0..STARTED.load(Ordering::Relaxed) {
+        remove_cgroup(&format!("berth-docker-{}-{n}", std::process::id()));
     }
 }
 

@@ -483,8 +483,9 @@ pub fn shims_of(address: &Path) -> Vec<i32> {
     pids
 }
 
-/// Mount points under `dir`, deepest first.
-fn mounts_under(dir: &Path) -> Vec<String> {
+/// Mount points under `dir` (in this process's mount namespace), deepest
+/// first.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
     let prefix = dir.display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut targets: Vec<String> = mounts

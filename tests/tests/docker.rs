@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use berth_tests::docker::{CpuLoad, Dockerd, NAMESPACE};
+use berth_tests::docker::{CpuLoad, Dockerd, NAMESPACE, StorageDriver};
 use berth_tests::{Daemon, ok};
 
 /// A berthd and a dockerd on it; dockerd is stopped first (field order).
@@ -24,6 +24,17 @@ impl Env {
     fn start_with(dockerd_flags: &[&str]) -> Result<Env> {
         let berth = Daemon::start()?;
         let docker = Dockerd::start_with(&berth.address, dockerd_flags)?;
+        docker.load_busybox()?;
+        Ok(Env { docker, berth })
+    }
+
+    /// dockerd on overlay2, Docker's default storage driver.
+    fn start_overlay2() -> Result<Env> {
+        let berth = Daemon::start()?;
+        let docker = Dockerd::builder(&berth.address)
+            .storage_driver(StorageDriver::Overlay2)
+            .start()?;
+        assert_eq!(docker.ok(&["info", "-f", "{{.Driver}}"])?, "overlay2");
         docker.load_busybox()?;
         Ok(Env { docker, berth })
     }
@@ -282,6 +293,137 @@ fn docker_rm_force_removes_a_running_container() -> Result<()> {
     );
     assert_eq!(e.ctr(&["containers", "ls", "-q"])?.trim(), "");
     assert_eq!(e.ctr(&["tasks", "ls", "-q"])?.trim(), "");
+    Ok(())
+}
+
+/// `(mount point, fs type)` of every mount of this (the host's) mount
+/// namespace under `dir`.
+fn host_mounts_under(dir: &Path) -> Result<Vec<(String, String)>> {
+    let prefix = format!("{}/", dir.display());
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo")?.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let fstype = fields
+            .iter()
+            .position(|f| *f == "-")
+            .and_then(|i| fields.get(i + 1));
+        if let (Some(target), Some(fstype)) = (fields.get(4), fstype)
+            && (format!("{target}/").starts_with(&prefix))
+        {
+            out.push(((*target).to_string(), (*fstype).to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// What dockerd on overlay2 has mounted that the host sees: only the data
+/// root's bind mount and the overlay mounts under it, never its `/run`
+/// tmpfs or anything under its exec root.
+fn overlay_mounts_on_host(docker: &Dockerd) -> Result<Vec<String>> {
+    let data = docker.data_root();
+    let mut overlays = Vec::new();
+    for (target, fstype) in host_mounts_under(docker.dir())? {
+        if Path::new(&target) == data {
+            continue;
+        }
+        assert!(
+            target.starts_with(&format!("{}/", data.display())),
+            "dockerd's mount {target} ({fstype}) reached the host"
+        );
+        assert_eq!(fstype, "overlay", "{target}");
+        overlays.push(target);
+    }
+    let run = std::fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(
+        !run.contains("berth-dockerd-run"),
+        "dockerd's /run reached the host"
+    );
+    Ok(overlays)
+}
+
+#[test]
+fn docker_overlay2_run_rm_leaves_no_mount() -> Result<()> {
+    let e = Env::start_overlay2()?;
+    let dir = e.docker.dir().to_path_buf();
+    assert_eq!(
+        e.docker.ok(&["run", "--rm", "busybox", "true"])?,
+        "",
+        "docker run --rm busybox true"
+    );
+    assert_eq!(
+        e.docker.ok(&["run", "--rm", "busybox", "echo", "hello"])?,
+        "hello"
+    );
+    let out = e
+        .docker
+        .docker(&["run", "--rm", "busybox", "sh", "-c", "exit 3"])?;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // Each container's overlay went with it, on the host too.
+    assert_eq!(overlay_mounts_on_host(&e.docker)?, Vec::<String>::new());
+    assert_eq!(e.docker.ok(&["ps", "-aq"])?, "");
+    assert_eq!(e.ctr(&["containers", "ls", "-q"])?.trim(), "");
+    drop(e);
+    assert_eq!(host_mounts_under(&dir)?, Vec::new());
+    Ok(())
+}
+
+#[test]
+fn docker_overlay2_detached_exec_rm_force() -> Result<()> {
+    let e = Env::start_overlay2()?;
+    let dir = e.docker.dir().to_path_buf();
+    e.docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ov",
+        "busybox",
+        "sh",
+        "-c",
+        "echo written > /f; exec sleep 1000",
+    ])?;
+    // The container runs on its overlay, which the host (berth's shim and
+    // runc) sees where dockerd mounted it.
+    let merged = e.inspect("ov", "{{.GraphDriver.Data.MergedDir}}")?;
+    assert_eq!(overlay_mounts_on_host(&e.docker)?, vec![merged.clone()]);
+    let pid = e.inspect("ov", "{{.State.Pid}}")?;
+    let out = e
+        .docker
+        .docker(&["exec", "ov", "sh", "-c", "cat /f; exit 4"])?;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "written");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&merged).join("f"))?,
+        "written\n"
+    );
+    e.docker.ok(&["rm", "-f", "ov"])?;
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} lives"
+    );
+    assert_eq!(e.docker.ok(&["ps", "-aq"])?, "");
+    assert_eq!(e.ctr(&["tasks", "ls", "-q"])?.trim(), "");
+    assert_eq!(overlay_mounts_on_host(&e.docker)?, Vec::<String>::new());
+    drop(e);
+    assert_eq!(host_mounts_under(&dir)?, Vec::new());
+    Ok(())
+}
+
+#[test]
+fn docker_overlay2_killed_dockerd_leaves_no_mount() -> Result<()> {
+    let e = Env::start_overlay2()?;
+    let dir = e.docker.dir().to_path_buf();
+    e.docker
+        .ok(&["run", "-d", "--name", "killed", "busybox", "sleep", "1000"])?;
+    assert_eq!(overlay_mounts_on_host(&e.docker)?.len(), 1);
+    // dockerd gets no chance to unmount anything: dropping the Dockerd
+    // must.
+    let pid = e.docker.pid().context("dockerd pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    drop(e);
+    assert_eq!(host_mounts_under(&dir)?, Vec::new());
     Ok(())
 }
 

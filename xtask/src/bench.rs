@@ -33,7 +33,8 @@
 //!   bundle, plain HTTP download of the big image's blobs, sha256 and
 //!   gunzip of the same bytes.
 //! - `docker`: Docker Engine 20.10 on each daemon (`dockerd --containerd`,
-//!   set up as the end-to-end tests do): `docker run --rm busybox true`
+//!   set up as the end-to-end tests do, but on Docker's default storage
+//!   driver, overlay2, as users run it): `docker run --rm busybox true`
 //!   latency, and the daemon's RSS with 50 running Docker containers. With
 //!   `BERTH_BENCH_GRPC_PROXY` naming a built `contrib/grpc-timing-proxy`,
 //!   each dockerd reaches its daemon through one, and the per-call log,
@@ -1227,6 +1228,8 @@ struct DockerOn {
     /// Always there until dropped (taken first, before the proxy stops).
     dockerd: Option<berth_tests::docker::Dockerd>,
     pid: u32,
+    /// The Dockerd's temporary directory (registered for cleanup).
+    dir: PathBuf,
     /// The timing proxy between dockerd and the daemon, if any, and when
     /// it started (its log's time zero, give or take its start-up).
     proxy: Option<(std::process::Child, Instant)>,
@@ -1260,14 +1263,21 @@ impl DockerOn {
             proxy = Some((child, started));
             address = listen;
         }
-        let dockerd =
-            berth_tests::docker::Dockerd::start(&address).map_err(|e| format!("{e:#}"))?;
+        let dockerd = berth_tests::docker::Dockerd::builder(&address)
+            .storage_driver(berth_tests::docker::StorageDriver::Overlay2)
+            .start()
+            .map_err(|e| format!("{e:#}"))?;
         let pid = dockerd.pid().unwrap_or_default();
         cleanup::process(pid);
+        // On Ctrl-C: the overlay mounts under its data root, and the data
+        // root's own bind mount, go with its directory.
+        let dir = dockerd.dir().to_path_buf();
+        cleanup::dir(&dir);
         dockerd.load_busybox().map_err(|e| format!("{e:#}"))?;
         Ok(DockerOn {
             dockerd: Some(dockerd),
             pid,
+            dir,
             proxy,
             name: d.name,
         })
@@ -1289,9 +1299,11 @@ impl Drop for DockerOn {
             let path = target_dir().join(format!("bench/docker-{}-dockerd.log", self.name));
             let _ = std::fs::write(path, d.log());
         }
-        // The Dockerd stops itself (by PID) and its containers.
+        // The Dockerd stops itself (by PID) and its containers, unmounts
+        // what is left under its data root and removes its directory.
         drop(self.dockerd.take());
         cleanup::forget(self.pid);
+        cleanup::remove_dir(&self.dir);
         if let Some((mut p, _)) = self.proxy.take() {
             let _ = p.kill();
             let _ = p.wait();
@@ -1301,7 +1313,10 @@ impl Drop for DockerOn {
 }
 
 /// `docker`: Docker Engine on berthd and on containerd, the same dockerd
-/// setup and image on both.
+/// setup and image on both; the storage driver is overlay2, Docker's
+/// default (the Docker tests keep vfs, which mounts nothing): one overlay
+/// mount per container, set up and torn down by dockerd, no copy of the
+/// image's files.
 fn scenario_docker(berth: &Daemon, containerd: &Daemon, s: &mut Summary) -> Result<()> {
     let mut latency =
         Row::new("docker run --rm busybox true", "ms", Better::Lower).goal(Goal::AtMost(0.8));

@@ -3,7 +3,8 @@
 //! SIGHUP): daemons and their shims are killed, containers left in runc
 //! roots deleted, mounts under the daemon's directory unmounted (deepest
 //! first), loop devices backed by files there detached, temporary
-//! directories removed.
+//! directories removed (a Dockerd's: its runc containers deleted and its
+//! data root unmounted first), Dockerds' cgroup parents removed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -101,6 +102,8 @@ pub(crate) fn all() {
             stop(i);
         }
     });
+    // A Dockerd not dropped (Ctrl-C) leaves its cgroup parent.
+    berth_tests::docker::remove_cgroup_parents();
 }
 
 fn kill9(pid: u32) {
@@ -265,6 +268,9 @@ fn stop(item: &Item) {
         }
         Item::Process { pid } => kill_and_reap(*pid),
         Item::Dir(d) => {
+            // A Dockerd's directory: runc keeps the containers berth's and
+            // containerd's shims run for it under its exec root.
+            delete_runc_containers(&d.join("exec").join("runtime-runc"), d);
             unmount_under(d);
             detach_loops_under(d);
             let _ = std::fs::remove_dir_all(d);
