@@ -1,14 +1,19 @@
 //! The `cri` scenario: cri-tools' `critest -benchmark` (the shared tools'
-//! v1.32.0) once against berthd with its CRI plugin and once against
-//! Debian's containerd 1.6 with its own, both started by the CRI tests'
-//! harness ([`berth_tests::cri_daemon::CriDaemon`]: the same CRI config,
-//! local registry mirrors, CNI bridge, and teardown of every pod).
+//! v1.32.0) against berthd with its CRI plugin and against Debian's
+//! containerd 1.6 with its own, alternating, a fresh daemon each round
+//! (3 rounds per daemon unless `--rounds N`), both started by the CRI
+//! tests' harness ([`berth_tests::cri_daemon::CriDaemon`]: the same CRI
+//! config, local registry mirrors, CNI bridge, and teardown of every pod).
+//! One round per daemon let a busy minute on this shared machine land on
+//! one side only: most of a container start is `runc create`, whose time
+//! swings with the load.
 //!
 //! Measured: each daemon's RSS idle with the CRI plugin loaded (after it
 //! started, before the benchmark), and from critest's
 //! `pod_benchmark_data.json` and `container_benchmark_data.json` the
-//! median of each pod (`CreatePod`, i.e. `RunPodSandbox`, and `StopPod`) and container
-//! (`StartContainer`, `StopContainer`) operation over its samples.
+//! median of each pod (`CreatePod`, i.e. `RunPodSandbox`, and `StopPod`)
+//! and container (`StartContainer`, `StopContainer`) operation over its
+//! samples; each row holds one figure per round.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -64,14 +69,16 @@ fn measure(env: &CriEnv, s: &mut Summary) -> Result<()> {
         .iter()
         .map(|(_, _, name)| {
             Row::new(
-                format!("critest -benchmark {name}, median of {SAMPLES}"),
+                format!("critest -benchmark {name}, median of {SAMPLES} per round"),
                 "ms",
                 Better::Lower,
             )
             .goal(Goal::AtMost(0.6))
         })
         .collect();
-    for kind in [CriDaemonKind::Berthd, CriDaemonKind::Containerd] {
+    let rounds =
+        (0..super::rounds()).flat_map(|_| [CriDaemonKind::Berthd, CriDaemonKind::Containerd]);
+    for kind in rounds {
         let daemon = CriDaemon::start(kind, env).map_err(|e| format!("{kind:?}: {e:#}"))?;
         let pid = daemon_pid(&daemon.address)
             .ok_or_else(|| format!("no process serves {}", daemon.address.display()))?;
@@ -89,7 +96,8 @@ fn measure(env: &CriEnv, s: &mut Summary) -> Result<()> {
                 .map(|(file, op, _)| median_ms(&out.join(file), op))
                 .collect::<Result<Vec<f64>>>()
         });
-        // Kept for a breakdown of the calls (berthd logs at debug level).
+        // Kept for a breakdown of the calls (berthd logs at debug level);
+        // the last round's.
         let log = super::target_dir().join(format!("bench/cri-{kind:?}.log").to_lowercase());
         let _ = std::fs::create_dir_all(super::target_dir().join("bench"));
         let _ = std::fs::write(&log, daemon.log());
