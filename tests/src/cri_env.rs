@@ -403,3 +403,20 @@ fn parse_prefix(word: &str) -> Option<(u32, u32)> {
 pub fn toml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
+
+/// A CNI `bridge` plugin entry for a test network: bridge `bridge` as the
+/// pods' gateway, no masquerading, addresses from `subnet` (a CIDR) by
+/// host-local IPAM keeping its data in `ipam_dir`.
+pub fn bridge_plugin(bridge: &str, subnet: &str, ipam_dir: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipMasq": false,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": subnet}]],
+            "dataDir": ipam_dir,
+        },
+    })
+}

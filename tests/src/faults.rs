@@ -372,18 +372,6 @@ fn now_rfc3339() -> String {
     )
 }
 
-/// Mount points under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The value following flag `name` in process `pid`'s arguments.
 pub fn arg_of(pid: i32, name: &str) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -436,7 +424,7 @@ fn after_gc(d: &Daemon, s: &Snapshot, phase: &str, bad: &mut Vec<String>) {
         .join("io.containerd.runtime.v2.task")
         .join(&d.namespace);
     for dir in [&d.root, &d.state] {
-        for m in mounts_under(dir) {
+        for m in crate::mounts_under(dir) {
             let owned = s
                 .tasks
                 .keys()

@@ -486,16 +486,28 @@ pub fn shims_of(address: &Path) -> Vec<i32> {
 /// Mount points under `dir` (in this process's mount namespace), deepest
 /// first.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
+    mountinfo_under(dir).into_iter().map(|(t, _)| t).collect()
+}
+
+/// `(mount point, filesystem type)` of every mount of this process's
+/// namespace at `dir` or below it, deepest first.
+pub fn mountinfo_under(dir: &Path) -> Vec<(String, String)> {
+    let prefix = format!("{}/", dir.display());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut targets: Vec<String> = mounts
+    let mut found: Vec<(String, String)> = mounts
         .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&prefix))
-        .map(str::to_owned)
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let target = fields.get(4)?;
+            // The filesystem type follows the optional fields' "-".
+            let fstype = fields.get(fields.iter().position(|f| *f == "-")? + 1)?;
+            format!("{target}/")
+                .starts_with(&prefix)
+                .then(|| ((*target).to_string(), (*fstype).to_string()))
+        })
         .collect();
-    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    targets
+    found.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+    found
 }
 
 /// Stops everything a daemon's tasks left running: containers in runc

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use berth_tests::cri_env::bridge_plugin;
 use berth_tests::crictl::Crictl;
 use berth_tests::registry::Registry;
 use berth_tests::{Daemon, fails, ok, pause, testimages};
@@ -331,17 +332,11 @@ fn crictl_runs_a_pod_on_a_cni_bridge() -> Result<()> {
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": format!("berth-test-{n}"),
-        "plugins": [{
-            "type": "bridge",
-            "bridge": bridge.0,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
-                "dataDir": scratch.path().join("ipam"),
-            },
-        }],
+        "plugins": [bridge_plugin(
+            &bridge.0,
+            &format!("{subnet}.0/24"),
+            &scratch.path().join("ipam"),
+        )],
     });
     write_json(&conf_dir.join("10-berth-test.conflist"), &conflist)?;
     let info = c.json(&["info", "-o", "json"])?;
@@ -511,17 +506,7 @@ fn a_failing_cni_add_leaves_no_pod_behind() -> Result<()> {
         "cniVersion": "1.0.0",
         "name": network,
         "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge.0,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
-                    "dataDir": ipam,
-                },
-            },
+            bridge_plugin(&bridge.0, &format!("{subnet}.0/24"), &ipam),
             {"type": "berth-test-fail"},
         ],
     });

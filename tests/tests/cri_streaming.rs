@@ -102,17 +102,11 @@ impl Pod {
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": format!("berth-stream-{n}"),
-            "plugins": [{
-                "type": "bridge",
-                "bridge": bridge.0,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
-                    "dataDir": dir.join("ipam"),
-                },
-            }],
+            "plugins": [berth_tests::cri_env::bridge_plugin(
+                &bridge.0,
+                &format!("{subnet}.0/24"),
+                &dir.join("ipam"),
+            )],
         });
         write_json(&conf_dir.join("10-berth-stream.conflist"), &conflist)?;
         c.ok(&["pull", &busybox])?;

@@ -296,33 +296,13 @@ fn docker_rm_force_removes_a_running_container() -> Result<()> {
     Ok(())
 }
 
-/// `(mount point, fs type)` of every mount of this (the host's) mount
-/// namespace under `dir`.
-fn host_mounts_under(dir: &Path) -> Result<Vec<(String, String)>> {
-    let prefix = format!("{}/", dir.display());
-    let mut out = Vec::new();
-    for line in std::fs::read_to_string("/proc/self/mountinfo")?.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let fstype = fields
-            .iter()
-            .position(|f| *f == "-")
-            .and_then(|i| fields.get(i + 1));
-        if let (Some(target), Some(fstype)) = (fields.get(4), fstype)
-            && (format!("{target}/").starts_with(&prefix))
-        {
-            out.push(((*target).to_string(), (*fstype).to_string()));
-        }
-    }
-    Ok(out)
-}
-
 /// What dockerd on overlay2 has mounted that the host sees: only the data
 /// root's bind mount and the overlay mounts under it, never its `/run`
 /// tmpfs or anything under its exec root.
 fn overlay_mounts_on_host(docker: &Dockerd) -> Result<Vec<String>> {
     let data = docker.data_root();
     let mut overlays = Vec::new();
-    for (target, fstype) in host_mounts_under(docker.dir())? {
+    for (target, fstype) in berth_tests::mountinfo_under(docker.dir()) {
         if Path::new(&target) == data {
             continue;
         }
@@ -363,7 +343,7 @@ fn docker_overlay2_run_rm_leaves_no_mount() -> Result<()> {
     assert_eq!(e.docker.ok(&["ps", "-aq"])?, "");
     assert_eq!(e.ctr(&["containers", "ls", "-q"])?.trim(), "");
     drop(e);
-    assert_eq!(host_mounts_under(&dir)?, Vec::new());
+    assert_eq!(berth_tests::mountinfo_under(&dir), Vec::new());
     Ok(())
 }
 
@@ -404,7 +384,7 @@ fn docker_overlay2_detached_exec_rm_force() -> Result<()> {
     assert_eq!(e.ctr(&["tasks", "ls", "-q"])?.trim(), "");
     assert_eq!(overlay_mounts_on_host(&e.docker)?, Vec::<String>::new());
     drop(e);
-    assert_eq!(host_mounts_under(&dir)?, Vec::new());
+    assert_eq!(berth_tests::mountinfo_under(&dir), Vec::new());
     Ok(())
 }
 
@@ -423,7 +403,7 @@ fn docker_overlay2_killed_dockerd_leaves_no_mount() -> Result<()> {
         nix::sys::signal::Signal::SIGKILL,
     )?;
     drop(e);
-    assert_eq!(host_mounts_under(&dir)?, Vec::new());
+    assert_eq!(berth_tests::mountinfo_under(&dir), Vec::new());
     Ok(())
 }
 

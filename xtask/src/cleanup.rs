@@ -224,18 +224,6 @@ pub(crate) fn loops_under(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-/// Mount points under `dir`.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|t| t.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Detaches the loop devices backed by files under `dir` (one still in
 /// use, say under a lazy unmount, goes when its last user does).
 fn detach_loops_under(dir: &Path) {

@@ -713,7 +713,7 @@ impl Cri {
     }
 
     pub(crate) async fn start_container(&self, id: &str) -> Result<()> {
-        let t0 = std::time::Instant::now();
+        let mut steps = crate::steps::Steps::start();
         let cur = self.container(id).await?;
         if cur.state != cri::ContainerState::ContainerCreated {
             return Err(CriError::FailedPrecondition(format!(
@@ -733,7 +733,7 @@ impl Cri {
                 cur.meta.sandbox_id
             )));
         }
-        let t_lookup = t0.elapsed();
+        steps.mark("lookup");
         let io = self.io_dir(&id);
         std::fs::create_dir_all(&io)
             .map_err(|e| CriError::Internal(format!("creating {}: {e}", io.display())))?;
@@ -767,9 +767,9 @@ impl Cri {
         }
         self.attach_log(&cur.meta, &stdout, (!tty).then_some(stderr.as_path()))
             .await?;
-        let t_io = t0.elapsed();
+        steps.mark("io");
         let rootfs = self.snapshot_mounts(&id).await?;
-        let t_mounts = t0.elapsed();
+        steps.mark("mounts");
         let mut tasks = self.inner.backend.tasks();
         let created = tasks
             .create(tpb::CreateTaskRequest {
@@ -789,7 +789,7 @@ impl Cri {
                 ..Default::default()
             })
             .await;
-        let t_create = t0.elapsed();
+        steps.mark("task_create");
         if let Err(s) = created {
             self.detach_log(&id, &stdout, &stderr).await;
             return Err(CriError::Service {
@@ -810,7 +810,7 @@ impl Cri {
                 status: Box::new(s),
             });
         }
-        let t_start = t0.elapsed();
+        steps.mark("task_start");
         let mut m = cur.meta.clone();
         m.started_at = meta::now_nanos();
         m.stdout = stdout.display().to_string();
@@ -820,16 +820,8 @@ impl Cri {
             stderr.display().to_string()
         };
         self.save_container(&cur.record, &m).await?;
-        tracing::debug!(
-            id = %id,
-            lookup = ?t_lookup,
-            io = ?(t_io - t_lookup),
-            mounts = ?(t_mounts - t_io),
-            task_create = ?(t_create - t_mounts),
-            task_start = ?(t_start - t_create),
-            save = ?(t0.elapsed() - t_start),
-            "container started"
-        );
+        steps.mark("save");
+        tracing::debug!(id = %id, total = ?steps.total(), "container started {steps}");
         self.publish(cri::ContainerEventResponse {
             container_id: id,
             container_event_type: cri::ContainerEventType::ContainerStartedEvent as i32,

@@ -374,7 +374,7 @@ fn checked(cmd: &mut Command) -> Result<()> {
 fn leftovers(dir: &Path) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut left: Vec<String> = cleanup::mounts_under(dir)
+        let mut left: Vec<String> = berth_tests::mounts_under(dir)
             .into_iter()
             .map(|m| format!("mount {m}"))
             .collect();
