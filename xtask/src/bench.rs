@@ -35,13 +35,16 @@
 //! - `docker`: Docker Engine 20.10 on each daemon (`dockerd --containerd`,
 //!   set up as the end-to-end tests do, but on Docker's default storage
 //!   driver, overlay2, as users run it): `docker run --rm busybox true`
-//!   latency, and the daemon's RSS with 50 running Docker containers. With
-//!   `BERTH_BENCH_GRPC_PROXY` naming a built `contrib/grpc-timing-proxy`,
-//!   each dockerd reaches its daemon through one, and the per-call log,
-//!   each `run --rm`'s start and end on the same clock, and dockerd's debug
-//!   log are kept under `<target>/bench/docker-<daemon>-*.log`.
-//! - `cri`: `critest -benchmark` once against each daemon with its CRI
-//!   plugin (set up as the CRI tests do): pod and container start/stop
+//!   latency (20 alternating runs per daemon on each of the rounds' fresh
+//!   dockerd pairs), and the daemon's RSS with 50 running Docker
+//!   containers. With `BERTH_BENCH_GRPC_PROXY` naming a built
+//!   `contrib/grpc-timing-proxy`, each dockerd reaches its daemon through
+//!   one, and the last round's per-call log, each `run --rm`'s start and
+//!   end on the same clock, and dockerd's debug log are kept under
+//!   `<target>/bench/docker-<daemon>-*.log`.
+//! - `cri`: `critest -benchmark` against each daemon with its CRI plugin,
+//!   in alternating rounds, each on a fresh daemon (set up as the CRI tests
+//!   do): pod and container start/stop
 //!   latencies, and the daemon's idle RSS with the CRI plugin loaded; each
 //!   daemon's log is kept as `<target>/bench/cri-<daemon>.log` (see
 //!   `bench/cri.rs` and docs/perf-cri.md).
@@ -82,9 +85,11 @@ static ROUNDS_SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 fn rounds() -> usize {
     ROUNDS_SET.get().copied().unwrap_or(ROUNDS)
 }
-/// `docker run --rm` samples per daemon, alternating: a run takes ~0.1 s
-/// on overlay2, and five samples left the median at the mercy of one slow
-/// run on this shared machine (0.72 and 0.85 in two runs a minute apart).
+/// `docker run --rm` samples per daemon and round, alternating: a run
+/// takes ~0.1 s on overlay2. Five samples left the median at the mercy of
+/// one slow run on this shared machine (0.72 and 0.85 in two runs a minute
+/// apart); fifty in one round still spread 0.74–0.84 between runs of the
+/// scenario, so the samples come from [`rounds`] dockerd pairs.
 const DOCKER_RUNS: usize = 20;
 /// Samples of each `limit` measurement.
 const LIMIT_RUNS: usize = 5;
@@ -731,6 +736,18 @@ impl Ctx {
     }
 }
 
+/// The two daemons of sample pair `n`, each first in every other pair: what
+/// one run leaves behind (a shim exiting, a collection its deletes
+/// scheduled, dockerd removing a layer) then slows both daemons' next runs
+/// alike, not always the same one.
+fn in_turn<T: Copy>(n: usize, pair: [T; 2]) -> [T; 2] {
+    if n.is_multiple_of(2) {
+        pair
+    } else {
+        [pair[1], pair[0]]
+    }
+}
+
 fn scenario_run(berth: &Daemon, containerd: &Daemon, ctx: &mut Ctx, s: &mut Summary) -> Result<()> {
     // Samples per daemon of the headline latency (twice the usual: its
     // goal is a ratio of two ~100 ms figures on a noisy machine).
@@ -745,20 +762,20 @@ fn scenario_run(berth: &Daemon, containerd: &Daemon, ctx: &mut Ctx, s: &mut Summ
     let mut latency =
         Row::new("run --rm IMAGE true (latency)", "ms", Better::Lower).goal(Goal::AtMost(0.5));
     let mut latency_rootfs = Row::new("run --rm --rootfs true (latency)", "ms", Better::Lower);
-    // Warm-up, then alternate A B A B.
+    // Warm-up, then alternate A B B A.
     for d in [berth, containerd] {
         timed(d.ctr(&["run", "--rm", BUSYBOX, "warm", "/bin/true"]))?;
         timed(d.ctr(&["run", "--rm", "--rootfs", &rootfs, "warm", "/bin/true"]))?;
     }
     for i in 0..IMAGE_RUNS {
-        for d in [berth, containerd] {
+        for d in in_turn(i, [berth, containerd]) {
             let id = format!("lat-{i}");
             let t = timed(d.ctr(&["run", "--rm", BUSYBOX, &id, "/bin/true"]))?;
             latency.push(d, t.as_secs_f64() * 1000.0);
         }
     }
     for i in 0..RUNS {
-        for d in [berth, containerd] {
+        for d in in_turn(i, [berth, containerd]) {
             let id = format!("lat-rootfs-{i}");
             let t = timed(d.ctr(&["run", "--rm", "--rootfs", &rootfs, &id, "/bin/true"]))?;
             latency_rootfs.push(d, t.as_secs_f64() * 1000.0);
@@ -1330,47 +1347,58 @@ fn scenario_docker(berth: &Daemon, containerd: &Daemon, s: &mut Summary) -> Resu
         Better::Lower,
     )
     .goal(Goal::AtMost(0.25));
-    let dockers = [DockerOn::start(berth)?, DockerOn::start(containerd)?];
-    let pairs = [(berth, &dockers[0]), (containerd, &dockers[1])];
-    for (_, k) in pairs {
-        timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
-    }
-    let mut runs_log: Vec<String> = vec![String::new(), String::new()];
-    for _ in 0..DOCKER_RUNS {
-        for (i, (d, k)) in pairs.into_iter().enumerate() {
-            let began = Instant::now();
-            let t = timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
-            latency.push(d, t.as_secs_f64() * 1000.0);
-            if let Some((_, zero)) = &k.proxy {
-                // On the proxy log's clock: where the command began and ended.
-                let at = |i: Instant| i.duration_since(*zero).as_secs_f64() * 1000.0;
-                runs_log[i].push_str(&format!(
-                    "{:10.3} docker run --rm began\n{:10.3} docker run --rm ended\n",
-                    at(began),
-                    at(began + t)
-                ));
+    for round in 0..rounds() {
+        // Fresh dockerds each round: one dockerd pair's luck (its Go
+        // runtime's pacing, where its threads run) moved a whole run's ratio
+        // by ±0.04; pooling rounds averages it out, as the cri scenario does.
+        let dockers = [DockerOn::start(berth)?, DockerOn::start(containerd)?];
+        let pairs = [(berth, &dockers[0]), (containerd, &dockers[1])];
+        for (_, k) in pairs {
+            timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
+        }
+        let mut runs_log: Vec<String> = vec![String::new(), String::new()];
+        for n in 0..DOCKER_RUNS {
+            for i in in_turn(n, [0, 1]) {
+                let (d, k) = pairs[i];
+                let began = Instant::now();
+                let t = timed(k.docker(&["run", "--rm", "busybox", "true"]))?;
+                latency.push(d, t.as_secs_f64() * 1000.0);
+                if let Some((_, zero)) = &k.proxy {
+                    // On the proxy log's clock: where the command began and ended.
+                    let at = |i: Instant| i.duration_since(*zero).as_secs_f64() * 1000.0;
+                    runs_log[i].push_str(&format!(
+                        "{:10.3} docker run --rm began\n{:10.3} docker run --rm ended\n",
+                        at(began),
+                        at(began + t)
+                    ));
+                }
             }
         }
-    }
-    for (i, (d, k)) in pairs.into_iter().enumerate() {
-        if k.proxy.is_some() {
-            let path = target_dir().join(format!("bench/docker-{}-runs.log", d.name));
-            std::fs::write(&path, &runs_log[i]).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The logs kept are the last round's (each round's proxy has a
+        // clock of its own).
+        for (i, (d, k)) in pairs.into_iter().enumerate() {
+            if k.proxy.is_some() {
+                let path = target_dir().join(format!("bench/docker-{}-runs.log", d.name));
+                std::fs::write(&path, &runs_log[i])
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        if round + 1 < rounds() {
+            continue;
+        }
+        for (d, k) in pairs {
+            for i in 0..DOCKER_CONTAINERS {
+                let name = format!("m{i}");
+                timed(k.docker(&["run", "-d", "--name", &name, "busybox", "sleep", "1000"]))?;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            rss.push(d, d.rss_kib() as f64 / 1024.0);
+            let names: Vec<String> = (0..DOCKER_CONTAINERS).map(|i| format!("m{i}")).collect();
+            let mut args = vec!["rm", "-f"];
+            args.extend(names.iter().map(String::as_str));
+            timed(k.docker(&args))?;
         }
     }
-    for (d, k) in pairs {
-        for i in 0..DOCKER_CONTAINERS {
-            let name = format!("m{i}");
-            timed(k.docker(&["run", "-d", "--name", &name, "busybox", "sleep", "1000"]))?;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        rss.push(d, d.rss_kib() as f64 / 1024.0);
-        let names: Vec<String> = (0..DOCKER_CONTAINERS).map(|i| format!("m{i}")).collect();
-        let mut args = vec!["rm", "-f"];
-        args.extend(names.iter().map(String::as_str));
-        timed(k.docker(&args))?;
-    }
-    drop(dockers);
     print_and_save("docker", &mut [latency, rss], s)
 }
 
@@ -1444,7 +1472,7 @@ fn bench_in(scenarios: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut result = Ok(());
     for s in &wanted {
-        println!("== scenario {s} (alternating runs, berth first)");
+        println!("== scenario {s} (alternating runs)");
         let t = Instant::now();
         result = match *s {
             "run" => scenario_run(&berth, &containerd, &mut ctx, &mut summary),
