@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::host_leftovers;
+
 /// A containerd running on a temporary root, stopped when dropped along
 /// with every shim, container and mount it made.
 #[derive(Debug)]
@@ -16,9 +18,15 @@ pub struct Containerd {
     child: Child,
     /// gRPC socket path.
     pub address: PathBuf,
-    /// The namespace tests use; unique, because runc keeps containerd's
-    /// containers under the machine-wide `/run/containerd/runc/<namespace>`.
+    /// The namespace tests use; unique ([`host_leftovers::unique_namespace`]),
+    /// because runc keeps containerd's containers under the machine-wide
+    /// `/run/containerd/runc/<namespace>` and `ctr` puts them in the cgroup
+    /// `/<namespace>/<id>`. On drop, once containerd and its containers are
+    /// stopped, its directories on the host are removed where empty, and
+    /// those of every `<namespace>-<suffix>` a test derived from it.
     pub namespace: String,
+    /// Further namespaces the test owns (see [`Containerd::own_namespace`]).
+    owned: std::sync::Mutex<Vec<String>>,
 }
 
 impl Containerd {
@@ -95,7 +103,8 @@ impl Containerd {
             String::new,
         )?;
         Ok(Containerd {
-            namespace: format!("berth-interop-{}", std::process::id()),
+            namespace: host_leftovers::unique_namespace("berth-interop"),
+            owned: std::sync::Mutex::new(Vec::new()),
             dir,
             child,
             address,
@@ -117,6 +126,18 @@ impl Containerd {
             .args(args)
             .stdin(Stdio::null())
             .output()?)
+    }
+
+    /// A namespace no other test uses ([`host_leftovers::unique_namespace`]
+    /// of `prefix`), owned by the test: its directories on the host are
+    /// removed on drop like those of [`Containerd::namespace`].
+    pub fn own_namespace(&self, prefix: &str) -> String {
+        let name = host_leftovers::unique_namespace(prefix);
+        self.owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.clone());
+        name
     }
 
     /// PID of the containerd process.
@@ -194,11 +215,18 @@ impl Drop for Containerd {
                     .status();
             }
         }
-        let _ = std::fs::remove_dir_all(&runc_root);
         crate::cleanup_runtime(
             &self.dir.path().join("none"),
             &self.address,
             self.dir.path(),
         );
+        // Its containers are gone: their namespaces' parents are empty.
+        let owned = self
+            .owned
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for namespace in std::iter::once(&self.namespace).chain(owned.iter()) {
+            host_leftovers::remove_namespace_family(namespace);
+        }
     }
 }

@@ -422,7 +422,9 @@ impl Drop for Dockerd {
             }
         }
         self.unshare_data_root();
-        remove_cgroup(&self.cgroup_parent);
+        // The cgroup parent is unique to this Dockerd: removed (if empty)
+        // like a namespace's.
+        crate::host_leftovers::remove_namespace_dirs(&self.cgroup_parent);
     }
 }
 
@@ -464,19 +466,10 @@ fn mount(flags: &[&str], source: &Path, target: Option<&Path>) -> Result<()> {
 /// started, for a cleanup that could not drop them (a Ctrl-C'd bench).
 pub fn remove_cgroup_parents() {
     for n in 0..STARTED.load(Ordering::Relaxed) {
-        remove_cgroup(&format!("berth-docker-{}-{n}", std::process::id()));
-    }
-}
-
-/// Removes the (empty) cgroup `name` under the cgroup root, in every v1
-/// hierarchy or the v2 one.
-fn remove_cgroup(name: &str) {
-    let root = Path::new("/sys/fs/cgroup");
-    let _ = std::fs::remove_dir(root.join(name));
-    if let Ok(hierarchies) = std::fs::read_dir(root) {
-        for h in hierarchies.flatten() {
-            let _ = std::fs::remove_dir(h.path().join(name));
-        }
+        crate::host_leftovers::remove_namespace_dirs(&format!(
+            "berth-docker-{}-{n}",
+            std::process::id()
+        ));
     }
 }
 

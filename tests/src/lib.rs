@@ -18,6 +18,7 @@ pub mod critest;
 pub mod docker;
 pub mod faults;
 pub mod goclient;
+pub mod host_leftovers;
 pub mod pause;
 pub mod registry;
 pub mod testimages;
@@ -139,6 +140,9 @@ pub struct Daemon {
     pub startup: Duration,
     /// The namespace `ctr` and `berthctl` use unless given `-n`.
     pub namespace: String,
+    /// Namespaces the test owns (see [`Daemon::own_namespace`]), removed
+    /// from the host when the daemon is dropped.
+    owned: std::sync::Mutex<Vec<String>>,
 }
 
 impl Daemon {
@@ -189,6 +193,7 @@ impl Daemon {
             config: config_path,
             startup: Duration::ZERO,
             namespace: "default".to_string(),
+            owned: std::sync::Mutex::new(Vec::new()),
         };
         prepare(&d)?;
         d.spawn()?;
@@ -329,6 +334,27 @@ impl Daemon {
         self
     }
 
+    /// A namespace no other test uses ([`host_leftovers::unique_namespace`]
+    /// of `prefix`), owned by the test: once the daemon and its containers
+    /// are stopped, on drop, its directories on the host (runc root and
+    /// cgroup parents, and those of every `<name>-<suffix>`) are removed
+    /// where empty.
+    pub fn own_namespace(&self, prefix: &str) -> String {
+        let name = host_leftovers::unique_namespace(prefix);
+        self.owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.clone());
+        name
+    }
+
+    /// This daemon with `ctr` and `berthctl` working in a namespace of the
+    /// test's own ([`Daemon::own_namespace`] of `prefix`).
+    pub fn in_unique_namespace(self, prefix: &str) -> Daemon {
+        let name = self.own_namespace(prefix);
+        self.in_namespace(&name)
+    }
+
     /// `berthctl -a <address>` with `args`, run to completion.
     pub fn berthctl(&self, args: &[&str]) -> Result<Output> {
         self.berthctl_command(args)?
@@ -428,6 +454,14 @@ impl Drop for Daemon {
         // A test that ends without finish() failed (or panicked): tidy up
         // silently, without hiding its own error.
         cleanup_runtime(&self.state, &self.address, self.dir.path());
+        // Its containers are gone: their namespaces' parents are empty.
+        let owned = self
+            .owned
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for namespace in owned.iter() {
+            host_leftovers::remove_namespace_family(namespace);
+        }
     }
 }
 

@@ -354,7 +354,7 @@ fn readme_example_pulls_and_runs_on_berthd() -> Result<()> {
     let d = Daemon::start()?;
     let layout = testimages::busybox(&d.scratch("busybox"))?;
     let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
-    let namespace = format!("client-example-{}", std::process::id());
+    let namespace = d.own_namespace("client-example");
     run_readme_example(&d.address, &reference, &namespace, || d.log())?;
     // It deleted what it made: the container, its snapshot, the task.
     let containers = ok(d.ctr(&["-n", &namespace, "containers", "ls", "-q"])?)?;
@@ -370,7 +370,7 @@ fn readme_example_pulls_and_runs_on_containerd_1_6() -> Result<()> {
     let c = Containerd::start()?;
     let layout = testimages::busybox(&c.scratch("busybox"))?;
     let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
-    let namespace = format!("client-example-{}", std::process::id());
+    let namespace = c.own_namespace("client-example");
     run_readme_example(&c.address, &reference, &namespace, || c.log())?;
     // containerd's own client sees the pulled image, and nothing left of
     // the container.
@@ -387,7 +387,7 @@ fn client_runs_execs_kills_and_follows_events_on_berthd() -> Result<()> {
     let d = Daemon::start()?;
     let layout = testimages::busybox(&d.scratch("busybox"))?;
     let reference = registry.push_layout(&layout, "berth/busybox", "1")?;
-    let namespace = format!("client-berthd-{}", std::process::id());
+    let namespace = d.own_namespace("client-berthd");
     let rt = runtime()?;
     let result: Result<()> = rt.block_on(async {
         tokio::time::timeout(HANG, async {
@@ -601,7 +601,7 @@ fn builder_options_reach_the_spec_and_the_container_on_berthd() -> Result<()> {
     let layout = testimages::busybox(&d.scratch("busybox"))?;
     let archive = d.scratch("busybox.tar");
     layout.write_archive(&archive)?;
-    let namespace = format!("client-spec-{}", std::process::id());
+    let namespace = d.own_namespace("client-spec");
     let rt = runtime()?;
     let result: Result<()> = rt.block_on(async {
         tokio::time::timeout(HANG, async {

@@ -117,3 +117,67 @@ fn containerd_runs_containers_through_berths_shim() -> Result<()> {
     assert!(left.is_empty(), "shims left: {left:?}");
     c.finish()
 }
+
+/// A namespace the test owns leaves nothing on the host once containerd is
+/// stopped: deleting a container removes only its own runc state and
+/// cgroup, not the namespace's runc root `/run/containerd/runc/<namespace>`
+/// nor its cgroup parents `/<namespace>`, which the fixture removes.
+#[test]
+fn owned_namespaces_leave_no_directories_on_the_host() -> Result<()> {
+    let c = Containerd::start()?;
+    let rootfs = c.scratch("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let rootfs = rootfs.display().to_string();
+    // One namespace derived from the fixture's, one of the test's own.
+    let derived = format!("{}-run", c.namespace);
+    let own = c.own_namespace("berth-owned");
+    for ns in [&derived, &own] {
+        let out = ok(c.ctr_in(
+            ns,
+            &[
+                "run",
+                "--rm",
+                "--runtime",
+                RUNTIME,
+                "--rootfs",
+                &rootfs,
+                "h1",
+                "/bin/echo",
+                "hi",
+            ],
+        )?)?;
+        assert_eq!(out, "hi\n");
+        assert_shim_exits_in(ns, "h1")?;
+    }
+    let dirs: Vec<_> = [&derived, &own]
+        .into_iter()
+        .flat_map(|ns| berth_tests::host_leftovers::namespace_dirs(ns))
+        .collect();
+    // The container made them (else the check below would prove nothing).
+    let made: Vec<_> = dirs.iter().filter(|d| d.is_dir()).collect();
+    for ns in [&derived, &own] {
+        for dir in [
+            std::path::Path::new(berth_tests::host_leftovers::RUNC_ROOT).join(ns),
+            std::path::Path::new("/sys/fs/cgroup/memory").join(ns),
+            std::path::Path::new("/sys/fs/cgroup/pids").join(ns),
+        ] {
+            if dir.parent().is_some_and(std::path::Path::is_dir) {
+                assert!(made.contains(&&dir), "{} was not made", dir.display());
+            }
+        }
+    }
+    c.finish()?;
+    let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+    Ok(())
+}
+
+/// The shim of task `id` in `namespace` exits after containerd's Shutdown.
+fn assert_shim_exits_in(namespace: &str, id: &str) -> Result<()> {
+    for (pid, cmd) in berth_shims(namespace)? {
+        if cmd.contains(&format!("-id {id} ")) {
+            berth_tests::wait_pid_gone(pid, HANG)?;
+        }
+    }
+    Ok(())
+}

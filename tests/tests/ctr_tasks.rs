@@ -536,7 +536,61 @@ fn kill9_during_starts_leaves_no_orphans(shim: Shim) -> Result<()> {
             tasks.len()
         );
     }
-    d.finish()
+    let namespace = d.namespace.clone();
+    d.finish()?;
+    // berthd killed mid-Create closes the shim's connection; Debian's shim
+    // then cancels the call, which SIGKILLs its `runc create` (as with
+    // containerd). That runc had made the container's cgroup but not saved
+    // the state naming it, so `runc delete --force` cannot remove it: the
+    // test removes its containers' empty leaf cgroups. One still holding a
+    // process is a container that outlived everything.
+    let mut busy = Vec::new();
+    for round in 0..ROUNDS {
+        for i in 0..BATCH {
+            busy.extend(berth_tests::host_leftovers::remove_container_cgroups(
+                &namespace,
+                &format!("c{round}-{i}"),
+            ));
+        }
+    }
+    if !busy.is_empty() {
+        bail!("containers' cgroups still hold processes: {busy:?}");
+    }
+    Ok(())
+}
+
+/// A namespace of the test's own leaves no cgroup parents on the host once
+/// the daemon is finished: `ctr` puts a container in the cgroup
+/// `/<namespace>/<id>` and runc, deleting it, removes only the leaf.
+#[test]
+fn an_owned_namespace_leaves_no_cgroups_on_the_host() -> Result<()> {
+    let d = Daemon::start()?.in_unique_namespace("ctr-tasks-owned");
+    let rootfs = d.scratch("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let rootfs = rootfs.display().to_string();
+    let out = ok(d.ctr(&["run", "--rm", "--rootfs", &rootfs, "o1", "/bin/echo", "hi"])?)?;
+    assert_eq!(out, "hi\n");
+    ok(d.ctr(&["run", "-d", "--rootfs", &rootfs, "o2", "/bin/sleep", "300"])?)?;
+    kill_and_wait(&d, "o2")?;
+    ok(d.ctr(&["tasks", "rm", "o2"])?)?;
+    ok(d.ctr(&["containers", "rm", "o2"])?)?;
+    let ns = d.namespace.clone();
+    let dirs = berth_tests::host_leftovers::namespace_dirs(&ns);
+    // The containers made the cgroup parents (else the check below would
+    // prove nothing).
+    for hierarchy in ["memory", "pids"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join(&ns);
+        if dir.parent().is_some_and(std::path::Path::is_dir) {
+            assert!(dir.is_dir(), "{} was not made", dir.display());
+        }
+    }
+    assert!(dirs.iter().any(|d| d.is_dir()), "none of {dirs:?} was made");
+    d.finish()?;
+    let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+    Ok(())
 }
 
 /// One test per scenario and shim: berth's shim runs them all, Debian's the

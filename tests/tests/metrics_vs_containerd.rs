@@ -241,7 +241,7 @@ fn shared_metric_families_match_containerds() -> Result<()> {
         "version = 2\n{}",
         metrics.replace("{port}", &berth_port.to_string())
     )))?
-    .in_namespace(&format!("berth-metrics-{}", std::process::id()));
+    .in_unique_namespace("berth-metrics");
 
     let layout = testimages::busybox(&berth.scratch("busybox"))?;
     let archive = berth.scratch("busybox.tar");
