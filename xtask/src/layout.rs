@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bench::daemons;
 use crate::{Result, bench, cleanup, workspace_root};
 
 /// The image the lifecycle runs.
@@ -237,9 +238,9 @@ impl Berthd {
         let log = std::fs::File::create(dir.join("berthd.log")).map_err(|e| e.to_string())?;
         // As `bench memory` runs it: defaults, and metrics served.
         let config = dir.join("config.toml");
-        std::fs::write(&config, bench::metrics_config(bench::free_port()?))
+        std::fs::write(&config, daemons::metrics_config(daemons::free_port()?))
             .map_err(|e| format!("{}: {e}", config.display()))?;
-        bench::berthd_args(&mut cmd, dir, &config, &address);
+        daemons::berthd_args(&mut cmd, dir, &config, &address);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let mut child = cmd.spawn().map_err(|e| format!("starting berthd: {e}"))?;
         cleanup::daemon(child.id(), &address, &dir.join("state"), dir);

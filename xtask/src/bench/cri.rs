@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use berth_tests::cri_daemon::{CriDaemon, CriDaemonKind, without_proxy};
 use berth_tests::cri_env::CriEnv;
 
-use super::{Better, Goal, Row, Summary, print_and_save, status_kib};
+use super::daemons::status_kib;
+use super::report::{Better, Goal, Row, Summary, print_and_save, stats};
 use crate::Result;
 
 /// Pod and container lifecycles critest times (sequentially).
@@ -215,7 +216,7 @@ fn critest_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
 fn median_ms(path: &PathBuf, op: &str) -> Result<f64> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut v = durations_ms(&text, op).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(super::stats(&mut v).0)
+    Ok(stats(&mut v).0)
 }
 
 /// Every sample's duration of `op` (milliseconds) in a critest lifecycle

@@ -34,11 +34,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::daemons::{Daemon, start_berthd, start_containerd};
 use super::plot::{self, Bar, Series};
-use super::{
-    BUSYBOX, Better, Ctx, Daemon, Goal, Row, Summary, json_of, print_and_save, remove_tasks,
-    start_berthd, start_containerd, stats, target_dir, timed,
-};
+use super::report::{Better, Goal, Row, Summary, print_and_save, stats};
+use super::run::remove_tasks;
+use super::{BUSYBOX, Ctx, json_of, target_dir, timed};
 use crate::{Result, cleanup};
 
 /// Running containers at each point of the curve.

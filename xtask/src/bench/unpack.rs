@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{
-    Better, Ctx, Daemon, Goal, Row, Summary, print_and_save, remove_content, remove_snapshots,
-    rounds, start_berthd_with, start_containerd_with, timed,
-};
+use super::daemons::{Daemon, start_berthd_with, start_containerd_with};
+use super::pull::{remove_content, remove_snapshots};
+use super::report::{Better, Goal, Row, Summary, print_and_save};
+use super::{Ctx, rounds, timed};
 use crate::{Result, cleanup};
 
 /// The snapshotters measured, in this order, and whether containerd 1.6
