@@ -2,13 +2,30 @@
 //! berth's shim on its PATH, so `--runtime io.containerd.berth.v2` runs
 //! containers through `containerd-shim-berth-v2`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::host_leftovers;
+
+/// Debian's containerd with its root at `<dir>/root`, its state at
+/// `<dir>/state`, its gRPC socket at `address` and config file `config`:
+/// the command line the test harnesses and `cargo xtask bench` start it
+/// with.
+pub fn command(dir: &Path, address: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new("/usr/bin/containerd");
+    cmd.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .arg("--address")
+        .arg(address)
+        .arg("--config")
+        .arg(config);
+    cmd
+}
 
 /// A containerd running on a temporary root, stopped when dropped along
 /// with every shim, container and mount it made.
@@ -25,8 +42,9 @@ pub struct Containerd {
     /// stopped, its directories on the host are removed where empty, and
     /// those of every `<namespace>-<suffix>` a test derived from it.
     pub namespace: String,
-    /// Further namespaces the test owns (see [`Containerd::own_namespace`]).
-    owned: std::sync::Mutex<Vec<String>>,
+    /// [`Containerd::namespace`] and the further namespaces the test owns
+    /// (see [`Containerd::own_namespace`]).
+    owned: host_leftovers::OwnedNamespaces,
 }
 
 impl Containerd {
@@ -81,15 +99,7 @@ impl Containerd {
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
         );
         let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-        let mut child = Command::new("/usr/bin/containerd")
-            .arg("--root")
-            .arg(&root)
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .arg("--address")
-            .arg(&address)
-            .arg("--config")
-            .arg(&config)
+        let mut child = command(dir.path(), &address, &config)
             .env("PATH", path)
             .stdout(Stdio::null())
             .stderr(log)
@@ -102,9 +112,10 @@ impl Containerd {
             Duration::from_secs(20),
             String::new,
         )?;
+        let owned = host_leftovers::OwnedNamespaces::default();
         Ok(Containerd {
-            namespace: host_leftovers::unique_namespace("berth-interop"),
-            owned: std::sync::Mutex::new(Vec::new()),
+            namespace: owned.own("berth-interop"),
+            owned,
             dir,
             child,
             address,
@@ -132,12 +143,7 @@ impl Containerd {
     /// of `prefix`), owned by the test: its directories on the host are
     /// removed on drop like those of [`Containerd::namespace`].
     pub fn own_namespace(&self, prefix: &str) -> String {
-        let name = host_leftovers::unique_namespace(prefix);
-        self.owned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(name.clone());
-        name
+        self.owned.own(prefix)
     }
 
     /// PID of the containerd process.
@@ -221,12 +227,6 @@ impl Drop for Containerd {
             self.dir.path(),
         );
         // Its containers are gone: their namespaces' parents are empty.
-        let owned = self
-            .owned
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for namespace in std::iter::once(&self.namespace).chain(owned.iter()) {
-            host_leftovers::remove_namespace_family(namespace);
-        }
+        self.owned.remove();
     }
 }

@@ -335,16 +335,8 @@ fn start_containerd(env: &CriEnv, dir: &Path) -> Result<(PathBuf, Child)> {
     let config = dir.join("config.toml");
     std::fs::write(&config, containerd_config(env, dir))?;
     let log = std::fs::File::create(dir.join("containerd.log"))?;
-    let mut cmd = Command::new("/usr/bin/containerd");
-    cmd.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("--address")
-        .arg(&address)
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
+    let mut cmd = crate::containerd::command(dir, &address, &config);
+    cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     without_proxy(&mut cmd);

@@ -35,6 +35,35 @@ pub fn unique_namespace(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
+/// The namespaces a test owns: named by [`OwnedNamespaces::own`], their
+/// directories on the host removed by [`OwnedNamespaces::remove`], which
+/// the owning fixture calls once its daemon and containers are stopped.
+#[derive(Debug, Default)]
+pub struct OwnedNamespaces(std::sync::Mutex<Vec<String>>);
+
+impl OwnedNamespaces {
+    /// A new [`unique_namespace`] of `prefix`, now owned.
+    pub fn own(&self, prefix: &str) -> String {
+        let name = unique_namespace(prefix);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.clone());
+        name
+    }
+
+    /// [`remove_namespace_family`] of every namespace owned.
+    pub fn remove(&mut self) {
+        let names = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for namespace in names.drain(..) {
+            remove_namespace_family(&namespace);
+        }
+    }
+}
+
 /// The directories of the cgroup `path` (relative to the root, such as
 /// `<namespace>` or `<namespace>/<id>`) on this host: `/sys/fs/cgroup/<hierarchy>/<path>`
 /// for every cgroup v1 hierarchy (each real directory under the cgroup

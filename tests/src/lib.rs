@@ -142,7 +142,7 @@ pub struct Daemon {
     pub namespace: String,
     /// Namespaces the test owns (see [`Daemon::own_namespace`]), removed
     /// from the host when the daemon is dropped.
-    owned: std::sync::Mutex<Vec<String>>,
+    owned: host_leftovers::OwnedNamespaces,
 }
 
 impl Daemon {
@@ -193,7 +193,7 @@ impl Daemon {
             config: config_path,
             startup: Duration::ZERO,
             namespace: "default".to_string(),
-            owned: std::sync::Mutex::new(Vec::new()),
+            owned: host_leftovers::OwnedNamespaces::default(),
         };
         prepare(&d)?;
         d.spawn()?;
@@ -340,12 +340,7 @@ impl Daemon {
     /// cgroup parents, and those of every `<name>-<suffix>`) are removed
     /// where empty.
     pub fn own_namespace(&self, prefix: &str) -> String {
-        let name = host_leftovers::unique_namespace(prefix);
-        self.owned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(name.clone());
-        name
+        self.owned.own(prefix)
     }
 
     /// This daemon with `ctr` and `berthctl` working in a namespace of the
@@ -455,13 +450,7 @@ impl Drop for Daemon {
         // silently, without hiding its own error.
         cleanup_runtime(&self.state, &self.address, self.dir.path());
         // Its containers are gone: their namespaces' parents are empty.
-        let owned = self
-            .owned
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for namespace in owned.iter() {
-            host_leftovers::remove_namespace_family(namespace);
-        }
+        self.owned.remove();
     }
 }
 

@@ -201,9 +201,7 @@ impl Cri {
                 .find(|(_, m)| m.name == name)
                 .map(|(_, m)| m.id);
             if let Some(other) = taken {
-                return Err(CriError::AlreadyExists(format!(
-                    "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {other:?}"
-                )));
+                return Err(name_reserved(&name, &other));
             }
             self.inner.starting.reserve(&name, &id)?
         };
@@ -953,6 +951,14 @@ impl Cri {
     }
 }
 
+/// containerd's error for a sandbox name that pod `other` has (recorded,
+/// or being started).
+fn name_reserved(name: &str, other: &str) -> CriError {
+    CriError::AlreadyExists(format!(
+        "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {other:?}"
+    ))
+}
+
 /// Names reserved by the RunPodSandbox calls under way (name → id).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Reservations(Arc<std::sync::Mutex<HashMap<String, String>>>);
@@ -976,9 +982,7 @@ impl Reservations {
     pub(crate) fn reserve(&self, name: &str, id: &str) -> Result<Reservation> {
         let mut names = self.names();
         if let Some(other) = names.get(name) {
-            return Err(CriError::AlreadyExists(format!(
-                "failed to reserve sandbox name {name:?}: name {name:?} is reserved for {other:?}"
-            )));
+            return Err(name_reserved(name, other));
         }
         names.insert(name.to_string(), id.to_string());
         Ok(Reservation {

@@ -229,17 +229,8 @@ fn spawn_containerd(dir: &Path, bin: &Path, config: impl FnOnce(u16) -> String) 
     let path = dir.join("config.toml");
     let port = free_port()?;
     std::fs::write(&path, config(port)).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("/usr/bin/containerd");
-    cmd.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("--address")
-        .arg(&address)
-        .arg("--config")
-        .arg(&path)
-        .arg("--log-level")
-        .arg("warn");
+    let mut cmd = berth_tests::containerd::command(dir, &address, &path);
+    cmd.arg("--log-level").arg("warn");
     spawn_daemon("containerd", cmd, dir, address, bin, port)
 }
 
